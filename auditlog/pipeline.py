@@ -1,0 +1,385 @@
+"""``configure()``: one call wires structlog, stdlib logging and the journal.
+
+Every log line, from structlog or from stdlib ``logging`` (uvicorn's loggers included), runs through the
+same processors before anything is written::
+
+    contextvars -> level -> logger name -> timestamp -> correlation ids -> safe exception
+        -> fingerprints -> shapes (policy) -> journal (keyed hash chain) [-> console, redacted]
+
+Audit events built by the middleware go through :meth:`AuditHandle.emit`, which stamps them and appends
+them to the same journal. A journal that cannot take a record never raises into the host application:
+the drop is counted (:attr:`AuditHandle.stats`) and reported on stderr, once per kind of failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from auditlog.policy import DEFAULT_POLICY, Policy
+from auditlog.policy import load as load_policy
+from processors import (
+    ExceptionShaper,
+    FieldPolicy,
+    Fingerprinter,
+    Scanner,
+    SecretScanner,
+    ShapeRecorder,
+    add_correlation_ids,
+)
+from store.exceptions import JournalError, KeyError_
+from store.journal import JournalConfig, JournalWriter
+from store.keys import KeyRing, MasterKey, key_from_env
+
+__all__ = ["AuditHandle", "Stats", "configure", "current_handle"]
+
+_lock = threading.Lock()
+_current: AuditHandle | None = None
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters of what the pipeline wrote and what it could not write (never silently lost)."""
+
+    written: int = 0
+    dropped: int = 0
+    drop_reasons: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"written": self.written, "dropped": self.dropped, "drop_reasons": dict(self.drop_reasons)}
+
+
+class _Reporter:
+    """Reports each kind of failure once on stderr, with counts, never with values."""
+
+    __slots__ = ("_seen", "stats", "stream")
+
+    def __init__(self, stats: Stats, stream: IO[str] | None = None) -> None:
+        self.stats = stats
+        self.stream = stream
+        self._seen: set[str] = set()
+
+    def drop(self, reason: str) -> None:
+        s = self.stats
+        s.dropped += 1
+        s.drop_reasons[reason] = s.drop_reasons.get(reason, 0) + 1
+        if reason not in self._seen:
+            self._seen.add(reason)
+            try:
+                print(
+                    f"auditlog: audit event not written ({reason}); counting further drops in handle.stats",
+                    file=self.stream or sys.stderr,
+                )
+            except Exception:  # noqa: S110 - reporting must never raise into the host
+                pass
+
+
+class JournalSink:
+    """The last processor: append the redacted event to the journal, return the console line (or "")."""
+
+    __slots__ = ("_console", "_journal", "_reporter", "_stats")
+
+    def __init__(self, journal: JournalWriter, reporter: _Reporter, *, console: bool) -> None:
+        self._journal = journal
+        self._reporter = reporter
+        self._stats = reporter.stats
+        self._console = console
+
+    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> str:
+        try:
+            self._journal.append(event_dict)
+            self._stats.written += 1
+        except JournalError as exc:
+            self._reporter.drop(type(exc.__cause__ or exc).__name__)
+        except Exception as exc:
+            self._reporter.drop(type(exc).__name__)
+        if self._console:
+            return orjson.dumps(event_dict, default=_unserializable).decode()
+        return ""
+
+
+def _unserializable(v: object) -> str:
+    return f"<unshapeable:{type(v).__name__[:64]}>"
+
+
+class _JournalLogger:
+    """A structlog logger that prints the redacted console line (if any) and does nothing else."""
+
+    __slots__ = ("_stream", "name")
+
+    def __init__(self, name: str | None, stream: IO[str] | None) -> None:
+        self.name = name
+        self._stream = stream
+
+    def msg(self, message: str) -> None:
+        if message and self._stream is not None:
+            self._stream.write(message + "\n")
+
+    log = debug = info = warn = warning = error = err = critical = exception = fatal = msg
+
+
+class _LoggerFactory:
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: IO[str] | None) -> None:
+        self._stream = stream
+
+    def __call__(self, *args: Any) -> _JournalLogger:
+        name = args[0] if args and isinstance(args[0], str) else None
+        return _JournalLogger(name, self._stream)
+
+
+def add_logger_name(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """Add ``logger``: the structlog logger's name, or the stdlib record's."""
+    if "logger" not in event_dict:
+        name = getattr(logger, "name", None)
+        if name:
+            event_dict["logger"] = name
+    return event_dict
+
+
+class PolicyFingerprints:
+    """Fingerprint the fields the matching rule names (``fingerprint = [...]``) and drop their values."""
+
+    __slots__ = ("_fp", "_resolve")
+
+    def __init__(self, fingerprinter: Fingerprinter, resolve: Callable[[Mapping[str, Any]], FieldPolicy]):
+        self._fp = fingerprinter
+        self._resolve = resolve
+
+    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+        names = self._resolve(event_dict).fingerprint
+        if names:
+            hit = names.intersection(event_dict)
+            if hit:
+                fps = event_dict.setdefault("fp", {})
+                for k in hit:
+                    fps[k] = self._fp.fingerprint(event_dict.pop(k))
+        return event_dict
+
+
+class _Resolver:
+    """Maps an event to the field policy of the rule for its logger; cached per logger name."""
+
+    __slots__ = ("_cache", "_policy")
+
+    def __init__(self, policy: Policy) -> None:
+        self._policy = policy
+        self._cache: dict[str | None, FieldPolicy] = {}
+
+    def __call__(self, event_dict: Mapping[str, Any]) -> FieldPolicy:
+        name = event_dict.get("logger")
+        try:
+            return self._cache[name]
+        except (KeyError, TypeError):
+            pass
+        fp = self._policy.for_logger(name if isinstance(name, str) else None).field_policy
+        if isinstance(name, str) and len(self._cache) < 4096:
+            self._cache[name] = fp
+        return fp
+
+
+class AuditHandle:
+    """What :func:`configure` returns: the live pipeline. ``flush()``, ``shutdown()``, ``emit()``, ``stats``."""
+
+    def __init__(
+        self,
+        *,
+        journal: JournalWriter,
+        policy: Policy,
+        keys: KeyRing,
+        scanner: Scanner,
+        fingerprinter: Fingerprinter,
+        processors: list[Processor],
+        reporter: _Reporter,
+    ) -> None:
+        self.journal = journal
+        self.policy = policy
+        self.keys = keys
+        self.scanner = scanner
+        self.fingerprinter = fingerprinter
+        self.processors = processors
+        self.stats = reporter.stats
+        self._reporter = reporter
+        self._handlers: list[tuple[logging.Logger, logging.Handler, int, bool]] = []
+        self._closed = False
+
+    def emit(self, event: MutableMapping[str, Any]) -> bool:
+        """Append an already-redacted audit event (built by the middleware) to the journal.
+
+        Stamps ``ts`` and ``event_id`` when missing and the policy reference. Returns False (and counts
+        the drop) when the journal cannot take it; never raises.
+        """
+        event.setdefault("ts", _now_iso())
+        event.setdefault("event_id", uuid.uuid4().hex)
+        event.setdefault("policy", self.policy.ref)
+        try:
+            self.journal.append(event)
+        except Exception as exc:
+            self._reporter.drop(type(exc.__cause__ or exc).__name__)
+            return False
+        self.stats.written += 1
+        return True
+
+    def flush(self) -> None:
+        """Make everything written so far durable (fsync)."""
+        try:
+            self.journal.flush()
+        except JournalError as exc:
+            self._reporter.drop(f"flush:{type(exc.__cause__ or exc).__name__}")
+
+    def shutdown(self) -> None:
+        """Detach from logging, seal the active segment and close the journal. Idempotent."""
+        global _current
+        if self._closed:
+            return
+        self._closed = True
+        for lg, handler, old_level, old_propagate in self._handlers:
+            lg.removeHandler(handler)
+            lg.setLevel(old_level)
+            lg.propagate = old_propagate
+        self._handlers.clear()
+        structlog.reset_defaults()
+        try:
+            self.journal.close()
+        except JournalError as exc:
+            self._reporter.drop(f"close:{type(exc.__cause__ or exc).__name__}")
+        with _lock:
+            if _current is self:
+                _current = None
+
+    def __enter__(self) -> AuditHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+def _now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1e6) % 1_000_000:06d}Z"
+
+
+def _keys(key: KeyRing | MasterKey | bytes | str | os.PathLike[str] | None) -> KeyRing:
+    if isinstance(key, KeyRing):
+        return key
+    if isinstance(key, MasterKey):
+        return KeyRing(key)
+    if isinstance(key, bytes):
+        return KeyRing(MasterKey(key))
+    if isinstance(key, str | os.PathLike):
+        return KeyRing.from_file(key)
+    ring = key_from_env()
+    if ring is None:
+        raise KeyError_(
+            "no audit key: set AUDITLOG_KEY (base64, 32 bytes) or AUDITLOG_KEY_FILE, or pass key= "
+            "(create a key file with `auditlog keygen`)"
+        )
+    return ring
+
+
+def current_handle() -> AuditHandle | None:
+    """The handle of the active :func:`configure` call, if any (the middleware uses it by default)."""
+    return _current
+
+
+def configure(
+    *,
+    journal_dir: str | os.PathLike[str],
+    policy: Policy | str | os.PathLike[str] | None = None,
+    key: KeyRing | MasterKey | bytes | str | os.PathLike[str] | None = None,
+    scanner: Scanner | None = None,
+    journal_config: JournalConfig | None = None,
+    console: IO[str] | None = None,
+    stdlib: bool = True,
+    stdlib_level: int = logging.INFO,
+    capture_loggers: tuple[str, ...] = ("uvicorn", "uvicorn.error", "uvicorn.access"),
+) -> AuditHandle:
+    """Wire structlog, stdlib logging and the journal in one call.
+
+    Args:
+        journal_dir: directory of the chained journal segments (created if missing).
+        policy: a :class:`~auditlog.policy.Policy`, a path to a policy TOML file, or None for the safe
+            default (level ``shape``, nothing allowlisted).
+        key: the master key (a KeyRing, MasterKey, 32 raw bytes, or a key file path); None reads
+            ``AUDITLOG_KEY`` / ``AUDITLOG_KEY_FILE``.
+        scanner: the secret/PII scanner for messages and allowlisted values (default: SecretScanner).
+        journal_config: rotation, fsync and retention settings of the journal.
+        console: a stream that also receives each *redacted* line (e.g. ``sys.stderr``), or None.
+        stdlib: route stdlib ``logging`` (root logger and ``capture_loggers``) through the pipeline.
+        stdlib_level: the level set on the root logger when ``stdlib`` is on.
+        capture_loggers: loggers that do not propagate to root by default (uvicorn's) and get the
+            handler directly.
+
+    Returns:
+        An :class:`AuditHandle`. Calling ``configure`` again shuts the previous handle down first.
+
+    Raises:
+        KeyError_: no key was given and none is in the environment.
+        PolicyError: the policy file is malformed.
+        JournalError: the journal directory cannot be opened.
+    """
+    global _current
+    with _lock:
+        previous = _current
+    if previous is not None:
+        previous.shutdown()
+
+    pol = DEFAULT_POLICY if policy is None else policy if isinstance(policy, Policy) else load_policy(policy)
+    ring = _keys(key)
+    scan = scanner if scanner is not None else SecretScanner()
+    jconf = journal_config or JournalConfig(retention=pol.defaults.journal_retention)
+    journal = JournalWriter(Path(journal_dir), keys=ring, config=jconf)
+    reporter = _Reporter(Stats())
+    fingerprinter = Fingerprinter(
+        key=ring.active.derive("fingerprint"), key_id=ring.active.key_id, fields=()
+    )
+    resolver = _Resolver(pol)
+    sink = JournalSink(journal, reporter, console=console is not None)
+    shared: list[Processor] = [
+        add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        add_correlation_ids,
+        ExceptionShaper(scan),
+        PolicyFingerprints(fingerprinter, resolver),
+        ShapeRecorder(policy=resolver, scanner=scan),
+    ]
+    chain: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        *shared,
+        sink,
+    ]
+    structlog.configure(
+        processors=chain,
+        logger_factory=_LoggerFactory(console),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        cache_logger_on_first_use=True,
+    )
+    handle = AuditHandle(
+        journal=journal,
+        policy=pol,
+        keys=ring,
+        scanner=scan,
+        fingerprinter=fingerprinter,
+        processors=chain,
+        reporter=reporter,
+    )
+    if stdlib:
+        from auditlog.stdlib import install
+
+        install(handle, shared=shared, sink=sink, console=console, level=stdlib_level, loggers=capture_loggers)
+    with _lock:
+        _current = handle
+    return handle

@@ -1,0 +1,118 @@
+"""Route stdlib ``logging`` (and uvicorn's loggers) through the redacting pipeline.
+
+A :class:`structlog.stdlib.ProcessorFormatter` turns each ``LogRecord`` into an event dict. The record is
+never interpolated: the message *template* (``record.msg``) becomes the event and the arguments are shaped
+like any other value, so ``log.info("reset for %s", email)`` journals the template and the shape of
+``email``. ``extra=`` fields are shaped too. uvicorn's access lines become structured ``http.access``
+events whose target keeps the route and query keys but no query values and no id-like path segments;
+the client address is not kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import IO, TYPE_CHECKING, Any
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from auditlog.urls import redact_target
+
+if TYPE_CHECKING:
+    from auditlog.pipeline import AuditHandle, JournalSink
+
+__all__ = ["JournalHandler", "install", "record_to_event"]
+
+_RECORD_ATTRS = frozenset(
+    logging.LogRecord("n", logging.INFO, "p", 1, "m", None, None).__dict__.keys()
+    | {"message", "asctime", "taskName", "color_message"}
+)
+
+
+def _access_event(record: logging.LogRecord, ed: EventDict) -> EventDict:
+    args = record.args
+    if isinstance(args, tuple) and len(args) == 5:
+        _client, method, target, http_version, status = args
+        ed["event"] = "http.access"
+        ed["method"] = method if isinstance(method, str) and method.isalpha() and len(method) < 16 else "?"
+        ed["target"] = redact_target(target) if isinstance(target, str) else "<unshapeable>"
+        ed["status"] = status if isinstance(status, int) else None
+        ed["http_version"] = http_version if isinstance(http_version, str) and len(http_version) < 8 else "?"
+    else:
+        ed["event"] = "http.access"
+    return ed
+
+
+def record_to_event(logger: WrappedLogger, method_name: str, ed: EventDict) -> EventDict:
+    """Foreign pre-chain step: template instead of the interpolated message, args and extras as fields."""
+    record: logging.LogRecord = ed["_record"]
+    ed.pop("positional_args", None)
+    ed["logger"] = record.name
+    if record.name == "uvicorn.access":
+        _access_event(record, ed)
+    else:
+        ed["event"] = record.msg  # the template; a non-str message is shaped like any value
+        if record.args:
+            ed["args"] = record.args
+    for k, v in record.__dict__.items():
+        if k not in _RECORD_ATTRS and not k.startswith("_") and k not in ed:
+            ed[k] = v
+    return ed
+
+
+def _drop_meta(logger: WrappedLogger, method_name: str, ed: EventDict) -> EventDict:
+    ed.pop("_record", None)
+    ed.pop("_from_structlog", None)
+    return ed
+
+
+class JournalHandler(logging.Handler):
+    """A logging handler whose formatter journals the record; optionally echoes the redacted line."""
+
+    def __init__(self, handle: AuditHandle, formatter: logging.Formatter, console: IO[str] | None) -> None:
+        super().__init__()
+        self.setFormatter(formatter)
+        self._handle = handle
+        self._console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+            if self._console is not None and line:
+                self._console.write(line + "\n")
+        except Exception:
+            self.handleError(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        # logging's default prints the record's message and arguments: values. Count, never print them.
+        self._handle._reporter.drop(f"stdlib:{sys.exc_info()[0].__name__ if sys.exc_info()[0] else 'error'}")
+
+
+def install(
+    handle: AuditHandle,
+    *,
+    shared: list[Processor],
+    sink: JournalSink,
+    console: IO[str] | None,
+    level: int,
+    loggers: tuple[str, ...],
+) -> None:
+    """Attach a :class:`JournalHandler` to the root logger and to ``loggers`` (which stop propagating)."""
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[record_to_event, structlog.stdlib.add_log_level],
+        processors=[_drop_meta, *shared, sink],
+        use_get_message=False,
+        pass_foreign_args=True,
+    )
+    handler = JournalHandler(handle, formatter, console)
+    root = logging.getLogger()
+    targets: list[tuple[logging.Logger, Any]] = [(root, level)]
+    targets += [(logging.getLogger(name), None) for name in loggers]
+    for lg, lvl in targets:
+        handle._handlers.append((lg, handler, lg.level, lg.propagate))
+        lg.addHandler(handler)
+        if lvl is not None:
+            lg.setLevel(lvl)
+        else:
+            lg.propagate = False

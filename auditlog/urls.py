@@ -1,0 +1,86 @@
+"""URL redaction: keep the route, drop the identifiers and every query value.
+
+``redact_target("/reset/canary-url-token-55?token=abc&page=2")`` gives ``"/reset/{token}?token=&page="``:
+id-like path segments collapse to a placeholder naming their kind, query keys stay (when they are
+identifier-like) and query values never appear. Everything is percent-decoded first, so an encoded secret
+is recognised as what it is.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+
+from processors import Scanner
+
+__all__ = ["collapse_path", "redact_target", "query_keys"]
+
+_WORD = re.compile(r"^[A-Za-z][A-Za-z_.\-]{0,39}[0-9]{0,2}$")
+_VERSIONISH = re.compile(r"^v[0-9]{1,3}(\.[0-9]{1,3}){0,2}$")
+_NUMBER = re.compile(r"^[0-9]+$")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+_EMAIL = re.compile(r"@")
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-\[\]]{0,63}$")
+_MAX_SEGMENTS = 32
+_MAX_QUERY_KEYS = 32
+
+
+def _segment(seg: str, scanner: Scanner | None) -> str:
+    if not seg:
+        return seg
+    if seg.startswith("{") and seg.endswith("}"):
+        return "{id}"  # a literal placeholder from a client is still not trusted
+    if _NUMBER.match(seg):
+        return "{n}"
+    if _UUID.match(seg):
+        return "{uuid}"
+    if _EMAIL.search(seg):
+        return "{email}"
+    if _VERSIONISH.match(seg):
+        return seg
+    if _WORD.match(seg) and (scanner is None or not scanner.findings(seg)):
+        # Word-like segments mixing in long digit runs were rejected by _WORD already.
+        return seg
+    return "{token}" if len(seg) >= 8 else "{id}"
+
+
+def collapse_path(path: str, *, scanner: Scanner | None = None) -> str:
+    """Collapse id-like segments of a URL path (numbers, UUIDs, emails, tokens) to placeholders."""
+    decoded = urllib.parse.unquote(path, errors="replace")
+    parts = decoded.split("/")
+    out = [_segment(p, scanner) for p in parts[:_MAX_SEGMENTS]]
+    if len(parts) > _MAX_SEGMENTS:
+        out.append("{...}")
+    return "/".join(out)
+
+
+def query_keys(query: str) -> tuple[list[str], int]:
+    """The identifier-like keys of a query string, and how many other keys were hidden."""
+    keys: list[str] = []
+    hidden = 0
+    for n, (k, _v) in enumerate(urllib.parse.parse_qsl(query, keep_blank_values=True, errors="replace")):
+        if n >= _MAX_QUERY_KEYS:
+            hidden += 1
+        elif _KEY.match(k) and not _looks_like_token(k):
+            keys.append(k)
+        else:
+            hidden += 1
+    return keys, hidden
+
+
+def _looks_like_token(k: str) -> bool:
+    digits = sum(c.isdigit() for c in k)
+    return len(k) >= 12 and digits >= 3
+
+
+def redact_target(target: str, *, scanner: Scanner | None = None) -> str:
+    """Redact a request target (path plus optional query): collapsed path, query keys without values."""
+    path, sep, query = target.partition("?")
+    out = collapse_path(path, scanner=scanner)
+    if sep:
+        keys, hidden = query_keys(query)
+        parts = [f"{k}=" for k in keys]
+        if hidden:
+            parts.append(f"<{hidden} hidden>")
+        out += "?" + "&".join(parts)
+    return out
