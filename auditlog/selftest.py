@@ -24,6 +24,7 @@ import structlog
 from auditlog.canaries import Canaries, load_canaries
 from auditlog.pipeline import configure
 from auditlog.policy import DEFAULT_POLICY, Policy, Rule
+from processors import Scanner
 from store.journal import iter_records
 from store.keys import KeyRing, MasterKey
 
@@ -76,16 +77,26 @@ def _plant(log: Any, std: logging.Logger, rule: Rule, c: Canaries) -> int:
 
 
 def run_selftest(
-    policy: Policy | None = None, *, canaries: Canaries | None = None, workdir: Path | None = None
+    policy: Policy | None = None,
+    *,
+    canaries: Canaries | None = None,
+    scanner: Scanner | None = None,
+    workdir: Path | None = None,
 ) -> SelftestResult:
-    """Run the self-test against ``policy`` (default: the safe default policy)."""
+    """Run the self-test against ``policy`` (default: the safe default policy) and ``scanner``."""
     pol = policy or DEFAULT_POLICY
     c = canaries or load_canaries()
     result = SelftestResult()
     with tempfile.TemporaryDirectory(prefix="auditlog-selftest-", dir=workdir) as tmp:
         journal_dir = Path(tmp) / "journal"
         console = io.StringIO()
-        handle = configure(journal_dir=journal_dir, policy=pol, key=KeyRing(MasterKey.generate()), console=console)
+        handle = configure(
+            journal_dir=journal_dir,
+            policy=pol,
+            key=KeyRing(MasterKey.generate()),
+            console=console,
+            scanner=scanner,
+        )
         try:
             rules = [pol.defaults, *[r for r in pol.rules if _logger_name(r) is not None]]
             for rule in rules:

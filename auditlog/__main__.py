@@ -1,0 +1,5 @@
+"""``python -m auditlog``: the command line."""
+
+from auditlog.cli import main
+
+main()

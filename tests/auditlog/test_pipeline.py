@@ -1,0 +1,316 @@
+"""configure(): structlog and stdlib logging through the redacting pipeline into the chained journal."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import structlog
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel
+
+import auditlog
+from auditlog.canaries import Canaries, load_canaries
+from auditlog.policy import loads
+from store.exceptions import JournalError, KeyError_
+from store.journal import iter_records, verify
+from store.keys import KeyRing, MasterKey
+
+CANARIES = load_canaries()
+VALUES = list(CANARIES.values.values())
+KEY = MasterKey.generate()
+
+
+def journal_bytes(d: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file())
+
+
+def records(d: Path) -> list[dict[str, Any]]:
+    return [r for r in iter_records(d) if r.get("kind") != "journal.segment_opened"]
+
+
+@pytest.fixture
+def configured(tmp_path: Path) -> Iterator[tuple[auditlog.AuditHandle, Path, io.StringIO]]:
+    console = io.StringIO()
+    d = tmp_path / "journal"
+    handle = auditlog.configure(journal_dir=d, key=KeyRing(KEY), console=console)
+    try:
+        yield handle, d, console
+    finally:
+        handle.shutdown()
+
+
+@dataclass
+class Card:
+    number: str
+    holder: str
+
+
+class Customer(BaseModel):
+    email: str
+    note: str
+
+
+class TestStructlog:
+    def test_kwargs_are_shaped_not_valued(self, configured: tuple[auditlog.AuditHandle, Path, io.StringIO]) -> None:
+        """A nested argument is journaled as its shape."""
+        handle, d, _ = configured
+        structlog.get_logger("app").info("order.created", order={"id": 7, "email": "ann@example.org"})
+        handle.shutdown()
+        (rec,) = records(d)
+        assert "order.created" == rec["event"]
+        assert "app" == rec["logger"]
+        assert {"t": "obj"} == {"t": rec["order"]["t"]}
+        assert b"ann@example.org" not in journal_bytes(d)
+        assert verify(d, keys=KeyRing(KEY)).ok
+
+    def test_correlation_id_from_contextvars(
+        self, configured: tuple[auditlog.AuditHandle, Path, io.StringIO]
+    ) -> None:
+        """A bound correlation id is carried into the record."""
+        handle, d, _ = configured
+        structlog.contextvars.bind_contextvars(correlation_id="req-123")
+        try:
+            structlog.get_logger("app").info("x")
+        finally:
+            structlog.contextvars.clear_contextvars()
+        handle.shutdown()
+        assert "req-123" == records(d)[0]["correlation_id"]
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(
+        value=st.sampled_from(VALUES),
+        where=st.sampled_from(["kwarg", "nested", "key", "list", "bytes", "tuple", "set", "dc", "model", "msg"]),
+    )
+    def test_no_canary_reaches_journal_or_console(
+        self, tmp_path_factory: pytest.TempPathFactory, value: str, where: str
+    ) -> None:
+        """Wherever a caller puts a secret, neither the journal nor the console holds it."""
+        d = tmp_path_factory.mktemp("j")
+        console = io.StringIO()
+        handle = auditlog.configure(journal_dir=d, key=KeyRing(KEY), console=console)
+        log = structlog.get_logger("app")
+        args: dict[str, Any] = {
+            "kwarg": {"v": value},
+            "nested": {"a": {"b": [{"c": value}]}},
+            "key": {"m": {value: 1}},
+            "list": {"l": [1, value]},
+            "bytes": {"b": value.encode()},
+            "tuple": {"t": (value,)},
+            "set": {"s": {value}},
+            "dc": {"card": Card(value, value)},
+            "model": {"c": Customer(email=value, note=value)},
+            "msg": {},
+        }[where]
+        log.info(f"event with {value}" if where == "msg" else "event", **args)
+        handle.shutdown()
+        assert [] == CANARIES.leaks_in(journal_bytes(d) + console.getvalue().encode("utf-8", "surrogatepass"))
+        assert 1 == handle.stats.written
+
+    def test_exception_with_chained_cause_keeps_no_secret(
+        self, configured: tuple[auditlog.AuditHandle, Path, io.StringIO]
+    ) -> None:
+        """log.exception journals type and frames; messages are scanned, locals never read."""
+        handle, d, console = configured
+        secret_local = CANARIES.values["password"]  # noqa: F841 - must not appear via locals
+        try:
+            try:
+                raise KeyError(CANARIES.values["aws_secret_access_key"])
+            except KeyError as inner:
+                raise RuntimeError(f"token {CANARIES.values['jwt']} for {CANARIES.values['email']}") from inner
+        except RuntimeError:
+            structlog.get_logger("app").exception("upstream.failed")
+        handle.shutdown()
+        (rec,) = records(d)
+        assert "builtins.RuntimeError" == rec["exception"]["type"] or rec["exception"]["type"].endswith(
+            "RuntimeError"
+        )
+        assert [] == CANARIES.leaks_in(journal_bytes(d) + console.getvalue().encode())
+
+
+class TestStdlib:
+    def test_template_and_args_shaped_and_extra_shaped(
+        self, configured: tuple[auditlog.AuditHandle, Path, io.StringIO]
+    ) -> None:
+        """The %-template is journaled, arguments and extra= fields only as shapes."""
+        handle, d, _ = configured
+        logging.getLogger("legacy").warning(
+            "login failed for %s from %s",
+            CANARIES.values["email"],
+            CANARIES.values["ipv4"],
+            extra={"password": CANARIES.values["password"], "attempt": 3},
+        )
+        handle.shutdown()
+        (rec,) = records(d)
+        assert ("login failed for %s from %s", "legacy", "warning") == (rec["event"], rec["logger"], rec["level"])
+        assert {"t": "int"} == rec["attempt"]
+        assert "password" in rec
+        assert [] == CANARIES.leaks_in(journal_bytes(d))
+
+    def test_bad_format_args_neither_raise_nor_print(
+        self, configured: tuple[auditlog.AuditHandle, Path, io.StringIO], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Mismatched %-arguments are never interpolated, so nothing fails and nothing prints."""
+        handle, d, _ = configured
+        logging.getLogger("legacy").error("%d items", CANARIES.values["api_key"])
+        handle.shutdown()
+        assert 1 == len(records(d))
+        captured = capsys.readouterr()
+        assert [] == CANARIES.leaks_in((captured.out + captured.err).encode())
+
+    def test_uvicorn_access_line_is_structured_and_redacted(
+        self, configured: tuple[auditlog.AuditHandle, Path, io.StringIO]
+    ) -> None:
+        """Access lines keep method, route, query keys and status; no client address, no query values."""
+        handle, d, _ = configured
+        logging.getLogger("uvicorn.access").info(
+            '%s - "%s %s HTTP/%s" %d',
+            (CANARIES.values["ipv4"], 5000),
+            "GET",
+            "/v1/users/42/reset/" + CANARIES.values["jwt"] + "?token=canary-url-token-55&page=2",
+            "1.1",
+            200,
+        )
+        handle.shutdown()
+        (rec,) = records(d)
+        assert ("http.access", "GET", "/v1/users/{n}/reset/{token}?token=&page=", 200) == (
+            rec["event"],
+            rec["method"],
+            rec["target"],
+            rec["status"],
+        )
+        assert [] == CANARIES.leaks_in(journal_bytes(d))
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(value=st.sampled_from(VALUES), where=st.sampled_from(["arg", "extra", "msg", "exc", "extra_key"]))
+    def test_no_canary_through_stdlib(self, tmp_path_factory: pytest.TempPathFactory, value: str, where: str) -> None:
+        """Secrets in stdlib arguments, extra=, messages and exceptions never reach a sink."""
+        d = tmp_path_factory.mktemp("j")
+        console = io.StringIO()
+        handle = auditlog.configure(journal_dir=d, key=KeyRing(KEY), console=console)
+        lg = logging.getLogger("legacy.app")
+        if where == "arg":
+            lg.info("value %s", value)
+        elif where == "extra":
+            lg.info("value", extra={"field": {"nested": value}})
+        elif where == "extra_key":
+            lg.info("value", extra={"field": {value: 1}})
+        elif where == "msg":
+            lg.info(f"value {value}")
+        else:
+            try:
+                raise ValueError(value)
+            except ValueError:
+                lg.exception("failed")
+        handle.shutdown()
+        assert [] == CANARIES.leaks_in(journal_bytes(d) + console.getvalue().encode("utf-8", "surrogatepass"))
+
+
+class TestPolicy:
+    POLICY = """
+[[rules]]
+id = "pay"
+match = { logger = "shop.payments" }
+level = "values"
+allow = ["amount", "note"]
+fingerprint = ["email"]
+
+[[rules]]
+id = "quiet"
+match = { logger = "shop.debug" }
+level = "none"
+
+[[rules]]
+id = "meta"
+match = { logger = "shop.meta" }
+level = "metadata"
+"""
+
+    def test_levels_allow_and_fingerprint(self, tmp_path: Path) -> None:
+        """values keeps scanned allowlisted fields; none drops; metadata drops fields; fp replaces values."""
+        d = tmp_path / "j"
+        handle = auditlog.configure(journal_dir=d, key=KeyRing(KEY), policy=loads(self.POLICY))
+        email = CANARIES.values["email"]
+        structlog.get_logger("shop.payments").info(
+            "paid", amount=12.5, note=f"from {email}", email=email, other="x"
+        )
+        structlog.get_logger("shop.debug").info("dump", everything=VALUES)
+        structlog.get_logger("shop.meta").info("ping", payload="x")
+        fp = handle.fingerprinter.fingerprint(email)
+        handle.shutdown()
+        paid, ping = records(d)
+        assert (12.5, "from <EMAIL_ADDRESS>", {"email": fp}) == (paid["amount"], paid["note"], paid["fp"])
+        assert {"t": "str", "len": 1} == paid["other"]
+        assert "payload" not in ping
+        assert [] == CANARIES.leaks_in(journal_bytes(d))
+
+
+class TestHandle:
+    def test_configure_twice_closes_the_first(self, tmp_path: Path) -> None:
+        """A second configure seals the first journal and writes to the new one."""
+        a, b = tmp_path / "a", tmp_path / "b"
+        h1 = auditlog.configure(journal_dir=a, key=KeyRing(KEY))
+        structlog.get_logger().info("one")
+        h2 = auditlog.configure(journal_dir=b, key=KeyRing(KEY))
+        structlog.get_logger().info("two")
+        h2.shutdown()
+        h1.shutdown()
+        assert (["one"], ["two"]) == ([r["event"] for r in records(a)], [r["event"] for r in records(b)])
+        assert verify(a, keys=KeyRing(KEY)).ok and verify(b, keys=KeyRing(KEY)).ok
+
+    def test_missing_key_is_a_clear_error(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Without a key anywhere, configure says how to make one."""
+        monkeypatch.delenv("AUDITLOG_KEY", raising=False)
+        monkeypatch.delenv("AUDITLOG_KEY_FILE", raising=False)
+        with pytest.raises(KeyError_, match="auditlog keygen"):
+            auditlog.configure(journal_dir=tmp_path)
+
+    def test_key_from_environment(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """AUDITLOG_KEY is used when no key is passed."""
+        monkeypatch.setenv("AUDITLOG_KEY", KEY.to_b64())
+        h = auditlog.configure(journal_dir=tmp_path / "j")
+        assert KEY.key_id == h.keys.active.key_id
+        h.shutdown()
+
+    def test_journal_failure_is_counted_not_raised(
+        self, configured: tuple[auditlog.AuditHandle, Path, io.StringIO], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """When the journal cannot take an event, the app continues; the drop is counted and reported once."""
+        handle, _, _ = configured
+
+        def broken(record: object) -> int:
+            raise JournalError(28, "No space left on device") from OSError(28, "No space left on device")
+
+        handle.journal.append = broken  # type: ignore[method-assign]
+        for _ in range(3):
+            structlog.get_logger().info("x", secret=CANARIES.values["password"])
+        assert not handle.emit({"kind": "test"})
+        assert 4 == handle.stats.dropped
+        err = capsys.readouterr().err
+        assert 1 == err.count("audit event not written")
+        assert [] == CANARIES.leaks_in(err.encode())
+
+    def test_emit_stamps_trusted_events(self, configured: tuple[auditlog.AuditHandle, Path, io.StringIO]) -> None:
+        """emit() adds ts, event_id and the policy reference."""
+        handle, d, _ = configured
+        assert handle.emit({"kind": "http.request", "outcome": {"status": "ok"}})
+        handle.shutdown()
+        (rec,) = records(d)
+        assert {"kind", "outcome", "ts", "event_id", "policy"} <= set(rec)
+        assert "default" == rec["policy"]["id"]
+
+    def test_records_serialize_as_json_lines(self, configured: tuple[auditlog.AuditHandle, Path, io.StringIO]) -> None:
+        """Every journal line is one JSON object."""
+        handle, d, _ = configured
+        structlog.get_logger().info("x", a=1)
+        handle.shutdown()
+        for p in d.glob("*.jsonl"):
+            for line in p.read_bytes().splitlines():
+                assert isinstance(orjson.loads(line), dict)

@@ -1,0 +1,74 @@
+"""uvicorn on 127.0.0.1 with configure(): its error and access loggers are journaled, redacted."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+import auditlog
+from auditlog.canaries import load_canaries
+from store.journal import iter_records, verify
+from store.keys import KeyRing, MasterKey
+
+Scope = MutableMapping[str, Any]
+CANARIES = load_canaries()
+
+
+async def app(scope: Scope, receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]) -> None:
+    if scope["type"] == "lifespan":
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+class TestUvicornLogs:
+    def test_access_lines_redacted_through_real_server(self, tmp_path: Path) -> None:
+        """A real request's access line is journaled without the token in path or query, nor the client IP."""
+        key = KeyRing(MasterKey.generate())
+        handle = auditlog.configure(journal_dir=tmp_path / "j", key=key)
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=True, lifespan="on"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 10
+            while not server.started and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert server.started
+            target = f"/reset/{CANARIES.values['jwt']}?token=canary-url-token-55&email={CANARIES.values['email']}"
+            r = httpx.get(f"http://127.0.0.1:{port}{target}", timeout=5)
+            assert 200 == r.status_code
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+            sock.close()
+            handle.shutdown()
+        recs = list(iter_records(tmp_path / "j"))
+        access = [r for r in recs if r.get("event") == "http.access"]
+        assert ["/reset/{token}?token=&email="] == [r["target"] for r in access]
+        assert any(r.get("logger") == "uvicorn.error" for r in recs)
+        blob = b"".join(p.read_bytes() for p in (tmp_path / "j").iterdir())
+        assert [] == CANARIES.leaks_in(blob)
+        assert b"127.0.0.1" not in b"".join(orjson_line(r) for r in access)
+        assert verify(tmp_path / "j", keys=key).ok
+
+
+def orjson_line(rec: dict[str, Any]) -> bytes:
+    import orjson
+
+    return orjson.dumps(rec)
