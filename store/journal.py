@@ -1,0 +1,766 @@
+"""The tamper-evident audit journal: chained JSONL segments, seals, crash recovery, retention, verify.
+
+A journal is a directory::
+
+    journal.lock              flock'ed by the one writer
+    00000001.jsonl            a segment: a header line, then one record per line
+    00000001.seal.json        its seal, written when the segment is closed
+    00000002.jsonl            the next segment, chained from the last line of the one before
+
+Chain. Every line has a global, consecutive ``seq`` and ``mac = HMAC-SHA256(k, prev_mac || body)``:
+``k = master.derive("journal")`` for the master key named by the segment's ``kid``, ``body`` is the
+canonical JSON of the record with its ``seq`` (the line without its ``mac`` field), ``prev_mac`` the MAC of
+the line before, across segments (32 zero bytes before the very first). Each segment opens with a header
+(``kind: "journal.segment_opened"``; ``segment``, ``kid``, ``source``, ``prev_segment``, ``prev_last_seq``,
+``reason``, ``ts``, and ``recovered`` after a crash) that takes the next ``seq``, so removing a whole
+segment breaks the chain at the next header. ``seq`` and ``mac`` are reserved keys.
+
+Seals. When a segment closes (size, age, :meth:`JournalWriter.rotate`, :meth:`JournalWriter.close`, a write
+error, or recovery) the writer writes ``NNNNNNNN.seal.json``: ``count`` (lines, header included),
+``first_seq``, ``last_seq``, ``last_mac``, ``sha256`` and ``bytes`` of the valid prefix, ``torn_bytes`` and
+``torn_sha256`` of anything after it, ``kid``, ``source``, ``created``, ``sealed``, ``reason``,
+``recovered``, and its own MAC. A sealed segment is complete: any truncation, extension or change shows.
+
+Crash recovery. The writer appends each record with one ``write`` on an ``O_APPEND`` descriptor, so a killed
+process leaves whole lines. On open, an unsealed last segment is scanned: the longest valid prefix is
+sealed, whatever follows it (a torn write) stays in place as evidence and is recorded in the seal, and
+writing continues in a new segment whose header says what was recovered. :func:`verify` reports an
+acknowledged torn tail as a warning when it is at most one line, as a problem otherwise. A failed write
+is handled the same way at once: the segment is sealed over its valid prefix and the next append opens a
+new one, so a partial line never breaks the chain.
+
+Retention. :meth:`JournalWriter.enforce_retention` picks the oldest sealed segments whose seal (MAC
+checked) is older than ``retention``: a contiguous run from the start, never the active segment. It then
+starts a new segment (header ``reason: "retention"``) whose second line is a ``journal.retention_purged``
+record (segment names, count, first and last seq, and for each purged segment its last seq and last MAC),
+syncs it, and only then deletes the segments and their seals, oldest first. So a crash leaves either
+nothing deleted or a deletion that is on the record (a leftover seal is a warning).
+
+:func:`verify` accepts that the first present segment chains from a segment that is gone only when a purge
+record vouches for it: the record must sit at line 2 of a ``reason: "retention"`` segment, with a valid MAC,
+name the missing predecessor, and the first present header's MAC must check out against the last MAC the
+record kept for it. ``append`` cannot put a record at that position (the writer holds its lock from the
+header to the purge record), so a record that merely looks like a purge proves nothing, and a deletion
+without a purge record (by hand, or by an attacker) is reported as a missing segment.
+
+Limits. Nothing chains after the last line of the active segment: dropping whole records from its end,
+or the newest segments together with their seals, cannot be detected from the directory alone. Ship
+sealed segments elsewhere (or keep their seals' MACs in an external anchor) to close that gap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import socket
+import threading
+import time
+import weakref
+from binascii import hexlify
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import orjson
+
+from store._journal_verify import Problem, SegmentReport, TornTail, VerifyReport, iter_records, verify
+from store._segments import (
+    FORMAT,
+    GENESIS_MAC,
+    KIND_OPENED,
+    KIND_PURGED,
+    LOCK_NAME,
+    MAC_CLOSE,
+    MAC_OPEN,
+    MAX_LINE_BYTES,
+    SORT_KEYS,
+    KeyCache,
+    MacKey,
+    Seal,
+    encode,
+    fsync_dir,
+    hash_range,
+    list_journal,
+    read_seal,
+    scan_segment,
+    seal_line,
+    seal_name,
+    segment_name,
+    write_new_file,
+)
+from store.exceptions import JournalCorrupt, JournalError
+from store.keys import KeyRing
+
+__all__ = [
+    "FsyncPolicy",
+    "JournalConfig",
+    "JournalRecovery",
+    "JournalStats",
+    "JournalWriter",
+    "Problem",
+    "SegmentReport",
+    "TornTail",
+    "VerifyReport",
+    "iter_records",
+    "verify",
+]
+
+FsyncPolicy = Literal["always", "batch", "interval", "never"]
+_POLICIES = ("always", "batch", "interval", "never")
+_OVERDUE = float("-inf")  # a segment deadline that has passed: sends the next append down the slow path
+
+# The boundary to the OS, as module names so a test can inject a failing disk.
+_write = os.write
+_fsync = os.fsync
+_join = b"".join
+_hexlify = hexlify
+
+
+def _positive(name: str, value: object, *, integer: bool, allow_inf: bool = False) -> None:
+    ok = type(value) is int if integer else type(value) in (int, float)
+    if not ok or not value > 0 or (value == float("inf") and not allow_inf):  # type: ignore[operator]
+        kind = "a positive integer" if integer else "a positive number of seconds"
+        raise ValueError(f"JournalConfig.{name} must be {kind}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JournalConfig:
+    """How the journal rotates, syncs and expires segments. Validated on construction.
+
+    Attributes:
+        max_segment_bytes: rotate once the active segment reaches this size (it may pass it by one record).
+        max_segment_age: rotate once the active segment is this many seconds old (``math.inf``: never).
+        fsync: ``"always"`` after every record, ``"batch"`` every ``fsync_every`` records, ``"interval"``
+            at most ``fsync_interval`` seconds after a write (background thread), ``"never"`` (leave it to
+            the OS; seals and new segments are then not synced either).
+        fsync_every: batch size for ``fsync="batch"``.
+        fsync_interval: seconds between syncs for ``fsync="interval"``.
+        retention: seconds a sealed segment is kept by :meth:`JournalWriter.enforce_retention`; ``None``
+            keeps everything.
+        chain: ``False`` writes plain lines without MACs, for benchmarks only; :func:`verify` rejects them.
+        source: the host name recorded in headers and seals.
+    """
+
+    max_segment_bytes: int = 64 * 1024 * 1024
+    max_segment_age: float = 3600.0
+    fsync: FsyncPolicy = "interval"
+    fsync_every: int = 1000
+    fsync_interval: float = 1.0
+    retention: float | None = None
+    chain: bool = True
+    source: str = field(default_factory=socket.gethostname)
+
+    def __post_init__(self) -> None:
+        _positive("max_segment_bytes", self.max_segment_bytes, integer=True)
+        _positive("max_segment_age", self.max_segment_age, integer=False, allow_inf=True)
+        if self.fsync not in _POLICIES:
+            raise ValueError(f"JournalConfig.fsync must be one of {', '.join(_POLICIES)}")
+        _positive("fsync_every", self.fsync_every, integer=True)
+        _positive("fsync_interval", self.fsync_interval, integer=False)
+        if self.retention is not None:
+            _positive("retention", self.retention, integer=False)
+        if type(self.chain) is not bool:
+            raise ValueError("JournalConfig.chain must be a bool")
+        if type(self.source) is not str or not self.source or len(self.source) > 255:
+            raise ValueError("JournalConfig.source must be a non-empty string of at most 255 characters")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JournalRecovery:
+    """What the writer found on open: the previous writer left ``segment`` unsealed.
+
+    Attributes:
+        segment: the unsealed segment's file name; it is now sealed over its valid prefix.
+        last_good_seq: the ``seq`` of its last valid line (where the chain continues).
+        torn_bytes: bytes after the valid prefix (a torn write), left in place as evidence; 0 if intact.
+    """
+
+    segment: str
+    last_good_seq: int
+    torn_bytes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JournalStats:
+    """Counters since the writer opened: records appended (headers excluded), bytes written (headers
+    included), segments opened, and writes or syncs that failed."""
+
+    records: int
+    bytes: int
+    segments: int
+    write_errors: int
+
+
+class JournalWriter:
+    """Appends records to a chained journal directory. Thread-safe; one writer per directory.
+
+    Opening a directory creates it if needed, takes its lock, seals an unsealed last segment left by a
+    crash (see :attr:`recovery`) and starts a new segment; ``seq`` and the chain continue.
+
+    Args:
+        directory: the journal directory.
+        keys: the key ring; new segments use ``keys.active``, older keys let earlier segments be sealed.
+        config: rotation, fsync and retention settings (defaults: :class:`JournalConfig`).
+        clock: the wall clock (seconds since the epoch) for timestamps, segment age and retention.
+
+    Raises:
+        JournalError: the directory cannot be created, locked or written.
+        JournalCorrupt: the newest segment or seal cannot be trusted to continue from (run :func:`verify`).
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_broken",
+        "_clock",
+        "_closed",
+        "_closed_bytes",
+        "_config",
+        "_created",
+        "_deadline",
+        "_dir",
+        "_durable",
+        "_fd",
+        "_first_seq",
+        "_headers",
+        "_inner",
+        "_keys",
+        "_kid",
+        "_lock",
+        "_lock_fd",
+        "_mac",
+        "_max_bytes",
+        "_mk",
+        "_next_number",
+        "_outer",
+        "_prev_name",
+        "_recovery",
+        "_seg_name",
+        "_segments_opened",
+        "_seq",
+        "_sha",
+        "_size",
+        "_start_seq",
+        "_stop",
+        "_sync_every",
+        "_synced_seq",
+        "_thread",
+        "_write_errors",
+    )
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        keys: KeyRing,
+        config: JournalConfig | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        cfg = config if config is not None else JournalConfig()
+        self._dir = Path(directory)
+        self._config = cfg
+        self._clock = clock
+        self._keys = KeyCache(keys)
+        self._kid = keys.active.key_id
+        self._mk = MacKey(keys.active.derive("journal"))
+        self._inner: Any = self._mk.inner if cfg.chain else None
+        self._outer: Any = self._mk.outer
+        self._lock = threading.Lock()
+        self._max_bytes = cfg.max_segment_bytes
+        self._durable = cfg.fsync != "never"
+        self._sync_every = {"always": 1, "batch": cfg.fsync_every}.get(cfg.fsync, 1 << 62)
+        self._fd = -1
+        self._seq = 0
+        self._mac = GENESIS_MAC
+        self._prev_name: str | None = None
+        self._next_number = 1
+        self._seg_name = ""
+        self._size = self._first_seq = self._headers = self._closed_bytes = 0
+        self._segments_opened = self._write_errors = 0
+        self._created = 0.0
+        self._deadline = _OVERDUE
+        self._sha = hashlib.sha256()
+        self._broken = self._closed = False
+        self._recovery: JournalRecovery | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._lock_fd = self._take_lock()
+        try:
+            reason = self._resume()
+            self._start_seq = self._synced_seq = self._seq
+            self._open_segment(reason)
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+        if cfg.fsync == "interval":
+            self._thread = threading.Thread(
+                target=_sync_periodically,
+                args=(weakref.ref(self), self._stop, cfg.fsync_interval),
+                name="auditlog-journal-fsync",
+                daemon=True,
+            )
+            self._thread.start()
+
+    # -- the hot path ----------------------------------------------------------------------------------
+
+    def append(self, record: Mapping[str, Any]) -> int:
+        """Append one record and return its ``seq``.
+
+        The record is serialized once (sorted keys, ``seq`` added), chained, and written with one
+        ``write``; it is then synced according to ``JournalConfig.fsync``.
+
+        Args:
+            record: a JSON-serializable mapping with ``str`` keys and no ``seq`` or ``mac`` key.
+
+        Returns:
+            The record's ``seq``.
+
+        Raises:
+            JournalError: the record cannot be serialized or uses a reserved key (nothing written), the
+                writer is closed, or the write or sync failed (``__cause__`` holds the ``OSError``).
+        """
+        if "seq" in record or "mac" in record:
+            raise JournalError("record uses a reserved key: 'seq' and 'mac' are set by the journal")
+        with self._lock:
+            return self._append(record)
+
+    def _append(self, record: Mapping[str, Any], roll: bool = True) -> int:
+        """Write one record (the caller holds the lock and has checked reserved names)."""
+        if roll and (self._size >= self._max_bytes or self._clock() >= self._deadline):
+            self._roll()
+        seq = self._seq + 1
+        try:
+            data = orjson.dumps({**record, "seq": seq}, option=SORT_KEYS)
+        except TypeError as exc:
+            raise JournalError(f"record cannot be serialized: {str(exc)[:200]}") from exc
+        if len(data) > MAX_LINE_BYTES:
+            raise JournalError(f"record exceeds the {MAX_LINE_BYTES}-byte limit of a journal line")
+        if self._inner is not None:
+            h = self._inner.copy()
+            h.update(self._mac + data)
+            o = self._outer.copy()
+            o.update(h.digest())
+            mac: bytes = o.digest()
+            line = _join((data[:-1], MAC_OPEN, _hexlify(mac), MAC_CLOSE))
+        else:
+            mac = self._mac
+            line = data + b"\n"
+        try:
+            n = _write(self._fd, line)
+        except OSError as exc:
+            self._failed()
+            raise JournalError(f"cannot write to journal segment {self._dir / self._seg_name}") from exc
+        if n != len(line):
+            self._failed()
+            cause = OSError(errno.ENOSPC, "short write")
+            raise JournalError(f"short write to journal segment {self._dir / self._seg_name}") from cause
+        self._sha.update(line)
+        self._seq = seq
+        self._mac = mac
+        self._size += n
+        if seq - self._synced_seq >= self._sync_every:
+            self._sync()
+        return seq
+
+    def _failed(self) -> None:
+        """After a failed write: never write to this segment again; the next append seals it and rolls."""
+        self._write_errors += 1
+        self._broken = True
+        self._deadline = _OVERDUE
+
+    def _sync(self) -> None:
+        try:
+            _fsync(self._fd)
+        except OSError as exc:
+            self._failed()
+            raise JournalError(
+                f"record seq {self._seq} was written but fsync of {self._dir / self._seg_name} failed"
+            ) from exc
+        self._synced_seq = self._seq
+
+    # -- segments --------------------------------------------------------------------------------------
+
+    def _roll(self) -> None:
+        """Seal the active segment if its time has come (or it broke) and open the next one."""
+        if self._closed:
+            raise JournalError(f"journal writer for {self._dir} is closed")
+        if self._fd >= 0:
+            if self._broken:
+                reason = "write_error"
+            elif self._size >= self._max_bytes:
+                reason = "size"
+            elif self._clock() >= self._deadline:
+                reason = "age"
+            else:
+                return
+            self._seal_active(reason)
+        else:
+            reason = "write_error"
+        self._open_segment(reason)
+
+    def _open_segment(self, reason: str, recovered: JournalRecovery | None = None) -> None:
+        number = self._next_number
+        name = segment_name(number)
+        path = self._dir / name
+        created = self._clock()
+        header: dict[str, Any] = {
+            "journal": FORMAT,
+            "kind": KIND_OPENED,
+            "segment": name,
+            "kid": self._kid,
+            "source": self._config.source,
+            "prev_segment": self._prev_name,
+            "prev_last_seq": self._seq,
+            "reason": reason,
+            "ts": created,
+            "seq": self._seq + 1,
+        }
+        if recovered is not None:
+            header["recovered"] = {
+                "segment": recovered.segment,
+                "last_good_seq": recovered.last_good_seq,
+                "torn_bytes": recovered.torn_bytes,
+            }
+        line, mac = encode(self._mk if self._config.chain else None, self._mac, header)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        except OSError as exc:
+            self._write_errors += 1
+            raise JournalError(f"cannot create journal segment {path}: {exc.strerror}") from exc
+        try:
+            if _write(fd, line) != len(line):
+                raise OSError(errno.ENOSPC, "short write")
+            if self._durable:
+                _fsync(fd)
+                fsync_dir(self._dir)
+        except OSError as exc:
+            self._write_errors += 1
+            os.close(fd)
+            try:
+                path.unlink()
+            except OSError:
+                self._next_number += 1  # leave the husk; verify will name it
+            raise JournalError(f"cannot write the header of journal segment {path}") from exc
+        self._fd = fd
+        self._next_number = number + 1
+        self._seg_name = name
+        self._first_seq = self._seq = self._synced_seq = self._seq + 1
+        self._mac = mac
+        self._size = len(line)
+        self._sha = hashlib.sha256(line)
+        self._created = created
+        self._deadline = created + self._config.max_segment_age
+        self._broken = False
+        self._headers += 1
+        self._segments_opened += 1
+
+    def _seal_active(self, reason: str) -> None:
+        """Write the active segment's seal, then close it. On failure the segment stays active."""
+        path = self._dir / self._seg_name
+        torn = 0
+        torn_sha = None
+        if self._broken:
+            try:
+                torn = max(0, os.fstat(self._fd).st_size - self._size)
+                if torn:
+                    torn_sha = hash_range(path, self._size, torn)[0]
+            except OSError:
+                torn, torn_sha = 0, None
+        elif self._durable and self._synced_seq != self._seq:
+            self._sync()
+        seal = Seal(
+            segment=self._seg_name,
+            kid=self._kid,
+            source=self._config.source,
+            count=self._seq - self._first_seq + 1,
+            first_seq=self._first_seq,
+            last_seq=self._seq,
+            last_mac=self._mac,
+            sha256=self._sha.hexdigest(),
+            length=self._size,
+            torn_bytes=torn,
+            torn_sha256=torn_sha,
+            created=self._created,
+            sealed=self._clock(),
+            reason=reason,
+            recovered=False,
+        )
+        self._write_seal(seal)
+        os.close(self._fd)
+        self._fd = -1
+        self._deadline = _OVERDUE
+        self._prev_name = self._seg_name
+        self._closed_bytes += self._size
+        self._size = 0
+
+    def _write_seal(self, seal: Seal, mk: MacKey | None = None) -> None:
+        path = self._dir / seal_name(int(seal.segment.split(".", 1)[0]))
+        try:
+            write_new_file(path, seal_line(mk or self._mk, seal), durable=self._durable)
+        except OSError as exc:
+            self._write_errors += 1
+            raise JournalError(f"cannot write journal seal {path}") from exc
+
+    # -- opening ---------------------------------------------------------------------------------------
+
+    def _take_lock(self) -> int:
+        try:
+            self._dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self._dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        except OSError as exc:
+            raise JournalError(f"cannot open journal directory {self._dir}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise JournalError(f"journal directory {self._dir} is in use by another writer") from exc
+        return fd
+
+    def _resume(self) -> str:
+        """Find where the chain stands; seal a segment a crash left open. Returns the new header's reason."""
+        listing = list_journal(self._dir)
+        numbers = listing.numbers
+        self._seq, self._mac, self._prev_name = 0, GENESIS_MAC, None
+        self._next_number = numbers[-1] + 1 if numbers else 1
+        if not numbers:
+            return "new"
+        last = numbers[-1]
+        if last in listing.seals:
+            seal = self._trusted_seal(listing.seals[last])
+            self._seq, self._mac, self._prev_name = seal.last_seq, seal.last_mac, seal.segment
+            return "reopen"
+        entry = None
+        if last - 1 in listing.seals:
+            prev = self._trusted_seal(listing.seals[last - 1])
+            entry = (prev.last_seq, prev.last_mac)
+        path = listing.segments[last]
+        try:
+            scan = scan_segment(path, self._keys, entry=entry, chained=self._config.chain)
+        except OSError as exc:
+            raise JournalError(f"cannot read journal segment {path} to recover it") from exc
+        mk = self._keys.get(scan.kid) if scan.kid is not None else None
+        now = self._clock()
+        self._write_seal(
+            Seal(
+                segment=path.name,
+                kid=scan.kid if mk is not None and scan.kid is not None else self._kid,
+                source=scan.source or self._config.source,
+                count=scan.count,
+                first_seq=scan.first_seq,
+                last_seq=scan.last_seq,
+                last_mac=scan.last_mac,
+                sha256=scan.sha256,
+                length=scan.length,
+                torn_bytes=scan.torn_bytes,
+                torn_sha256=scan.torn_sha256,
+                created=scan.created if scan.created is not None else now,
+                sealed=now,
+                reason="recovered",
+                recovered=True,
+            ),
+            mk,
+        )
+        self._seq, self._mac, self._prev_name = scan.last_seq, scan.last_mac, path.name
+        self._recovery = JournalRecovery(
+            segment=path.name, last_good_seq=scan.last_seq, torn_bytes=scan.torn_bytes
+        )
+        return "recovery"
+
+    def _trusted_seal(self, path: Path) -> Seal:
+        try:
+            return read_seal(path, self._keys)
+        except JournalCorrupt as exc:
+            raise JournalCorrupt(
+                f"journal seal {path} cannot be trusted ({exc}); run verify before writing here"
+            ) from exc
+
+    # -- public controls -------------------------------------------------------------------------------
+
+    def rotate(self) -> None:
+        """Seal the active segment now and start a new one.
+
+        Raises:
+            JournalError: the writer is closed, or the seal or the new segment cannot be written.
+        """
+        with self._lock:
+            if self._closed:
+                raise JournalError(f"journal writer for {self._dir} is closed")
+            if self._fd >= 0:
+                self._seal_active("write_error" if self._broken else "rotate")
+            self._open_segment("rotate")
+
+    def flush(self) -> None:
+        """Sync everything written so far to disk now (whatever the fsync policy).
+
+        Raises:
+            JournalError: the sync failed; the next append starts a new segment.
+        """
+        with self._lock:
+            if self._fd >= 0 and not self._broken:
+                self._sync()
+
+    def _background_sync(self) -> None:
+        with self._lock:
+            if self._fd >= 0 and not self._broken and self._synced_seq != self._seq:
+                with contextlib.suppress(JournalError):  # counted; the next append rolls over
+                    self._sync()
+
+    def close(self) -> None:
+        """Seal the active segment, release the directory and stop the sync thread. Idempotent.
+
+        Raises:
+            JournalError: the seal cannot be written (the writer is closed regardless; the next writer
+                recovers the unsealed segment).
+        """
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._deadline = _OVERDUE
+            try:
+                if self._fd >= 0:
+                    self._seal_active("write_error" if self._broken else "close")
+            finally:
+                if self._fd >= 0:
+                    os.close(self._fd)
+                    self._fd = -1
+                os.close(self._lock_fd)
+
+    def enforce_retention(self, now: float | None = None) -> list[str]:
+        """Delete sealed segments (and seals) whose seal is older than ``JournalConfig.retention``.
+
+        Deletes a contiguous run of the oldest sealed segments, never the active one. First it rotates and
+        writes a ``journal.retention_purged`` record as the new segment's first record, naming them and
+        keeping each one's last seq and MAC, so :func:`verify` can tell this purge from a deletion.
+        Nothing happens when ``retention`` is None or no segment is old enough.
+
+        Args:
+            now: the current time (defaults to the writer's clock).
+
+        Returns:
+            The deleted segment file names, oldest first.
+
+        Raises:
+            JournalError: the purge record cannot be written (nothing is deleted) or a file cannot be
+                deleted (the record stands; the next call retries).
+        """
+        retention = self._config.retention
+        if retention is None:
+            return []
+        with self._lock:
+            if self._closed:
+                raise JournalError(f"journal writer for {self._dir} is closed")
+            cutoff = (self._clock() if now is None else now) - retention
+            listing = list_journal(self._dir)
+            victims: list[Seal] = []
+            for number in sorted(listing.segments):
+                if number not in listing.seals or listing.segments[number].name == self._seg_name:
+                    break
+                try:
+                    seal = read_seal(listing.seals[number], self._keys)
+                except JournalCorrupt:
+                    break
+                if seal.sealed > cutoff or seal.segment != segment_name(number):
+                    break
+                victims.append(seal)
+            if not victims:
+                return []
+            firsts = [s.first_seq for s in victims if s.first_seq is not None]
+            if self._fd >= 0:
+                self._seal_active("write_error" if self._broken else "retention")
+            self._open_segment("retention")
+            self._append(
+                {
+                    "kind": KIND_PURGED,
+                    "journal": FORMAT,
+                    "segments": [s.segment for s in victims],
+                    "count": len(victims),
+                    "first_seq": firsts[0] if firsts else None,
+                    "last_seq": victims[-1].last_seq,
+                    "anchors": [
+                        {"segment": s.segment, "last_seq": s.last_seq, "last_mac": s.last_mac.hex()}
+                        for s in victims
+                    ],
+                    "retention": retention,
+                    "ts": self._clock(),
+                },
+                roll=False,
+            )
+            if self._durable:
+                self._sync()
+            deleted: list[str] = []
+            try:
+                for seal in victims:
+                    number = int(seal.segment.split(".", 1)[0])
+                    listing.segments[number].unlink()
+                    listing.seals[number].unlink(missing_ok=True)
+                    deleted.append(seal.segment)
+                if self._durable:
+                    fsync_dir(self._dir)
+            except OSError as exc:
+                raise JournalError(
+                    f"retention purge in {self._dir} stopped after {len(deleted)} of {len(victims)} segments"
+                ) from exc
+            return deleted
+
+    # -- introspection ---------------------------------------------------------------------------------
+
+    @property
+    def directory(self) -> Path:
+        """The journal directory."""
+        return self._dir
+
+    @property
+    def config(self) -> JournalConfig:
+        """The writer's configuration."""
+        return self._config
+
+    @property
+    def recovery(self) -> JournalRecovery | None:
+        """What was recovered on open (an unsealed segment left by a crash), or ``None``."""
+        return self._recovery
+
+    @property
+    def active_segment(self) -> str | None:
+        """The file name of the segment being written, or ``None`` (closed, or between segments)."""
+        with self._lock:
+            return self._seg_name if self._fd >= 0 else None
+
+    @property
+    def stats(self) -> JournalStats:
+        """Counters since the writer opened."""
+        with self._lock:
+            return JournalStats(
+                records=self._seq - self._start_seq - self._headers,
+                bytes=self._closed_bytes + (self._size if self._fd >= 0 else 0),
+                segments=self._segments_opened,
+                write_errors=self._write_errors,
+            )
+
+    def __enter__(self) -> JournalWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"JournalWriter({str(self._dir)!r}, segment={self._seg_name!r}, seq={self._seq})"
+
+
+def _sync_periodically(ref: weakref.ref[JournalWriter], stop: threading.Event, interval: float) -> None:
+    """The ``fsync="interval"`` thread: sync the writer's dirty segment every ``interval`` seconds."""
+    while not stop.wait(interval):
+        writer = ref()
+        if writer is None:
+            return
+        writer._background_sync()
+        del writer
