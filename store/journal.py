@@ -292,7 +292,7 @@ class JournalWriter:
         try:
             reason = self._resume()
             self._start_seq = self._synced_seq = self._seq
-            self._open_segment(reason)
+            self._open_segment(reason, self._recovery)
         except BaseException:
             os.close(self._lock_fd)
             raise
@@ -540,6 +540,8 @@ class JournalWriter:
         path = listing.segments[last]
         try:
             scan = scan_segment(path, self._keys, entry=entry, chained=self._config.chain)
+        except JournalError:
+            raise
         except OSError as exc:
             raise JournalError(f"cannot read journal segment {path} to recover it") from exc
         mk = self._keys.get(scan.kid) if scan.kid is not None else None
