@@ -1,0 +1,429 @@
+"""The body store: envelope encryption, access control, retention and audit over any :class:`Backend`.
+
+Backends only move bytes; every decision lives here, so Memory, Local and S3 behave identically:
+
+- ``put`` caps the body (recording the original size), seals it (:mod:`store.bodies._crypto`) and writes
+  the envelope; a correlation id that already holds another body is refused (:class:`BodyExists`).
+- ``get`` checks the purpose and the reader's scope, loads the header, checks the tenant and the expiry,
+  decrypts, and journals ``body.read`` through the audit sink *before* returning. Every refusal journals
+  ``body.read_denied`` (or ``body.integrity_failed``); a sink that raises refuses the read.
+- ``purge_expired``, ``erase``, ``hold`` and ``release`` journal ``body.purged``, ``body.erased``,
+  ``body.held`` and ``body.released``. Without an audit sink they are refused.
+
+The audit sink is any ``Callable[[dict], None]`` that raises when it cannot record the event; the
+events it receives hold correlation ids, reader names, tenants, purposes, sizes and counts, never a body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any, NoReturn
+
+from store.bodies._backend import Backend, blob_name
+from store.bodies._crypto import (
+    LOCAL_SCHEME,
+    Envelope,
+    KeyWrapper,
+    LocalKeyWrapper,
+    open_envelope,
+    rewrap,
+    seal,
+)
+from store.bodies._ids import validate_correlation_id
+from store.bodies._model import (
+    DEFAULT_MAX_BODY_BYTES,
+    READ_SCOPE,
+    BodyInfo,
+    BodyMeta,
+    EraseReport,
+    Principal,
+    PurgeReport,
+    validate_note,
+)
+from store.bodies.exceptions import (
+    AccessDenied,
+    AuditUnavailable,
+    BodyExists,
+    BodyExpired,
+    BodyIntegrityError,
+    BodyNotFound,
+    BodyStoreError,
+    InvalidCorrelationId,
+)
+from store.keys import KeyRing
+
+__all__ = ["AuditSink", "EncryptedBodyStore"]
+
+AuditSink = Callable[[dict[str, Any]], None]
+
+
+class EncryptedBodyStore:
+    """Encrypted, access-controlled, retention-enforcing body storage over a :class:`Backend`.
+
+    Args:
+        backend: where envelopes are kept.
+        keys: the master key ring; data keys are wrapped under ``active.derive("bodies")`` unless
+            ``wrapper`` is given, and data subjects are fingerprinted under ``derive("bodies-subject")``.
+        audit: the sink every read, refusal, purge, erasure and hold is journaled to. ``None`` makes the
+            store write-only: reads and retention operations are refused.
+        wrapper: the key wrapper for new bodies (for example AWS KMS); local wrapping stays available to
+            read bodies it wrapped and to seal bodies while the preferred wrapper is unreachable.
+        max_body_bytes: bodies beyond this are truncated to it; ``size`` records the original length.
+        clock: seconds since the epoch (tests pass a fake).
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        keys: KeyRing,
+        audit: AuditSink | None = None,
+        wrapper: KeyWrapper | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not isinstance(keys, KeyRing):
+            raise TypeError("keys: expected a store.keys.KeyRing")
+        if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int) or max_body_bytes < 1:
+            raise ValueError("max_body_bytes: expected a positive integer")
+        self.backend = backend
+        self.keys = keys
+        self.max_body_bytes = max_body_bytes
+        self._audit = audit
+        self._clock = clock
+        self._local = LocalKeyWrapper(keys)
+        self._wrapper: KeyWrapper = wrapper if wrapper is not None else self._local
+        self._wrappers: dict[str, KeyWrapper] = {
+            LOCAL_SCHEME: self._local,
+            self._wrapper.scheme: self._wrapper,
+        }
+        self._subject_keys = {k.key_id: k.derive("bodies-subject") for k in (keys.active, *keys.older)}
+
+    # -- write path -------------------------------------------------------------------------------
+
+    def put(self, correlation_id: str, body: bytes, *, meta: BodyMeta) -> None:
+        """Encrypt and store ``body``; see :meth:`seal` and :meth:`put_envelope`."""
+        self.put_envelope(self.seal(correlation_id, body, meta=meta))
+
+    def seal(self, correlation_id: str, body: bytes, *, meta: BodyMeta, local: bool = False) -> Envelope:
+        """Cap and encrypt a body without storing it (the background writer seals, then stores or spools).
+
+        Args:
+            local: wrap the data key with the local master key even when the store prefers another
+                wrapper (used while KMS is unreachable; :meth:`put_envelope` re-wraps on delivery).
+
+        Raises:
+            InvalidCorrelationId: see :func:`~store.bodies.validate_correlation_id`.
+            TypeError: ``body`` is not bytes-like.
+        """
+        cid = validate_correlation_id(correlation_id)
+        if not isinstance(body, bytes | bytearray | memoryview):
+            raise TypeError(f"body: expected bytes, not {type(body).__name__}")
+        if not isinstance(meta, BodyMeta):
+            raise TypeError("meta: expected a BodyMeta")
+        data = bytes(body[: self.max_body_bytes])
+        size = max(len(body), meta.original_size or 0)
+        now = self._clock()
+        stored: dict[str, Any] = {
+            "tenant": meta.tenant,
+            "subject": None
+            if meta.subject is None
+            else self._fingerprint(meta.subject, self.keys.active.key_id),
+            "created": now,
+            "expires": now + float(meta.retention),
+            "size": size,
+            "stored": len(data),
+            "truncated": len(data) < size,
+            "content_type": meta.content_type,
+            "rule": meta.rule,
+        }
+        return seal(cid, data, meta=stored, wrapper=self._local if local else self._wrapper)
+
+    def put_envelope(self, env: Envelope) -> None:
+        """Store a sealed envelope, re-wrapping its data key for the preferred wrapper if needed.
+
+        Storing the same envelope twice is a no-op (replays are idempotent).
+
+        Raises:
+            BodyExists: another body already holds this correlation id.
+            BodyStoreUnavailable, AccessDenied: the backend is unreachable or refuses our credentials.
+        """
+        cid = validate_correlation_id(env.correlation_id)
+        env = rewrap(env, wrappers=self._wrappers, to=self._wrapper)
+        blob = blob_name(cid, env.nonce)
+        try:
+            self.backend.write(cid, env.header_bytes(), blob, env.ciphertext)
+        except BodyExists:
+            try:
+                existing = self._envelope_header(cid)
+            except BodyStoreError:
+                existing = None
+            if existing is not None and existing.nonce == env.nonce:
+                return  # a replay of a delivered envelope
+            if existing is None or blob_name(cid, existing.nonce) != blob:
+                self.backend.delete_blob(blob)
+            raise
+
+    # -- read path --------------------------------------------------------------------------------
+
+    def head(self, correlation_id: str) -> BodyInfo:
+        """Metadata of one body (never the body). Raises BodyNotFound, BodyIntegrityError."""
+        return self._info(self._envelope_header(validate_correlation_id(correlation_id)))
+
+    def get(self, correlation_id: str, *, reader: Principal, purpose: str) -> bytes:
+        """Return a body to ``reader``, journaling the read first.
+
+        Raises:
+            InvalidCorrelationId: the id is malformed (journaled as a refused read).
+            AccessDenied: no purpose, no ``bodies:read`` scope, or the body's tenant is not the reader's.
+            AuditUnavailable: the audit sink could not record the read (or the refusal).
+            BodyNotFound: nothing is stored under the id.
+            BodyExpired: the body is past its retention; it has now been purged.
+            BodyIntegrityError: the envelope fails to verify (journaled as ``body.integrity_failed``).
+        """
+        if not isinstance(reader, Principal):
+            raise TypeError("reader: expected a Principal")
+        self._require_audit("read bodies")
+        try:
+            cid = validate_correlation_id(correlation_id)
+        except InvalidCorrelationId as exc:
+            self._refuse(None, reader, None, "invalid_correlation_id", exc)
+        try:
+            why = validate_note(purpose, "purpose")
+        except ValueError as exc:
+            self._refuse(cid, reader, None, "no_purpose", AccessDenied(f"reading body {cid!r}: {exc}"))
+        if not reader.can_read_bodies:
+            self._refuse(
+                cid,
+                reader,
+                why,
+                "missing_scope",
+                AccessDenied(f"reader {reader.name!r} lacks scope {READ_SCOPE!r}"),
+            )
+        try:
+            env = self._envelope_header(cid)
+        except BodyNotFound as exc:
+            self._refuse(cid, reader, why, "not_found", exc)
+        except BodyIntegrityError as exc:
+            self._integrity_failed(cid, reader, why, exc)
+        tenant = env.meta.get("tenant")
+        if not reader.reads_tenant(tenant):
+            self._refuse(
+                cid,
+                reader,
+                why,
+                "tenant",
+                AccessDenied(f"reader {reader.name!r} may not read this body's tenant"),
+            )
+        if self._expired(env):
+            self._refuse_expired(cid, reader, why, env)
+        try:
+            full = replace(env, ciphertext=self.backend.read_blob(blob_name(cid, env.nonce)))
+            body = open_envelope(full, wrappers=self._wrappers)
+        except BodyNotFound:
+            self._integrity_failed(cid, reader, why, BodyIntegrityError(f"body {cid!r}: ciphertext missing"))
+        except BodyIntegrityError as exc:
+            self._integrity_failed(cid, reader, why, exc)
+        self._record(
+            "body.read",
+            cid,
+            actor=reader.name,
+            allowed=True,
+            purpose=why,
+            tenant=tenant,
+            size=int(env.meta.get("size", len(body))),
+            stored_size=len(body),
+            truncated=bool(env.meta.get("truncated", False)),
+        )
+        return body
+
+    # -- retention ----------------------------------------------------------------------------------
+
+    def hold(self, correlation_id: str, *, reason: str, actor: str = "operator") -> BodyInfo:
+        """Put a legal hold on a body: expiry is suspended until :meth:`release`. Journals ``body.held``."""
+        cid = validate_correlation_id(correlation_id)
+        why = validate_note(reason, "reason")
+        self._require_audit("hold bodies")
+        env = replace(self._envelope_header(cid), hold={"reason": why, "at": self._clock(), "by": actor})
+        self.backend.replace_header(cid, env.header_bytes(), blob=blob_name(cid, env.nonce), held=True)
+        self._record("body.held", cid, actor=actor, reason=why)
+        return self._info(env)
+
+    def release(self, correlation_id: str, *, actor: str = "operator") -> BodyInfo:
+        """Lift a legal hold; an already expired body goes at the next purge. Journals ``body.released``."""
+        cid = validate_correlation_id(correlation_id)
+        self._require_audit("release bodies")
+        env = replace(self._envelope_header(cid), hold=None)
+        self.backend.replace_header(cid, env.header_bytes(), blob=blob_name(cid, env.nonce), held=False)
+        self._record("body.released", cid, actor=actor)
+        return self._info(env)
+
+    def purge_expired(self, *, actor: str = "retention") -> PurgeReport:
+        """Delete every expired body not on hold (wrapped key first). Journals ``body.purged``."""
+        self._require_audit("purge bodies")
+        scanned = purged = held = unreadable = 0
+        for cid in self._ids():
+            scanned += 1
+            try:
+                env = self._envelope_header(cid)
+            except BodyNotFound:
+                continue
+            except BodyIntegrityError:
+                unreadable += 1
+                continue
+            if self._clock() >= float(env.meta.get("expires", 0.0)):
+                if env.hold is not None:
+                    held += 1
+                else:
+                    self._delete(cid, env)
+                    purged += 1
+        report = PurgeReport(scanned=scanned, purged=purged, held=held, unreadable=unreadable)
+        self._record(
+            "body.purged", None, actor=actor, trigger="purge", scanned=scanned, purged=purged, held=held,
+            unreadable=unreadable,
+        )  # fmt: skip
+        return report
+
+    def erase(self, *, subject: str, actor: str = "operator") -> EraseReport:
+        """Crypto-shred every body of a data subject (bodies on legal hold are kept and counted).
+
+        Journals ``body.erased`` with the subject's keyed fingerprint and the counts, never the subject.
+        """
+        if not isinstance(subject, str) or not subject:
+            raise ValueError("subject: expected a non-empty string")
+        self._require_audit("erase bodies")
+        wanted = {self._fingerprint(subject, kid) for kid in self._subject_keys}
+        erased = 0
+        held: list[str] = []
+        for cid in self._ids():
+            try:
+                env = self._envelope_header(cid)
+            except (BodyNotFound, BodyIntegrityError):
+                continue
+            if env.meta.get("subject") in wanted:
+                if env.hold is not None:
+                    held.append(cid)
+                else:
+                    self._delete(cid, env)
+                    erased += 1
+        self._record(
+            "body.erased",
+            None,
+            actor=actor,
+            subject_fp=self._fingerprint(subject, self.keys.active.key_id),
+            erased=erased,
+            held=len(held),
+        )
+        return EraseReport(erased=erased, held=len(held), held_ids=tuple(sorted(held)))
+
+    def iter_info(self) -> Iterator[BodyInfo]:
+        """Metadata of every readable header (for the CLI and tests)."""
+        for cid in self._ids():
+            try:
+                yield self.head(cid)
+            except (BodyNotFound, BodyIntegrityError):
+                continue
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _ids(self) -> Iterator[str]:
+        for cid in self.backend.ids():
+            try:
+                yield validate_correlation_id(cid)
+            except InvalidCorrelationId:
+                continue
+
+    def _envelope_header(self, cid: str) -> Envelope:
+        return Envelope.from_parts(self.backend.read_header(cid), b"", correlation_id=cid)
+
+    def _info(self, env: Envelope) -> BodyInfo:
+        try:
+            return BodyInfo.from_header(
+                env.correlation_id,
+                dict(env.meta),
+                key_id=env.key.key_id,
+                scheme=env.key.scheme,
+                hold=None if env.hold is None else dict(env.hold),
+                now=self._clock(),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BodyIntegrityError(
+                f"the header of body {env.correlation_id!r} lacks metadata", part="header"
+            ) from exc
+
+    def _expired(self, env: Envelope) -> bool:
+        try:
+            expires = float(env.meta["expires"])
+        except (KeyError, TypeError, ValueError):
+            return True  # fail closed; the AEAD check would refuse an edited header anyway
+        return env.hold is None and self._clock() >= expires
+
+    def _delete(self, cid: str, env: Envelope) -> None:
+        self.backend.delete_header(cid)  # the wrapped key: from here on, every copy is shredded
+        self.backend.delete_blob(blob_name(cid, env.nonce))
+
+    def _fingerprint(self, subject: str, key_id: str) -> str:
+        mac = hmac.new(self._subject_keys[key_id], subject.encode("utf-8", "surrogatepass"), hashlib.sha256)
+        return f"{key_id}:{mac.hexdigest()[:32]}"
+
+    def _require_audit(self, what: str) -> None:
+        if self._audit is None:
+            raise AuditUnavailable(f"this body store has no audit sink, so it cannot {what}")
+
+    def _record(
+        self, kind: str, cid: str | None, *, actor: str, allowed: bool | None = None, **fields: Any
+    ) -> None:
+        event: dict[str, Any] = {"kind": kind, "actor": {"subject": actor}, "store": self.backend.kind}
+        if cid is not None:
+            event["correlation_id"] = cid
+        if allowed is not None:
+            reason = fields.pop("reason", None)
+            event["decision"] = {"allowed": allowed, "reason": reason}
+            if reason == "missing_scope":
+                event["decision"]["required"] = [READ_SCOPE]
+        event.update(fields)
+        sink = self._audit
+        if sink is None:  # pragma: no cover - guarded by _require_audit
+            raise AuditUnavailable("no audit sink")
+        try:
+            sink(event)
+        except Exception as exc:
+            raise AuditUnavailable(
+                f"the audit journal did not take {kind!r}, so the operation is refused"
+            ) from exc
+
+    def _refuse(
+        self, cid: str | None, reader: Principal, purpose: str | None, reason: str, error: BaseException
+    ) -> NoReturn:
+        self._record(
+            "body.read_denied", cid, actor=reader.name, allowed=False, reason=reason, purpose=purpose
+        )
+        raise error
+
+    def _refuse_expired(self, cid: str, reader: Principal, purpose: str, env: Envelope) -> NoReturn:
+        self._record(
+            "body.read_denied", cid, actor=reader.name, allowed=False, reason="expired", purpose=purpose
+        )
+        self._delete(cid, env)
+        self._record(
+            "body.purged", cid, actor="retention", trigger="read", scanned=1, purged=1, held=0, unreadable=0
+        )
+        raise BodyExpired(f"body {cid!r} is past its retention and was purged")
+
+    def _integrity_failed(
+        self, cid: str, reader: Principal, purpose: str, exc: BodyIntegrityError
+    ) -> NoReturn:
+        self._record(
+            "body.integrity_failed",
+            cid,
+            actor=reader.name,
+            allowed=False,
+            reason="integrity",
+            purpose=purpose,
+            part=exc.part,
+        )
+        raise exc
