@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from store._journal_types import Problem, SegmentReport, TornTail, VerifyReport
 from store._segments import (
     FORMAT,
     GENESIS_MAC,
@@ -42,90 +43,6 @@ from store.exceptions import JournalCorrupt, JournalError
 from store.keys import KeyRing
 
 _SEAL_LEVEL = 1 << 62  # sort key of problems about a seal or a whole segment: after its line problems
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Problem:
-    """One finding of :func:`verify`.
-
-    Attributes:
-        segment: the segment file it concerns (a missing one included), or ``None`` for the directory.
-        seq: the ``seq`` expected at that position (the first missing one, for a gap), or ``None``.
-        line: the 1-based line in ``segment``, or ``None`` for a seal or a whole segment.
-        reason: what is wrong, in words; never a logged value.
-    """
-
-    segment: str | None
-    seq: int | None
-    line: int | None
-    reason: str
-
-    def __str__(self) -> str:
-        where = self.segment or "journal"
-        where += f" seq {self.seq}" if self.seq is not None else ""
-        where += f" (line {self.line})" if self.line is not None else ""
-        return f"{where}: {self.reason}"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TornTail:
-    """Bytes after a segment's last valid record, left by a crash or a failed write.
-
-    Attributes:
-        segment: the segment file.
-        last_good_seq: the ``seq`` of the last valid record before them.
-        torn_bytes: how many bytes.
-        sealed: True when the seal acknowledges them (recovered); False for the active segment's tail.
-    """
-
-    segment: str
-    last_good_seq: int | None
-    torn_bytes: int
-    sealed: bool
-
-    def __str__(self) -> str:
-        state = "acknowledged by its seal" if self.sealed else "segment not sealed yet"
-        return f"{self.segment}: {self.torn_bytes} bytes after seq {self.last_good_seq} ({state})"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SegmentReport:
-    """What :func:`verify` found in one segment file (``records`` counts lines, header included)."""
-
-    name: str
-    kid: str | None
-    records: int
-    first_seq: int | None
-    last_seq: int | None
-    sealed: bool
-    torn_bytes: int
-    ok: bool
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class VerifyReport:
-    """The result of :func:`verify`.
-
-    Attributes:
-        ok: no problems (warnings and acknowledged torn tails do not count).
-        records: lines verified in all segments, headers included.
-        segments: one report per segment file, in order.
-        problems: what is wrong, first bad record first.
-        torn_tails: torn writes after a crash (warnings).
-        warnings: other findings that do not fail verification (an unsealed active segment, stray files).
-    """
-
-    ok: bool
-    records: int
-    segments: tuple[SegmentReport, ...]
-    problems: tuple[Problem, ...]
-    torn_tails: tuple[TornTail, ...]
-    warnings: tuple[Problem, ...]
-
-    @property
-    def first_problem(self) -> Problem | None:
-        """The first bad record (or seal, or missing segment) in journal order, or ``None``."""
-        return self.problems[0] if self.problems else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +120,7 @@ class _Verifier:
             elif number != prev + 1:
                 entry = None
             prev = number
-            seal, seal_reason = self._load_seal(number, listing.seals.get(number))
+            seal, seal_reason = self._load_seal(number)
             if number not in listing.segments:
                 if first_present is None:
                     leading.append((number, seal, seal_reason))
@@ -222,8 +139,10 @@ class _Verifier:
         seq = seal.first_seq if seal is not None else entry.last_seq + 1 if entry is not None else None
         self._problem(number, seq, None, "segment missing (its seal is still present)", at=0)
 
-    def _load_seal(self, number: int, path: Path | None) -> tuple[Seal | None, str | None]:
-        if path is None:
+    def _load_seal(self, number: int) -> tuple[Seal | None, str | None]:
+        """Read a seal by path now, not from the listing: a writer seals N before it creates N+1."""
+        path = self._dir / seal_name(number)
+        if not path.exists():
             return None, None
         try:
             seal = read_seal(path, self._keys)

@@ -420,119 +420,17 @@ def write_new_file(path: Path, data: bytes, *, durable: bool) -> None:
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     if durable:
         fsync_dir(path.parent)
-
-
-# -- recovery ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Scan:
-    """The valid prefix of an unsealed segment, found by :func:`scan_segment`."""
-
-    kid: str | None
-    source: str | None
-    created: float | None
-    count: int
-    first_seq: int | None
-    last_seq: int
-    last_mac: bytes
-    length: int
-    sha256: str
-    torn_bytes: int
-    torn_sha256: str | None
-
-
-def scan_segment(path: Path, keys: KeyCache, *, entry: tuple[int, bytes] | None, chained: bool) -> Scan:
-    """Find the longest valid prefix of an unsealed segment (the writer's crash recovery).
-
-    A line belongs to the prefix when it is complete, parses, has the next ``seq`` and (chained) its MAC
-    follows from the line before; the header's MAC is checked only when ``entry`` gives the chain state
-    before the segment. Everything after the prefix is the torn tail.
-
-    Args:
-        path: the segment file.
-        keys: journal keys by key id.
-        entry: ``(last_seq, last_mac)`` before this segment, from the previous seal, if known.
-        chained: whether lines carry MACs (``JournalConfig.chain``).
-
-    Returns:
-        The prefix and the torn tail's size and hash.
-
-    Raises:
-        JournalCorrupt: the segment is under a key the ring does not hold, or neither it nor a sealed
-            predecessor tells where the chain stands.
-        OSError: the segment cannot be read.
-    """
-    size = os.stat(path).st_size
-    sha = hashlib.sha256()
-    valid = count = 0
-    first: int | None = None
-    header: dict[str, Any] = {}
-    last_seq, last_mac = entry if entry is not None else (None, None if chained else GENESIS_MAC)
-    mk: MacKey | None = None
-    with open(path, "rb") as fh:
-        for offset, line, complete in read_lines(fh, size):
-            if line is None or not complete:
-                break
-            try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                break
-            if type(obj) is not dict or type(obj.get("seq")) is not int:
-                break
-            seq = obj["seq"]
-            if count == 0:
-                if obj.get("kind") != KIND_OPENED or obj.get("journal") != FORMAT:
-                    break
-                header = obj
-                if chained and (mk := keys.get(obj.get("kid"))) is None:
-                    raise JournalCorrupt(
-                        f"segment {path.name} was written under key id {str(obj.get('kid'))[:32]!r},"
-                        " which the key ring does not hold; add that key to recover and seal it"
-                    )
-            if last_seq is not None and seq != last_seq + 1:
-                break
-            if mk is not None:
-                parts = split_mac(line)
-                stated = unhex(parts[1]) if parts is not None else None
-                if parts is None or stated is None:
-                    break
-                if last_mac is not None and not mac_matches(mk, last_mac, *parts):
-                    break
-                last_mac = stated
-            count += 1
-            first = seq if first is None else first
-            last_seq = seq
-            valid = offset + len(line) + 1
-            sha.update(line)
-            sha.update(b"\n")
-    if last_seq is None or last_mac is None:
-        raise JournalCorrupt(
-            f"segment {path.name} has no valid header and no sealed predecessor:"
-            " its chain cannot be continued"
-        )
-    torn = size - valid
-    created = header.get("ts")
-    return Scan(
-        kid=header.get("kid") if isinstance(header.get("kid"), str) else None,
-        source=header.get("source") if isinstance(header.get("source"), str) else None,
-        created=timestamp(created),
-        count=count,
-        first_seq=first,
-        last_seq=last_seq,
-        last_mac=last_mac,
-        length=valid,
-        sha256=sha.hexdigest(),
-        torn_bytes=torn,
-        torn_sha256=hash_range(path, valid, torn)[0] if torn else None,
-    )

@@ -55,25 +55,33 @@ import errno
 import fcntl
 import hashlib
 import os
-import socket
 import threading
 import time
 import weakref
 from binascii import hexlify
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
-from store._journal_verify import Problem, SegmentReport, TornTail, VerifyReport, iter_records, verify
+from store._journal_types import (
+    FsyncPolicy,
+    JournalConfig,
+    JournalRecovery,
+    JournalStats,
+    Problem,
+    SegmentReport,
+    TornTail,
+    VerifyReport,
+)
+from store._journal_verify import iter_records, verify
+from store._recovery import delete_purged, purge_record, resume, retention_victims
 from store._segments import (
     FORMAT,
     GENESIS_MAC,
     KIND_OPENED,
-    KIND_PURGED,
     LOCK_NAME,
     MAC_CLOSE,
     MAC_OPEN,
@@ -85,15 +93,12 @@ from store._segments import (
     encode,
     fsync_dir,
     hash_range,
-    list_journal,
-    read_seal,
-    scan_segment,
     seal_line,
     seal_name,
     segment_name,
     write_new_file,
 )
-from store.exceptions import JournalCorrupt, JournalError
+from store.exceptions import JournalError
 from store.keys import KeyRing
 
 __all__ = [
@@ -110,8 +115,6 @@ __all__ = [
     "verify",
 ]
 
-FsyncPolicy = Literal["always", "batch", "interval", "never"]
-_POLICIES = ("always", "batch", "interval", "never")
 _OVERDUE = float("-inf")  # a segment deadline that has passed: sends the next append down the slow path
 
 # The boundary to the OS, as module names so a test can inject a failing disk.
@@ -119,81 +122,6 @@ _write = os.write
 _fsync = os.fsync
 _join = b"".join
 _hexlify = hexlify
-
-
-def _positive(name: str, value: object, *, integer: bool, allow_inf: bool = False) -> None:
-    ok = type(value) is int if integer else type(value) in (int, float)
-    if not ok or not value > 0 or (value == float("inf") and not allow_inf):  # type: ignore[operator]
-        kind = "a positive integer" if integer else "a positive number of seconds"
-        raise ValueError(f"JournalConfig.{name} must be {kind}")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JournalConfig:
-    """How the journal rotates, syncs and expires segments. Validated on construction.
-
-    Attributes:
-        max_segment_bytes: rotate once the active segment reaches this size (it may pass it by one record).
-        max_segment_age: rotate once the active segment is this many seconds old (``math.inf``: never).
-        fsync: ``"always"`` after every record, ``"batch"`` every ``fsync_every`` records, ``"interval"``
-            at most ``fsync_interval`` seconds after a write (background thread), ``"never"`` (leave it to
-            the OS; seals and new segments are then not synced either).
-        fsync_every: batch size for ``fsync="batch"``.
-        fsync_interval: seconds between syncs for ``fsync="interval"``.
-        retention: seconds a sealed segment is kept by :meth:`JournalWriter.enforce_retention`; ``None``
-            keeps everything.
-        chain: ``False`` writes plain lines without MACs, for benchmarks only; :func:`verify` rejects them.
-        source: the host name recorded in headers and seals.
-    """
-
-    max_segment_bytes: int = 64 * 1024 * 1024
-    max_segment_age: float = 3600.0
-    fsync: FsyncPolicy = "interval"
-    fsync_every: int = 1000
-    fsync_interval: float = 1.0
-    retention: float | None = None
-    chain: bool = True
-    source: str = field(default_factory=socket.gethostname)
-
-    def __post_init__(self) -> None:
-        _positive("max_segment_bytes", self.max_segment_bytes, integer=True)
-        _positive("max_segment_age", self.max_segment_age, integer=False, allow_inf=True)
-        if self.fsync not in _POLICIES:
-            raise ValueError(f"JournalConfig.fsync must be one of {', '.join(_POLICIES)}")
-        _positive("fsync_every", self.fsync_every, integer=True)
-        _positive("fsync_interval", self.fsync_interval, integer=False)
-        if self.retention is not None:
-            _positive("retention", self.retention, integer=False)
-        if type(self.chain) is not bool:
-            raise ValueError("JournalConfig.chain must be a bool")
-        if type(self.source) is not str or not self.source or len(self.source) > 255:
-            raise ValueError("JournalConfig.source must be a non-empty string of at most 255 characters")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JournalRecovery:
-    """What the writer found on open: the previous writer left ``segment`` unsealed.
-
-    Attributes:
-        segment: the unsealed segment's file name; it is now sealed over its valid prefix.
-        last_good_seq: the ``seq`` of its last valid line (where the chain continues).
-        torn_bytes: bytes after the valid prefix (a torn write), left in place as evidence; 0 if intact.
-    """
-
-    segment: str
-    last_good_seq: int
-    torn_bytes: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JournalStats:
-    """Counters since the writer opened: records appended (headers excluded), bytes written (headers
-    included), segments opened, and writes or syncs that failed."""
-
-    records: int
-    bytes: int
-    segments: int
-    write_errors: int
 
 
 class JournalWriter:
@@ -290,9 +218,19 @@ class JournalWriter:
         self._stop = threading.Event()
         self._lock_fd = self._take_lock()
         try:
-            reason = self._resume()
-            self._start_seq = self._synced_seq = self._seq
-            self._open_segment(reason, self._recovery)
+            state = resume(
+                self._dir,
+                self._keys,
+                fallback=(self._kid, self._mk),
+                source=cfg.source,
+                chained=cfg.chain,
+                durable=self._durable,
+                clock=clock,
+            )
+            self._seq = self._start_seq = self._synced_seq = state.seq
+            self._mac, self._prev_name, self._next_number = state.mac, state.prev_segment, state.next_number
+            self._recovery = state.recovery
+            self._open_segment(state.reason, state.recovery)
         except BaseException:
             os.close(self._lock_fd)
             raise
@@ -320,10 +258,16 @@ class JournalWriter:
             The record's ``seq``.
 
         Raises:
-            JournalError: the record cannot be serialized or uses a reserved key (nothing written), the
-                writer is closed, or the write or sync failed (``__cause__`` holds the ``OSError``).
+            JournalError: the record is not a mapping, cannot be serialized or uses a reserved key, the
+                writer is closed, or the write failed (``__cause__`` holds the ``OSError``): nothing was
+                chained and the next append starts a new segment. Also when the record was written but
+                the fsync the policy asks for failed: the message names the record's seq.
         """
-        if "seq" in record or "mac" in record:
+        try:
+            reserved = "seq" in record or "mac" in record
+        except TypeError:
+            raise JournalError("record must be a mapping with str keys") from None
+        if reserved:
             raise JournalError("record uses a reserved key: 'seq' and 'mac' are set by the journal")
         with self._lock:
             return self._append(record)
@@ -520,66 +464,6 @@ class JournalWriter:
             raise JournalError(f"journal directory {self._dir} is in use by another writer") from exc
         return fd
 
-    def _resume(self) -> str:
-        """Find where the chain stands; seal a segment a crash left open. Returns the new header's reason."""
-        listing = list_journal(self._dir)
-        numbers = listing.numbers
-        self._seq, self._mac, self._prev_name = 0, GENESIS_MAC, None
-        self._next_number = numbers[-1] + 1 if numbers else 1
-        if not numbers:
-            return "new"
-        last = numbers[-1]
-        if last in listing.seals:
-            seal = self._trusted_seal(listing.seals[last])
-            self._seq, self._mac, self._prev_name = seal.last_seq, seal.last_mac, seal.segment
-            return "reopen"
-        entry = None
-        if last - 1 in listing.seals:
-            prev = self._trusted_seal(listing.seals[last - 1])
-            entry = (prev.last_seq, prev.last_mac)
-        path = listing.segments[last]
-        try:
-            scan = scan_segment(path, self._keys, entry=entry, chained=self._config.chain)
-        except JournalError:
-            raise
-        except OSError as exc:
-            raise JournalError(f"cannot read journal segment {path} to recover it") from exc
-        mk = self._keys.get(scan.kid) if scan.kid is not None else None
-        now = self._clock()
-        self._write_seal(
-            Seal(
-                segment=path.name,
-                kid=scan.kid if mk is not None and scan.kid is not None else self._kid,
-                source=scan.source or self._config.source,
-                count=scan.count,
-                first_seq=scan.first_seq,
-                last_seq=scan.last_seq,
-                last_mac=scan.last_mac,
-                sha256=scan.sha256,
-                length=scan.length,
-                torn_bytes=scan.torn_bytes,
-                torn_sha256=scan.torn_sha256,
-                created=scan.created if scan.created is not None else now,
-                sealed=now,
-                reason="recovered",
-                recovered=True,
-            ),
-            mk,
-        )
-        self._seq, self._mac, self._prev_name = scan.last_seq, scan.last_mac, path.name
-        self._recovery = JournalRecovery(
-            segment=path.name, last_good_seq=scan.last_seq, torn_bytes=scan.torn_bytes
-        )
-        return "recovery"
-
-    def _trusted_seal(self, path: Path) -> Seal:
-        try:
-            return read_seal(path, self._keys)
-        except JournalCorrupt as exc:
-            raise JournalCorrupt(
-                f"journal seal {path} cannot be trusted ({exc}); run verify before writing here"
-            ) from exc
-
     # -- public controls -------------------------------------------------------------------------------
 
     def rotate(self) -> None:
@@ -660,57 +544,16 @@ class JournalWriter:
             if self._closed:
                 raise JournalError(f"journal writer for {self._dir} is closed")
             cutoff = (self._clock() if now is None else now) - retention
-            listing = list_journal(self._dir)
-            victims: list[Seal] = []
-            for number in sorted(listing.segments):
-                if number not in listing.seals or listing.segments[number].name == self._seg_name:
-                    break
-                try:
-                    seal = read_seal(listing.seals[number], self._keys)
-                except JournalCorrupt:
-                    break
-                if seal.sealed > cutoff or seal.segment != segment_name(number):
-                    break
-                victims.append(seal)
+            listing, victims = retention_victims(self._dir, self._keys, active=self._seg_name, cutoff=cutoff)
             if not victims:
                 return []
-            firsts = [s.first_seq for s in victims if s.first_seq is not None]
             if self._fd >= 0:
                 self._seal_active("write_error" if self._broken else "retention")
             self._open_segment("retention")
-            self._append(
-                {
-                    "kind": KIND_PURGED,
-                    "journal": FORMAT,
-                    "segments": [s.segment for s in victims],
-                    "count": len(victims),
-                    "first_seq": firsts[0] if firsts else None,
-                    "last_seq": victims[-1].last_seq,
-                    "anchors": [
-                        {"segment": s.segment, "last_seq": s.last_seq, "last_mac": s.last_mac.hex()}
-                        for s in victims
-                    ],
-                    "retention": retention,
-                    "ts": self._clock(),
-                },
-                roll=False,
-            )
+            self._append(purge_record(victims, retention=retention, ts=self._clock()), roll=False)
             if self._durable:
                 self._sync()
-            deleted: list[str] = []
-            try:
-                for seal in victims:
-                    number = int(seal.segment.split(".", 1)[0])
-                    listing.segments[number].unlink()
-                    listing.seals[number].unlink(missing_ok=True)
-                    deleted.append(seal.segment)
-                if self._durable:
-                    fsync_dir(self._dir)
-            except OSError as exc:
-                raise JournalError(
-                    f"retention purge in {self._dir} stopped after {len(deleted)} of {len(victims)} segments"
-                ) from exc
-            return deleted
+            return delete_purged(self._dir, listing, victims, durable=self._durable)
 
     # -- introspection ---------------------------------------------------------------------------------
 

@@ -217,8 +217,8 @@ class TestAppend:
 
     @pytest.mark.parametrize(
         "record",
-        [{1: "int key"}, {"big": 1 << 70}, ["not", "a", "mapping"], {"seq": 5}, {"mac": "x"}],
-        ids=["int-key", "huge-int", "list", "seq-key", "mac-key"],
+        [{1: "int key"}, {"big": 1 << 70}, ["not", "a", "mapping"], 5, None, {"seq": 5}, {"mac": "x"}],
+        ids=["int-key", "huge-int", "list", "int", "none", "seq-key", "mac-key"],
     )
     def test_rejects_bad_records(self, jdir: Path, record: Any) -> None:
         """Non-str keys, out-of-range ints, non-mappings and reserved keys raise JournalError."""
