@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any, NoReturn
 
@@ -72,6 +72,7 @@ class EncryptedBodyStore:
             store write-only: reads and retention operations are refused.
         wrapper: the key wrapper for new bodies (for example AWS KMS); local wrapping stays available to
             read bodies it wrapped and to seal bodies while the preferred wrapper is unreachable.
+        unwrappers: further wrappers, used only to read bodies wrapped by their scheme.
         max_body_bytes: bodies beyond this are truncated to it; ``size`` records the original length.
         clock: seconds since the epoch (tests pass a fake).
     """
@@ -83,6 +84,7 @@ class EncryptedBodyStore:
         keys: KeyRing,
         audit: AuditSink | None = None,
         wrapper: KeyWrapper | None = None,
+        unwrappers: Iterable[KeyWrapper] = (),
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -97,10 +99,8 @@ class EncryptedBodyStore:
         self._clock = clock
         self._local = LocalKeyWrapper(keys)
         self._wrapper: KeyWrapper = wrapper if wrapper is not None else self._local
-        self._wrappers: dict[str, KeyWrapper] = {
-            LOCAL_SCHEME: self._local,
-            self._wrapper.scheme: self._wrapper,
-        }
+        self._wrappers: dict[str, KeyWrapper] = {w.scheme: w for w in unwrappers}
+        self._wrappers.update({LOCAL_SCHEME: self._local, self._wrapper.scheme: self._wrapper})
         self._subject_keys = {k.key_id: k.derive("bodies-subject") for k in (keys.active, *keys.older)}
 
     # -- write path -------------------------------------------------------------------------------

@@ -116,32 +116,52 @@ def translate(exc: Exception, what: str) -> BodyStoreError:
 
 
 class KmsKeyWrapper:
-    """Wraps data keys with AWS KMS ``Encrypt``/``Decrypt`` under ``key_id``; the correlation id is the
-    encryption context, so a wrapped key moved to another body fails to unwrap."""
+    """Wraps data keys with AWS KMS ``Encrypt``/``Decrypt``; the correlation id is the encryption context,
+    so a wrapped key moved to another body fails to unwrap.
 
-    __slots__ = ("_client", "_errors", "key_id")
+    Args:
+        client: a boto3 KMS client.
+        key_id: the KMS key new data keys are wrapped under; None makes an unwrap-only wrapper (reading
+            KMS-wrapped bodies needs no key id: the stored key ARN names it).
+        factory: builds the client on first use, when ``client`` is None.
+    """
+
+    __slots__ = ("_client", "_errors", "_factory", "key_id")
 
     scheme = KMS_SCHEME
 
-    def __init__(self, client: Any, key_id: str) -> None:
+    def __init__(
+        self,
+        client: Any | None = None,
+        *,
+        key_id: str | None = None,
+        factory: Callable[[], Any] | None = None,
+    ) -> None:
+        if client is None and factory is None:
+            raise ValueError("KmsKeyWrapper needs a client or a factory")
         self._client = client
+        self._factory = factory
         self._errors = _botocore()
         self.key_id = key_id
 
+    def _kms(self) -> Any:
+        if self._client is None and self._factory is not None:
+            self._client = self._factory()
+        return self._client
+
     def wrap(self, data_key: bytes, *, context: Mapping[str, str]) -> WrappedKey:
+        if self.key_id is None:
+            raise ValueError("this KMS wrapper has no key id: it can only unwrap")
         try:
-            resp = self._client.encrypt(
-                KeyId=self.key_id, Plaintext=data_key, EncryptionContext=dict(context)
-            )
+            resp = self._kms().encrypt(KeyId=self.key_id, Plaintext=data_key, EncryptionContext=dict(context))
         except (self._errors.ClientError, self._errors.BotoCoreError) as exc:
             raise translate(exc, "KMS encrypt") from exc
-        return WrappedKey(
-            scheme=self.scheme, key_id=str(resp.get("KeyId", self.key_id)), blob=resp["CiphertextBlob"]
-        )
+        key_id = str(resp.get("KeyId", self.key_id))
+        return WrappedKey(scheme=self.scheme, key_id=key_id, blob=resp["CiphertextBlob"])
 
     def unwrap(self, wrapped: WrappedKey, *, context: Mapping[str, str]) -> bytes:
         try:
-            resp = self._client.decrypt(
+            resp = self._kms().decrypt(
                 CiphertextBlob=wrapped.blob, EncryptionContext=dict(context), KeyId=wrapped.key_id
             )
         except (self._errors.ClientError, self._errors.BotoCoreError) as exc:
@@ -296,17 +316,24 @@ class S3BodyStore(EncryptedBodyStore):
         s3 = client or make_client(
             "s3", endpoint_url=endpoint_url, region_name=region_name, config=client_config
         )
-        wrapper = None
-        if kms_key_id is not None:
-            kms = kms_client or make_client(
+        kms_wrapper = KmsKeyWrapper(
+            kms_client,
+            key_id=kms_key_id,
+            factory=lambda: make_client(
                 "kms", endpoint_url=endpoint_url, region_name=region_name, config=client_config
-            )
-            wrapper = KmsKeyWrapper(kms, kms_key_id)
+            ),
+        )
         backend = S3Backend(
             bucket, client=s3, prefix=prefix, sse=sse, sse_kms_key_id=kms_key_id if sse == "aws:kms" else None
         )
         super().__init__(
-            backend, keys=keys, audit=audit, wrapper=wrapper, max_body_bytes=max_body_bytes, clock=clock
+            backend,
+            keys=keys,
+            audit=audit,
+            wrapper=kms_wrapper if kms_key_id is not None else None,
+            unwrappers=(kms_wrapper,),
+            max_body_bytes=max_body_bytes,
+            clock=clock,
         )
         self.bucket = bucket
         self.prefix = backend.prefix
