@@ -13,13 +13,16 @@ canonical JSON of the record with its ``seq`` (the line without its ``mac`` fiel
 the line before, across segments (32 zero bytes before the very first). Each segment opens with a header
 (``kind: "journal.segment_opened"``; ``segment``, ``kid``, ``source``, ``prev_segment``, ``prev_last_seq``,
 ``reason``, ``ts``, and ``recovered`` after a crash) that takes the next ``seq``, so removing a whole
-segment breaks the chain at the next header. ``seq`` and ``mac`` are reserved keys.
+segment breaks the chain at the next header. A line is the record's canonical bytes with
+``,"mac":"<hex>"`` spliced in before the closing brace, so verifying never re-serializes anything.
+``seq`` and ``mac`` are reserved keys.
 
 Seals. When a segment closes (size, age, :meth:`JournalWriter.rotate`, :meth:`JournalWriter.close`, a write
 error, or recovery) the writer writes ``NNNNNNNN.seal.json``: ``count`` (lines, header included),
 ``first_seq``, ``last_seq``, ``last_mac``, ``sha256`` and ``bytes`` of the valid prefix, ``torn_bytes`` and
 ``torn_sha256`` of anything after it, ``kid``, ``source``, ``created``, ``sealed``, ``reason``,
-``recovered``, and its own MAC. A sealed segment is complete: any truncation, extension or change shows.
+``recovered``, and its own MAC (keyed like the records, under a fixed domain tag instead of a previous MAC).
+A sealed segment is complete: any truncation, extension or change shows.
 
 Crash recovery. The writer appends each record with one ``write`` on an ``O_APPEND`` descriptor, so a killed
 process leaves whole lines. On open, an unsealed last segment is scanned: the longest valid prefix is
@@ -43,9 +46,20 @@ record kept for it. ``append`` cannot put a record at that position (the writer 
 header to the purge record), so a record that merely looks like a purge proves nothing, and a deletion
 without a purge record (by hand, or by an attacker) is reported as a missing segment.
 
-Limits. Nothing chains after the last line of the active segment: dropping whole records from its end,
-or the newest segments together with their seals, cannot be detected from the directory alone. Ship
-sealed segments elsewhere (or keep their seals' MACs in an external anchor) to close that gap.
+Processes. One writer per directory (``journal.lock`` is flock'ed; a second writer gets JournalError). A
+writer inherited across ``fork()`` refuses to write in the child, which must open its own journal in its
+own directory; the parent carries on.
+
+Errors. The writer raises :class:`~store.exceptions.JournalError` (an ``OSError``) with the cause chained,
+and :class:`~store.exceptions.JournalCorrupt` when it will not continue from a newest seal or segment it
+cannot trust. :func:`verify` turns any content it reads into problems; it raises only for a directory it
+cannot list. Messages name files, fields and positions, never record values.
+
+Limits. Nothing chains after the last line of the active segment. Until that segment is sealed, records
+can be dropped from its end, or its last line altered (recovery then keeps it as a torn tail: a warning);
+deleting the newest segments together with their seals, or only the newest seal, looks like a journal
+whose writer is still running. Ship sealed segments elsewhere, or keep seal MACs in an external anchor,
+to close that gap.
 """
 
 from __future__ import annotations
@@ -154,6 +168,7 @@ class JournalWriter:
         "_durable",
         "_fd",
         "_first_seq",
+        "_forked",
         "_headers",
         "_inner",
         "_keys",
@@ -212,7 +227,7 @@ class JournalWriter:
         self._created = 0.0
         self._deadline = _OVERDUE
         self._sha = hashlib.sha256()
-        self._broken = self._closed = False
+        self._broken = self._closed = self._forked = False
         self._recovery: JournalRecovery | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -234,6 +249,7 @@ class JournalWriter:
         except BaseException:
             os.close(self._lock_fd)
             raise
+        _live.add(self)
         if cfg.fsync == "interval":
             self._thread = threading.Thread(
                 target=_sync_periodically,
@@ -331,6 +347,11 @@ class JournalWriter:
     def _roll(self) -> None:
         """Seal the active segment if its time has come (or it broke) and open the next one."""
         if self._closed:
+            if self._forked:
+                raise JournalError(
+                    f"journal writer for {self._dir} was inherited across fork(); the child must open its"
+                    " own journal (in its own directory)"
+                )
             raise JournalError(f"journal writer for {self._dir} is closed")
         if self._fd >= 0:
             if self._broken:
@@ -510,6 +531,7 @@ class JournalWriter:
                 return
             self._closed = True
             self._deadline = _OVERDUE
+            _live.discard(self)
             try:
                 if self._fd >= 0:
                     self._seal_active("write_error" if self._broken else "close")
@@ -554,6 +576,17 @@ class JournalWriter:
             if self._durable:
                 self._sync()
             return delete_purged(self._dir, listing, victims, durable=self._durable)
+
+    def _disown(self) -> None:
+        """In a forked child: never touch the parent's segment; fail every later call instead."""
+        self._lock = threading.Lock()  # another thread may have held it at fork time
+        self._closed = self._forked = True
+        self._deadline = _OVERDUE
+        self._thread = None
+        for fd in (self._fd, self._lock_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)  # the child's copies; the parent's descriptors and flock are unaffected
+        self._fd = -1
 
     # -- introspection ---------------------------------------------------------------------------------
 
@@ -609,3 +642,14 @@ def _sync_periodically(ref: weakref.ref[JournalWriter], stop: threading.Event, i
             return
         writer._background_sync()
         del writer
+
+
+_live: weakref.WeakSet[JournalWriter] = weakref.WeakSet()
+
+
+def _disown_after_fork() -> None:
+    for writer in list(_live):
+        writer._disown()
+
+
+os.register_at_fork(after_in_child=_disown_after_fork)

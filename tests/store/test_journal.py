@@ -260,6 +260,26 @@ class TestAppend:
         report = verify(jdir, keys=RING_A)
         assert (True, ()) == (report.ok, report.problems)
 
+    def test_writer_inherited_across_fork_refuses_to_write(self, jdir: Path) -> None:
+        """A forked child cannot append through the parent's writer; the parent carries on."""
+        with JournalWriter(jdir, keys=RING_A, config=cfg()) as w:
+            w.append({"i": 1})
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child
+                code = 3
+                try:
+                    w.append({"i": "child"})
+                    code = 1
+                except JournalError as exc:
+                    code = 0 if "fork" in str(exc) else 2
+                finally:
+                    os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            assert 0 == os.waitstatus_to_exitcode(status)
+            w.append({"i": 2})
+        assert [1, 2] == [r["i"] for r in user_records(jdir)]
+        assert verify(jdir, keys=RING_A).ok
+
     def test_stats(self, jdir: Path) -> None:
         """stats counts records, bytes, segments and write errors."""
         with JournalWriter(jdir, keys=RING_A, config=cfg()) as w:
