@@ -98,6 +98,11 @@ class JournalSink:
         self._console = console
 
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> str:
+        if "seq" in event_dict or "mac" in event_dict:
+            # The journal owns these two names; a caller's field of that name is kept under another.
+            for k in ("seq", "mac"):
+                if k in event_dict:
+                    event_dict[f"field_{k}"] = event_dict.pop(k)
         try:
             self._journal.append(event_dict)
             self._stats.written += 1
