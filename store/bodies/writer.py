@@ -142,10 +142,12 @@ class BodyWriter:
         """Enqueue a body. Never raises: refusals and drops are counted in :attr:`stats`."""
         try:
             validate_correlation_id(correlation_id)
-        except InvalidCorrelationId:
-            self._count("dropped_invalid", "InvalidCorrelationId")
+            if not isinstance(body, bytes | bytearray | memoryview) or not isinstance(meta, BodyMeta):
+                raise TypeError("put takes bytes and a BodyMeta")
+            item = _Item(correlation_id, bytes(body), meta)
+        except (InvalidCorrelationId, TypeError) as exc:
+            self._count("dropped_invalid", type(exc).__name__)
             return
-        item = _Item(correlation_id, bytes(body), meta)
         with self._lock:
             self._busy += 1
         try:
