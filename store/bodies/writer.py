@@ -234,13 +234,15 @@ class BodyWriter:
                 self._replay(limit=self.config.replay_batch)
 
     def _handle(self, item: _Item) -> None:
+        if self._degraded:  # spooling: seal locally, replay re-wraps for the preferred wrapper (KMS)
+            self._to_spool(self.store.seal(item.cid, item.body, meta=item.meta, local=True))
+            return
         try:
             env = self.store.seal(item.cid, item.body, meta=item.meta)
         except _RETRYABLE as exc:  # the preferred key wrapper (KMS) is unreachable
             self._note(exc)
-            env = self.store.seal(item.cid, item.body, meta=item.meta, local=True)
-        if self._degraded:
-            self._to_spool(env)
+            self._to_spool(self.store.seal(item.cid, item.body, meta=item.meta, local=True))
+            self._degrade()
             return
         try:
             self.store.put_envelope(env)
