@@ -1,0 +1,659 @@
+"""``AuditMiddleware``: pure ASGI middleware that writes one audit event per HTTP request.
+
+::
+
+    app = AuditMiddleware(app, enforce=True)            # or app.add_middleware(AuditMiddleware, ...)
+
+Like Starlette's ``GZipMiddleware`` it passes non-``http`` scopes (websocket, lifespan) through untouched,
+wraps ``receive`` and ``send``, and writes the record in ``finally``, after the last body byte. Bodies
+are teed, never held: each chunk goes on as it arrives (streaming and SSE stay streams); the tee keeps at
+most ``shape_limit`` bytes to shape a JSON or form body, and at most ``capture_limit`` bytes of the
+response for the body store when the rule says ``capture_body``.
+
+Per request, before the app runs: the route (the framework's route template when it can be matched
+up front, else the path with id-like segments collapsed), the matching policy rule, the correlation id
+(``traceparent`` / the current OpenTelemetry span / ``x-request-id`` / new; echoed as
+``x-correlation-id`` and bound into structlog's contextvars), the actor (from verified auth only) and
+the decision:
+
+- ``disabled = true``: answered 503, recorded (a per-route kill switch);
+- missing ``required_scopes`` with ``enforce=True``: answered 403 and recorded as ``authz.denied``;
+  with ``enforce=False`` recorded only (``decision.reason = "not_enforced"``);
+- ``fail_mode = "closed"``: the response is held until the event is in the journal; if the journal
+  refuses it, the client gets 503 instead. Past ``closed_buffer_limit`` bytes the event is written with
+  what is known so far (``outcome.partial``) and the rest streams. ``"open"`` (default): served, the
+  failure counted in :attr:`AuditMiddleware.stats` and in ``handle.stats``.
+
+A rule at level ``none`` writes no event for allowed requests (refusals are always recorded). Failures
+inside the middleware are counted in :attr:`AuditMiddleware.stats`, never raised into the app.
+
+Enforcement needs the actor *before* the app runs: put the authentication middleware outside this one
+(with ``app.add_middleware``, add ``AuditMiddleware`` first and the auth middleware after it).
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Protocol
+
+import orjson
+import structlog
+
+from auditlog._correlation import Correlation, resolve
+from auditlog.actor import ANONYMOUS, Actor, ActorResolver, default_actor
+from auditlog.events import (
+    Action,
+    Decision,
+    EventKind,
+    MiddlewareStats,
+    Outcome,
+    Status,
+    build_event,
+    decide,
+    emit_event,
+    shape_value,
+)
+from auditlog.pipeline import AuditHandle, current_handle
+from auditlog.policy import DEFAULT_POLICY, Policy, Rule
+from auditlog.urls import collapse_path, redact_target
+from processors import Scanner, SecretScanner, ShapeLimits
+from processors.shapes import emittable_key
+
+__all__ = ["AuditMiddleware", "BodySink"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_SAFE_VALUE_HEADERS = frozenset({"content-type", "content-length", "content-encoding", "transfer-encoding"})
+_MAX_HEADER_NAMES = 64
+_FALLBACK_SCANNER = SecretScanner()
+
+
+class BodySink(Protocol):
+    """Where captured response bodies go: a body store, or its background writer."""
+
+    def put(self, correlation_id: str, body: bytes, *, meta: Any) -> None:
+        """Take ``body`` (already capped) for ``correlation_id``; must not block for long."""
+        ...
+
+
+class _Request:
+    """What one request has shown so far. One per call; never shared between requests."""
+
+    __slots__ = (
+        "actor",
+        "committed",
+        "complete",
+        "cookies",
+        "corr",
+        "decision",
+        "error_type",
+        "forwarded",
+        "handle",
+        "headers",
+        "hidden_headers",
+        "method",
+        "name",
+        "partial",
+        "query",
+        "req_buf",
+        "req_bytes",
+        "req_ctype",
+        "req_encoded",
+        "resp_buf",
+        "resp_bytes",
+        "resp_capture",
+        "resp_ctype",
+        "resp_encoded",
+        "resp_truncated",
+        "rule",
+        "start",
+        "started",
+        "status",
+        "target",
+    )
+
+    actor: Actor
+    corr: Correlation
+    decision: Decision
+    handle: AuditHandle | None
+    method: str
+    name: str
+    rule: Rule
+    target: str
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.status: int | None = None
+        self.started = False
+        self.forwarded = False
+        self.complete = False
+        self.committed = False
+        self.partial = False
+        self.error_type: str | None = None
+        self.req_bytes = 0
+        self.req_buf: bytearray | None = None
+        self.req_ctype: str | None = None
+        self.req_encoded = False
+        self.resp_bytes = 0
+        self.resp_buf: bytearray | None = None
+        self.resp_capture: bytearray | None = None
+        self.resp_ctype: str | None = None
+        self.resp_encoded = False
+        self.resp_truncated = False
+        self.cookies = 0
+        self.headers: list[str] = []
+        self.hidden_headers = 0
+        self.query = ""
+
+
+def _media_type(value: str) -> str | None:
+    mt = value.split(";", 1)[0].strip().lower()
+    if 0 < len(mt) <= 100 and mt.count("/") == 1 and all(c.isalnum() or c in "/.+-" for c in mt):
+        return mt
+    return None
+
+
+def _parse_body(data: bytes, media_type: str | None) -> object:
+    """A JSON or form body parsed for shaping; anything else stays bytes (shaped by length)."""
+    if media_type is None:
+        return data
+    if media_type == "application/json" or media_type.endswith("+json"):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return data
+    if media_type == "application/x-www-form-urlencoded":
+        return _form(data.decode("latin-1"))
+    return data
+
+
+def _form(text: str) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in urllib.parse.parse_qsl(text, keep_blank_values=True, errors="replace"):
+        prev = out.get(k)
+        if prev is None:
+            out[k] = v
+        elif isinstance(prev, list):
+            prev.append(v)
+        else:
+            out[k] = [prev, v]
+    return out
+
+
+def _find_routes(app: object) -> list[Any] | None:
+    """The route list of a Starlette/FastAPI router found by following ``.app`` through middleware."""
+    node = app
+    for _ in range(16):
+        routes = getattr(node, "routes", None)
+        if isinstance(routes, list):
+            return routes
+        router = getattr(node, "router", None)
+        if router is not None and isinstance(getattr(router, "routes", None), list):
+            return list(router.routes)
+        node = getattr(node, "app", None)
+        if node is None:
+            return None
+    return None
+
+
+def _template(routes: list[Any], scope: Scope, prefix: str = "", depth: int = 0) -> str | None:
+    """The route template that will serve ``scope`` (Starlette ``Route.matches``), if any."""
+    partial: str | None = None
+    for route in routes:
+        matches = getattr(route, "matches", None)
+        path = getattr(route, "path", None)
+        if matches is None or not isinstance(path, str):
+            continue
+        match, child = matches(scope)
+        kind = getattr(match, "name", "")
+        if kind == "FULL":
+            inner = getattr(route, "routes", None)
+            if isinstance(inner, list) and inner and depth < 4:
+                sub = _template(inner, {**scope, **child}, prefix + path, depth + 1)
+                return sub if sub is not None else prefix + path
+            return prefix + path
+        if kind == "PARTIAL" and partial is None:
+            partial = prefix + path
+    return partial
+
+
+class AuditMiddleware:
+    """Pure ASGI audit middleware (see the module docstring).
+
+    Args:
+        app: the ASGI app to wrap.
+        policy: the policy deciding levels, scopes and capture; default: the handle's.
+        actor: a resolver ``(scope) -> Actor | None`` over verified auth; default :func:`default_actor`.
+        enforce: refuse callers lacking a rule's ``required_scopes`` (403); else record only.
+        body_store: where captured response bodies go (see :class:`BodySink`); None: no capture.
+        handle: the pipeline; default :func:`auditlog.current_handle` at each request.
+        capture_limit: the most response bytes handed to ``body_store`` per request.
+        shape_limit: the most body bytes kept to parse and shape a JSON or form body.
+        closed_buffer_limit: the most response bytes held under ``fail_mode = "closed"``.
+        limits: bounds on shaping work.
+
+    Raises:
+        ValueError: a limit is not a positive int.
+    """
+
+    __slots__ = (
+        "_actor",
+        "_body_store",
+        "_capture_limit",
+        "_closed_limit",
+        "_handle",
+        "_limits",
+        "_policy",
+        "_routes",
+        "_routes_known",
+        "_shape_limit",
+        "app",
+        "enforce",
+        "stats",
+    )
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        policy: Policy | None = None,
+        actor: ActorResolver | None = None,
+        enforce: bool = False,
+        body_store: BodySink | None = None,
+        handle: AuditHandle | None = None,
+        capture_limit: int = 1 << 20,
+        shape_limit: int = 64 << 10,
+        closed_buffer_limit: int = 8 << 20,
+        limits: ShapeLimits | None = None,
+    ) -> None:
+        for name, value in (
+            ("capture_limit", capture_limit),
+            ("shape_limit", shape_limit),
+            ("closed_buffer_limit", closed_buffer_limit),
+        ):
+            if type(value) is not int or value < 1:
+                raise ValueError(f"{name} must be a positive int")
+        self.app = app
+        self._policy = policy
+        self._actor: ActorResolver = actor or default_actor
+        self.enforce = enforce
+        self._body_store = body_store
+        self._handle = handle
+        self._capture_limit = capture_limit
+        self._shape_limit = shape_limit
+        self._closed_limit = closed_buffer_limit
+        self._limits = limits or ShapeLimits()
+        self._routes: list[Any] | None = None
+        self._routes_known = False
+        self.stats = MiddlewareStats()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.stats.requests += 1
+        handle = self._handle if self._handle is not None else current_handle()
+        try:
+            req = self._begin(scope, handle)
+        except Exception as exc:
+            self.stats.error("begin", exc)
+            await self.app(scope, receive, send)
+            return
+        if not req.decision.allowed:
+            await self._refuse(req, send)
+            return
+        closed = req.rule.fail_mode == "closed"
+        held: list[Message] = []
+        held_bytes = 0
+
+        async def audited_receive() -> Message:
+            message = await receive()
+            try:
+                if message["type"] == "http.request":
+                    self._tee_request(req, message.get("body", b""))
+            except Exception as exc:
+                self.stats.error("receive", exc)
+            return message
+
+        async def audited_send(message: Message) -> None:
+            nonlocal held_bytes
+            try:
+                message = self._on_send(req, message)
+            except Exception as exc:
+                self.stats.error("send", exc)
+            if not closed or req.committed:
+                await send(message)
+                req.forwarded = req.started
+                return
+            held.append(message)
+            if message["type"] == "http.response.body":
+                held_bytes += len(message.get("body", b""))
+            if req.complete or held_bytes > self._closed_limit:
+                req.partial = not req.complete
+                ok = self._commit(req)
+                messages = held[:]
+                held.clear()
+                if ok:
+                    for m in messages:
+                        await send(m)
+                    req.forwarded = True
+                else:
+                    await self._refuse_closed(req, send)
+
+        tokens = structlog.contextvars.bind_contextvars(
+            correlation_id=req.corr.correlation_id, span_id=req.corr.span_id
+        )
+        try:
+            await self.app(scope, audited_receive, audited_send)
+        except BaseException as exc:
+            req.error_type = type(exc).__name__
+            raise
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
+            if not req.committed:
+                ok = self._commit(req)
+                if closed and req.error_type is None:
+                    messages = held[:]
+                    held.clear()
+                    if ok:
+                        for m in messages:
+                            await send(m)
+                    elif not req.forwarded:
+                        await self._refuse_closed(req, send)
+
+    # -- before the app ------------------------------------------------------------------------------
+
+    def _begin(self, scope: Scope, handle: AuditHandle | None) -> _Request:
+        req = _Request()
+        req.handle = handle
+        policy = self._policy or (handle.policy if handle is not None else DEFAULT_POLICY)
+        scanner = handle.scanner if handle is not None else _FALLBACK_SCANNER
+        traceparent = request_id = None
+        hidden = 0
+        names: list[str] = []
+        for raw_name, raw_value in scope.get("headers") or ():
+            name = raw_name.decode("latin-1").lower()
+            if name == "traceparent":
+                traceparent = raw_value.decode("latin-1")
+            elif name == "x-request-id":
+                request_id = raw_value.decode("latin-1")
+            elif name == "cookie":
+                req.cookies += raw_value.count(b";") + 1
+            elif name == "content-type":
+                req.req_ctype = _media_type(raw_value.decode("latin-1"))
+            elif name == "content-encoding":
+                req.req_encoded = raw_value.strip().lower() not in (b"", b"identity")
+            if len(names) < _MAX_HEADER_NAMES and emittable_key(name):
+                names.append(name)
+            else:
+                hidden += 1
+        req.headers = names
+        req.hidden_headers = hidden
+        req.corr = resolve(traceparent=traceparent, request_id=request_id, scanner=scanner)
+        method = str(scope.get("method", "GET")).upper()
+        req.method = method if method.isalpha() and len(method) <= 16 else "OTHER"
+        path = scope.get("path") or "/"
+        if not self._routes_known:
+            self._routes = _find_routes(self.app)
+            self._routes_known = True
+        template = _template(self._routes, scope) if self._routes else None
+        req.name = template if template is not None else collapse_path(path, scanner=scanner)
+        raw = scope.get("raw_path")
+        query = scope.get("query_string") or b""
+        req.query = query.decode("latin-1")
+        target = raw.decode("latin-1") if isinstance(raw, bytes) else path
+        req.target = redact_target(f"{target}?{req.query}" if req.query else target, scanner=scanner)
+        req.rule = policy.match(route=req.name, method=req.method)
+        try:
+            actor = self._actor(scope) or ANONYMOUS
+        except Exception as exc:
+            self.stats.error("actor", exc)
+            actor = ANONYMOUS
+        req.actor = actor
+        req.decision = decide(req.rule, actor, enforce=self.enforce)
+        if req.rule.level in ("shape", "values") and not req.req_encoded:
+            req.req_buf = bytearray()
+        if req.rule.level in ("shape", "values"):
+            req.resp_buf = bytearray()
+        if req.rule.capture_body and self._body_store is not None:
+            req.resp_capture = bytearray()
+        return req
+
+    # -- while it runs -------------------------------------------------------------------------------
+
+    def _tee_request(self, req: _Request, body: bytes) -> None:
+        req.req_bytes += len(body)
+        buf = req.req_buf
+        if buf is not None and body:
+            if len(buf) + len(body) <= self._shape_limit:
+                buf += body
+            else:
+                req.req_buf = None
+
+    def _on_send(self, req: _Request, message: Message) -> Message:
+        kind = message["type"]
+        if kind == "http.response.start":
+            req.started = True
+            req.status = int(message["status"])
+            headers = list(message.get("headers") or ())
+            for name, value in headers:
+                lname = name.lower()
+                if lname == b"content-type":
+                    req.resp_ctype = _media_type(value.decode("latin-1"))
+                elif lname == b"content-encoding":
+                    req.resp_encoded = value.strip().lower() not in (b"", b"identity")
+            headers.append((b"x-correlation-id", req.corr.correlation_id.encode("ascii")))
+            if req.resp_encoded or req.resp_ctype == "text/event-stream":
+                req.resp_buf = None
+            return {**message, "headers": headers}
+        if kind == "http.response.body":
+            body = message.get("body", b"")
+            n = len(body)
+            req.resp_bytes += n
+            buf = req.resp_buf
+            if buf is not None and n:
+                if len(buf) + n <= self._shape_limit:
+                    buf += body
+                else:
+                    req.resp_buf = None
+            cap = req.resp_capture
+            if cap is not None and n:
+                room = self._capture_limit - len(cap)
+                if room >= n:
+                    cap += body
+                else:
+                    if room > 0:
+                        cap += body[:room]
+                    req.resp_truncated = True
+            if not message.get("more_body", False):
+                req.complete = True
+        return message
+
+    # -- after it ------------------------------------------------------------------------------------
+
+    def _commit(self, req: _Request) -> bool:
+        """Build and write the request's event (once); hand a captured body to the store first."""
+        req.committed = True
+        if req.rule.level == "none":
+            return True
+        try:
+            event = self._event(req)
+        except Exception as exc:
+            self.stats.error("event", exc)
+            return False
+        if req.handle is None:
+            self.stats.dropped += 1
+            return False
+        return emit_event(req.handle, event, self.stats)
+
+    def _event(self, req: _Request) -> dict[str, Any]:
+        handle = req.handle
+        scanner: Scanner = handle.scanner if handle is not None else _FALLBACK_SCANNER
+        fingerprint = handle.fingerprinter.fingerprint if handle is not None else None
+        rule = req.rule
+        fps: dict[str, str] = {}
+        args_shape: dict[str, Any] | None = None
+        result_shape: Any = None
+        if rule.level in ("shape", "values"):
+            query, fq = shape_value(
+                _form(req.query), rule=rule, scanner=scanner, fingerprint=fingerprint, limits=self._limits
+            )
+            fps.update(fq)
+            body: Any = {"t": "bytes", "len": req.req_bytes}
+            if req.req_buf is not None and req.req_bytes:
+                parsed = _parse_body(bytes(req.req_buf), req.req_ctype)
+                if not isinstance(parsed, bytes):
+                    body, fb = shape_value(
+                        parsed, rule=rule, scanner=scanner, fingerprint=fingerprint, limits=self._limits
+                    )
+                    fps.update(fb)
+            args_shape = {"query": query, "body": body}
+            result_shape = {"t": "bytes", "len": req.resp_bytes}
+            if req.resp_buf is not None and req.complete and req.resp_bytes:
+                parsed = _parse_body(bytes(req.resp_buf), req.resp_ctype)
+                if not isinstance(parsed, bytes):
+                    result_shape, _ = shape_value(parsed, rule=rule, scanner=scanner, limits=self._limits)
+        body_ref = self._store_body(req)
+        status: Status
+        if req.error_type is not None:
+            status = "cancelled" if req.error_type == "CancelledError" else "error"
+        elif req.status is not None and req.status >= 500:
+            status = "error"
+        else:
+            status = "ok"
+        http: dict[str, Any] = {
+            "headers": req.headers,
+            "request_bytes": req.req_bytes,
+            "response_bytes": req.resp_bytes,
+            "content_type": req.req_ctype,
+            "response_content_type": req.resp_ctype,
+        }
+        if req.hidden_headers:
+            http["hidden_headers"] = req.hidden_headers
+        if req.cookies:
+            http["cookies"] = req.cookies
+        if req.partial:
+            http["partial"] = True
+        return build_event(
+            "http.request",
+            correlation_id=req.corr.correlation_id,
+            span_id=req.corr.span_id,
+            actor=req.actor.redacted(scanner, fingerprint),
+            action=Action(name=req.name, method=req.method, target=req.target),
+            decision=req.decision,
+            outcome=Outcome(
+                status=status,
+                http_status=req.status,
+                error_type=req.error_type,
+                duration_ms=(time.perf_counter() - req.start) * 1000.0,
+            ),
+            args_shape=args_shape,
+            result_shape=result_shape,
+            body_ref=body_ref,
+            fp=fps,
+            extra={"http": http},
+        )
+
+    def _store_body(self, req: _Request) -> dict[str, Any] | None:
+        cap = req.resp_capture
+        store = self._body_store
+        if cap is None or store is None or not req.complete or req.partial:
+            return None
+        key = req.corr.request_key
+        try:
+            from auditlog.bodies import body_meta
+
+            meta = body_meta(
+                req.rule,
+                tenant=req.actor.tenant,
+                subject=req.actor.subject,
+                content_type=req.resp_ctype,
+                original_size=req.resp_bytes,
+            )
+            store.put(key, bytes(cap), meta=meta)
+        except Exception as exc:
+            self.stats.error("body_store", exc)
+            return None
+        return {"key": key, "bytes": len(cap), "truncated": req.resp_truncated}
+
+    # -- refusals ------------------------------------------------------------------------------------
+
+    async def _refuse(self, req: _Request, send: Send) -> None:
+        decision: Decision = req.decision
+        kind: EventKind
+        if decision.reason == "disabled":
+            self.stats.disabled += 1
+            code, error, detail = 503, "disabled", "this endpoint is disabled by the audit policy"
+            kind, status = "http.request", "disabled"
+        else:
+            self.stats.denied += 1
+            code, error, detail = 403, "insufficient_scope", "the caller lacks a required scope"
+            kind, status = "authz.denied", "denied"
+        req.status = code
+        req.committed = True
+        try:
+            handle = req.handle
+            scanner = handle.scanner if handle is not None else _FALLBACK_SCANNER
+            fingerprint = handle.fingerprinter.fingerprint if handle is not None else None
+            event = build_event(
+                kind,
+                correlation_id=req.corr.correlation_id,
+                span_id=req.corr.span_id,
+                actor=req.actor.redacted(scanner, fingerprint),
+                action=Action(name=req.name, method=req.method, target=req.target),
+                decision=decision,
+                outcome=Outcome(
+                    status=status,
+                    http_status=code,
+                    duration_ms=(time.perf_counter() - req.start) * 1000.0,
+                ),
+                extra={"http": {"headers": req.headers}},
+            )
+            if handle is not None:
+                emit_event(handle, event, self.stats)
+            else:
+                self.stats.dropped += 1
+        except Exception as exc:
+            self.stats.error("refuse", exc)
+        extra: list[tuple[bytes, bytes]] = []
+        if code == 403:
+            scopes = " ".join(decision.required)
+            extra.append(
+                (b"www-authenticate", f'Bearer error="insufficient_scope", scope="{scopes}"'.encode())
+            )
+        await self._send_error(req, send, code, error, detail, extra, required=list(decision.required))
+
+    async def _refuse_closed(self, req: _Request, send: Send) -> None:
+        self.stats.refused += 1
+        await self._send_error(req, send, 503, "audit_unavailable", _CLOSED_DETAIL)
+
+    async def _send_error(
+        self,
+        req: _Request,
+        send: Send,
+        code: int,
+        error: str,
+        detail: str,
+        extra: list[tuple[bytes, bytes]] | None = None,
+        **fields: Any,
+    ) -> None:
+        payload = orjson.dumps(
+            {"error": error, "detail": detail, "correlation_id": req.corr.correlation_id, **fields}
+        )
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()),
+            (b"x-correlation-id", req.corr.correlation_id.encode("ascii")),
+            *(extra or ()),
+        ]
+        await send({"type": "http.response.start", "status": code, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+
+_CLOSED_DETAIL = "the audit log could not record this request, and the policy requires it (fail_mode closed)"

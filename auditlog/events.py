@@ -1,0 +1,279 @@
+"""The audit event schema (version 1) and its builders. No I/O: the middleware builds, the handle writes.
+
+One event per request or tool call::
+
+    {
+      "v": 1, "kind": "http.request",                    # or authz.denied, mcp.tool_call, ...
+      "ts": "...", "event_id": "...",                    # stamped by AuditHandle.emit
+      "correlation_id": "4bf92f35...", "span_id": "00f067aa0ba902b7",
+      "actor":    {"subject": "user-42", "tenant": "acme", "client_id": "cli", "scopes": ["read"]},
+      "action":   {"name": "/users/{user_id}", "method": "GET", "target": "/users/{n}?page="},
+      "decision": {"allowed": true, "reason": "scopes_ok", "rule": "users", "required": ["read"]},
+      "outcome":  {"status": "ok", "http_status": 200, "error_type": null, "duration_ms": 1.9},
+      "args_shape": {...}, "result_shape": {...},        # shapes (values only where a rule allows)
+      "body_ref": {"key": "4bf9....00f0", "bytes": 1234, "truncated": false},
+      "fp": {"email": "k1:9f2c..."},                     # keyed fingerprints the rule asks for
+      "policy": {"id": "payments-api", "hash": "..."},   # stamped by AuditHandle.emit
+      "http": {...} | "mcp": {...}                       # transport details (shapes and names only)
+    }
+
+Nothing here reads a value into an event except :func:`shape_value` at level ``values`` for allowlisted
+fields, after the scanner. Error messages never enter an event: only exception type names and codes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from auditlog.actor import Actor
+from processors import Scanner, ShapeLimits, shape_of
+
+if TYPE_CHECKING:
+    from auditlog.pipeline import AuditHandle
+    from auditlog.policy import Rule
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Action",
+    "Decision",
+    "EventKind",
+    "MiddlewareStats",
+    "Outcome",
+    "Status",
+    "build_event",
+    "decide",
+    "emit_event",
+    "shape_value",
+]
+
+SCHEMA_VERSION = 1
+
+EventKind = Literal[
+    "http.request",
+    "authz.denied",
+    "mcp.tool_call",
+    "mcp.resource_read",
+    "mcp.prompt_get",
+    "mcp.list_tools",
+    "mcp.list_resources",
+    "mcp.list_resource_templates",
+    "mcp.list_prompts",
+    "mcp.initialize",
+    "mcp.request",
+]
+Status = Literal["ok", "error", "denied", "disabled", "refused", "cancelled"]
+Reason = Literal["allowed", "scopes_ok", "missing_scopes", "not_enforced", "disabled"]
+
+_SCALARS = (int, float, bool, type(None))
+_MAX_VALUE_CHARS = 256
+_DEFAULT_LIMITS = ShapeLimits()
+_log = logging.getLogger("auditlog.middleware")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Action:
+    """What was attempted: a route template or tool name, the method, the redacted target."""
+
+    name: str
+    method: str
+    target: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "method": self.method, "target": self.target}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    """The policy decision: allowed or not, why, under which rule, what it required."""
+
+    allowed: bool
+    reason: Reason
+    rule: str
+    required: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"allowed": self.allowed, "reason": self.reason, "rule": self.rule}
+        out["required"] = list(self.required)
+        if self.missing:
+            out["missing"] = list(self.missing)
+        return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """How it ended: status, HTTP status (if any), exception type name (never its message), duration."""
+
+    status: Status
+    duration_ms: float
+    http_status: int | None = None
+    error_type: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "http_status": self.http_status,
+            "error_type": self.error_type,
+            "duration_ms": round(self.duration_ms, 3),
+        }
+
+
+def decide(rule: Rule, actor: Actor, *, enforce: bool) -> Decision:
+    """The decision for ``actor`` under ``rule``: disabled (kill switch), missing scopes, or allowed.
+
+    With ``enforce=False`` missing scopes are recorded (``not_enforced``) and the call is allowed.
+    """
+    required = tuple(sorted(rule.required_scopes))
+    if rule.disabled:
+        return Decision(allowed=False, reason="disabled", rule=rule.id, required=required)
+    if not required:
+        return Decision(allowed=True, reason="allowed", rule=rule.id)
+    missing = tuple(s for s in required if s not in actor.scopes)
+    if not missing:
+        return Decision(allowed=True, reason="scopes_ok", rule=rule.id, required=required)
+    if enforce:
+        return Decision(
+            allowed=False, reason="missing_scopes", rule=rule.id, required=required, missing=missing
+        )
+    return Decision(allowed=True, reason="not_enforced", rule=rule.id, required=required, missing=missing)
+
+
+def build_event(
+    kind: EventKind,
+    *,
+    correlation_id: str,
+    span_id: str | None,
+    actor: Actor,
+    action: Action,
+    decision: Decision,
+    outcome: Outcome,
+    args_shape: Any = None,
+    result_shape: Any = None,
+    body_ref: Mapping[str, Any] | None = None,
+    fp: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Assemble one audit event (``ts``, ``event_id`` and ``policy`` are stamped by ``emit``).
+
+    ``extra`` adds transport sections (``http``, ``mcp``); it cannot replace a schema field.
+    """
+    event: dict[str, Any] = {
+        "v": SCHEMA_VERSION,
+        "kind": kind,
+        "correlation_id": correlation_id,
+        "span_id": span_id,
+        "actor": actor.as_dict(),
+        "action": action.as_dict(),
+        "decision": decision.as_dict(),
+        "outcome": outcome.as_dict(),
+    }
+    if args_shape is not None:
+        event["args_shape"] = args_shape
+    if result_shape is not None:
+        event["result_shape"] = result_shape
+    if body_ref:
+        event["body_ref"] = dict(body_ref)
+    if fp:
+        event["fp"] = dict(fp)
+    if extra:
+        for k, v in extra.items():
+            event.setdefault(k, v)
+    return event
+
+
+def shape_value(
+    value: object,
+    *,
+    rule: Rule,
+    scanner: Scanner,
+    fingerprint: Callable[[object], str] | None = None,
+    limits: ShapeLimits = _DEFAULT_LIMITS,
+) -> tuple[Any, dict[str, str]]:
+    """Apply ``rule``'s level to arguments or a result: ``(shape or None, fingerprints)``.
+
+    - ``none`` / ``metadata``: no shape.
+    - ``shape``: :func:`processors.shape_of`.
+    - ``values``: the shape, plus ``"v"`` on each top-level field the rule allowlists whose value is a
+      scalar; strings pass ``scanner.redact`` first and are cut at 256 characters.
+
+    Top-level fields named in ``rule.fingerprint`` get a keyed fingerprint in the returned mapping
+    (levels other than ``none``). Never raises: a failure yields ``"<unshapeable:...>"``.
+    """
+    level = rule.level
+    if level == "none":
+        return None, {}
+    fps: dict[str, str] = {}
+    try:
+        if fingerprint is not None and rule.fingerprint and isinstance(value, Mapping):
+            for name in rule.fingerprint:
+                v = value.get(name)
+                if isinstance(v, str | int) and not isinstance(v, bool):
+                    fps[name] = fingerprint(v)
+        if level == "metadata":
+            return None, fps
+        shape = shape_of(value, limits=limits)
+        if level == "values" and rule.allow and isinstance(value, Mapping) and isinstance(shape, dict):
+            keys = shape.get("keys")
+            if isinstance(keys, dict):
+                for name in rule.allow:
+                    if name in keys and isinstance(keys[name], dict) and name in value:
+                        v = value[name]
+                        if isinstance(v, str):
+                            keys[name]["v"] = scanner.redact(v)[:_MAX_VALUE_CHARS]
+                        elif isinstance(v, _SCALARS):
+                            keys[name]["v"] = v
+        return shape, fps
+    except Exception as exc:  # shaping must never raise into the host
+        return f"<unshapeable:{type(exc).__name__}>", fps
+
+
+@dataclass(slots=True)
+class MiddlewareStats:
+    """Counters of one middleware instance: what it saw, wrote, refused, and what failed inside it."""
+
+    requests: int = 0
+    events: int = 0
+    dropped: int = 0
+    denied: int = 0
+    disabled: int = 0
+    refused: int = 0
+    errors: int = 0
+    error_reasons: dict[str, int] = field(default_factory=dict)
+
+    def error(self, where: str, exc: BaseException) -> None:
+        """Count a failure inside the middleware; log its kind once (never its message)."""
+        reason = f"{where}:{type(exc).__name__}"
+        self.errors += 1
+        first = reason not in self.error_reasons
+        self.error_reasons[reason] = self.error_reasons.get(reason, 0) + 1
+        if first:
+            _log.warning("audit middleware failure counted (%s); further ones counted in stats", reason)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "events": self.events,
+            "dropped": self.dropped,
+            "denied": self.denied,
+            "disabled": self.disabled,
+            "refused": self.refused,
+            "errors": self.errors,
+            "error_reasons": dict(self.error_reasons),
+        }
+
+
+def emit_event(handle: AuditHandle, event: MutableMapping[str, Any], stats: MiddlewareStats) -> bool:
+    """Hand ``event`` to ``handle.emit``; count it written or dropped. Never raises."""
+    try:
+        ok = handle.emit(event)
+    except Exception as exc:
+        stats.error("emit", exc)
+        ok = False
+    if ok:
+        stats.events += 1
+    else:
+        stats.dropped += 1
+    return ok
