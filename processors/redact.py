@@ -1,0 +1,302 @@
+"""``ShapeRecorder``: the last processor before rendering; every argument becomes its shape.
+
+What an event looks like after it, by the policy's level:
+
+- ``none``: the event is dropped (``structlog.DropEvent``).
+- ``metadata``: only the reserved keys stay; the others are counted in ``dropped_fields``.
+- ``shape`` (the default): every other key's value is replaced by :func:`processors.shape_of`.
+- ``values``: keys in ``allow`` keep their value after the scanner has masked it; the rest are shaped.
+
+Always: the message (``event``) goes through ``scanner.redact``; a key that is not identifier-like or looks
+like a token (``**{"canary.user@example.org": 1}``) is never emitted but counted in ``hidden_keys``.
+Reserved keys (:data:`RESERVED_KEYS`) are set by our processors and structlog's and pass through when their
+values have the expected form (a 32-hex ``trace_id``, an identifier-like ``logger``...); a value of any
+other form, for instance one a caller passed as ``log.info("x", kind=secret)``, is shaped instead.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any, Literal
+
+import structlog
+
+from processors.scanning import Scanner
+from processors.shapes import DEFAULT_LIMITS, ShapeLimits, emittable_key, shape_of
+
+__all__ = ["RESERVED_KEYS", "FieldPolicy", "Level", "ShapeRecorder"]
+
+Level = Literal["none", "metadata", "shape", "values"]
+_LEVELS = frozenset({"none", "metadata", "shape", "values"})
+
+RESERVED_KEYS: frozenset[str] = frozenset(
+    {
+        "event",
+        "level",
+        "logger",
+        "timestamp",
+        "correlation_id",
+        "trace_id",
+        "span_id",
+        "exception",
+        "fp",
+        "kind",
+        "hidden_keys",
+        "dropped_fields",
+        "policy",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FieldPolicy:
+    """What the recorder may emit for the fields of an event.
+
+    Args:
+        level: ``"none"``, ``"metadata"``, ``"shape"`` or ``"values"``.
+        allow: fields whose (scanned) values are emitted at level ``values``; ignored at other levels.
+        fingerprint: fields the composition layer fingerprints (see :class:`processors.Fingerprinter`).
+        rule_id: the policy rule this came from, for the record.
+
+    Raises:
+        ValueError: an unknown level, or a field name that is not a ``str``.
+    """
+
+    level: Level = "shape"
+    allow: frozenset[str] = frozenset()
+    fingerprint: frozenset[str] = frozenset()
+    rule_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.level not in _LEVELS:
+            raise ValueError(f"level must be one of {sorted(_LEVELS)}")
+        for name in ("allow", "fingerprint"):
+            fields = frozenset(getattr(self, name))
+            if not all(type(f) is str for f in fields):
+                raise ValueError(f"FieldPolicy.{name} must hold str field names")
+            object.__setattr__(self, name, fields)
+        if self.rule_id is not None and type(self.rule_id) is not str:
+            raise ValueError("FieldPolicy.rule_id must be a str or None")
+
+
+# --- reserved keys: the form each value must have to pass through -----------------------------------
+
+_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_TIMESTAMP = re.compile(r"[0-9][0-9T:.+ Z-]{0,39}")
+_CORRELATION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}|<invalid>")
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+_SPAN_ID = re.compile(r"[0-9a-f]{16}")
+_FINGERPRINT = re.compile(r"[A-Za-z0-9_.-]{1,32}:[0-9a-f]{32}|<unfingerprintable:[A-Za-z0-9_]{1,64}>")
+_POLICY_VALUE = re.compile(r"[A-Za-z0-9_.:/+=-]{0,128}")
+_EXCEPTION_KEYS = frozenset(
+    {"type", "message", "frames", "frames_omitted", "chain_truncated", "cause", "context"}
+)
+
+
+def _matches(pattern: re.Pattern[str]) -> Callable[[Any], bool]:
+    def valid(value: Any) -> bool:
+        return type(value) is str and pattern.fullmatch(value) is not None
+
+    return valid
+
+
+def _timestamp(value: Any) -> bool:
+    return type(value) in (int, float) or (type(value) is str and _TIMESTAMP.fullmatch(value) is not None)
+
+
+def _count(value: Any) -> bool:
+    return type(value) is int
+
+
+def _fingerprints(value: Any) -> bool:
+    return type(value) is dict and all(
+        emittable_key(k) and type(v) is str and _FINGERPRINT.fullmatch(v) for k, v in value.items()
+    )
+
+
+def _policy(value: Any) -> bool:
+    if type(value) is str:
+        return _NAME.fullmatch(value) is not None
+    return type(value) is dict and all(
+        emittable_key(k) and (type(v) is int or (type(v) is str and _POLICY_VALUE.fullmatch(v)))
+        for k, v in value.items()
+    )
+
+
+def _safe_exception(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` has the form :func:`processors.safe_exception` builds (nothing else, no locals)."""
+    if value == "<formatted-exception>":
+        return True
+    if type(value) is not dict or depth > 16 or not _EXCEPTION_KEYS.issuperset(value):
+        return False
+    frames = value.get("frames", [])
+    if (
+        type(value.get("type")) is not str
+        or type(value.get("message")) is not str
+        or type(frames) is not list
+    ):
+        return False
+    if not all(type(f) is str for f in frames):
+        return False
+    nested = value.get("cause", value.get("context"))
+    return nested is None or _safe_exception(nested, depth + 1)
+
+
+_VALIDATORS: dict[str, Callable[[Any], bool]] = {
+    "level": _matches(_NAME),
+    "logger": _matches(_NAME),
+    "kind": _matches(_NAME),
+    "timestamp": _timestamp,
+    "correlation_id": _matches(_CORRELATION_ID),
+    "trace_id": _matches(_TRACE_ID),
+    "span_id": _matches(_SPAN_ID),
+    "exception": _safe_exception,
+    "fp": _fingerprints,
+    "hidden_keys": _count,
+    "dropped_fields": _count,
+    "policy": _policy,
+}
+
+
+class _ValueScan:
+    """One allowlisted value at level ``values``: scanned leaves, filtered keys, bounded like shapes."""
+
+    __slots__ = ("limits", "scanner", "work")
+
+    def __init__(self, scanner: Scanner, limits: ShapeLimits) -> None:
+        self.scanner = scanner
+        self.limits = limits
+        self.work = limits.max_work
+
+    def value(self, v: Any, depth: int) -> Any:
+        self.work -= 1
+        tp = type(v)
+        if tp is str:
+            return self.scanner.redact(v)
+        if v is None or tp is bool:
+            return v
+        if tp is int or tp is float:
+            if tp is int and v.bit_length() > 64:
+                return {"t": "int"}
+            text = str(v)
+            return v if not self.scanner.findings(text) else self.scanner.redact(text)
+        if tp is dict or tp is list or tp is tuple or tp is set or tp is frozenset:
+            if depth >= self.limits.max_depth or self.work <= 0:
+                return shape_of(v, limits=self.limits)
+            return self.mapping(v, depth) if tp is dict else self.array(v, depth)
+        return shape_of(v, limits=self.limits)  # bytes, objects: never as values
+
+    def mapping(self, v: dict[Any, Any], depth: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        hidden = 0
+        max_len = self.limits.max_key_len
+        for key, item in islice(dict.items(v), self.limits.max_keys):
+            if emittable_key(key, max_len):
+                out[key] = self.value(item, depth + 1)
+            else:
+                hidden += 1
+        if hidden:
+            out["<hidden_keys>"] = hidden
+        if len(v) > self.limits.max_keys:
+            out["<more_keys>"] = len(v) - self.limits.max_keys
+        return out
+
+    def array(self, v: Any, depth: int) -> list[Any]:
+        n = len(v)
+        limit = self.limits.max_keys
+        out = [self.value(item, depth + 1) for item in islice(iter(v), limit)]
+        if n > limit:
+            out.append(f"<{n - limit} more>")
+        return out
+
+
+class ShapeRecorder:
+    """structlog processor: replace event values with their shapes, as the field policy says.
+
+    Args:
+        policy: a :class:`FieldPolicy`, or a callable that picks one per event (say, by ``logger``); it
+            should return the same objects for the same rules (cache them), it runs for every event.
+        scanner: masks the message and allowlisted values.
+        reserved: keys that pass through when their values have the expected form.
+        limits: bounds for each shape.
+
+    Raises:
+        TypeError: ``policy`` is neither a ``FieldPolicy`` nor callable.
+    """
+
+    __slots__ = ("_limits", "_policy", "_reserved", "_resolve", "_scanner", "_validators")
+
+    def __init__(
+        self,
+        *,
+        policy: FieldPolicy | Callable[[Mapping[str, Any]], FieldPolicy],
+        scanner: Scanner,
+        reserved: Iterable[str] = RESERVED_KEYS,
+        limits: ShapeLimits = DEFAULT_LIMITS,
+    ) -> None:
+        if isinstance(policy, FieldPolicy):
+            self._policy: FieldPolicy | None = policy
+            self._resolve: Callable[[Mapping[str, Any]], FieldPolicy] | None = None
+        elif callable(policy):
+            self._policy, self._resolve = None, policy
+        else:
+            raise TypeError("policy must be a FieldPolicy or a callable returning one")
+        self._scanner = scanner
+        self._reserved = frozenset(reserved)
+        self._limits = limits
+        self._validators = {k: v for k, v in _VALIDATORS.items() if k in self._reserved}
+
+    def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
+        """Return the redacted event (a new dict).
+
+        Args:
+            logger: the wrapped logger (unused).
+            method_name: the log method name (unused).
+            event_dict: the event.
+
+        Returns:
+            The event with the message scanned, reserved keys checked, and every other value shaped (or,
+            at level ``values`` and allowlisted, scanned); ``hidden_keys`` / ``dropped_fields`` counts.
+
+        Raises:
+            structlog.DropEvent: the policy's level is ``none``.
+        """
+        policy = self._policy if self._resolve is None else self._resolve(event_dict)
+        if policy is None or policy.level == "none":
+            raise structlog.DropEvent
+        metadata = policy.level == "metadata"
+        allow = policy.allow if policy.level == "values" else None
+        reserved, validators, limits = self._reserved, self._validators, self._limits
+        out: dict[str, Any] = {}
+        hidden = dropped = 0
+        for key, value in event_dict.items():
+            if type(key) is str and key in reserved:
+                if key == "event":
+                    out[key] = (
+                        self._scanner.redact(value) if type(value) is str else shape_of(value, limits=limits)
+                    )
+                else:
+                    valid = validators.get(key)
+                    out[key] = value if valid is None or valid(value) else shape_of(value, limits=limits)
+            elif metadata:
+                dropped += 1
+            elif not emittable_key(key, limits.max_key_len):
+                hidden += 1
+            elif allow is not None and key in allow:
+                out[key] = self._allowed(value)
+            else:
+                out[key] = shape_of(value, limits=limits)
+        if hidden:
+            out["hidden_keys"] = hidden
+        if dropped:
+            out["dropped_fields"] = dropped
+        return out
+
+    def _allowed(self, value: Any) -> Any:
+        try:
+            return _ValueScan(self._scanner, self._limits).value(value, 0)
+        except Exception:  # a container changed under us, a scanner failed: fail closed
+            return shape_of(value, limits=self._limits)

@@ -1,0 +1,423 @@
+"""Shapes: what a value looks like (types, lengths, counts, keys), never what it holds.
+
+``shape_of(value)`` describes any Python value without reading its contents out::
+
+    {"t": "str", "len": 12}            {"t": "int"}   {"t": "float"}   {"t": "bool"}   {"t": "null"}
+    {"t": "bytes", "len": 3}           bytes, bytearray, memoryview
+    {"t": "obj", "n": 3, "keys": {"a": {...}}, "hidden_keys": 1}       mappings, dataclasses, pydantic models
+    {"t": "arr", "len": 3, "items": {...}}                              list, tuple, set, frozenset
+    {"t": "arr", "len": 3, "items": {"t": "mixed", "types": ["int", "str"]}}
+    "<unshapeable:TypeName>"           anything else, or anything that raised while being read
+    "<cycle>"                          a container inside itself
+
+Keys are data too: a key is emitted only if it is a ``str``, identifier-like, short, has no token-looking
+segment and the built-in :class:`processors.SecretScanner` finds nothing in it. Every other key is folded
+into ``hidden_keys``, a count.
+
+Work is bounded by :class:`ShapeLimits`: depth, keys per mapping, items sampled per array and a total
+work budget. Past a bound a container becomes ``{"t": "obj", "n": N, "truncated": true}`` (or ``"arr"``).
+Containers are never iterated past the bound (``itertools.islice``), builtin containers are read through
+their base class methods (an overridden ``__len__``/``__iter__`` is not called), and user code that does
+run (a dataclass property, a ``Mapping.__len__``) fails closed to ``"<unshapeable:TypeName>"``.
+``shape_of`` never raises.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
+from dataclasses import dataclass
+from itertools import chain, islice, pairwise
+from typing import Any
+
+from processors.secret_scanner import SecretScanner
+
+__all__ = ["DEFAULT_LIMITS", "ShapeLimits", "emittable_key", "safe_type_name", "shape_of", "unshapeable"]
+
+Shape = dict[str, Any] | str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShapeLimits:
+    """Bounds on the work ``shape_of`` does for one value.
+
+    Args:
+        max_depth: containers nested deeper than this are summarised (``"truncated": true``).
+        max_keys: keys examined per mapping; the rest are counted in ``n`` only.
+        max_items_sampled: items looked at per array to decide its item shape.
+        max_work: values visited in total; past it, containers are summarised.
+        max_key_len: longer keys are hidden.
+
+    Raises:
+        ValueError: a bound is not a positive int.
+    """
+
+    max_depth: int = 6
+    max_keys: int = 32
+    max_items_sampled: int = 8
+    max_work: int = 512
+    max_key_len: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("max_depth", "max_keys", "max_items_sampled", "max_work", "max_key_len"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise ValueError(f"ShapeLimits.{name} must be a positive int")
+
+
+DEFAULT_LIMITS = ShapeLimits()
+
+# --- keys -------------------------------------------------------------------------------------------
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+_SEGMENTS = re.compile(r"[._-]")
+_HEX8 = re.compile(r"[0-9A-Fa-f]{8,}")
+_KEY_SCANNER = SecretScanner()
+_ACCEPTED_KEYS: dict[str, None] = {}
+_ACCEPTED_KEYS_MAX = 8192
+
+
+def _token_segment(segment: str) -> bool:
+    """Return whether one ``._-``-separated segment of a key looks like a token, not a name."""
+    if len(segment) < 8:
+        return False
+    if not segment.isalpha() and not segment.isdigit():
+        return True  # mixes letters and digits
+    if _HEX8.fullmatch(segment):
+        return True
+    if len(segment) >= 16 and segment.isalpha():
+        flips = sum(a.isupper() != b.isupper() for a, b in pairwise(segment))
+        return flips * 3 >= len(segment)  # base64-ish, not camelCase
+    return False
+
+
+def emittable_key(key: object, max_len: int = DEFAULT_LIMITS.max_key_len) -> bool:
+    """Return whether a mapping key may appear in output as it is.
+
+    Args:
+        key: the key (any object; only ``str`` can pass).
+        max_len: the longest key allowed.
+
+    Returns:
+        ``True`` for short, identifier-like, token-free keys the secret scanner finds nothing in.
+    """
+    if type(key) is not str or len(key) > max_len:
+        return False
+    if key in _ACCEPTED_KEYS:
+        return True
+    if not _IDENTIFIER.fullmatch(key) or any(map(_token_segment, _SEGMENTS.split(key))):
+        return False
+    if _KEY_SCANNER.findings(key):
+        return False
+    if len(_ACCEPTED_KEYS) >= _ACCEPTED_KEYS_MAX:
+        _ACCEPTED_KEYS.clear()
+    _ACCEPTED_KEYS[key] = None  # accepted keys only: the cache never holds a hidden key
+    return True
+
+
+# --- type names -------------------------------------------------------------------------------------
+
+_NOT_NAME = re.compile(r"[^A-Za-z0-9_]")
+_TYPE_NAME = type.__dict__["__name__"]
+_NAMES: dict[type, str] = {}
+_CACHE_MAX = 1024
+
+
+def safe_type_name(tp: type) -> str:
+    """Return ``tp.__name__`` made safe to print: identifier chars, at most 64, ``"type"`` if token-like.
+
+    Args:
+        tp: any class (its name may be attacker-controlled: ``type(secret, (), {})``).
+
+    Returns:
+        The sanitized name, read without running the metaclass's code.
+    """
+    name = _NAMES.get(tp)
+    if name is None:
+        try:
+            raw = _TYPE_NAME.__get__(tp)
+            name = _NOT_NAME.sub("", raw if type(raw) is str else "")[:64]
+        except Exception:
+            name = ""
+        if not name or not emittable_key(name):
+            name = "type"
+        if len(_NAMES) < _CACHE_MAX:
+            _NAMES[tp] = name
+    return name
+
+
+def unshapeable(value: object) -> str:
+    """Return the fail-closed marker for ``value``: ``"<unshapeable:TypeName>"``, never its repr."""
+    return f"<unshapeable:{safe_type_name(type(value))}>"
+
+
+# --- the walk ---------------------------------------------------------------------------------------
+
+_Handler = Callable[["_Walk", Any, int], Shape]
+
+
+class _Walk:
+    """The state of one ``shape_of`` call: limits, remaining work, the containers being walked."""
+
+    __slots__ = ("limits", "open", "work")
+
+    def __init__(self, limits: ShapeLimits) -> None:
+        self.limits = limits
+        self.work = limits.max_work
+        self.open: set[int] = set()
+
+    def shape(self, value: Any, depth: int) -> Shape:
+        """Shape one value; the caller has already charged it to the work budget."""
+        tp = type(value)
+        scalar = _SCALARS.get(tp)
+        if scalar is not None:
+            return scalar(value)
+        handler = _HANDLERS.get(tp)
+        if handler is not None:
+            return handler(self, value, depth)
+        resolved = _resolve(tp)[0]
+        try:
+            return resolved(self, value, depth)
+        except Exception:  # user code ran (a property, __len__, __iter__) and failed
+            return unshapeable(value)
+
+    def mapping(self, obj: object, n: int, items: Iterator[tuple[Any, Any]], depth: int) -> Shape:
+        if n == 0:
+            return {"t": "obj", "n": 0}
+        limits = self.limits
+        if depth >= limits.max_depth or self.work <= 0:
+            return {"t": "obj", "n": n, "truncated": True}
+        ident = id(obj)
+        open_ = self.open
+        if ident in open_:
+            return "<cycle>"
+        # No try/finally: if reading fails, the whole container fails closed and stays marked open.
+        open_.add(ident)
+        keys: dict[str, Shape] = {}
+        hidden = seen = 0
+        max_len = limits.max_key_len
+        scalars = _SCALARS
+        accepted = _ACCEPTED_KEYS
+        work = self.work
+        for key, value in islice(items, limits.max_keys):
+            if work <= 0:
+                break
+            seen += 1
+            work -= 1
+            if (type(key) is str and key in accepted and len(key) <= max_len) or emittable_key(key, max_len):
+                scalar = scalars.get(type(value))
+                if scalar is not None:
+                    keys[key] = scalar(value)
+                else:
+                    self.work = work
+                    keys[key] = self.shape(value, depth + 1)
+                    work = self.work
+            else:
+                hidden += 1
+        self.work = work
+        open_.discard(ident)
+        out: dict[str, Any] = {"t": "obj", "n": n}
+        if keys:
+            out["keys"] = keys
+        if hidden:
+            out["hidden_keys"] = hidden
+        if seen < n:
+            out["truncated"] = True
+        return out
+
+    def array(self, obj: object, n: int, items: Iterator[Any], depth: int) -> Shape:
+        if n == 0:
+            return {"t": "arr", "len": 0}
+        if depth >= self.limits.max_depth or self.work <= 0:
+            return {"t": "arr", "len": n, "truncated": True}
+        ident = id(obj)
+        if ident in self.open:
+            return "<cycle>"
+        sample = list(islice(items, self.limits.max_items_sampled))
+        if not sample:
+            return {"t": "arr", "len": n}
+        self.work -= len(sample)
+        first = type(sample[0])
+        if all(type(item) is first for item in sample):
+            self.open.add(ident)
+            shape = self.shape(sample[0], depth + 1)
+            self.open.discard(ident)
+            return {"t": "arr", "len": n, "items": shape}
+        tags = list(dict.fromkeys(_tag(type(item)) for item in sample))
+        return {"t": "arr", "len": n, "items": {"t": "mixed", "types": tags}}
+
+
+def _str(w: _Walk, v: Any, depth: int) -> Shape:
+    return {"t": "str", "len": str.__len__(v)}
+
+
+def _int(w: _Walk, v: Any, depth: int) -> Shape:
+    return {"t": "int"}
+
+
+def _float(w: _Walk, v: Any, depth: int) -> Shape:
+    return {"t": "float"}
+
+
+def _bool(w: _Walk, v: Any, depth: int) -> Shape:
+    return {"t": "bool"}
+
+
+def _none(w: _Walk, v: Any, depth: int) -> Shape:
+    return {"t": "null"}
+
+
+def _bytes(w: _Walk, v: Any, depth: int) -> Shape:
+    return {"t": "bytes", "len": bytes.__len__(v)}
+
+
+def _bytearray(w: _Walk, v: Any, depth: int) -> Shape:
+    return {"t": "bytes", "len": bytearray.__len__(v)}
+
+
+def _memoryview(w: _Walk, v: Any, depth: int) -> Shape:
+    try:
+        return {"t": "bytes", "len": v.nbytes}
+    except ValueError:  # released
+        return unshapeable(v)
+
+
+def _dict(w: _Walk, v: Any, depth: int) -> Shape:
+    return w.mapping(v, dict.__len__(v), iter(dict.items(v)), depth)
+
+
+def _mapping(w: _Walk, v: Any, depth: int) -> Shape:
+    return w.mapping(v, len(v), iter(v.items()), depth)
+
+
+def _dataclass(names: tuple[str, ...]) -> _Handler:
+    def handler(w: _Walk, v: Any, depth: int) -> Shape:
+        values = ((name, object.__getattribute__(v, name)) for name in names)
+        return w.mapping(v, len(names), values, depth)
+
+    return handler
+
+
+def _pydantic(w: _Walk, v: Any, depth: int) -> Shape:
+    fields = object.__getattribute__(v, "__dict__")
+    try:
+        extra = object.__getattribute__(v, "__pydantic_extra__")
+    except AttributeError:
+        extra = None
+    if type(fields) is not dict:
+        return unshapeable(v)
+    if type(extra) is dict and extra:
+        return w.mapping(v, len(fields) + len(extra), chain(dict.items(fields), dict.items(extra)), depth)
+    return w.mapping(v, len(fields), iter(dict.items(fields)), depth)
+
+
+def _sequence(length: Callable[[Any], int], iterate: Callable[[Any], Iterator[Any]]) -> _Handler:
+    def handler(w: _Walk, v: Any, depth: int) -> Shape:
+        return w.array(v, length(v), iterate(v), depth)
+
+    return handler
+
+
+def _fail(w: _Walk, v: Any, depth: int) -> Shape:
+    return unshapeable(v)
+
+
+# Exact builtin scalars: shaped without a walk. Each call returns a fresh dict (callers may mutate it).
+_SCALARS: dict[type, Callable[[Any], Shape]] = {
+    str: lambda v: {"t": "str", "len": len(v)},
+    int: lambda v: {"t": "int"},
+    float: lambda v: {"t": "float"},
+    bool: lambda v: {"t": "bool"},
+    type(None): lambda v: {"t": "null"},
+    bytes: lambda v: {"t": "bytes", "len": len(v)},
+    bytearray: lambda v: {"t": "bytes", "len": len(v)},
+}
+
+
+_HANDLERS: dict[type, _Handler] = {
+    str: _str,
+    int: _int,
+    float: _float,
+    bool: _bool,
+    type(None): _none,
+    dict: _dict,
+    list: _sequence(list.__len__, list.__iter__),
+    tuple: _sequence(tuple.__len__, tuple.__iter__),
+    set: _sequence(set.__len__, set.__iter__),
+    frozenset: _sequence(frozenset.__len__, frozenset.__iter__),
+    bytes: _bytes,
+    bytearray: _bytearray,
+    memoryview: _memoryview,
+}
+_TAGS: dict[_Handler, str] = {_str: "str", _int: "int", _float: "float", _bool: "bool", _none: "null"}
+_TAGS.update({h: "bytes" for h in (_bytes, _bytearray, _memoryview)})
+_TAGS.update({h: "arr" for tp, h in _HANDLERS.items() if tp in (list, tuple, set, frozenset)})
+_TAGS[_dict] = "obj"
+
+# Subclasses of builtins are read through the builtin's methods: their overrides never run.
+_BUILTIN_BASES: tuple[type, ...] = (str, int, float, bytes, bytearray, dict, list, tuple, set, frozenset)
+_MRO = type.__dict__["__mro__"]
+_RESOLVED: dict[type, tuple[_Handler, str]] = {}
+
+
+def _resolve(tp: type) -> tuple[_Handler, str]:
+    """Pick the handler and tag for a type outside the dispatch table; once per type (bounded cache)."""
+    found = _RESOLVED.get(tp)
+    if found is None:
+        try:
+            found = _classify(tp)
+        except Exception:
+            found = (_fail, safe_type_name(tp))
+        if len(_RESOLVED) < _CACHE_MAX:
+            _RESOLVED[tp] = found
+    return found
+
+
+def _classify(tp: type) -> tuple[_Handler, str]:
+    mro = _MRO.__get__(tp)
+    for base in _BUILTIN_BASES:
+        if base in mro:
+            handler = _HANDLERS[base]
+            return handler, _TAGS[handler]
+    if any(_is_pydantic_base(cls) for cls in mro):
+        return _pydantic, "obj"
+    if dataclasses.is_dataclass(tp):
+        return _dataclass(tuple(f.name for f in dataclasses.fields(tp))), "obj"
+    if issubclass(tp, Mapping):
+        return _mapping, "obj"
+    if issubclass(tp, (Sequence, Set)):
+        return _sequence(len, iter), "arr"
+    return _fail, safe_type_name(tp)
+
+
+def _is_pydantic_base(cls: type) -> bool:
+    module = cls.__dict__.get("__module__")
+    return cls.__name__ == "BaseModel" and type(module) is str and module.startswith("pydantic")
+
+
+def _tag(tp: type) -> str:
+    """A one-word type tag for mixed-array summaries (``"str"``, ``"obj"``, ...)."""
+    handler = _HANDLERS.get(tp)
+    return _TAGS[handler] if handler is not None else _resolve(tp)[1]
+
+
+def shape_of(value: object, *, limits: ShapeLimits = DEFAULT_LIMITS) -> Shape:
+    """Describe ``value`` by its shape, never its contents.
+
+    Args:
+        value: anything.
+        limits: bounds on depth, width and total work.
+
+    Returns:
+        A JSON-ready shape (see the module docstring), or ``"<unshapeable:TypeName>"``.
+    """
+    scalar = _SCALARS.get(type(value))
+    if scalar is not None:
+        return scalar(value)
+    try:
+        walk = _Walk(limits)
+        walk.work -= 1
+        return walk.shape(value, 0)
+    except Exception:  # RecursionError, MemoryError, a dict resized by another thread: fail closed
+        return unshapeable(value)
