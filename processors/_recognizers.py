@@ -271,7 +271,7 @@ class PhoneNumberRecognizer(PatternRecognizer):
             "phone (north american)",
             r"(?<![\w+\-.])(?:1"
             + _SEP
-            + r"?)?(?:\([2-9]\d{2}\)\s?|[2-9]\d{2}"
+            + r"?)?(?:\(\d{3}\)\s?|\d{3}"
             + _SEP
             + r")\d{3}"
             + _SEP
@@ -359,19 +359,33 @@ def _national_variants(digits: str) -> set[str]:
     return out
 
 
+_NANP_TRUNK = re.compile(r"1[ .\-]?(?=\(?\d{3})")
+
+
 def _phone_valid(pattern_text: str) -> bool:
     """Valid in one of presidio's default regions (``+``/``00`` numbers: in their own country).
 
-    A pre-check against libphonenumber's own number patterns orders the regions to try (and skips
-    ``parse()`` when no region knows the number at all), so a valid number usually costs one parse.
+    Written forms are tried as libphonenumber's matcher would find them: ``+49 (0)30...`` also as
+    ``+49 30...`` and as the national ``(0)30...``; ``1 (415) ...`` also without the trunk ``1``.
     """
     number = _EXT_TAIL.sub("", pattern_text)
-    digits = "".join(c for c in number if c.isdigit())
-    if not 7 <= len(digits) <= 15:
+    if not 7 <= sum(c.isdigit() for c in number) <= 15:
         return False
+    forms = [number]
+    if "(0)" in number:
+        forms += [number.replace("(0)", "", 1), number[number.index("(0)") :]]
+    if _NANP_TRUNK.match(number):
+        forms.append(_NANP_TRUNK.sub("", number, count=1))
+    return any(_valid_form(f) for f in forms)
+
+
+def _valid_form(number: str) -> bool:
+    """A pre-check against libphonenumber's own number patterns orders the regions to try (and skips
+    ``parse()`` when no region knows the number at all), so a valid number usually costs one parse.
+    """
     if number.startswith(("+", "00")):
         return _valid_phone("+" + number[2:] if number.startswith("00") else number, None)
-    variants = _national_variants(digits)
+    variants = _national_variants("".join(c for c in number if c.isdigit()))
     likely = [r for r, known in _PHONE_KNOWN if any(known.fullmatch(v) for v in variants)]
     if not likely:
         return False
