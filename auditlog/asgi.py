@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Protocol
 
 import orjson
@@ -89,6 +89,7 @@ class _Request:
         "actor",
         "committed",
         "complete",
+        "context",
         "cookies",
         "corr",
         "decision",
@@ -119,6 +120,7 @@ class _Request:
     )
 
     actor: Actor
+    context: object
     corr: Correlation
     decision: Decision
     handle: AuditHandle | None
@@ -223,24 +225,8 @@ def _template(routes: list[Any], scope: Scope, prefix: str = "", depth: int = 0)
     return partial
 
 
-class AuditMiddleware:
-    """Pure ASGI audit middleware (see the module docstring).
-
-    Args:
-        app: the ASGI app to wrap.
-        policy: the policy deciding levels, scopes and capture; default: the handle's.
-        actor: a resolver ``(scope) -> Actor | None`` over verified auth; default :func:`default_actor`.
-        enforce: refuse callers lacking a rule's ``required_scopes`` (403); else record only.
-        body_store: where captured response bodies go (see :class:`BodySink`); None: no capture.
-        handle: the pipeline; default :func:`auditlog.current_handle` at each request.
-        capture_limit: the most response bytes handed to ``body_store`` per request.
-        shape_limit: the most body bytes kept to parse and shape a JSON or form body.
-        closed_buffer_limit: the most response bytes held under ``fail_mode = "closed"``.
-        limits: bounds on shaping work.
-
-    Raises:
-        ValueError: a limit is not a positive int.
-    """
+class _Recorder:
+    """What the ASGI and WSGI middleware share: the per-request decision, the tee, the event."""
 
     __slots__ = (
         "_actor",
@@ -250,27 +236,23 @@ class AuditMiddleware:
         "_handle",
         "_limits",
         "_policy",
-        "_routes",
-        "_routes_known",
         "_shape_limit",
-        "app",
         "enforce",
         "stats",
     )
 
     def __init__(
         self,
-        app: ASGIApp,
         *,
-        policy: Policy | None = None,
-        actor: ActorResolver | None = None,
-        enforce: bool = False,
-        body_store: BodySink | None = None,
-        handle: AuditHandle | None = None,
-        capture_limit: int = 1 << 20,
-        shape_limit: int = 64 << 10,
-        closed_buffer_limit: int = 8 << 20,
-        limits: ShapeLimits | None = None,
+        policy: Policy | None,
+        actor: ActorResolver,
+        enforce: bool,
+        body_store: BodySink | None,
+        handle: AuditHandle | None,
+        capture_limit: int,
+        shape_limit: int,
+        closed_buffer_limit: int,
+        limits: ShapeLimits | None,
     ) -> None:
         for name, value in (
             ("capture_limit", capture_limit),
@@ -279,9 +261,8 @@ class AuditMiddleware:
         ):
             if type(value) is not int or value < 1:
                 raise ValueError(f"{name} must be a positive int")
-        self.app = app
         self._policy = policy
-        self._actor: ActorResolver = actor or default_actor
+        self._actor = actor
         self.enforce = enforce
         self._body_store = body_store
         self._handle = handle
@@ -289,106 +270,42 @@ class AuditMiddleware:
         self._shape_limit = shape_limit
         self._closed_limit = closed_buffer_limit
         self._limits = limits or ShapeLimits()
-        self._routes: list[Any] | None = None
-        self._routes_known = False
         self.stats = MiddlewareStats()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        self.stats.requests += 1
-        handle = self._handle if self._handle is not None else current_handle()
-        try:
-            req = self._begin(scope, handle)
-        except Exception as exc:
-            self.stats.error("begin", exc)
-            await self.app(scope, receive, send)
-            return
-        if not req.decision.allowed:
-            await self._refuse(req, send)
-            return
-        closed = req.rule.fail_mode == "closed"
-        held: list[Message] = []
-        held_bytes = 0
-
-        async def audited_receive() -> Message:
-            message = await receive()
-            try:
-                if message["type"] == "http.request":
-                    self._tee_request(req, message.get("body", b""))
-            except Exception as exc:
-                self.stats.error("receive", exc)
-            return message
-
-        async def audited_send(message: Message) -> None:
-            nonlocal held_bytes
-            try:
-                message = self._on_send(req, message)
-            except Exception as exc:
-                self.stats.error("send", exc)
-            if not closed or req.committed:
-                await send(message)
-                req.forwarded = req.started
-                return
-            held.append(message)
-            if message["type"] == "http.response.body":
-                held_bytes += len(message.get("body", b""))
-            if req.complete or held_bytes > self._closed_limit:
-                req.partial = not req.complete
-                ok = self._commit(req)
-                messages = held[:]
-                held.clear()
-                if ok:
-                    for m in messages:
-                        await send(m)
-                    req.forwarded = True
-                else:
-                    await self._refuse_closed(req, send)
-
-        tokens = structlog.contextvars.bind_contextvars(
-            correlation_id=req.corr.correlation_id, span_id=req.corr.span_id
-        )
-        try:
-            await self.app(scope, audited_receive, audited_send)
-        except BaseException as exc:
-            req.error_type = type(exc).__name__
-            raise
-        finally:
-            structlog.contextvars.reset_contextvars(**tokens)
-            if not req.committed:
-                ok = self._commit(req)
-                if closed and req.error_type is None:
-                    messages = held[:]
-                    held.clear()
-                    if ok:
-                        for m in messages:
-                            await send(m)
-                    elif not req.forwarded:
-                        await self._refuse_closed(req, send)
 
     # -- before the app ------------------------------------------------------------------------------
 
-    def _begin(self, scope: Scope, handle: AuditHandle | None) -> _Request:
+    def _start(
+        self,
+        *,
+        handle: AuditHandle | None,
+        headers: Iterable[tuple[str, str]],
+        method: str,
+        path: str,
+        target: str,
+        query: str,
+        template: str | None,
+        context: object,
+    ) -> _Request:
+        """Read the request's head (header names are lower case) and decide; the app has not run yet."""
         req = _Request()
         req.handle = handle
+        req.context = context
         policy = self._policy or (handle.policy if handle is not None else DEFAULT_POLICY)
         scanner = handle.scanner if handle is not None else _FALLBACK_SCANNER
         traceparent = request_id = None
         hidden = 0
         names: list[str] = []
-        for raw_name, raw_value in scope.get("headers") or ():
-            name = raw_name.decode("latin-1").lower()
+        for name, value in headers:
             if name == "traceparent":
-                traceparent = raw_value.decode("latin-1")
+                traceparent = value
             elif name == "x-request-id":
-                request_id = raw_value.decode("latin-1")
+                request_id = value
             elif name == "cookie":
-                req.cookies += raw_value.count(b";") + 1
+                req.cookies += value.count(";") + 1
             elif name == "content-type":
-                req.req_ctype = _media_type(raw_value.decode("latin-1"))
+                req.req_ctype = _media_type(value)
             elif name == "content-encoding":
-                req.req_encoded = raw_value.strip().lower() not in (b"", b"identity")
+                req.req_encoded = value.strip().lower() not in ("", "identity")
             if len(names) < _MAX_HEADER_NAMES and emittable_key(name):
                 names.append(name)
             else:
@@ -396,30 +313,23 @@ class AuditMiddleware:
         req.headers = names
         req.hidden_headers = hidden
         req.corr = resolve(traceparent=traceparent, request_id=request_id, scanner=scanner)
-        method = str(scope.get("method", "GET")).upper()
+        method = method.upper()
         req.method = method if method.isalpha() and len(method) <= 16 else "OTHER"
-        path = scope.get("path") or "/"
-        if not self._routes_known:
-            self._routes = _find_routes(self.app)
-            self._routes_known = True
-        template = _template(self._routes, scope) if self._routes else None
-        req.name = template if template is not None else collapse_path(path, scanner=scanner)
-        raw = scope.get("raw_path")
-        query = scope.get("query_string") or b""
-        req.query = query.decode("latin-1")
-        target = raw.decode("latin-1") if isinstance(raw, bytes) else path
-        req.target = redact_target(f"{target}?{req.query}" if req.query else target, scanner=scanner)
+        req.name = template if template is not None else collapse_path(path or "/", scanner=scanner)
+        req.query = query
+        req.target = redact_target(f"{target}?{query}" if query else target, scanner=scanner)
         req.rule = policy.match(route=req.name, method=req.method)
         try:
-            actor = self._actor(scope) or ANONYMOUS
+            actor = self._actor(context) or ANONYMOUS
         except Exception as exc:
             self.stats.error("actor", exc)
             actor = ANONYMOUS
         req.actor = actor
         req.decision = decide(req.rule, actor, enforce=self.enforce)
-        if req.rule.level in ("shape", "values") and not req.req_encoded:
+        shaped = req.rule.level in ("shape", "values")
+        if shaped and not req.req_encoded:
             req.req_buf = bytearray()
-        if req.rule.level in ("shape", "values"):
+        if shaped:
             req.resp_buf = bytearray()
         if req.rule.capture_body and self._body_store is not None:
             req.resp_capture = bytearray()
@@ -436,44 +346,36 @@ class AuditMiddleware:
             else:
                 req.req_buf = None
 
-    def _on_send(self, req: _Request, message: Message) -> Message:
-        kind = message["type"]
-        if kind == "http.response.start":
-            req.started = True
-            req.status = int(message["status"])
-            headers = list(message.get("headers") or ())
-            for name, value in headers:
-                lname = name.lower()
-                if lname == b"content-type":
-                    req.resp_ctype = _media_type(value.decode("latin-1"))
-                elif lname == b"content-encoding":
-                    req.resp_encoded = value.strip().lower() not in (b"", b"identity")
-            headers.append((b"x-correlation-id", req.corr.correlation_id.encode("ascii")))
-            if req.resp_encoded or req.resp_ctype == "text/event-stream":
+    def _response_head(
+        self, req: _Request, status: int, content_type: str | None, encoding: str | None
+    ) -> None:
+        req.started = True
+        req.status = status
+        req.resp_ctype = _media_type(content_type) if content_type else None
+        req.resp_encoded = encoding is not None and encoding.strip().lower() not in ("", "identity")
+        if req.resp_encoded or req.resp_ctype == "text/event-stream":
+            req.resp_buf = None
+
+    def _tee_response(self, req: _Request, body: bytes) -> None:
+        n = len(body)
+        req.resp_bytes += n
+        if not n:
+            return
+        buf = req.resp_buf
+        if buf is not None:
+            if len(buf) + n <= self._shape_limit:
+                buf += body
+            else:
                 req.resp_buf = None
-            return {**message, "headers": headers}
-        if kind == "http.response.body":
-            body = message.get("body", b"")
-            n = len(body)
-            req.resp_bytes += n
-            buf = req.resp_buf
-            if buf is not None and n:
-                if len(buf) + n <= self._shape_limit:
-                    buf += body
-                else:
-                    req.resp_buf = None
-            cap = req.resp_capture
-            if cap is not None and n:
-                room = self._capture_limit - len(cap)
-                if room >= n:
-                    cap += body
-                else:
-                    if room > 0:
-                        cap += body[:room]
-                    req.resp_truncated = True
-            if not message.get("more_body", False):
-                req.complete = True
-        return message
+        cap = req.resp_capture
+        if cap is not None:
+            room = self._capture_limit - len(cap)
+            if room >= n:
+                cap += body
+            else:
+                if room > 0:
+                    cap += body[:room]
+                req.resp_truncated = True
 
     # -- after it ------------------------------------------------------------------------------------
 
@@ -584,9 +486,11 @@ class AuditMiddleware:
 
     # -- refusals ------------------------------------------------------------------------------------
 
-    async def _refuse(self, req: _Request, send: Send) -> None:
+    def _refusal(self, req: _Request) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Record a refused request (kill switch or missing scopes); return status, headers and body."""
         decision: Decision = req.decision
         kind: EventKind
+        status: Status
         if decision.reason == "disabled":
             self.stats.disabled += 1
             code, error, detail = 503, "disabled", "this endpoint is disabled by the audit policy"
@@ -621,39 +525,200 @@ class AuditMiddleware:
                 self.stats.dropped += 1
         except Exception as exc:
             self.stats.error("refuse", exc)
-        extra: list[tuple[bytes, bytes]] = []
+        extra: list[tuple[str, str]] = []
         if code == 403:
             scopes = " ".join(decision.required)
-            extra.append(
-                (b"www-authenticate", f'Bearer error="insufficient_scope", scope="{scopes}"'.encode())
-            )
-        await self._send_error(req, send, code, error, detail, extra, required=list(decision.required))
+            extra.append(("www-authenticate", f'Bearer error="insufficient_scope", scope="{scopes}"'))
+        return _error_response(req, code, error, detail, extra, required=list(decision.required))
 
-    async def _refuse_closed(self, req: _Request, send: Send) -> None:
+    def _closed_refusal(self, req: _Request) -> tuple[int, list[tuple[str, str]], bytes]:
         self.stats.refused += 1
-        await self._send_error(req, send, 503, "audit_unavailable", _CLOSED_DETAIL)
+        return _error_response(req, 503, "audit_unavailable", _CLOSED_DETAIL, [])
 
-    async def _send_error(
-        self,
-        req: _Request,
-        send: Send,
-        code: int,
-        error: str,
-        detail: str,
-        extra: list[tuple[bytes, bytes]] | None = None,
-        **fields: Any,
-    ) -> None:
-        payload = orjson.dumps(
-            {"error": error, "detail": detail, "correlation_id": req.corr.correlation_id, **fields}
-        )
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(payload)).encode()),
-            (b"x-correlation-id", req.corr.correlation_id.encode("ascii")),
-            *(extra or ()),
-        ]
-        await send({"type": "http.response.start", "status": code, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+
+def _error_response(
+    req: _Request, code: int, error: str, detail: str, extra: list[tuple[str, str]], **fields: Any
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    payload = orjson.dumps(
+        {"error": error, "detail": detail, "correlation_id": req.corr.correlation_id, **fields}
+    )
+    headers = [
+        ("content-type", "application/json"),
+        ("content-length", str(len(payload))),
+        ("x-correlation-id", req.corr.correlation_id),
+        *extra,
+    ]
+    return code, headers, payload
 
 
 _CLOSED_DETAIL = "the audit log could not record this request, and the policy requires it (fail_mode closed)"
+
+
+class AuditMiddleware(_Recorder):
+    """Pure ASGI audit middleware (see the module docstring).
+
+    Args:
+        app: the ASGI app to wrap.
+        policy: the policy deciding levels, scopes and capture; default: the handle's.
+        actor: a resolver ``(scope) -> Actor | None`` over verified auth; default :func:`default_actor`.
+        enforce: refuse callers lacking a rule's ``required_scopes`` (403); else record only.
+        body_store: where captured response bodies go (see :class:`BodySink`); None: no capture.
+        handle: the pipeline; default :func:`auditlog.current_handle` at each request.
+        capture_limit: the most response bytes handed to ``body_store`` per request.
+        shape_limit: the most body bytes kept to parse and shape a JSON or form body.
+        closed_buffer_limit: the most response bytes held under ``fail_mode = "closed"``.
+        limits: bounds on shaping work.
+
+    Raises:
+        ValueError: a limit is not a positive int.
+    """
+
+    __slots__ = ("_routes", "_routes_known", "app")
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        policy: Policy | None = None,
+        actor: ActorResolver | None = None,
+        enforce: bool = False,
+        body_store: BodySink | None = None,
+        handle: AuditHandle | None = None,
+        capture_limit: int = 1 << 20,
+        shape_limit: int = 64 << 10,
+        closed_buffer_limit: int = 8 << 20,
+        limits: ShapeLimits | None = None,
+    ) -> None:
+        super().__init__(
+            policy=policy,
+            actor=actor or default_actor,
+            enforce=enforce,
+            body_store=body_store,
+            handle=handle,
+            capture_limit=capture_limit,
+            shape_limit=shape_limit,
+            closed_buffer_limit=closed_buffer_limit,
+            limits=limits,
+        )
+        self.app = app
+        self._routes: list[Any] | None = None
+        self._routes_known = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.stats.requests += 1
+        handle = self._handle if self._handle is not None else current_handle()
+        try:
+            req = self._begin(scope, handle)
+        except Exception as exc:
+            self.stats.error("begin", exc)
+            await self.app(scope, receive, send)
+            return
+        if not req.decision.allowed:
+            await _send_response(send, *self._refusal(req))
+            return
+        closed = req.rule.fail_mode == "closed"
+        held: list[Message] = []
+        held_bytes = 0
+
+        async def audited_receive() -> Message:
+            message = await receive()
+            try:
+                if message["type"] == "http.request":
+                    self._tee_request(req, message.get("body", b""))
+            except Exception as exc:
+                self.stats.error("receive", exc)
+            return message
+
+        async def audited_send(message: Message) -> None:
+            nonlocal held_bytes
+            try:
+                message = self._on_send(req, message)
+            except Exception as exc:
+                self.stats.error("send", exc)
+            if not closed or req.committed:
+                await send(message)
+                req.forwarded = req.started
+                return
+            held.append(message)
+            if message["type"] == "http.response.body":
+                held_bytes += len(message.get("body", b""))
+            if req.complete or held_bytes > self._closed_limit:
+                req.partial = not req.complete
+                ok = self._commit(req)
+                messages = held[:]
+                held.clear()
+                if ok:
+                    for m in messages:
+                        await send(m)
+                    req.forwarded = True
+                else:
+                    await _send_response(send, *self._closed_refusal(req))
+
+        tokens = structlog.contextvars.bind_contextvars(
+            correlation_id=req.corr.correlation_id, span_id=req.corr.span_id
+        )
+        try:
+            await self.app(scope, audited_receive, audited_send)
+        except BaseException as exc:
+            req.error_type = type(exc).__name__
+            raise
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
+            if not req.committed:
+                ok = self._commit(req)
+                if closed and req.error_type is None:
+                    messages = held[:]
+                    held.clear()
+                    if ok:
+                        for m in messages:
+                            await send(m)
+                    elif not req.forwarded:
+                        await _send_response(send, *self._closed_refusal(req))
+
+    def _begin(self, scope: Scope, handle: AuditHandle | None) -> _Request:
+        if not self._routes_known:
+            self._routes = _find_routes(self.app)
+            self._routes_known = True
+        path = scope.get("path") or "/"
+        raw = scope.get("raw_path")
+        return self._start(
+            handle=handle,
+            headers=[
+                (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers") or ()
+            ],
+            method=str(scope.get("method", "GET")),
+            path=path,
+            target=raw.decode("latin-1") if isinstance(raw, bytes) else path,
+            query=(scope.get("query_string") or b"").decode("latin-1"),
+            template=_template(self._routes, scope) if self._routes else None,
+            context=scope,
+        )
+
+    def _on_send(self, req: _Request, message: Message) -> Message:
+        kind = message["type"]
+        if kind == "http.response.start":
+            headers = list(message.get("headers") or ())
+            ctype = encoding = None
+            for name, value in headers:
+                lname = name.lower()
+                if lname == b"content-type":
+                    ctype = value.decode("latin-1")
+                elif lname == b"content-encoding":
+                    encoding = value.decode("latin-1")
+            self._response_head(req, int(message["status"]), ctype, encoding)
+            headers.append((b"x-correlation-id", req.corr.correlation_id.encode("ascii")))
+            return {**message, "headers": headers}
+        if kind == "http.response.body":
+            self._tee_response(req, message.get("body", b""))
+            if not message.get("more_body", False):
+                req.complete = True
+        return message
+
+
+async def _send_response(send: Send, code: int, headers: list[tuple[str, str]], payload: bytes) -> None:
+    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    await send({"type": "http.response.start", "status": code, "headers": raw})
+    await send({"type": "http.response.body", "body": payload})
