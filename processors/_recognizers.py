@@ -466,6 +466,8 @@ class _AwsSecretRecognizer(PatternRecognizer):
 
 # Names of fields and query parameters that carry secrets (patterns, not secrets).
 _SECRET_KEY_NAMES = r"(?:password|passwd|passphrase|pass|pwd|secret|client_secret|app_secret)"  # noqa: S105
+# the lookbehind before a password value: ``password=``, ``"passwd": ``, ``pwd is``...
+_PASSWORD_AFTER = r"(?<=\b" + _SECRET_KEY_NAMES + r"[\"']?\s{0,3}(?:[:=]|\bis\b)\s{0,3}"
 _TOKEN_PARAMS = (
     r"(?:access_token|refresh_token|id_token|token|api_key|apikey|api-key|key|sig|signature|secret|"  # noqa: S105
     r"password|passwd|pwd|auth|code|client_secret|x-amz-signature|x-goog-signature)"
@@ -638,14 +640,16 @@ def build_gates() -> list[Gate]:
         ),
         _gate(
             r"(?i:pass|pwd|secret)",
-            _pattern(
-                "PASSWORD",
-                "PasswordAssignmentRecognizer",
-                r"(?<=\b"
-                + _SECRET_KEY_NAMES
-                + r"[\"']?\s{0,3}(?:[:=]|\bis\b)\s{0,3}[\"']?)[^\s\"',;&]{3,256}",
-                0.8,
-                flags=_CASE_INSENSITIVE,
+            PatternRecognizer(
+                supported_entity="PASSWORD",
+                name="PasswordAssignmentRecognizer",
+                patterns=[
+                    Pattern("password (double-quoted)", _PASSWORD_AFTER + r"\")[^\"\r\n]{1,256}", 0.8),
+                    Pattern("password (single-quoted)", _PASSWORD_AFTER + r"')[^'\r\n]{1,256}", 0.8),
+                    Pattern("password", _PASSWORD_AFTER + r")[^\s\"'<>]{1,256}", 0.8),
+                ],
+                context=[],
+                global_regex_flags=_CASE_INSENSITIVE,
             ),
             needs=("pass", "pwd", "secret"),
             needs_lower=True,

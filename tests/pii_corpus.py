@@ -21,12 +21,14 @@ import random
 import string
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from faker import Faker
 
 __all__ = ["Sample", "Score", "corpus", "score"]
 
 Part = str | tuple[str, str]
+_BORN, _START, _END = datetime(1940, 1, 1), datetime(2023, 1, 1), datetime(2025, 6, 30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,9 +154,11 @@ class _Gen:
         )
 
     def ts(self) -> str:
-        return str(
-            self.f.date_time_between("-2y").isoformat(timespec=self.r.choice(["seconds", "milliseconds"]))
-        )
+        when = self.f.date_time_between(start_date=_START, end_date=_END)  # fixed bounds, not relative to now
+        return str(when.isoformat(timespec=self.r.choice(["seconds", "milliseconds"])))
+
+    def day(self, start: datetime = _START) -> str:
+        return str(self.f.date_between(start_date=start, end_date=_END).isoformat())
 
     def version(self) -> str:
         v = f"{self.r.randint(0, 12)}.{self.r.randint(0, 30)}.{self.r.randint(0, 40)}"
@@ -304,7 +308,11 @@ def _positive(g: _Gen) -> list[Part]:
             '"}',
         ]
     if t == 28:
-        return ["applicant ssn=", ("US_SSN", g.ssn(dashed=False)), f" dob={g.f.date_of_birth().isoformat()}"]
+        return [
+            "applicant ssn=",
+            ("US_SSN", g.ssn(dashed=False)),
+            f" dob={g.day(_BORN)}",
+        ]
     return ["webhook configured with secret: ", ("API_KEY", g.api_key()), f" (attempt {r.randint(1, 5)})"]
 
 
@@ -328,9 +336,7 @@ def _negative(g: _Gen) -> list[Part]:
     if t == 5:
         return [f"{g.ts()} INFO scheduler: tick {n(1, 10**6)}"]
     if t == 6:
-        return [
-            f"invoice {g.order()} total {n(1, 99999)}.{n(0, 99):02d} due {g.f.date_this_year().isoformat()}"
-        ]
+        return [f"invoice {g.order()} total {n(1, 99999)}.{n(0, 99):02d} due {g.day()}"]
     if t == 7:
         return [f"trace_id={g.hexid(32)} span_id={g.hexid(16)} status=OK"]
     if t == 8:
