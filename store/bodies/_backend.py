@@ -2,9 +2,10 @@
 
 A backend never sees plaintext. It stores, per body, a *header* (JSON: metadata and the wrapped data key)
 under the correlation id, and a *blob* (the ciphertext) under a name unique to that envelope
-(``<cid>.<nonce prefix>``). Headers and blobs live apart so that deleting the header (the only copy of
-the wrapped key) crypto-shreds every copy of the blob, and so that a put that loses a race for a
-correlation id never overwrites another body's ciphertext.
+(``<cid>.<nonce prefix>``), so a put that loses a race for a correlation id never overwrites another
+body's ciphertext. A backend may keep both in one object (the local store does, one file per body:
+one read per ``get``); deleting the header deletes the only copy of the wrapped key, which crypto-shreds
+every copy of the ciphertext.
 
 Backends translate their own errors at this boundary: missing -> :class:`BodyNotFound`, a header that
 already exists -> :class:`BodyExists`, refused credentials -> :class:`AccessDenied`, unreachable ->
@@ -50,6 +51,11 @@ class Backend(Protocol):
 
     def read_header(self, correlation_id: str) -> bytes:
         """Raises BodyNotFound."""
+        ...
+
+    def read_envelope(self, correlation_id: str) -> tuple[bytes, bytes | None]:
+        """The header and, when the backend keeps them together, the ciphertext (else None: the store
+        then calls :meth:`read_blob`). Raises BodyNotFound."""
         ...
 
     def read_blob(self, blob: str) -> bytes:

@@ -39,8 +39,10 @@ __all__ = [
     "WrappedKey",
     "key_context",
     "open_envelope",
+    "pack",
     "rewrap",
     "seal",
+    "unpack",
 ]
 
 FORMAT_VERSION = 1
@@ -174,9 +176,8 @@ class Envelope:
         return env
 
     def to_bytes(self) -> bytes:
-        """One self-contained blob (header and ciphertext), as the spool writes it."""
-        header = self.header_bytes()
-        return _MAGIC + _LEN.pack(len(header)) + header + self.ciphertext
+        """One self-contained blob (header and ciphertext), as the spool and the local store write it."""
+        return pack(self.header_bytes(), self.ciphertext)
 
     @classmethod
     def from_bytes(cls, blob: bytes, *, correlation_id: str) -> Envelope:
@@ -185,13 +186,40 @@ class Envelope:
         Raises:
             BodyIntegrityError: truncated, or not an envelope.
         """
-        start = len(_MAGIC) + _LEN.size
-        if len(blob) < start or not blob.startswith(_MAGIC):
-            raise BodyIntegrityError(f"spooled body {correlation_id!r} is not an envelope", part="header")
-        (n,) = _LEN.unpack_from(blob, len(_MAGIC))
-        if n > _MAX_HEADER or len(blob) < start + n:
-            raise BodyIntegrityError(f"spooled body {correlation_id!r} is truncated", part="header")
-        return cls.from_parts(blob[start : start + n], blob[start + n :], correlation_id=correlation_id)
+        header, ciphertext = unpack(blob, correlation_id=correlation_id)
+        return cls.from_parts(header, ciphertext, correlation_id=correlation_id)
+
+
+PACK_PREFIX = len(_MAGIC) + _LEN.size
+
+
+def pack(header: bytes, ciphertext: bytes) -> bytes:
+    """Frame a header and its ciphertext as one blob: magic, header length, header, ciphertext."""
+    return b"".join((_MAGIC, _LEN.pack(len(header)), header, ciphertext))
+
+
+def header_length(prefix: bytes, *, correlation_id: str) -> int:
+    """The header length announced by the first :data:`PACK_PREFIX` bytes of a packed envelope."""
+    if len(prefix) < PACK_PREFIX or not prefix.startswith(_MAGIC):
+        raise BodyIntegrityError(f"stored body {correlation_id!r} is not an envelope", part="header")
+    (n,) = _LEN.unpack_from(prefix, len(_MAGIC))
+    if n > _MAX_HEADER:
+        raise BodyIntegrityError(
+            f"stored body {correlation_id!r} announces an oversized header", part="header"
+        )
+    return int(n)
+
+
+def unpack(blob: bytes, *, correlation_id: str) -> tuple[bytes, bytes]:
+    """Inverse of :func:`pack`: ``(header, ciphertext)``.
+
+    Raises:
+        BodyIntegrityError: truncated, or not an envelope.
+    """
+    n = header_length(blob[:PACK_PREFIX], correlation_id=correlation_id)
+    if len(blob) < PACK_PREFIX + n:
+        raise BodyIntegrityError(f"stored body {correlation_id!r} is truncated", part="header")
+    return blob[PACK_PREFIX : PACK_PREFIX + n], blob[PACK_PREFIX + n :]
 
 
 def key_context(correlation_id: str) -> dict[str, str]:
@@ -216,15 +244,18 @@ def seal(correlation_id: str, body: bytes, *, meta: Mapping[str, Any], wrapper: 
     return Envelope(correlation_id=correlation_id, meta=meta, nonce=nonce, key=wrapped, ciphertext=ciphertext)
 
 
-def open_envelope(env: Envelope, *, wrappers: Mapping[str, KeyWrapper]) -> bytes:
-    """Unwrap the data key and decrypt the body.
+def open_envelope(
+    env: Envelope, *, wrappers: Mapping[str, KeyWrapper], ciphertext: bytes | None = None
+) -> bytes:
+    """Unwrap the data key and decrypt the body (``ciphertext``, else the envelope's own).
 
     Raises:
         BodyIntegrityError: the wrapped key or the ciphertext fails to verify, or its scheme is unknown.
     """
     data_key = _unwrap(env, wrappers)
+    ct = env.ciphertext if ciphertext is None else ciphertext
     try:
-        return AESGCM(data_key).decrypt(env.nonce, env.ciphertext, _aad(env.correlation_id, env.meta))
+        return AESGCM(data_key).decrypt(env.nonce, ct, _aad(env.correlation_id, env.meta))
     except (InvalidTag, ValueError) as exc:
         raise BodyIntegrityError(
             f"body {env.correlation_id!r} fails to verify (ciphertext or metadata altered)", part="ciphertext"
@@ -263,7 +294,7 @@ def _b64(b: bytes) -> str:
 
 
 def _unb64(v: object) -> bytes:
-    return base64.b64decode(_str(v), validate=True)
+    return binascii.a2b_base64(_str(v), strict_mode=True)
 
 
 def _str(v: object) -> str:

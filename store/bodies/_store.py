@@ -205,7 +205,8 @@ class EncryptedBodyStore:
                 AccessDenied(f"reader {reader.name!r} lacks scope {READ_SCOPE!r}"),
             )
         try:
-            env = self._envelope_header(cid)
+            header, ciphertext = self.backend.read_envelope(cid)
+            env = Envelope.from_parts(header, b"", correlation_id=cid)
         except BodyNotFound as exc:
             self._refuse(cid, reader, why, "not_found", exc)
         except BodyIntegrityError as exc:
@@ -222,8 +223,9 @@ class EncryptedBodyStore:
         if self._expired(env):
             self._refuse_expired(cid, reader, why, env)
         try:
-            full = replace(env, ciphertext=self.backend.read_blob(blob_name(cid, env.nonce)))
-            body = open_envelope(full, wrappers=self._wrappers)
+            if ciphertext is None:
+                ciphertext = self.backend.read_blob(blob_name(cid, env.nonce))
+            body = open_envelope(env, wrappers=self._wrappers, ciphertext=ciphertext)
         except BodyNotFound:
             self._integrity_failed(cid, reader, why, BodyIntegrityError(f"body {cid!r}: ciphertext missing"))
         except BodyIntegrityError as exc:

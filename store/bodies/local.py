@@ -2,26 +2,32 @@
 
 Layout (directories 0700, files 0600)::
 
-    ROOT/keys/<shard>/<cid>.json        the header: metadata and the wrapped data key
-    ROOT/blobs/<shard>/<cid>.<tag>.bin  the ciphertext
+    ROOT/bodies/<shard>/<cid>.body    one envelope: magic, header length, header (metadata and the
+                                      wrapped data key), ciphertext
 
-``<shard>`` is two hex digits of a hash of the id, so no directory grows past ~1/256 of the bodies.
-A header is published with ``link()`` from a temporary file, which is atomic and exclusive: a reader
-never sees half a header and two writers never share an id. Blobs are written before their header.
-With ``fsync=True`` every file and directory entry is synced before ``put`` returns; the default relies
-on the page cache (a killed process loses nothing, a power cut may lose the last bodies).
+``<shard>`` is two hex digits of a hash of the id (256 directories, created up front), so no directory
+grows past ~1/256 of the bodies. One file per body means one read per ``get``; deleting the file deletes
+the wrapped key with it (crypto-shredding any other copy of the ciphertext).
+
+A body file is created with ``O_EXCL`` (two writers never share an id) and written under an exclusive
+``flock``; readers take a shared lock, so a reader never sees half a body: it sees the whole file, or an
+empty one, which it reports as not found (still being written, or abandoned by a crash). Legal-hold
+updates rewrite the file through a temporary name and ``rename``. With ``fsync=True`` every file and
+directory entry is synced before ``put`` returns; the default relies on the page cache (a killed process
+loses nothing, a power cut may lose the last bodies).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import fcntl
 import os
 import time
 from collections.abc import Callable, Iterator
+from hashlib import blake2b
 from pathlib import Path
 
-from store.bodies._crypto import KeyWrapper
+from store.bodies._crypto import PACK_PREFIX, KeyWrapper, header_length, pack, unpack
 from store.bodies._model import DEFAULT_MAX_BODY_BYTES
 from store.bodies._store import AuditSink, EncryptedBodyStore
 from store.bodies.exceptions import AccessDenied, BodyExists, BodyNotFound, BodyStoreUnavailable
@@ -30,10 +36,12 @@ from store.keys import KeyRing
 __all__ = ["LocalBackend", "LocalBodyStore"]
 
 _TMP = ".tmp-"
+_SUFFIX = ".body"
+_SHARDS = [f"{i:02x}" for i in range(256)]
 
 
 def _shard(name: str) -> str:
-    return hashlib.blake2b(name.encode("ascii"), digest_size=1).hexdigest()
+    return blake2b(name.encode("ascii"), digest_size=1).hexdigest()
 
 
 def _translate(exc: OSError, what: str) -> Exception:
@@ -45,133 +53,147 @@ def _translate(exc: OSError, what: str) -> Exception:
 
 
 class LocalBackend:
-    """Headers and blobs as files under ``root``."""
+    """Envelopes as files under ``root`` (see the module docstring)."""
 
-    __slots__ = ("_blobs", "_fsync", "_keys", "root")
+    __slots__ = ("_bodies", "_fsync", "root")
 
     kind = "local"
 
     def __init__(self, root: str | os.PathLike[str], *, fsync: bool = False) -> None:
         self.root = Path(root)
-        self._keys = self.root / "keys"
-        self._blobs = self.root / "blobs"
+        self._bodies = os.path.join(os.fspath(self.root), "bodies")
         self._fsync = fsync
         try:
-            for d in (self.root, self._keys, self._blobs):
-                d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not os.path.isdir(os.path.join(self._bodies, _SHARDS[-1])):
+                for shard in ("", *_SHARDS):
+                    os.makedirs(os.path.join(self._bodies, shard), mode=0o700, exist_ok=True)
         except OSError as exc:
             raise _translate(exc, f"body store root {self.root}") from exc
 
-    def _header_path(self, cid: str) -> Path:
-        return self._keys / _shard(cid) / f"{cid}.json"
+    def path(self, correlation_id: str) -> str:
+        """The file holding a body (tests tamper with it)."""
+        return f"{self._bodies}/{_shard(correlation_id)}/{correlation_id}{_SUFFIX}"
 
-    def _blob_path(self, blob: str) -> Path:
-        return self._blobs / _shard(blob.rsplit(".", 1)[0]) / f"{blob}.bin"
-
-    def _write_file(self, path: Path, data: bytes, *, flags: int) -> None:
-        try:
-            fd = os.open(path, flags, 0o600)
-        except FileNotFoundError:
-            path.parent.mkdir(mode=0o700, exist_ok=True)
-            fd = os.open(path, flags, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if self._fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def _sync_dir(self, path: Path) -> None:
+    def _sync_dir(self, path: str) -> None:
         if self._fsync:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(os.path.dirname(path), os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
 
+    def _write_all(self, fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if self._fsync:
+            os.fsync(fd)
+
     def write(self, correlation_id: str, header: bytes, blob: str, data: bytes) -> None:
-        bpath = self._blob_path(blob)
-        hpath = self._header_path(correlation_id)
+        path = self.path(correlation_id)
         try:
-            # No O_TRUNC: a replay rewrites identical bytes in place, so a concurrent reader never
-            # sees a short blob; the blob is unreferenced until its header is linked below.
-            self._write_file(bpath, data, flags=os.O_WRONLY | os.O_CREAT)
-            self._sync_dir(bpath.parent)
-            tmp = hpath.with_name(f"{_TMP}{os.getpid()}-{time.monotonic_ns()}-{hpath.name}")
-            self._write_file(tmp, header, flags=os.O_WRONLY | os.O_CREAT | os.O_EXCL)
             try:
-                os.link(tmp, hpath)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             except FileExistsError:
                 raise BodyExists(f"body {correlation_id!r} already exists") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._write_all(fd, pack(header, data))
             finally:
-                tmp.unlink(missing_ok=True)
-            self._sync_dir(hpath.parent)
+                os.close(fd)
+            self._sync_dir(path)
+        except BodyExists:
+            raise
         except OSError as exc:
-            if isinstance(exc, BodyExists):
-                raise
             raise _translate(exc, f"writing body {correlation_id!r}") from exc
 
     def replace_header(self, correlation_id: str, header: bytes, *, blob: str, held: bool) -> None:
-        hpath = self._header_path(correlation_id)
-        if not hpath.exists():
-            raise BodyNotFound(f"no body {correlation_id!r}")
-        tmp = hpath.with_name(f"{_TMP}{os.getpid()}-{time.monotonic_ns()}-{hpath.name}")
+        _, ciphertext = unpack(self._read(correlation_id), correlation_id=correlation_id)
+        path = self.path(correlation_id)
+        tmp = f"{os.path.dirname(path)}/{_TMP}{os.getpid()}-{time.monotonic_ns()}-{correlation_id}"
         try:
-            self._write_file(tmp, header, flags=os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-            os.replace(tmp, hpath)
-            self._sync_dir(hpath.parent)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                self._write_all(fd, pack(header, ciphertext))
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            self._sync_dir(path)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
             raise _translate(exc, f"updating body {correlation_id!r}") from exc
 
-    def read_header(self, correlation_id: str) -> bytes:
+    def _read(self, correlation_id: str, *, header_only: bool = False) -> bytes:
         try:
-            return self._header_path(correlation_id).read_bytes()
+            fd = os.open(self.path(correlation_id), os.O_RDONLY)
         except OSError as exc:
             raise _translate(exc, f"body {correlation_id!r}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            if header_only:
+                prefix = os.read(fd, PACK_PREFIX)
+                if not prefix:
+                    raise BodyNotFound(f"body {correlation_id!r} is still being written, or was abandoned")
+                return prefix + os.read(fd, header_length(prefix, correlation_id=correlation_id))
+            want = os.fstat(fd).st_size + 1  # one byte more: a short read proves end of file
+            data = os.read(fd, want)
+            if len(data) == want:  # the file grew (an update in flight): read the rest
+                chunks = [data]
+                while chunks[-1]:
+                    chunks.append(os.read(fd, 1 << 20))
+                data = b"".join(chunks)
+        except OSError as exc:
+            if isinstance(exc, BodyNotFound):
+                raise
+            raise _translate(exc, f"body {correlation_id!r}") from exc
+        finally:
+            os.close(fd)
+        if not data:
+            raise BodyNotFound(f"body {correlation_id!r} is still being written, or was abandoned")
+        return data
+
+    def read_header(self, correlation_id: str) -> bytes:
+        return unpack(self._read(correlation_id, header_only=True), correlation_id=correlation_id)[0]
+
+    def read_envelope(self, correlation_id: str) -> tuple[bytes, bytes | None]:
+        return unpack(self._read(correlation_id), correlation_id=correlation_id)
 
     def read_blob(self, blob: str) -> bytes:
-        try:
-            return self._blob_path(blob).read_bytes()
-        except OSError as exc:
-            raise _translate(exc, f"blob {blob!r}") from exc
+        cid = blob.rsplit(".", 1)[0]
+        return unpack(self._read(cid), correlation_id=cid)[1]
 
     def delete_header(self, correlation_id: str) -> None:
-        self._unlink(self._header_path(correlation_id))
+        path = self.path(correlation_id)
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            self._sync_dir(path)
+        except OSError as exc:
+            raise _translate(exc, f"deleting body {correlation_id!r}") from exc
 
     def delete_blob(self, blob: str) -> None:
-        self._unlink(self._blob_path(blob))
-
-    def _unlink(self, path: Path) -> None:
-        try:
-            path.unlink(missing_ok=True)
-            self._sync_dir(path.parent)
-        except OSError as exc:
-            raise _translate(exc, f"deleting {path.name}") from exc
+        """Nothing to do: the ciphertext lives in the body file, gone with :meth:`delete_header`."""
 
     def ids(self) -> Iterator[str]:
-        try:
-            shards = sorted(self._keys.iterdir())
-        except OSError as exc:
-            raise _translate(exc, f"listing {self._keys}") from exc
-        for shard in shards:
-            with contextlib.suppress(NotADirectoryError, FileNotFoundError):
-                for entry in os.scandir(shard):
+        for shard in _SHARDS:
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                for entry in os.scandir(os.path.join(self._bodies, shard)):
                     name = entry.name
-                    if name.endswith(".json") and not name.startswith(_TMP):
-                        yield name[: -len(".json")]
+                    if name.endswith(_SUFFIX) and not name.startswith(_TMP):
+                        yield name[: -len(_SUFFIX)]
 
     def sweep_temporary(self, *, older_than: float = 3600.0) -> int:
-        """Remove temporary header files left by a killed writer; returns how many."""
+        """Remove temporary files left by a killed hold/release; returns how many."""
         removed = 0
         cutoff = time.time() - older_than
-        for tmp in self._keys.glob(f"*/{_TMP}*"):
+        for shard in _SHARDS:
             with contextlib.suppress(OSError):
-                if tmp.stat().st_mtime < cutoff:
-                    tmp.unlink()
-                    removed += 1
+                for entry in os.scandir(os.path.join(self._bodies, shard)):
+                    if entry.name.startswith(_TMP) and entry.stat().st_mtime < cutoff:
+                        os.unlink(entry.path)
+                        removed += 1
         return removed
 
 

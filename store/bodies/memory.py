@@ -50,6 +50,9 @@ class MemoryBackend:
         except KeyError:
             raise BodyNotFound(f"no body {correlation_id!r}") from None
 
+    def read_envelope(self, correlation_id: str) -> tuple[bytes, bytes | None]:
+        return self.read_header(correlation_id), None
+
     def read_blob(self, blob: str) -> bytes:
         try:
             return self._blobs[blob]

@@ -245,6 +245,9 @@ class S3Backend:
     def read_header(self, correlation_id: str) -> bytes:
         return self._read(self._hkey(correlation_id), f"S3 get of body {correlation_id!r}")
 
+    def read_envelope(self, correlation_id: str) -> tuple[bytes, bytes | None]:
+        return self.read_header(correlation_id), None
+
     def read_blob(self, blob: str) -> bytes:
         return self._read(self._bkey(blob), f"S3 get of blob {blob!r}")
 

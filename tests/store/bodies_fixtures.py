@@ -21,7 +21,7 @@ import pytest
 
 from store.bodies import EncryptedBodyStore, LocalBodyStore, MemoryBodyStore
 from store.bodies._backend import blob_name
-from store.bodies._crypto import Envelope
+from store.bodies._crypto import Envelope, pack, unpack
 from store.bodies.memory import MemoryBackend
 from store.keys import KeyRing, MasterKey
 
@@ -192,7 +192,10 @@ class StoreFactory:
         if self.kind == "memory":
             self._memory.raw()[1][blob] = data
         elif self.kind == "local":
-            store.backend._blob_path(blob).write_bytes(data)  # type: ignore[attr-defined]
+            cid = blob.rsplit(".", 1)[0]
+            path = Path(store.backend.path(cid))  # type: ignore[attr-defined]
+            header, _ = unpack(path.read_bytes(), correlation_id=cid)
+            path.write_bytes(pack(header, data))
         else:
             store.backend.client.put_object(  # type: ignore[attr-defined]
                 Bucket=self.bucket, Key=f"bodies/blobs/{blob}", Body=data

@@ -217,7 +217,7 @@ class TestFromUrl:
         ring = new_ring()
         assert isinstance(from_url("memory://", keys=ring), MemoryBodyStore)
         local = from_url(f"file://{tmp_path}/bodies", keys=ring)
-        assert isinstance(local, LocalBodyStore) and (tmp_path / "bodies" / "keys").is_dir()
+        assert isinstance(local, LocalBodyStore) and (tmp_path / "bodies" / "bodies" / "ff").is_dir()
 
     @pytest.mark.parametrize(
         "url",
