@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import bodies_fixtures as bf
 import pytest
-from bodies_fixtures import ONCALL_READ, StoreFactory, canary_bodies, find_leaks, new_ring
 
+import tests.store.bodies_fixtures as bf
 from store.bodies import (
     AccessDenied,
     AuditUnavailable,
@@ -22,6 +21,7 @@ from store.bodies import (
     Principal,
 )
 from store.keys import KeyRing, MasterKey
+from tests.store.bodies_fixtures import ONCALL_READ, StoreFactory, canary_bodies, find_leaks, new_ring
 
 factory = bf.factory
 moto_endpoint = bf.moto_endpoint

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bodies_fixtures import NEEDLES, AuditRecorder, new_ring
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,6 +23,7 @@ from store.bodies import (
     validate_correlation_id,
 )
 from store.bodies._crypto import Envelope, open_envelope, rewrap, seal
+from tests.store.bodies_fixtures import NEEDLES, AuditRecorder, new_ring
 
 SAFE = string.ascii_letters + string.digits + "._-"
 ONCALL = Principal(name="oncall", scopes=frozenset({"bodies:read"}), tenants=frozenset({"*"}))

@@ -14,9 +14,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import bodies_fixtures as bf
 import pytest
-from bodies_fixtures import (
+
+import tests.store.bodies_fixtures as bf
+from store.bodies import (
+    AccessDenied,
+    BodyMeta,
+    BodyWriter,
+    EncryptedBodyStore,
+    Principal,
+    WriterConfig,
+    from_url,
+)
+from store.bodies.s3 import S3BodyStore
+from store.keys import KeyRing
+from tests.store.bodies_fixtures import (
     AWS_ENV,
     NEEDLES,
     REGION,
@@ -29,18 +41,6 @@ from bodies_fixtures import (
     s3_client,
     start_moto,
 )
-
-from store.bodies import (
-    AccessDenied,
-    BodyMeta,
-    BodyWriter,
-    EncryptedBodyStore,
-    Principal,
-    WriterConfig,
-    from_url,
-)
-from store.bodies.s3 import S3BodyStore
-from store.keys import KeyRing
 
 moto_endpoint = bf.moto_endpoint
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bodies_fixtures import AuditRecorder, canary_bodies, find_leaks, new_ring
 
 from store.bodies import (
     AccessDenied,
@@ -22,6 +21,7 @@ from store.bodies import (
 )
 from store.bodies.memory import MemoryBackend
 from store.keys import KeyRing
+from tests.store.bodies_fixtures import AuditRecorder, canary_bodies, find_leaks, new_ring
 
 ONCALL = Principal(name="oncall", scopes=frozenset({"bodies:read"}), tenants=frozenset({"*"}))
 META = BodyMeta(tenant="acme")
