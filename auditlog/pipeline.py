@@ -175,6 +175,16 @@ class PolicyFingerprints:
         return event_dict
 
 
+ACCESS_LOGGER = "uvicorn.access"
+# Access events are built field by field from redacted parts (auditlog.stdlib); their values may stay,
+# after the scan like any allowlisted value. A policy rule for the logger replaces this.
+ACCESS_FIELD_POLICY = FieldPolicy(
+    level="values",
+    allow=frozenset({"method", "target", "status", "http_version"}),
+    rule_id="builtin:uvicorn.access",
+)
+
+
 class _Resolver:
     """Maps an event to the field policy of the rule for its logger; cached per logger name."""
 
@@ -190,7 +200,10 @@ class _Resolver:
             return self._cache[name]
         except (KeyError, TypeError):
             pass
-        fp = self._policy.for_logger(name if isinstance(name, str) else None).field_policy
+        rule = self._policy.for_logger(name if isinstance(name, str) else None)
+        fp = rule.field_policy
+        if name == ACCESS_LOGGER and rule is self._policy.defaults:
+            fp = ACCESS_FIELD_POLICY
         if isinstance(name, str) and len(self._cache) < 4096:
             self._cache[name] = fp
         return fp

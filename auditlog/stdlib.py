@@ -30,8 +30,7 @@ _RECORD_ATTRS = frozenset(
 )
 
 
-def _access_event(record: logging.LogRecord, ed: EventDict) -> EventDict:
-    args = record.args
+def _access_event(args: object, ed: EventDict) -> EventDict:
     if isinstance(args, tuple) and len(args) == 5:
         _client, method, target, http_version, status = args
         ed["event"] = "http.access"
@@ -47,14 +46,15 @@ def _access_event(record: logging.LogRecord, ed: EventDict) -> EventDict:
 def record_to_event(logger: WrappedLogger, method_name: str, ed: EventDict) -> EventDict:
     """Foreign pre-chain step: template instead of the interpolated message, args and extras as fields."""
     record: logging.LogRecord = ed["_record"]
-    ed.pop("positional_args", None)
+    # ProcessorFormatter moved the arguments here (and emptied record.args) before this step runs.
+    args = ed.pop("positional_args", None) or record.args
     ed["logger"] = record.name
     if record.name == "uvicorn.access":
-        _access_event(record, ed)
+        _access_event(args, ed)
     else:
         ed["event"] = record.msg  # the template; a non-str message is shaped like any value
-        if record.args:
-            ed["args"] = record.args
+        if args:
+            ed["args"] = args
     for k, v in record.__dict__.items():
         if k not in _RECORD_ATTRS and not k.startswith("_") and k not in ed:
             ed[k] = v

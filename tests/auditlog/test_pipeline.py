@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 from collections.abc import Iterator
@@ -17,9 +18,10 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 import auditlog
+import store.journal
 from auditlog.canaries import Canaries, load_canaries
 from auditlog.policy import loads
-from store.exceptions import JournalError, KeyError_
+from store.exceptions import KeyError_
 from store.journal import iter_records, verify
 from store.keys import KeyRing, MasterKey
 
@@ -280,15 +282,18 @@ class TestHandle:
         h.shutdown()
 
     def test_journal_failure_is_counted_not_raised(
-        self, configured: tuple[auditlog.AuditHandle, Path, io.StringIO], capsys: pytest.CaptureFixture[str]
+        self,
+        configured: tuple[auditlog.AuditHandle, Path, io.StringIO],
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """When the journal cannot take an event, the app continues; the drop is counted and reported once."""
         handle, _, _ = configured
 
-        def broken(record: object) -> int:
-            raise JournalError(28, "No space left on device") from OSError(28, "No space left on device")
+        def disk_full(fd: int, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
 
-        handle.journal.append = broken  # type: ignore[method-assign]
+        monkeypatch.setattr(store.journal, "_write", disk_full)
         for _ in range(3):
             structlog.get_logger().info("x", secret=CANARIES.values["password"])
         assert not handle.emit({"kind": "test"})
