@@ -1,0 +1,260 @@
+"""The body store composed with the policy and the journal: readers, journaled reads, erasure, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from auditlog.bodies import PolicyBodyStore, body_meta, lifecycle_days, open_body_store, principal_for
+from auditlog.cli_bodies import bodies_app
+from auditlog.pipeline import AuditHandle, configure
+from auditlog.policy import Policy, loads
+from store.bodies import AccessDenied, AuditUnavailable, BodyNotFound, Principal
+from store.journal import iter_records, verify
+from store.keys import KeyRing, MasterKey
+
+POLICY = """
+version = 1
+id = "bodies-test"
+
+[defaults]
+body_retention = "1d"
+
+[[rules]]
+id = "orders"
+match = { route = "/orders*" }
+capture_body = true
+body_retention = "2h"
+
+[[rules]]
+id = "exports"
+match = { route = "/exports" }
+body_retention = "30d"
+
+[readers.oncall]
+scopes = ["bodies:read"]
+tenants = ["*"]
+
+[readers.acme_support]
+scopes = ["bodies:read"]
+tenants = ["acme"]
+
+[readers.auditor]
+scopes = ["logs:read"]
+tenants = ["*"]
+"""
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "canaries"
+NEEDLES: list[str] = json.loads((SHARED / "canaries.json").read_text())["needles"]
+
+
+@pytest.fixture
+def policy() -> Policy:
+    return loads(POLICY)
+
+
+@pytest.fixture
+def ring() -> KeyRing:
+    return KeyRing(MasterKey.generate())
+
+
+@pytest.fixture
+def handle(tmp_path: Path, policy: Policy, ring: KeyRing) -> Iterator[AuditHandle]:
+    h = configure(journal_dir=tmp_path / "journal", policy=policy, key=ring, stdlib=False)
+    yield h
+    h.shutdown()
+
+
+@pytest.fixture
+def bodies(tmp_path: Path, handle: AuditHandle) -> PolicyBodyStore:
+    return open_body_store(f"file://{tmp_path}/bodies", handle=handle)
+
+
+def journal_events(path: Path, kind: str) -> list[dict[str, object]]:
+    return [r for r in iter_records(path) if r.get("kind") == kind]
+
+
+class TestPolicyReaders:
+    def test_declared_reader_reads_and_the_read_is_journaled(
+        self, bodies: PolicyBodyStore, policy: Policy, handle: AuditHandle, tmp_path: Path
+    ) -> None:
+        """A reader from the policy reads; the journal holds body.read with reader, purpose, id and size."""
+        bodies.put("req-1", b'{"ok": true}', meta=body_meta(policy.match(route="/orders"), tenant="acme"))
+        assert b'{"ok": true}' == bodies.get("req-1", reader="oncall", purpose="INC-42")
+        handle.flush()
+        (ev,) = journal_events(tmp_path / "journal", "body.read")
+        assert ("oncall", "INC-42", "req-1", 12, policy.ref) == (
+            ev["actor"]["subject"],  # type: ignore[index]
+            ev["purpose"],
+            ev["correlation_id"],
+            ev["size"],
+            ev["policy"],
+        )
+
+    @pytest.mark.parametrize(
+        ("reader", "reason"),
+        [("auditor", "missing_scope"), ("mallory", "missing_scope"), ("acme_support", "tenant")],
+    )
+    def test_refused_readers_are_journaled(
+        self,
+        bodies: PolicyBodyStore,
+        policy: Policy,
+        handle: AuditHandle,
+        tmp_path: Path,
+        reader: str,
+        reason: str,
+    ) -> None:
+        """No scope, an undeclared name, another tenant: refused, and the refusal is in the journal."""
+        bodies.put("req-1", b"x", meta=body_meta(policy.defaults, tenant="beta"))
+        with pytest.raises(AccessDenied):
+            bodies.get("req-1", reader=reader, purpose="INC-1")
+        handle.flush()
+        (ev,) = journal_events(tmp_path / "journal", "body.read_denied")
+        assert (reader, reason) == (ev["actor"]["subject"], ev["decision"]["reason"])  # type: ignore[index]
+
+    def test_a_journal_that_cannot_take_the_read_refuses_it(
+        self, bodies: PolicyBodyStore, policy: Policy, handle: AuditHandle
+    ) -> None:
+        """emit() returning False (journal closed) makes the read fail closed."""
+        bodies.put("req-1", b"x", meta=body_meta(policy.defaults, tenant="acme"))
+        handle.journal.close()
+        with pytest.raises(AuditUnavailable):
+            bodies.get("req-1", reader="oncall", purpose="INC-1")
+
+    def test_retention_comes_from_the_matching_rule(self, bodies: PolicyBodyStore, policy: Policy) -> None:
+        """body_meta takes the rule's body_retention; lifecycle_days covers the longest one."""
+        bodies.put("req-1", b"x", meta=body_meta(policy.match(route="/orders/7"), tenant="acme"))
+        info = bodies.head("req-1")
+        assert (7200.0, "orders", 31) == (info.expires - info.created, info.rule, lifecycle_days(policy))
+
+    def test_principal_for(self, policy: Policy) -> None:
+        """Declared readers keep their scopes and tenants; unknown names get none."""
+        assert Principal(
+            name="acme_support", scopes=frozenset({"bodies:read"}), tenants=frozenset({"acme"})
+        ) == (principal_for(policy, "acme_support"))
+        assert Principal(name="nobody") == principal_for(policy, "nobody")
+
+
+class TestJournalAfterErasure:
+    def test_erasure_is_journaled_the_chain_verifies_and_no_canary_is_in_it(
+        self, bodies: PolicyBodyStore, policy: Policy, handle: AuditHandle, ring: KeyRing, tmp_path: Path
+    ) -> None:
+        """Canary bodies read, then erased: body.erased is journaled, verify passes, find_leaks is clean."""
+        for i, needle in enumerate(NEEDLES):
+            bodies.put(
+                f"c-{i}", needle.encode(), meta=body_meta(policy.defaults, tenant="acme", subject="alice")
+            )
+            assert needle.encode() == bodies.get(f"c-{i}", reader="oncall", purpose="DSR-7")
+        report = bodies.erase(subject="alice")
+        assert len(NEEDLES) == report.erased
+        with pytest.raises(BodyNotFound):
+            bodies.get("c-0", reader="oncall", purpose="DSR-7")
+        handle.shutdown()
+        (ev,) = journal_events(tmp_path / "journal", "body.erased")
+        assert len(NEEDLES) == ev["erased"]
+        assert verify(tmp_path / "journal", keys=ring).ok
+        leaks = subprocess.run(
+            [sys.executable, str(SHARED / "find_leaks.py"), str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert 0 == leaks.returncode, leaks.stdout
+
+
+@pytest.fixture
+def cli(tmp_path: Path, ring: KeyRing, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
+    """A root Typer app with ``bodies`` registered, as ``auditlog.cli`` does, and its environment."""
+    (tmp_path / "policy.toml").write_text(POLICY)
+    monkeypatch.setenv("AUDITLOG_KEY", ring.active.to_b64())
+    monkeypatch.setenv("AUDITLOG_BODY_STORE", f"file://{tmp_path}/bodies")
+    monkeypatch.setenv("AUDITLOG_JOURNAL_DIR", str(tmp_path / "journal-cli"))
+    monkeypatch.setenv("AUDITLOG_POLICY", str(tmp_path / "policy.toml"))
+    yield CliRunner()
+
+
+def root_app() -> typer.Typer:
+    app = typer.Typer()
+    app.add_typer(bodies_app, name="bodies")
+
+    @app.callback()
+    def _root() -> None:
+        """auditlog (test root)."""
+
+    return app
+
+
+def seed(tmp_path: Path, ring: KeyRing, policy: Policy) -> None:
+    """Store two bodies through the library, as a server would."""
+    from store.bodies import LocalBodyStore
+
+    store = LocalBodyStore(tmp_path / "bodies", keys=ring)
+    store.put("req-1", b"secret body", meta=body_meta(policy.defaults, tenant="acme", subject="bob"))
+    store.put("req-2", b"other", meta=body_meta(policy.defaults, tenant="acme", subject="bob"))
+
+
+class TestCli:
+    def test_get_to_a_file_and_to_stdout(
+        self, cli: CliRunner, tmp_path: Path, ring: KeyRing, policy: Policy
+    ) -> None:
+        """get --out writes the body 0600; without --out it goes to stdout; both reads are journaled."""
+        seed(tmp_path, ring, policy)
+        out = tmp_path / "body.out"
+        r = cli.invoke(
+            root_app(),
+            ["bodies", "get", "req-1", "--reader", "oncall", "--purpose", "INC-9", "--out", str(out)],
+        )
+        assert (0, b"secret body", 0o600) == (r.exit_code, out.read_bytes(), out.stat().st_mode & 0o777)
+        r = cli.invoke(root_app(), ["bodies", "get", "req-2", "--reader", "oncall", "--purpose", "INC-9"])
+        assert (0, "other") == (r.exit_code, r.stdout)
+        reads = journal_events(tmp_path / "journal-cli", "body.read")
+        assert ["req-1", "req-2"] == [e["correlation_id"] for e in reads]
+
+    def test_refused_get_exits_1_and_is_journaled(
+        self, cli: CliRunner, tmp_path: Path, ring: KeyRing, policy: Policy
+    ) -> None:
+        """A reader without scope gets exit 1, a clear message, no body; the refusal is journaled."""
+        seed(tmp_path, ring, policy)
+        r = cli.invoke(root_app(), ["bodies", "get", "req-1", "--reader", "auditor", "--purpose", "INC-9"])
+        assert (1, "") == (r.exit_code, r.stdout)
+        assert "AccessDenied" in r.stderr and "secret body" not in r.stderr
+        assert 1 == len(journal_events(tmp_path / "journal-cli", "body.read_denied"))
+
+    def test_bad_id_is_usage_and_empty_purpose_a_refusal(
+        self, cli: CliRunner, tmp_path: Path, ring: KeyRing, policy: Policy
+    ) -> None:
+        """A path trick exits 2 (bad usage); an empty purpose exits 1 (a journaled refusal)."""
+        seed(tmp_path, ring, policy)
+        r1 = cli.invoke(root_app(), ["bodies", "get", "../x", "--reader", "oncall", "--purpose", "INC-1"])
+        r2 = cli.invoke(root_app(), ["bodies", "get", "req-1", "--reader", "oncall", "--purpose", " "])
+        assert (2, 1) == (r1.exit_code, r2.exit_code)
+        assert 2 == len(journal_events(tmp_path / "journal-cli", "body.read_denied"))
+
+    def test_hold_release_purge_erase(
+        self, cli: CliRunner, tmp_path: Path, ring: KeyRing, policy: Policy
+    ) -> None:
+        """Each command runs and journals its event."""
+        seed(tmp_path, ring, policy)
+        app = root_app()
+        assert 0 == cli.invoke(app, ["bodies", "hold", "req-1", "--reason", "CASE-3"]).exit_code
+        assert 0 == cli.invoke(app, ["bodies", "release", "req-1"]).exit_code
+        r = cli.invoke(app, ["bodies", "purge"])
+        assert (0, "scanned 2, purged 0, kept on hold 0, unreadable 0\n") == (r.exit_code, r.stdout)
+        r = cli.invoke(app, ["bodies", "erase", "--subject", "-"], input="bob\n")
+        assert (0, "erased 2 bodies; kept 0 on legal hold\n") == (r.exit_code, r.stdout)
+        records = list(iter_records(tmp_path / "journal-cli"))
+        kinds = [rec["kind"] for rec in records if str(rec.get("kind", "")).startswith("body.")]
+        assert ["body.held", "body.released", "body.purged", "body.erased"] == kinds
+        assert '"bob"' not in json.dumps(records)
+
+    def test_missing_key_is_bad_usage(self, cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+        """No key anywhere: exit 2 with a hint."""
+        monkeypatch.delenv("AUDITLOG_KEY")
+        r = cli.invoke(root_app(), ["bodies", "purge"])
+        assert 2 == r.exit_code and "no key" in r.stderr
