@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from itertools import pairwise
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -278,7 +279,7 @@ def _token_like(segment: str) -> bool:
     """
     if segment.startswith("{") or len(segment) < 8:
         return False
-    flips = sum(a.islower() and b.isupper() for a, b in zip(segment, segment[1:], strict=False))
+    flips = sum(a.islower() and b.isupper() for a, b in pairwise(segment))
     if flips >= 3:
         return True
     return (
