@@ -37,16 +37,15 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from itertools import pairwise
 from collections.abc import Iterable, Mapping
+from itertools import pairwise
 from typing import Any, Literal
 
 import orjson
 
 from auditlog.urls import collapse_path, redact_target
-from processors.scanning import Scanner
-from processors.secret_scanner import SecretScanner
-from processors.shapes import emittable_key, shape_of
+from processors import Scanner, SecretScanner, shape_of
+from processors.shapes import emittable_key
 
 try:
     from opentelemetry import trace as trace_api
