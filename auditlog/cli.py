@@ -71,7 +71,8 @@ def demo(
         raise _fail(str(exc)) from None
     out.print("[bold]auditlog demo[/bold]: 40 scripted requests, every synthetic secret planted\n")
     out.print("One journal record, as written (shapes and fingerprints, no values):")
-    out.print(example_record(dir).decode(), markup=False)
+    out.print(example_record(dir).decode(), markup=False, soft_wrap=True)
+    out.print()
     table = Table(title="What the journal shows", show_header=False)
     for label, value in summary_rows(result):
         table.add_row(label, value)
