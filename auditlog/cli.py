@@ -52,7 +52,9 @@ def _ring(key_file: Path | None) -> KeyRing:
     except KeyError_ as exc:
         raise _fail(str(exc)) from None
     if ring is None:
-        raise _fail("no key: pass --key-file, or set AUDITLOG_KEY / AUDITLOG_KEY_FILE (see `auditlog keygen`)")
+        raise _fail(
+            "no key: pass --key-file, or set AUDITLOG_KEY / AUDITLOG_KEY_FILE (see `auditlog keygen`)"
+        )
     return ring
 
 
@@ -161,7 +163,9 @@ def fingerprint(
 @app.command()
 def keygen(
     path: Annotated[Path, typer.Argument(help="Key file to write (mode 0600).")] = Path("auditlog.key"),
-    rotate: Annotated[bool, typer.Option("--rotate", help="Prepend a new active key, keep old ones.")] = False,
+    rotate: Annotated[
+        bool, typer.Option("--rotate", help="Prepend a new active key, keep old ones.")
+    ] = False,
 ) -> None:
     """Write a new 32-byte master key; prints its key id, never the key."""
     try:
@@ -188,7 +192,11 @@ def policy_check(
     for r in (pol.defaults, *pol.rules):
         flags = ", ".join(
             f
-            for f, on in (("capture_body", r.capture_body), ("disabled", r.disabled), ("fail closed", r.fail_mode == "closed"))
+            for f, on in (
+                ("capture_body", r.capture_body),
+                ("disabled", r.disabled),
+                ("fail closed", r.fail_mode == "closed"),
+            )
             if on
         )
         table.add_row(
@@ -210,7 +218,9 @@ def policy_check(
 
 @app.command()
 def selftest(
-    policy: Annotated[Path | None, typer.Option("--policy", help="Policy file to test (default: safe default).")] = None,
+    policy: Annotated[
+        Path | None, typer.Option("--policy", help="Policy file to test (default: safe default).")
+    ] = None,
 ) -> None:
     """Plant every canary through the configured pipeline; fail if any comes out."""
     from auditlog.selftest import run_selftest

@@ -13,6 +13,7 @@ the drop is counted (:attr:`AuditHandle.stats`) and reported on stderr, once per
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -77,13 +78,11 @@ class _Reporter:
         s.drop_reasons[reason] = s.drop_reasons.get(reason, 0) + 1
         if reason not in self._seen:
             self._seen.add(reason)
-            try:
+            with contextlib.suppress(Exception):  # reporting must never raise into the host
                 print(
                     f"auditlog: audit event not written ({reason}); counting further drops in handle.stats",
                     file=self.stream or sys.stderr,
                 )
-            except Exception:  # noqa: S110 - reporting must never raise into the host
-                pass
 
 
 class JournalSink:
@@ -210,7 +209,7 @@ class _Resolver:
 
 
 class AuditHandle:
-    """What :func:`configure` returns: the live pipeline. ``flush()``, ``shutdown()``, ``emit()``, ``stats``."""
+    """What :func:`configure` returns: the live pipeline (``flush``, ``shutdown``, ``emit``, ``stats``)."""
 
     def __init__(
         self,
@@ -360,9 +359,7 @@ def configure(
     jconf = journal_config or JournalConfig(retention=pol.defaults.journal_retention)
     journal = JournalWriter(Path(journal_dir), keys=ring, config=jconf)
     reporter = _Reporter(Stats())
-    fingerprinter = Fingerprinter(
-        key=ring.active.derive("fingerprint"), key_id=ring.active.key_id, fields=()
-    )
+    fingerprinter = Fingerprinter(key=ring.active.derive("fingerprint"), key_id=ring.active.key_id, fields=())
     resolver = _Resolver(pol)
     sink = JournalSink(journal, reporter, console=console is not None)
     shared: list[Processor] = [
@@ -397,7 +394,9 @@ def configure(
     if stdlib:
         from auditlog.stdlib import install
 
-        install(handle, shared=shared, sink=sink, console=console, level=stdlib_level, loggers=capture_loggers)
+        install(
+            handle, shared=shared, sink=sink, console=console, level=stdlib_level, loggers=capture_loggers
+        )
     with _lock:
         _current = handle
     return handle

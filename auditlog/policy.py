@@ -413,7 +413,8 @@ def _canonical(p: Policy) -> dict[str, Any]:
         "defaults": _rule_dict(p.defaults),
         "rules": [_rule_dict(r) for r in p.rules],
         "readers": {
-            n: {"scopes": sorted(r.scopes), "tenants": sorted(r.tenants)} for n, r in sorted(p.readers.items())
+            n: {"scopes": sorted(r.scopes), "tenants": sorted(r.tenants)}
+            for n, r in sorted(p.readers.items())
         },
     }
 

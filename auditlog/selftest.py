@@ -104,7 +104,9 @@ def run_selftest(
                 result.planted += _plant(structlog.get_logger(name), logging.getLogger(name), rule, c)
             access = logging.getLogger("uvicorn.access")
             for value in c.values.values():
-                access.info('%s - "%s %s HTTP/%s" %d', (value, 1), "GET", "/x/" + value + "?q=" + value, "1.1", 200)
+                access.info(
+                    '%s - "%s %s HTTP/%s" %d', (value, 1), "GET", "/x/" + value + "?q=" + value, "1.1", 200
+                )
                 result.planted += 1
         finally:
             handle.shutdown()

@@ -84,9 +84,10 @@ class JournalHandler(logging.Handler):
         except Exception:
             self.handleError(record)
 
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+    def handleError(self, record: logging.LogRecord) -> None:
         # logging's default prints the record's message and arguments: values. Count, never print them.
-        self._handle._reporter.drop(f"stdlib:{sys.exc_info()[0].__name__ if sys.exc_info()[0] else 'error'}")
+        exc_type = sys.exc_info()[0]
+        self._handle._reporter.drop(f"stdlib:{exc_type.__name__ if exc_type is not None else 'error'}")
 
 
 def install(

@@ -237,7 +237,11 @@ def main() -> None:
         results: dict[str, tuple[float, int, int]] = {}
         plain = t / "plain.jsonl"
         secs = _timed(run_plain(plain), events, args.repeats)
-        results["(a) structlog + orjson, no redaction"] = (secs, count_leaks(plain.open("rb"), c), len(events))
+        results["(a) structlog + orjson, no redaction"] = (
+            secs,
+            count_leaks(plain.open("rb"), c),
+            len(events),
+        )
         jdirs: list[Path] = []
 
         def audit_run(evs: list[Event]) -> None:
@@ -250,12 +254,20 @@ def main() -> None:
         results["(b) auditlog pipeline + chained journal"] = (secs, count_leaks(lines, c), len(events))
         scrubbed = t / "scrubbed.jsonl"
         secs = _timed(run_scrubber(scrubbed), events, args.repeats)
-        results["(c) key-denylist scrubber (Sentry style)"] = (secs, count_leaks(scrubbed.open("rb"), c), len(events))
+        results["(c) key-denylist scrubber (Sentry style)"] = (
+            secs,
+            count_leaks(scrubbed.open("rb"), c),
+            len(events),
+        )
         sample = events[: args.presidio_sample]
         redact = make_presidio()
         pres = t / "presidio.jsonl"
         secs = _timed(run_presidio(pres, redact), sample, 1) * len(events) / len(sample)
-        results["(d) presidio analyzer + anonymizer per line"] = (secs, count_leaks(pres.open("rb"), c), len(sample))
+        results["(d) presidio analyzer + anonymizer per line"] = (
+            secs,
+            count_leaks(pres.open("rb"), c),
+            len(sample),
+        )
 
         base = results["(a) structlog + orjson, no redaction"][0]
         print(f"\n{args.events} events, 8 kwargs each with nesting, one planted canary per event\n")

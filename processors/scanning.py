@@ -37,7 +37,7 @@ class Scanner(Protocol):
 
 
 def mask(text: str, findings: Iterable[Finding]) -> str:
-    """Replace each finding's span with ``<ENTITY>``; overlapping spans merge (the earliest entity names it)."""
+    """Replace each finding's span with ``<ENTITY>``; overlapping spans merge (the earliest names it)."""
     spans = sorted(findings, key=lambda f: (f.start, -f.end))
     if not spans:
         return text
@@ -56,5 +56,5 @@ def mask(text: str, findings: Iterable[Finding]) -> str:
         cur, cur_end = f, f.end
     if cur is not None:
         out.append(f"<{cur.entity}>")
-    out.append(text[max(pos, cur_end):])
+    out.append(text[max(pos, cur_end) :])
     return "".join(out)

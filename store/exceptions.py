@@ -18,7 +18,7 @@ class StoreError(Exception):
     """Base class of every error raised by ``store``."""
 
 
-class KeyError_(StoreError, ValueError):  # noqa: N801 - avoids shadowing the builtin KeyError
+class KeyError_(StoreError, ValueError):
     """A master key is missing, malformed or unknown."""
 
 

@@ -34,7 +34,7 @@ class TestLeafPackages:
             "del sys.modules['processors']\n"
         )
         subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
-        code = "import sys, store, store.journal\nassert 'processors' not in sys.modules, 'store imported processors'"
+        code = "import sys, store, store.journal\nassert 'processors' not in sys.modules, 'store imports it'"
         subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
 
 

@@ -17,7 +17,7 @@ from auditlog.cli import app
 from auditlog.policy import loads
 from auditlog.selftest import run_selftest
 from processors import Finding
-from store.keys import KeyRing, MasterKey
+from store.keys import KeyRing
 
 ROOT = Path(__file__).resolve().parents[2]
 FIND_LEAKS = ROOT.parent / "shared" / "canaries" / "find_leaks.py"
@@ -86,7 +86,7 @@ class TestVerify:
 class TestFingerprint:
     def test_matches_the_pipeline(self, tmp_path: Path) -> None:
         """The CLI fingerprint equals what the pipeline journals for the same value and key."""
-        d, key_file = write_journal(tmp_path, n=1)
+        _, key_file = write_journal(tmp_path, n=1)
         h = auditlog.configure(journal_dir=tmp_path / "j2", key=key_file, stdlib=False)
         expected = h.fingerprinter.fingerprint("ann@example.org")
         h.shutdown()
@@ -161,7 +161,9 @@ class TestDemo:
         res = runner.invoke(app, ["verify", str(d / "journal"), "--key-file", str(d / "demo.key")])
         assert 0 == res.exit_code, res.output
         scan = subprocess.run(
-            [sys.executable, str(FIND_LEAKS), str(d), str(tmp_path / "out.txt")], capture_output=True, timeout=120
+            [sys.executable, str(FIND_LEAKS), str(d), str(tmp_path / "out.txt")],
+            capture_output=True,
+            timeout=120,
         )
         assert (0, b"no leaks") == (scan.returncode, scan.stdout.strip())
 
@@ -174,7 +176,14 @@ class TestDemo:
 
     def test_help_everywhere(self) -> None:
         """Every command answers --help."""
-        for cmd in (["--help"], ["demo", "--help"], ["verify", "--help"], ["policy", "check", "--help"],
-                    ["selftest", "--help"], ["keygen", "--help"], ["fingerprint", "--help"]):
+        for cmd in (
+            ["--help"],
+            ["demo", "--help"],
+            ["verify", "--help"],
+            ["policy", "check", "--help"],
+            ["selftest", "--help"],
+            ["keygen", "--help"],
+            ["fingerprint", "--help"],
+        ):
             res = runner.invoke(app, cmd)
             assert 0 == res.exit_code, cmd

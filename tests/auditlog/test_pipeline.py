@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 import auditlog
 import store.journal
-from auditlog.canaries import Canaries, load_canaries
+from auditlog.canaries import load_canaries
 from auditlog.policy import loads
 from store.exceptions import KeyError_
 from store.journal import iter_records, verify
@@ -61,7 +61,9 @@ class Customer(BaseModel):
 
 
 class TestStructlog:
-    def test_kwargs_are_shaped_not_valued(self, configured: tuple[auditlog.AuditHandle, Path, io.StringIO]) -> None:
+    def test_kwargs_are_shaped_not_valued(
+        self, configured: tuple[auditlog.AuditHandle, Path, io.StringIO]
+    ) -> None:
         """A nested argument is journaled as its shape."""
         handle, d, _ = configured
         structlog.get_logger("app").info("order.created", order={"id": 7, "email": "ann@example.org"})
@@ -89,7 +91,9 @@ class TestStructlog:
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(
         value=st.sampled_from(VALUES),
-        where=st.sampled_from(["kwarg", "nested", "key", "list", "bytes", "tuple", "set", "dc", "model", "msg"]),
+        where=st.sampled_from(
+            ["kwarg", "nested", "key", "list", "bytes", "tuple", "set", "dc", "model", "msg"]
+        ),
     )
     def test_no_canary_reaches_journal_or_console(
         self, tmp_path_factory: pytest.TempPathFactory, value: str, where: str
@@ -126,7 +130,9 @@ class TestStructlog:
             try:
                 raise KeyError(CANARIES.values["aws_secret_access_key"])
             except KeyError as inner:
-                raise RuntimeError(f"token {CANARIES.values['jwt']} for {CANARIES.values['email']}") from inner
+                raise RuntimeError(
+                    f"token {CANARIES.values['jwt']} for {CANARIES.values['email']}"
+                ) from inner
         except RuntimeError:
             structlog.get_logger("app").exception("upstream.failed")
         handle.shutdown()
@@ -151,7 +157,11 @@ class TestStdlib:
         )
         handle.shutdown()
         (rec,) = records(d)
-        assert ("login failed for %s from %s", "legacy", "warning") == (rec["event"], rec["logger"], rec["level"])
+        assert ("login failed for %s from %s", "legacy", "warning") == (
+            rec["event"],
+            rec["logger"],
+            rec["level"],
+        )
         assert {"t": "int"} == rec["attempt"]
         assert "password" in rec
         assert [] == CANARIES.leaks_in(journal_bytes(d))
@@ -192,7 +202,9 @@ class TestStdlib:
 
     @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(value=st.sampled_from(VALUES), where=st.sampled_from(["arg", "extra", "msg", "exc", "extra_key"]))
-    def test_no_canary_through_stdlib(self, tmp_path_factory: pytest.TempPathFactory, value: str, where: str) -> None:
+    def test_no_canary_through_stdlib(
+        self, tmp_path_factory: pytest.TempPathFactory, value: str, where: str
+    ) -> None:
         """Secrets in stdlib arguments, extra=, messages and exceptions never reach a sink."""
         d = tmp_path_factory.mktemp("j")
         console = io.StringIO()
@@ -302,7 +314,9 @@ class TestHandle:
         assert 1 == err.count("audit event not written")
         assert [] == CANARIES.leaks_in(err.encode())
 
-    def test_emit_stamps_trusted_events(self, configured: tuple[auditlog.AuditHandle, Path, io.StringIO]) -> None:
+    def test_emit_stamps_trusted_events(
+        self, configured: tuple[auditlog.AuditHandle, Path, io.StringIO]
+    ) -> None:
         """emit() adds ts, event_id and the policy reference."""
         handle, d, _ = configured
         assert handle.emit({"kind": "http.request", "outcome": {"status": "ok"}})
@@ -311,7 +325,9 @@ class TestHandle:
         assert {"kind", "outcome", "ts", "event_id", "policy"} <= set(rec)
         assert "default" == rec["policy"]["id"]
 
-    def test_records_serialize_as_json_lines(self, configured: tuple[auditlog.AuditHandle, Path, io.StringIO]) -> None:
+    def test_records_serialize_as_json_lines(
+        self, configured: tuple[auditlog.AuditHandle, Path, io.StringIO]
+    ) -> None:
         """Every journal line is one JSON object."""
         handle, d, _ = configured
         structlog.get_logger().info("x", a=1)

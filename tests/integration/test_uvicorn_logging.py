@@ -21,7 +21,9 @@ Scope = MutableMapping[str, Any]
 CANARIES = load_canaries()
 
 
-async def app(scope: Scope, receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]) -> None:
+async def app(
+    scope: Scope, receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]
+) -> None:
     if scope["type"] == "lifespan":
         while True:
             msg = await receive()
@@ -50,7 +52,9 @@ class TestUvicornLogs:
             while not server.started and time.monotonic() < deadline:
                 time.sleep(0.02)
             assert server.started
-            target = f"/reset/{CANARIES.values['jwt']}?token=canary-url-token-55&email={CANARIES.values['email']}"
+            target = (
+                f"/reset/{CANARIES.values['jwt']}?token=canary-url-token-55&email={CANARIES.values['email']}"
+            )
             r = httpx.get(f"http://127.0.0.1:{port}{target}", timeout=5)
             assert 200 == r.status_code
         finally:
