@@ -1,0 +1,289 @@
+"""FastMCPAuditMiddleware with fastmcp: in-memory client sessions and streamable HTTP under uvicorn."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import anyio
+import pytest
+from fastmcp import Client, FastMCP
+from fastmcp.client.transports import StreamableHttpTransport
+from fastmcp.exceptions import ToolError
+from fastmcp.server.auth.providers.jwt import StaticTokenVerifier
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from mcp.shared.exceptions import MCPError
+
+from auditlog.canaries import load_canaries
+from auditlog.fastmcp import FastMCPAuditMiddleware
+from auditlog.mcp import CLOSED_MESSAGE, DENIED_MESSAGE, DISABLED_MESSAGE
+from auditlog.pipeline import AuditHandle
+from auditlog.policy import loads
+from store.exceptions import JournalError
+
+CANARIES = load_canaries()
+SECRETS = sorted(CANARIES.values.values())
+POLICY = loads(
+    """
+version = 1
+id = "fastmcp-test"
+
+[[rules]]
+id = "admin"
+match = { tool = "delete_*" }
+required_scopes = ["admin"]
+
+[[rules]]
+id = "kill"
+match = { tool = "off" }
+disabled = true
+
+[[rules]]
+id = "pay"
+match = { tool = "pay" }
+fail_mode = "closed"
+"""
+)
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+class RefusingJournal:
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def append(self, record: Any) -> int:
+        raise JournalError("journal refused the record (simulated)")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def build_server(middleware: FastMCPAuditMiddleware, **kw: Any) -> FastMCP:
+    server = FastMCP("audit-fastmcp", middleware=[middleware], **kw)
+
+    @server.tool
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    @server.tool
+    def secret(index: int) -> str:
+        return SECRETS[index % len(SECRETS)]
+
+    @server.tool
+    def fail(message: str) -> str:
+        raise ToolError(message)
+
+    @server.tool
+    def crash(message: str) -> str:
+        raise RuntimeError(message)
+
+    @server.tool
+    def delete_user(uid: str) -> str:
+        return "deleted"
+
+    @server.tool
+    def off() -> str:
+        raise AssertionError("a disabled tool must not run")
+
+    @server.tool
+    def pay(amount: int) -> str:
+        return "paid"
+
+    @server.resource("notes://{note_id}")
+    def note(note_id: str) -> str:
+        return f"note {note_id}"
+
+    @server.prompt
+    def greet(name: str) -> str:
+        return f"hello {name}"
+
+    return server
+
+
+@pytest.fixture
+def pipeline(kit: SimpleNamespace, tmp_path: Path) -> Iterator[tuple[AuditHandle, Path]]:
+    directory = tmp_path / "journal"
+    handle = kit.new_handle(directory, POLICY)
+    yield handle, directory
+    handle.shutdown()
+
+
+def run(fn: Any) -> Any:
+    async def bounded() -> Any:
+        with anyio.fail_after(30):
+            return await fn()
+
+    return anyio.run(bounded)
+
+
+class TestInMemory:
+    def test_events_for_tools_resources_prompts(self, kit: SimpleNamespace, pipeline: Any) -> None:
+        """Tool call with trace from _meta, resource template, prompt, tool errors by type only."""
+        handle, directory = pipeline
+        server = build_server(FastMCPAuditMiddleware(handle=handle))
+        planted = CANARIES.values["api_key"]
+
+        async def go() -> None:
+            async with Client(server) as client:
+                await client.call_tool("add", {"a": 1, "b": 2}, meta={"traceparent": TRACEPARENT})
+                with pytest.raises(ToolError):
+                    await client.call_tool("fail", {"message": planted})
+                with pytest.raises(ToolError):
+                    await client.call_tool("add", {"a": planted, "b": 1})
+                await client.read_resource("notes://12345")
+                await client.get_prompt("greet", {"name": "ann"})
+
+        run(go)
+        handle.flush()
+        ok, failed, invalid = kit.events(directory, "mcp.tool_call")
+        assert "4bf92f3577b34da6a3ce929d0e0e4736" == ok["correlation_id"]
+        assert {"a", "b"} == set(ok["args_shape"]["keys"])
+        assert ("ok", False) == (ok["outcome"]["status"], ok["mcp"]["is_error"])
+        assert ("error", "ToolError") == (failed["outcome"]["status"], failed["outcome"]["error_type"])
+        assert "error" == invalid["outcome"]["status"]
+        [read] = kit.events(directory, "mcp.resource_read")
+        assert ("notes://{n}", "notes") == (read["action"]["name"], read["mcp"]["scheme"])
+        [prompt] = kit.events(directory, "mcp.prompt_get")
+        assert "greet" == prompt["action"]["name"]
+        assert [] == CANARIES.leaks_in(kit.journal_bytes(directory))
+
+    def test_denied_disabled_and_fail_closed(
+        self, kit: SimpleNamespace, pipeline: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """JSON-RPC errors for a missing scope, a disabled tool, and a refused journal under fail closed."""
+        handle, directory = pipeline
+        server = build_server(FastMCPAuditMiddleware(handle=handle))
+        messages: list[str] = []
+
+        async def go() -> None:
+            async with Client(server) as client:
+                for name, args in (("delete_user", {"uid": "u"}), ("off", {})):
+                    try:
+                        await client.call_tool(name, args)
+                    except MCPError as exc:
+                        messages.append(exc.error.message)
+                handle.flush()
+                monkeypatch.setattr(handle, "journal", RefusingJournal(handle.journal))
+                try:
+                    await client.call_tool("pay", {"amount": 1})
+                except MCPError as exc:
+                    messages.append(exc.error.message)
+                assert 2 == (await client.call_tool("add", {"a": 1, "b": 1})).data
+
+        run(go)
+        assert [DENIED_MESSAGE, DISABLED_MESSAGE, CLOSED_MESSAGE] == messages
+        monkeypatch.undo()
+        [denied] = kit.events(directory, "authz.denied")
+        assert ["admin"] == denied["decision"]["missing"]
+        [disabled] = kit.events(directory, "mcp.tool_call")
+        assert "disabled" == disabled["outcome"]["status"]
+
+
+class TestStreamableHTTP:
+    def test_static_tokens_over_http(self, kit: SimpleNamespace, pipeline: Any) -> None:
+        """fastmcp's http app under uvicorn: actor from the verified token, scopes enforced."""
+        handle, directory = pipeline
+        verifier = StaticTokenVerifier(
+            tokens={
+                "tok-reader": {"client_id": "reader", "scopes": ["read"], "sub": "user-r"},
+                "tok-admin": {"client_id": "admin", "scopes": ["read", "admin"], "sub": "user-a"},
+            }
+        )
+        server = build_server(FastMCPAuditMiddleware(handle=handle), auth=verifier)
+        results: dict[str, Any] = {}
+        with kit.serve_asgi(server.http_app(path="/mcp"), lifespan="on") as base:
+
+            async def go() -> None:
+                for token in ("tok-reader", "tok-admin"):
+                    transport = StreamableHttpTransport(
+                        f"{base}/mcp", headers={"authorization": f"Bearer {token}"}
+                    )
+                    async with Client(transport) as client:
+                        results[token + ":add"] = (await client.call_tool("add", {"a": 2, "b": 2})).data
+                        try:
+                            results[token] = (await client.call_tool("delete_user", {"uid": "u"})).data
+                        except MCPError as exc:
+                            results[token] = exc.error.message
+
+            run(go)
+        assert {
+            "tok-reader:add": 4,
+            "tok-admin:add": 4,
+            "tok-reader": DENIED_MESSAGE,
+            "tok-admin": "deleted",
+        } == results
+        handle.flush()
+        [denied] = kit.events(directory, "authz.denied")
+        assert ("reader", ["read"]) == (denied["actor"]["client_id"], denied["actor"]["scopes"])
+        clients = [e["actor"]["client_id"] for e in kit.events(directory, "mcp.tool_call")]
+        assert ["reader", "admin", "admin"] == clients
+
+
+PLACES = (
+    "arg_value",
+    "arg_key",
+    "result",
+    "error",
+    "crash",
+    "resource_uri",
+    "prompt_arg",
+    "tool_name",
+    "meta",
+)
+
+
+@pytest.fixture(scope="module")
+def canary_env(kit: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    directory = tmp_path_factory.mktemp("fastmcp-canaries") / "journal"
+    console = io.StringIO()
+    handle = kit.new_handle(directory, POLICY, console=console)
+    try:
+        yield handle, directory, build_server(FastMCPAuditMiddleware(handle=handle)), console
+    finally:
+        handle.shutdown()
+
+
+class TestCanaries:
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(index=st.integers(0, len(SECRETS) - 1), where=st.sampled_from(PLACES))
+    def test_nothing_leaks(self, kit: SimpleNamespace, canary_env: Any, index: int, where: str) -> None:
+        """Canaries in tool arguments and results, resource URIs, errors and _meta stay out of the journal."""
+        handle, directory, server, console = canary_env
+        canary = SECRETS[index]
+
+        async def go() -> None:
+            async with Client(server) as client:
+                with contextlib.suppress(ToolError, MCPError):
+                    if where == "arg_value":
+                        await client.call_tool("fail", {"message": canary})
+                    elif where == "arg_key":
+                        await client.call_tool("add", {canary: 1, "a": 1, "b": 2})
+                    elif where == "result":
+                        await client.call_tool("secret", {"index": index})
+                    elif where == "error":
+                        await client.call_tool("fail", {"message": canary})
+                    elif where == "crash":
+                        await client.call_tool("crash", {"message": canary})
+                    elif where == "resource_uri":
+                        await client.read_resource(f"notes://{urllib.parse.quote(canary, safe='')}")
+                    elif where == "prompt_arg":
+                        await client.get_prompt("greet", {"name": canary})
+                    elif where == "tool_name":
+                        await client.call_tool(canary, {})
+                    else:
+                        await client.call_tool(
+                            "add", {"a": 1, "b": 1}, meta={"traceparent": canary, "n": canary}
+                        )
+
+        before = len(kit.events(directory))
+        run(go)
+        handle.flush()
+        assert len(kit.events(directory)) > before
+        assert [] == CANARIES.leaks_in(kit.journal_bytes(directory))
+        assert [] == CANARIES.leaks_in(console.getvalue().encode())
