@@ -32,7 +32,14 @@ from typing import Any
 
 import phonenumbers
 import tldextract
-from presidio_analyzer import AnalyzerEngine, EntityRecognizer, Pattern, PatternRecognizer, RecognizerRegistry
+from presidio_analyzer import (
+    AnalyzerEngine,
+    EntityRecognizer,
+    Pattern,
+    PatternRecognizer,
+    RecognizerRegistry,
+    RecognizerResult,
+)
 from presidio_analyzer.nlp_engine import NlpArtifacts, NoOpNlpEngine, SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import (
     CreditCardRecognizer,
@@ -198,7 +205,7 @@ class Stage:
         rec = self.pattern_recognizer
         entity = rec.supported_entities[0]
         may_validate = self.gate.may_validate
-        out: list[tuple[str, int, int]] = []
+        scored: list[tuple[int, int, float]] = []
         for pattern, base_score in self.exact:
             for m in pattern.finditer(chunk):
                 start, end = m.span()
@@ -217,9 +224,14 @@ class Stage:
                     score = EntityRecognizer.MAX_SCORE if valid else EntityRecognizer.MIN_SCORE
                 if rec.invalidate_result(text):
                     score = EntityRecognizer.MIN_SCORE
-                if score > EntityRecognizer.MIN_SCORE and self._keep(lower, start, end, score):
-                    out.append((entity, start, end))
-        return out
+                if score > EntityRecognizer.MIN_SCORE:
+                    scored.append((start, end, score))
+        if len(scored) > 1:  # as presidio does: drop a match contained in a same-or-better one
+            kept = EntityRecognizer.remove_duplicates(
+                [RecognizerResult(entity, a, b, sc) for a, b, sc in scored]
+            )
+            scored = [(int(r.start), int(r.end), float(r.score)) for r in kept]
+        return [(entity, a, b) for a, b, sc in scored if self._keep(lower, a, b, sc)]
 
 
 def _stdlib_patterns(recognizer: PatternRecognizer) -> tuple[tuple[re.Pattern[str], float], ...] | None:
@@ -496,31 +508,21 @@ def _gate(trigger: str, recognizer: EntityRecognizer, **kw: Any) -> Gate:
     return Gate(re.compile(trigger), recognizer, **kw)
 
 
-def _only(patterns: Sequence[Pattern], *names: str) -> list[Pattern]:
-    return [p for p in patterns if p.name in names]
-
-
 def build_gates() -> list[Gate]:
-    """Every recognizer of the built-in set, one pattern each, each behind its trigger."""
+    """Every recognizer of the built-in set, each behind its gate."""
     for region in _PHONE_REGIONS:  # load libphonenumber's metadata now, not on the first log line
         _valid_phone("0", region)
-    ssn, ip, phone = UsSsnRecognizer.PATTERNS, IpRecognizer.PATTERNS, PhoneNumberRecognizer.PATTERNS
-    phone_gate: dict[str, Any] = {"min_digits": 7}
     return [
         # --- personal data (presidio's recognizers and patterns) ---
         _gate(r"[\w!#$%&'*+\-/=?^`{|}~.]@\w", _OfflineEmailRecognizer(), windowed=True, needs=("@",)),
-        _gate(r"\b[13456]\d{3}[- ]?\d{3}", CreditCardRecognizer(), min_digits=13),
         _gate(
-            r"\b2[2-7]\d{2}[- ]?\d{4}", CreditCardRecognizer(patterns=[_MASTERCARD_2_SERIES]), min_digits=16
+            r"\b[1-6]\d{3}[- ]?\d{3}",
+            CreditCardRecognizer(patterns=[*CreditCardRecognizer.PATTERNS, _MASTERCARD_2_SERIES]),
+            min_digits=13,
         ),
         _gate(
-            r"\b\d{3}[- .]\d{2}[- .]\d{4}\b",
-            UsSsnRecognizer(patterns=_only(ssn, "SSN5 (medium)")),
-            min_digits=9,
-        ),
-        _gate(
-            r"\b\d{3}-?\d{2}-?\d{4}\b|\b\d{5}-\d{4}\b|\b\d{3}-\d{6}\b",
-            UsSsnRecognizer(patterns=[p for p in ssn if p.name != "SSN5 (medium)"]),
+            r"\b\d{3}[- .]?\d{2}[- .]?\d{4}\b|\b\d{5}-\d{4}\b|\b\d{3}-\d{6}\b",
+            UsSsnRecognizer(),
             min_digits=9,
         ),
         _gate(
@@ -531,29 +533,17 @@ def build_gates() -> list[Gate]:
             min_len=15,
         ),
         _gate(
-            r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}",
-            _IpRecognizer(patterns=_only(ip, "IPv4")),
+            r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|::|(?:[0-9A-Fa-f]{1,4}:){6}",
+            _IpRecognizer(),
             windowed=True,
-            needs=(".",),
-            min_digits=4,
+            needs=(".", ":"),
         ),
         _gate(
-            r"::|(?:[0-9A-Fa-f]{1,4}:){6}",
-            _IpRecognizer(patterns=[p for p in ip if p.name != "IPv4"]),
-            windowed=True,
-            needs=(":",),
+            r"(?:\+|\b00)[1-9]|\d{3}[ .\-)]\s?\d{3}[ .\-]\d{4}|0\d{1,5}\)?\s?[ .\-/]?\d{2}",
+            PhoneNumberRecognizer(),
+            min_digits=7,
         ),
-        _gate(
-            r"(?:\+|\b00)[1-9]", PhoneNumberRecognizer(patterns=phone[:1]), needs=("+", "00"), **phone_gate
-        ),
-        _gate(r"\d{3}[ .\-)]\s?\d{3}[ .\-]\d{4}", PhoneNumberRecognizer(patterns=phone[1:2]), **phone_gate),
-        _gate(
-            r"0\d{1,5}\)?\s?[ .\-/]?\d{2}",
-            PhoneNumberRecognizer(patterns=phone[2:3]),
-            needs=("0",),
-            **phone_gate,
-        ),
-        _gate(r"\d{7}", _BarePhoneRecognizer(), may_validate=False, **phone_gate),
+        _gate(r"\d{7}", _BarePhoneRecognizer(), may_validate=False, min_digits=7),
         # --- secrets (ours) ---
         _gate(
             r"eyJ",
