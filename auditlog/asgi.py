@@ -272,6 +272,10 @@ class _Recorder:
         self._limits = limits or ShapeLimits()
         self.stats = MiddlewareStats()
 
+    def set_policy(self, policy: Policy | None) -> None:
+        """Swap the policy for the next requests (a kill switch at run time); None: the handle's."""
+        self._policy = policy
+
     # -- before the app ------------------------------------------------------------------------------
 
     def _start(
