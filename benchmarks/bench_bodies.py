@@ -13,17 +13,24 @@ directories and times (a) and (b) back to back (order alternating between rounds
 each timing so no row pays for another's writeback). Printed: median ops/s and the median per-round
 ratio (b)/(a) (target >= 0.5 for put and for get).
 
-Second half, request latency through the ASGI middleware with body capture on vs off (target: added p50
-< 5%): **pending**, the middleware (issue 3) does not exist yet; the section prints so and measures nothing.
+Second half, request latency through ``AuditMiddleware`` with body capture on vs off (target: added p50
+< 5%). uvicorn serves a raw ASGI app answering a 16 KiB JSON body on 127.0.0.1, wrapped in
+``AuditMiddleware`` with a policy whose ``capture_body`` is off or on (on: bodies go through a
+``BodyWriter`` to a ``LocalBodyStore``). The server runs in its own process per configuration; this
+process is the client (``http.client``, one keep-alive connection, sequential requests, a warm-up first),
+rounds alternate off/on. Printed: p50 and p99 per configuration, and the added p50.
 
-Run: ``.venv/bin/python benchmarks/bench_bodies.py [--bodies N] [--size BYTES]``
+Run: ``.venv/bin/python benchmarks/bench_bodies.py [--bodies N] [--size BYTES] [--requests N]``
+
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -148,12 +155,133 @@ def run(n: int, size: int, rounds: int) -> list[tuple[str, float, float, float]]
     ]
 
 
+POLICY = """
+version = 1
+id = "bench-bodies"
+
+[defaults]
+level = "shape"
+capture_body = {capture}
+body_retention = "1h"
+"""
+
+
+def serve(port: int, capture: bool, directory: Path, size: int) -> None:
+    """The server process: uvicorn + AuditMiddleware (+ BodyWriter -> LocalBodyStore when capturing)."""
+    import uvicorn
+
+    from auditlog import configure
+    from auditlog.asgi import AuditMiddleware
+    from auditlog.policy import loads
+    from store.bodies import BodyWriter, WriterConfig
+
+    payload = b'{"items": "' + b"x" * (size - 14) + b'"}'
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+    policy = loads(POLICY.format(capture="true" if capture else "false"))
+    handle = configure(
+        journal_dir=directory / "journal", policy=policy, key=MasterKey.generate(), stdlib=False
+    )
+    writer = None
+    if capture:
+        store = LocalBodyStore(directory / "bodies", keys=handle.keys)
+        writer = BodyWriter(store, config=WriterConfig(spool_dir=directory / "spool", max_queue=10_000))
+    wrapped = AuditMiddleware(app, body_store=writer, handle=handle)
+    # uvicorn re-raises the SIGTERM it handled once it has shut down; a no-op handler lets us report.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    uvicorn.run(wrapped, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off")
+    stats = {"stored": 0, "dropped": 0}
+    if writer is not None:
+        writer.flush(30)
+        writer.close()
+        stats = {
+            "stored": writer.stats.stored,
+            "dropped": writer.stats.dropped_full + writer.stats.dropped_error,
+        }
+    print(json.dumps(stats), flush=True)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def client(port: int, requests: int, warmup: int) -> list[float]:
+    """Sequential GETs on one keep-alive connection; latencies in microseconds (warm-up dropped)."""
+    import http.client
+
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", "/orders/1")
+            conn.getresponse().read()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    out: list[float] = []
+    for i in range(warmup + requests):
+        start = time.perf_counter()
+        conn.request("GET", "/orders/1", headers={"x-request-id": f"bench-{port}-{i}"})
+        resp = conn.getresponse()
+        resp.read()
+        if i >= warmup:
+            out.append((time.perf_counter() - start) * 1e6)
+    conn.close()
+    return out
+
+
+def run_asgi(requests: int, size: int, rounds: int) -> tuple[dict[bool, list[float]], dict[str, int]]:
+    """Latencies per configuration (capture off / on), all rounds pooled; the writer's counts."""
+    import subprocess
+
+    lat: dict[bool, list[float]] = {False: [], True: []}
+    counts = {"stored": 0, "dropped": 0}
+    for r in range(rounds):
+        for capture in (False, True) if r % 2 == 0 else (True, False):
+            port = _free_port()
+            with tempfile.TemporaryDirectory(prefix="bench-asgi-") as tmp:
+                cmd = [sys.executable, __file__, "--serve", "on" if capture else "off"]
+                cmd += ["--port", str(port), "--dir", tmp, "--size", str(size)]
+                with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as server:
+                    try:
+                        lat[capture] += client(port, requests, warmup=min(500, requests))
+                    finally:
+                        server.terminate()
+                        out, _ = server.communicate(timeout=60)
+                    for k, v in json.loads(out.strip().splitlines()[-1]).items():
+                        counts[k] += v
+    return lat, counts
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bodies", type=int, default=2000)
     ap.add_argument("--size", type=int, default=16 * 1024)
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--requests", type=int, default=3000)
+    ap.add_argument("--serve", choices=["on", "off"], help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.serve:
+        serve(args.port, args.serve == "on", args.dir, args.size)
+        return
     n = max(1, min(args.bodies, 100_000))
     rounds = max(1, min(args.rounds, 20))
     print(
@@ -167,8 +295,22 @@ def main() -> None:
         target = ">= 0.5" if label in ("put", "get") else "(info)"
         print(f"| {label} | {a:,.0f} | {b:,.0f} | {ratio:.2f} | {target} |")
     print()
-    print("## ASGI request latency, body capture on vs off (target: added p50 < 5%)")
-    print("pending: ASGI middleware not built yet")
+    requests = max(100, min(args.requests, 50_000))
+    asgi_rounds = 4
+    print(
+        f"ASGI: uvicorn + AuditMiddleware, {args.size}-byte JSON responses, {requests} sequential requests "
+        f"x {asgi_rounds} rounds per configuration, one keep-alive connection, 127.0.0.1"
+    )
+    print()
+    lat, counts = run_asgi(requests, args.size, asgi_rounds)
+    off50, on50 = pct(lat[False], 50), pct(lat[True], 50)
+    print("| capture_body | p50 µs | p99 µs | added p50 | target |")
+    print("|---|---:|---:|---:|---|")
+    print(f"| off | {off50:,.0f} | {pct(lat[False], 99):,.0f} | | |")
+    print(f"| on | {on50:,.0f} | {pct(lat[True], 99):,.0f} | {100 * (on50 / off50 - 1):+.1f}% | < 5% |")
+    print()
+    stored, dropped = counts["stored"], counts["dropped"]
+    print(f"capture on: {stored} bodies stored, {dropped} dropped (queue full); warm-up requests included")
 
 
 if __name__ == "__main__":

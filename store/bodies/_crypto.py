@@ -154,16 +154,21 @@ class Envelope:
         """
         try:
             h = orjson.loads(header)
-            if not isinstance(h, dict) or h.get("v") != FORMAT_VERSION:
+            if type(h) is not dict or h.get("v") != FORMAT_VERSION:
                 raise ValueError("version")
-            k = h["key"]
+            k, meta, hold = h["key"], h["meta"], h.get("hold")
+            scheme, kid = k["scheme"], k["kid"]
+            if type(meta) is not dict or (hold is not None and type(hold) is not dict):
+                raise TypeError("expected an object")
+            if type(scheme) is not str or type(kid) is not str or type(h["cid"]) is not str:
+                raise TypeError("expected a string")
             env = cls(
-                correlation_id=_str(h["cid"]),
-                meta=_mapping(h["meta"]),
+                correlation_id=h["cid"],
+                meta=meta,
                 nonce=_unb64(h["nonce"]),
-                key=WrappedKey(scheme=_str(k["scheme"]), key_id=_str(k["kid"]), blob=_unb64(k["blob"])),
+                key=WrappedKey(scheme=scheme, key_id=kid, blob=_unb64(k["blob"])),
                 ciphertext=ciphertext,
-                hold=None if h.get("hold") is None else _mapping(h["hold"]),
+                hold=hold,
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, binascii.Error) as exc:
             raise BodyIntegrityError(
@@ -294,16 +299,6 @@ def _b64(b: bytes) -> str:
 
 
 def _unb64(v: object) -> bytes:
-    return binascii.a2b_base64(_str(v), strict_mode=True)
-
-
-def _str(v: object) -> str:
-    if not isinstance(v, str):
-        raise TypeError("expected a string")
-    return v
-
-
-def _mapping(v: object) -> dict[str, Any]:
-    if not isinstance(v, dict):
-        raise TypeError("expected an object")
-    return v
+    if type(v) is not str:
+        raise TypeError("expected base64 text")
+    return binascii.a2b_base64(v, strict_mode=True)

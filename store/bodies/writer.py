@@ -60,6 +60,9 @@ class WriterConfig:
         backoff_initial, backoff_max: the replay delay after a failed delivery doubles between these.
         replay_batch: spooled envelopes delivered per replay round before new bodies are taken again.
         fsync: sync spool files and the spool directory before counting a body as spooled.
+        nice: niceness added to the worker thread (Linux; 0 leaves it alone). A positive value makes
+            sealing and storing yield the CPU to the threads serving requests, at the price of more
+            drops when the queue fills under load.
     """
 
     spool_dir: str | os.PathLike[str] | None = None
@@ -70,6 +73,7 @@ class WriterConfig:
     backoff_max: float = 30.0
     replay_batch: int = 64
     fsync: bool = False
+    nice: int = 0
 
     def __post_init__(self) -> None:
         if self.on_full not in ("drop", "block"):
@@ -210,6 +214,10 @@ class BodyWriter:
     # -- the worker -------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        if self.config.nice and hasattr(os, "setpriority"):
+            # Linux schedules threads individually: a nicer worker yields the CPU to request handlers.
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.config.nice)
         while True:
             wait = None
             if self._degraded:
