@@ -4,12 +4,12 @@ Every test uses its own ``TracerProvider`` / ``LoggerProvider`` (the global prov
 in-memory exporters behind the redacting processors, and scans what the exporters received for the
 shared canary corpus in the forms ``find_leaks.py`` looks for (raw, JSON-escaped, URL-encoded).
 
-``opentelemetry-instrumentation-asgi`` and ``mcp`` are not installed here, so their spans are emulated with
-the attribute sets, names and error handling of their sources: the ASGI instrumentation's
-``collect_request_attributes`` / ``get_default_span_details`` / ``set_status_code`` and its ``http send``
-/ ``http receive`` spans in the ``http/dup`` semantic-convention mode (both attribute sets), and the MCP
-SDK's ``OpenTelemetryMiddleware`` (``MCP handle <method> [<target>]``, ``mcp.method.name``,
-``jsonrpc.request.id``, ``record_exception`` and ``set_status(ERROR, str(e))``).
+The installed MCP SDK's own ``OpenTelemetryMiddleware`` runs for real (its module-level tracer pointed at
+the test provider). ``opentelemetry-instrumentation-asgi`` is not installed, so its spans are emulated with
+the attribute sets, names and error handling of its source: ``collect_request_attributes``,
+``get_default_span_details`` and ``set_status_code``, and the ``http send`` / ``http receive`` spans, in the
+``http/dup`` semantic-convention mode (both attribute sets). An earlier form of the MCP middleware
+(``MCP handle <method> [<target>]``) is emulated as well.
 """
 
 from __future__ import annotations
@@ -356,7 +356,7 @@ def _asgi_request(p: Pipeline, *, path: str, query: str, client: str, agent: str
 
 
 def _mcp_request(p: Pipeline, *, method: str, target: str | None, request_id: str, fail: str | None) -> None:
-    """The span the MCP SDK's OpenTelemetryMiddleware makes for one request."""
+    """The span an earlier MCP SDK OpenTelemetryMiddleware made for one request (``MCP handle ...``)."""
     name = f"MCP handle {method}{f' {target}' if target else ''}"
     attrs = {"mcp.method.name": method, "jsonrpc.request.id": request_id}
     with p.tracer.start_as_current_span(
@@ -402,6 +402,49 @@ class TestEmulatedInstrumentations:
         assert "MCP handle tools/call {token}" == first.name
         assert "MCP handle tools/call get_weather" == second.name
         assert "tools/call" == (second.attributes or {})["mcp.method.name"]
+
+
+class TestRealMCPServer:
+    def test_sdk_middleware_spans_and_logs_are_redacted(
+        self, otel: Pipeline, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The installed MCP SDK's own middleware spans and logs leak nothing (in-memory client session)."""
+        anyio = pytest.importorskip("anyio")
+        mcp_otel = pytest.importorskip("mcp.shared._otel")
+        from mcp import Client
+        from mcp.server.mcpserver import MCPServer
+
+        # The SDK traces through a module-level tracer from the global provider; point it at ours instead.
+        monkeypatch.setattr(mcp_otel, "_tracer", otel.tracer)
+        server = MCPServer("otel-test")
+
+        @server.tool()
+        def echo(text: str) -> str:
+            return "ok"
+
+        @server.tool()
+        def fail(message: str) -> str:
+            raise ValueError(message)
+
+        async def session() -> None:
+            with anyio.fail_after(30):
+                async with Client(server) as client:
+                    await client.call_tool("echo", {"text": VALUES["free_text"]})
+                    await client.call_tool("fail", {"message": VALUES["db_url"]})
+                    unknown = await client.call_tool(VALUES["api_key"], {"x": VALUES["email"]})
+                    assert unknown.is_error
+
+        # The SDK's own logs (it logs failing tools with their message) go through our handler too.
+        sdk_logger = logging.getLogger("mcp")
+        sdk_logger.addHandler(otel.log.handlers[0])
+        try:
+            anyio.run(session)
+        finally:
+            sdk_logger.removeHandler(otel.log.handlers[0])
+        names = [s.name for s in otel.spans.get_finished_spans()]
+        assert {"tools/call echo", "tools/call fail", "tools/call {token}"} <= set(names)
+        assert otel.logs.get_finished_logs(), "the SDK logged nothing through the handler"
+        assert [] == otel.leaks()
 
 
 class TestLogRecords:
