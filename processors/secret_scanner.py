@@ -27,6 +27,7 @@ masked wholesale as ``<TRUNCATED>``. ``findings`` never raises: an internal erro
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 import re
@@ -102,7 +103,7 @@ def _iban(text: str, m: re.Match[str]) -> bool:
 
 
 def _phone(text: str, m: re.Match[str]) -> bool:
-    return 8 <= sum(ch.isdigit() for ch in m.group()) <= 15
+    return sum(ch.isdigit() for ch in m.group()) >= 8  # no upper bound: glued digit groups mask whole
 
 
 def _ipv4(text: str, m: re.Match[str]) -> bool:
@@ -120,7 +121,7 @@ _SECRET_CONTEXT = re.compile(r"(?i)aws|secret")
 
 def _aws_secret(text: str, start: int, s: str) -> bool:
     """A 32-64 char base64 run is an AWS secret key if it mixes cases and digits or follows aws/secret."""
-    if _classes(s) == 3 and s[0] != "/" and "//" not in s:
+    if _classes(s) == _ALL_CLASSES and s[0] != "/" and "//" not in s:
         return True
     return _SECRET_CONTEXT.search(text, max(0, start - 64), start) is not None
 
@@ -131,25 +132,30 @@ def _bearer(text: str, m: re.Match[str]) -> bool:
 
 
 def _not_a_word(text: str, m: re.Match[str]) -> bool:
-    return not m.group(m.lastindex or 0).isalpha()
+    """The value after ``password`` is more than an English word (``reset``, ``expired;``)."""
+    return not m.group(m.lastindex or 0).rstrip(".;:!?)]}'\"").isalpha()
+
+
+_LOWER, _UPPER, _DIGIT = 1, 2, 4
+_ALL_CLASSES = _LOWER | _UPPER | _DIGIT
 
 
 def _classes(s: str) -> int:
-    lower = upper = digit = 0
-    for ch in s:
-        if ch.islower():
-            lower = 1
-        elif ch.isupper():
-            upper = 1
-        elif ch.isdigit():
-            digit = 1
-    return lower + upper + digit
+    """Which of lower case, upper case and digits ``s`` holds, as a bit mask (C-speed on long runs)."""
+    return (
+        (_LOWER if s.upper() != s else 0)
+        | (_UPPER if s.lower() != s else 0)
+        | (_DIGIT if any(map(str.isdigit, s)) else 0)
+    )
 
 
-def _entropy(s: str) -> float:
-    """Shannon entropy of ``s`` in bits per char."""
+def _entropy(s: str, floor: float) -> float:
+    """Shannon entropy of ``s`` in bits per char (0.0 when it cannot reach ``floor``)."""
+    distinct = set(s)
+    if math.log2(len(distinct)) < floor:  # the entropy is at most log2(distinct chars)
+        return 0.0
     n = len(s)
-    return -sum(c / n * math.log2(c / n) for c in map(s.count, set(s)))
+    return -sum(c / n * math.log2(c / n) for c in map(s.count, distinct))
 
 
 _HEX = "[0-9A-Fa-f]"
@@ -171,7 +177,10 @@ _RULES: tuple[_Rule, ...] = (
     ),
     _Rule(
         "CREDIT_CARD",
-        re.compile(r"[0-9](?<![0-9].)(?:[ -]?[0-9]){12,18}(?![0-9])"),
+        re.compile(
+            r"[0-9](?<![0-9].)(?:[0-9]{12,18}(?![0-9])|[0-9]{3}([ -])[0-9]{4}\1[0-9]{4}\1[0-9]{1,4}"
+            r"|[0-9]{3}([ -])[0-9]{6}\2[0-9]{5})"
+        ),
         check=_card,
         min_digits=13,
     ),
@@ -330,7 +339,6 @@ _COMPOUND = re.compile(r"[A-Za-z0-9](?<![A-Za-z0-9].)[A-Za-z0-9]*(?:-[A-Za-z0-9]
 _AWS_SECRET = re.compile(r"[A-Za-z0-9+/](?<![A-Za-z0-9+/=].)[A-Za-z0-9+/]{31,63}(?![A-Za-z0-9+/=])")
 _TIMESTAMP_WORD = re.compile(r"[0-9]{8}T[0-9]{4,6}Z?")
 _HEX_COLOUR = re.compile(rf"{_HEX}{{3,8}}")
-_MIXED_WORD = re.compile(r"[A-Za-z]+[0-9]|[0-9]+[A-Za-z]")
 _LEET = re.compile(r"[A-Za-z][0-9]+[A-Za-z]")
 _CREDENTIAL_WORDS = frozenset(
     {
@@ -377,7 +385,7 @@ def _suspicious_word(word: str) -> bool:
     """Return whether an alphanumeric word of 8+ chars looks generated (mixes letters and digits)."""
     if word.isdigit() or word.isalpha():
         return False
-    if _transitions(word) >= 3 or _classes(word) == 3:
+    if _transitions(word) >= 3 or _classes(word) == _ALL_CLASSES:
         return True
     return len(word) >= 12 and sum(ch.isdigit() for ch in word) >= 2
 
@@ -477,7 +485,8 @@ class SecretScanner:
         if text in self._clean:
             return []
         try:
-            found = self._scan(text) if not text.isascii() or _triggered(text) else []
+            scan = len(text) > self._max_scan or not text.isascii() or _triggered(text)
+            found = self._scan(text) if scan else []
         except Exception:  # fail closed: never raise, never leak
             return [Finding("UNSCANNABLE", 0, len(text))]
         if not found and len(text) <= _CLEAN_CACHE_MAX_LEN:
@@ -533,10 +542,13 @@ class SecretScanner:
                 continue
             if rule.words and not any(x in lowered for x in rule.words):
                 continue
-            check = rule.check
-            for m in rule.pattern.finditer(lowered if rule.lower else chunk):
+            check, search, target = rule.check, rule.pattern.search, lowered if rule.lower else chunk
+            pos = 0
+            while (m := search(target, pos)) is not None:
                 if check is not None and not check(chunk, m):
+                    pos = m.start() + 1  # a rejected match may hide a valid one that overlaps it
                     continue
+                pos = max(m.end(), m.start() + 1)
                 s, e = m.span((m.lastindex or 0) if rule.group < 0 else rule.group)
                 if e > s:
                     out.append(Finding(rule.entity, base + s, base + e))
@@ -551,10 +563,12 @@ class SecretScanner:
             run = m.group()
             offset = base + m.start()
             uuids = [u.span() for u in _UUID.finditer(run)] if "-" in run else []
+            starts = [u[0] for u in uuids]
             if digits and not run.isalpha():
                 for w in _WORD.finditer(run):
                     s, e = w.span()
-                    if any(us <= s and e <= ue for us, ue in uuids) or not _suspicious_word(w.group()):
+                    inside = bisect.bisect_right(starts, s) - 1
+                    if (inside >= 0 and e <= uuids[inside][1]) or not _suspicious_word(w.group()):
                         continue
                     if _TIMESTAMP_WORD.fullmatch(w.group()):
                         continue
@@ -583,12 +597,15 @@ class SecretScanner:
         """Return whether a token (UUIDs cut out) looks random."""
         if len(token) < self._min_token_len:
             return False
-        if _classes(token) == 3:
+        classes = _classes(token)
+        if classes == _ALL_CLASSES:
             return True
-        if token.isalpha():
+        if not classes & _DIGIT:
+            if classes != _LOWER | _UPPER or not token.isalpha():
+                return False
             # base64-ish letters: case flips far more often than in camelCase words
             flips = sum(a.isupper() != b.isupper() for a, b in itertools.pairwise(token))
             return flips * 3 >= len(token)
-        if not _MIXED_WORD.search(token):
+        if classes == _DIGIT:
             return False
-        return _entropy(token) >= self._entropy_threshold
+        return _entropy(token, self._entropy_threshold) >= self._entropy_threshold
