@@ -19,12 +19,12 @@ Every id this module returns is safe as a body-store key and a file name (see
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from dataclasses import dataclass
 from typing import Literal
 
-from processors import Scanner, new_correlation_id
+from processors import Scanner
 
 __all__ = [
     "Correlation",
@@ -59,9 +59,14 @@ class Correlation:
         return f"{self.correlation_id}.{self.span_id}"
 
 
+def new_correlation_id() -> str:
+    """A fresh random correlation id: 32 lowercase hex characters (the shape of a W3C trace id)."""
+    return os.urandom(16).hex()
+
+
 def new_span_id() -> str:
     """A fresh random span id: 16 lowercase hex characters."""
-    return uuid.uuid4().hex[:16]
+    return os.urandom(8).hex()
 
 
 def parse_traceparent(value: object) -> tuple[str, str] | None:

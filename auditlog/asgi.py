@@ -33,6 +33,7 @@ Enforcement needs the actor *before* the app runs: put the authentication middle
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -71,7 +72,16 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _SAFE_VALUE_HEADERS = frozenset({"content-type", "content-length", "content-encoding", "transfer-encoding"})
 _MAX_HEADER_NAMES = 64
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9.+-]{0,49}/[a-z0-9][a-z0-9.+-]{0,49}", re.ASCII)
+_KNOWN_MEDIA_TYPES = {
+    "application/json": "application/json",
+    "text/plain; charset=utf-8": "text/plain",
+    "text/html; charset=utf-8": "text/html",
+    "text/event-stream": "text/event-stream",
+    "application/x-www-form-urlencoded": "application/x-www-form-urlencoded",
+}
 _FALLBACK_SCANNER = SecretScanner()
+_EMPTY_OBJ: dict[str, Any] = {"t": "obj", "n": 0}
 
 
 class BodySink(Protocol):
@@ -155,10 +165,11 @@ class _Request:
 
 
 def _media_type(value: str) -> str | None:
+    known = _KNOWN_MEDIA_TYPES.get(value)
+    if known is not None:
+        return known
     mt = value.split(";", 1)[0].strip().lower()
-    if 0 < len(mt) <= 100 and mt.count("/") == 1 and all(c.isalnum() or c in "/.+-" for c in mt):
-        return mt
-    return None
+    return mt if _MEDIA_TYPE.fullmatch(mt) else None
 
 
 def _parse_body(data: bytes, media_type: str | None) -> object:
@@ -407,10 +418,12 @@ class _Recorder:
         args_shape: dict[str, Any] | None = None
         result_shape: Any = None
         if rule.level in ("shape", "values"):
-            query, fq = shape_value(
-                _form(req.query), rule=rule, scanner=scanner, fingerprint=fingerprint, limits=self._limits
-            )
-            fps.update(fq)
+            query: Any = _EMPTY_OBJ
+            if req.query:
+                query, fq = shape_value(
+                    _form(req.query), rule=rule, scanner=scanner, fingerprint=fingerprint, limits=self._limits
+                )
+                fps.update(fq)
             body: Any = {"t": "bytes", "len": req.req_bytes}
             if req.req_buf is not None and req.req_bytes:
                 parsed = _parse_body(bytes(req.req_buf), req.req_ctype)

@@ -141,7 +141,7 @@ class FastMCPAuditMiddleware(_Middleware):
                 params[name] = str(value) if name == "uri" else value
         fc = context.fastmcp_context
         rc = fc.request_context if fc is not None else None
-        meta = rc.meta if rc is not None and isinstance(rc.meta, Mapping) else None
+        meta: Mapping[str, Any] | None = rc.meta if rc is not None and isinstance(rc.meta, Mapping) else None
         if meta is None:
             raw_meta = getattr(message, "meta", None)
             meta = raw_meta if isinstance(raw_meta, Mapping) else None

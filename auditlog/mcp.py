@@ -290,7 +290,8 @@ class MCPAuditor:
         try:
             scanner: Scanner = handle.scanner if handle is not None else _FALLBACK_SCANNER
             fingerprint = handle.fingerprinter.fingerprint if handle is not None else None
-            args_shape, fps = (None, {})
+            args_shape: Any = None
+            fps: dict[str, str] = {}
             if call.arguments is not None:
                 args_shape, fps = shape_value(
                     call.arguments,

@@ -24,6 +24,7 @@ else the path with id-like segments collapsed. Decisions, ``fail_mode`` and leve
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import Any, Protocol
@@ -81,12 +82,12 @@ def _flask_routes(app: object) -> RouteFinder | None:
 def _django_routes(app: object) -> RouteFinder | None:
     if "django" not in sys.modules or type(app).__name__ != "WSGIHandler":
         return None
-    from django.urls import Resolver404, resolve
+    resolve = importlib.import_module("django.urls").resolve
 
     def find(environ: Environ) -> str | None:
         try:
             match = resolve(environ.get("PATH_INFO") or "/")
-        except (Resolver404, Exception):
+        except Exception:  # Resolver404, or URLconf errors: no template
             return None
         route = getattr(match, "route", None)
         return "/" + route.lstrip("^") if isinstance(route, str) and route else None
