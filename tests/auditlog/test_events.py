@@ -181,7 +181,7 @@ class TestCorrelation:
 
 class TestActor:
     def test_scope_user_and_auth(self) -> None:
-        """Starlette user + AuthCredentials; MCP AuthenticatedUser's token; claims mapping in scope['auth']."""
+        """Starlette user + AuthCredentials; the MCP user's token; a claims mapping in scope['auth']."""
         user = SimpleNamespace(is_authenticated=True, identity="alice")
         creds = SimpleNamespace(scopes=["read", "write"])
         assert Actor(subject="alice", scopes=frozenset({"read", "write"})) == default_actor(

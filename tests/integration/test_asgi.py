@@ -209,7 +209,7 @@ class TestRequestEvents:
 
     def test_traceparent_wins(self, kit: SimpleNamespace, pipeline: Any) -> None:
         """A valid traceparent's trace id becomes the correlation id, echoed to the client."""
-        handle, directory = pipeline
+        handle, _directory = pipeline
         tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         with kit.serve_asgi(build_fastapi(handle)) as base:
             r = httpx.get(f"{base}/whoami", headers={"traceparent": tp, "x-request-id": "req-ignored-1"})
@@ -393,7 +393,7 @@ class TestDecisions:
         self, kit: SimpleNamespace, pipeline: Any, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """fail_mode=closed: 503 with a clear body; fail_mode=open: served, the drop counted."""
-        handle, directory = pipeline
+        handle, _directory = pipeline
 
         app = build_fastapi(handle)
         with kit.serve_asgi(app) as base:
@@ -410,7 +410,7 @@ class TestDecisions:
 
     def test_middleware_failures_are_counted_not_raised(self, kit: SimpleNamespace, pipeline: Any) -> None:
         """A resolver that raises: the request is served, the failure counted."""
-        handle, directory = pipeline
+        handle, _directory = pipeline
 
         def broken(scope: Any) -> None:
             raise RuntimeError("resolver bug")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import urllib.parse
 from collections.abc import Iterator
@@ -285,7 +286,7 @@ class TestInMemory:
 
     def test_fail_closed(self, kit: SimpleNamespace, pipeline: Any, monkeypatch: pytest.MonkeyPatch) -> None:
         """fail_mode=closed: the call's result is replaced by a JSON-RPC error when the journal refuses."""
-        handle, directory = pipeline
+        handle, _directory = pipeline
         mw = MCPAuditMiddleware(handle=handle)
         server = build_server(mw)
         outcome: dict[str, Any] = {}
@@ -323,18 +324,19 @@ class TestStreamableHTTP:
 
             async def go() -> None:
                 for token in ("tok-reader", "tok-admin"):
-                    async with httpx2.AsyncClient(headers={"authorization": f"Bearer {token}"}) as http:
-                        async with Client(streamable_http_client(f"{base}/mcp", http_client=http)) as client:
-                            seen[token + ":add"] = (
-                                await client.call_tool("add", {"a": 2, "b": 3})
-                            ).structured_content
-                            try:
-                                await client.call_tool(
-                                    "delete_user", {"uid": "u9"}, meta={"traceparent": TRACEPARENT}
-                                )
-                                seen[token] = "ok"
-                            except MCPError as exc:
-                                seen[token] = exc.message
+                    http = httpx2.AsyncClient(headers={"authorization": f"Bearer {token}"})
+                    transport = streamable_http_client(f"{base}/mcp", http_client=http)
+                    async with http, Client(transport) as client:
+                        seen[token + ":add"] = (
+                            await client.call_tool("add", {"a": 2, "b": 3})
+                        ).structured_content
+                        try:
+                            await client.call_tool(
+                                "delete_user", {"uid": "u9"}, meta={"traceparent": TRACEPARENT}
+                            )
+                            seen[token] = "ok"
+                        except MCPError as exc:
+                            seen[token] = exc.message
 
             run(go)
         assert {"result": 5} == seen["tok-reader:add"] == seen["tok-admin:add"]
@@ -393,12 +395,10 @@ class TestCanaries:
                 elif where == "error":
                     await client.call_tool("fail", {"message": canary})
                 elif where == "resource_uri":
-                    try:
+                    with contextlib.suppress(MCPError):
                         await client.read_resource(
                             f"users://{urllib.parse.quote(canary, safe='')}/x?k={canary}"
                         )
-                    except MCPError:
-                        pass
                 elif where == "prompt_arg":
                     await client.get_prompt("greet", {"name": canary})
                 elif where == "tool_name":

@@ -1,0 +1,366 @@
+"""ASGI and MCP middleware overhead, side by side. One run prints a table of ratios.
+
+    .venv/bin/python benchmarks/bench_asgi.py [--requests 20000] [--connections 32] [--stream-mib 512]
+
+HTTP: uvicorn (one server process) serves a small JSON endpoint (a) bare, (b) behind ``AuditMiddleware``
+writing the chained journal, (c) behind a typical ``BaseHTTPMiddleware`` that logs method, path, status and
+duration through stdlib ``logging`` to a file. The load comes from a separate process: a minimal
+keep-alive HTTP/1.1 client on asyncio streams over loopback, a bounded number of requests. Variants are
+run twice, interleaved; the better run counts.
+
+Memory: a 512 MiB streamed response through (b) with body capture on (cap 1 MiB): the server's peak
+RSS growth. MCP: tool calls per second through an in-memory client session with and without
+``MCPAuditMiddleware``. Targets: (b)/(a) >= 0.90, (b) faster than (c), p99 added < 1 ms, RSS growth
+< 32 MiB, MCP ratio >= 0.90.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PAYLOAD = {"id": 42, "status": "shipped", "items": [{"sku": "A1", "qty": 2}], "total": 19.5}
+
+
+def _rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class _Sink:
+    """A body sink that keeps only the last captured body (capped by the middleware)."""
+
+    def __init__(self) -> None:
+        self.last = 0
+
+    def put(self, correlation_id: str, body: bytes, *, meta: Any) -> None:
+        self.last = len(body)
+
+
+def build_app(variant: str, workdir: Path) -> Any:
+    import logging
+
+    from starlette.applications import Starlette
+    from starlette.middleware.base import BaseHTTPMiddleware
+    from starlette.responses import JSONResponse, StreamingResponse
+    from starlette.routing import Route
+
+    async def order(request: Any) -> JSONResponse:
+        return JSONResponse(PAYLOAD)
+
+    async def big(request: Any) -> StreamingResponse:
+        mib = int(request.query_params.get("mib", "512"))
+        chunk = b"z" * (1 << 20)
+
+        async def gen() -> Any:
+            for _ in range(mib):
+                yield chunk
+
+        return StreamingResponse(gen(), media_type="application/octet-stream")
+
+    async def rss(request: Any) -> JSONResponse:
+        return JSONResponse(
+            {"rss_kib": _rss_kib(), "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+        )
+
+    app: Any = Starlette(routes=[Route("/orders/{order_id}", order), Route("/big", big), Route("/rss", rss)])
+    if variant == "audit":
+        import auditlog
+        from auditlog.asgi import AuditMiddleware
+        from auditlog.policy import loads
+        from store.keys import KeyRing, MasterKey
+
+        policy = loads(
+            'version = 1\n[[rules]]\nid = "big"\nmatch = { route = "/big" }\ncapture_body = true\n'
+        )
+        handle = auditlog.configure(
+            journal_dir=workdir / "journal", key=KeyRing(MasterKey.generate()), policy=policy, stdlib=False
+        )
+        app = AuditMiddleware(app, handle=handle, body_store=_Sink(), capture_limit=1 << 20)
+    elif variant == "logging":
+        log = logging.getLogger("bench.access")
+        log.propagate = False
+        log.setLevel(logging.INFO)
+        log.addHandler(logging.FileHandler(workdir / "access.log"))
+
+        class AccessLog(BaseHTTPMiddleware):
+            async def dispatch(self, request: Any, call_next: Any) -> Any:
+                start = time.perf_counter()
+                response = await call_next(request)
+                log.info(
+                    "%s %s %s %.3fms",
+                    request.method,
+                    request.url.path,
+                    response.status_code,
+                    (time.perf_counter() - start) * 1000,
+                )
+                return response
+
+        app = AccessLog(app)
+    return app
+
+
+def serve(variant: str, port_file: Path) -> None:
+    import uvicorn
+
+    workdir = Path(tempfile.mkdtemp(prefix=f"bench-asgi-{variant}-"))
+    app = build_app(variant, workdir)
+    sock = socket.socket()
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # accepted sockets inherit it (Linux)
+    sock.bind(("127.0.0.1", 0))
+    port_file.write_text(str(sock.getsockname()[1]))
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", ws="none", backlog=2048)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+async def _load(port: int, total: int, connections: int, path: str) -> dict[str, Any]:
+    request = f"GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n".encode()
+    latencies: list[float] = []
+    remaining = total
+
+    async def worker() -> None:
+        nonlocal remaining
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            while remaining > 0:
+                remaining -= 1
+                t0 = time.perf_counter()
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                await reader.readexactly(length)
+                latencies.append(time.perf_counter() - t0)
+        finally:
+            writer.close()
+
+    start = time.perf_counter()
+    await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(connections))), 300)
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+    }
+
+
+async def _stream(port: int, mib: int) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET /big?mib={mib} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n".encode())
+    await reader.readuntil(b"\r\n\r\n")
+    n = 0
+    while chunk := await reader.read(1 << 20):
+        n += len(chunk)
+    writer.close()
+    return n
+
+
+def load_main(args: argparse.Namespace) -> None:
+    result = asyncio.run(_load(args.port, args.requests, args.connections, "/orders/42"))
+    print(json.dumps(result))
+
+
+def _start(variant: str) -> tuple[subprocess.Popen[bytes], int]:
+    port_file = Path(tempfile.mkstemp(prefix="bench-port-")[1])
+    port_file.write_text("")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve", variant, "--port-file", str(port_file)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        text = port_file.read_text()
+        if text:
+            port = int(text)
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return proc, port
+            except OSError:
+                pass
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"server {variant} did not start")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def run_http(requests: int, connections: int) -> dict[str, dict[str, Any]]:
+    best: dict[str, dict[str, Any]] = {}
+    for _round in range(2):
+        for variant in ("bare", "audit", "logging"):
+            proc, port = _start(variant)
+            try:
+                cmd = [sys.executable, __file__, "--load", "--port", str(port)]
+                cmd += ["--requests", str(requests), "--connections", str(connections)]
+                warm = [*cmd[:-4], "--requests", "2000", "--connections", str(connections)]
+                subprocess.run(warm, check=True, capture_output=True, timeout=300)
+                out = subprocess.run(cmd, check=True, capture_output=True, timeout=600)
+                result = json.loads(out.stdout)
+            finally:
+                _stop(proc)
+            if variant not in best or result["rps"] > best[variant]["rps"]:
+                best[variant] = result
+    return best
+
+
+def run_memory(mib: int) -> dict[str, Any]:
+    import urllib.request
+
+    proc, port = _start("audit")
+    try:
+
+        def rss() -> dict[str, int]:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/rss", timeout=10) as r:
+                data: dict[str, int] = json.loads(r.read())
+                return data
+
+        asyncio.run(_stream(port, 4))
+        before = rss()
+        t0 = time.perf_counter()
+        got = asyncio.run(_stream(port, mib))
+        seconds = time.perf_counter() - t0
+        after = rss()
+    finally:
+        _stop(proc)
+    return {
+        "bytes": got,
+        "seconds": seconds,
+        "peak_growth_mib": (after["maxrss_kib"] - before["maxrss_kib"]) / 1024,
+        "rss_growth_mib": (after["rss_kib"] - before["rss_kib"]) / 1024,
+    }
+
+
+def run_mcp(calls: int) -> dict[str, float]:
+    import anyio
+    from mcp import Client
+    from mcp.server.mcpserver import MCPServer
+
+    import auditlog
+    from auditlog.mcp import MCPAuditMiddleware
+    from store.keys import KeyRing, MasterKey
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-mcp-"))
+    handle = auditlog.configure(
+        journal_dir=workdir / "journal", key=KeyRing(MasterKey.generate()), stdlib=False
+    )
+
+    def server(audited: bool) -> MCPServer:
+        s = MCPServer(
+            "bench", middleware=[MCPAuditMiddleware(handle=handle)] if audited else [], log_level="ERROR"
+        )
+
+        @s.tool()
+        def lookup(order_id: int, fields: list[str]) -> dict[str, Any]:
+            return {"id": order_id, "fields": fields, "status": "shipped"}
+
+        return s
+
+    async def rate(audited: bool) -> float:
+        async with Client(server(audited)) as client:
+            for i in range(200):
+                await client.call_tool("lookup", {"order_id": i, "fields": ["status"]})
+            t0 = time.perf_counter()
+            for i in range(calls):
+                await client.call_tool("lookup", {"order_id": i, "fields": ["status", "total"]})
+            return calls / (time.perf_counter() - t0)
+
+    results: dict[str, float] = {"bare": 0.0, "audit": 0.0}
+    for _round in range(3):
+        for name, audited in (("bare", False), ("audit", True)):
+            results[name] = max(results[name], anyio.run(rate, audited))
+    handle.shutdown()
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--serve")
+    ap.add_argument("--port-file", type=Path)
+    ap.add_argument("--load", action="store_true")
+    ap.add_argument("--port", type=int)
+    ap.add_argument("--requests", type=int, default=20000)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--stream-mib", type=int, default=512)
+    ap.add_argument("--mcp-calls", type=int, default=2000)
+    args = ap.parse_args()
+    if args.serve:
+        serve(args.serve, args.port_file)
+        return
+    if args.load:
+        load_main(args)
+        return
+    http = run_http(args.requests, args.connections)
+    mem = run_memory(args.stream_mib)
+    mcp = run_mcp(args.mcp_calls)
+    a, b, c = http["bare"], http["audit"], http["logging"]
+    rows = [
+        ("(a) bare uvicorn", f"{a['rps']:.0f} req/s", "1.00", f"{a['p50_ms']:.2f}", f"{a['p99_ms']:.2f}"),
+        (
+            "(b) AuditMiddleware",
+            f"{b['rps']:.0f} req/s",
+            f"{b['rps'] / a['rps']:.2f}",
+            f"{b['p50_ms']:.2f}",
+            f"{b['p99_ms']:.2f}",
+        ),
+        (
+            "(c) BaseHTTPMiddleware logging",
+            f"{c['rps']:.0f} req/s",
+            f"{c['rps'] / a['rps']:.2f}",
+            f"{c['p50_ms']:.2f}",
+            f"{c['p99_ms']:.2f}",
+        ),
+        ("MCP tool calls, bare", f"{mcp['bare']:.0f} calls/s", "1.00", "", ""),
+        (
+            "MCP tool calls, MCPAuditMiddleware",
+            f"{mcp['audit']:.0f} calls/s",
+            f"{mcp['audit'] / mcp['bare']:.2f}",
+            "",
+            "",
+        ),
+    ]
+    print(
+        f"requests per variant: {args.requests}, connections: {args.connections}, best of 2 interleaved runs"
+    )
+    print("| variant | throughput | ratio to bare | p50 ms | p99 ms |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    print()
+    print(f"p99 added by (b): {b['p99_ms'] - a['p99_ms']:.3f} ms (target < 1 ms)")
+    print(f"(b) vs (c) throughput: {b['rps'] / c['rps']:.2f}x (target > 1)")
+    print(
+        f"{mem['bytes'] / (1 << 20):.0f} MiB streamed through (b) with capture (cap 1 MiB) "
+        f"in {mem['seconds']:.1f} s: peak RSS growth {mem['peak_growth_mib']:.1f} MiB, "
+        f"RSS growth {mem['rss_growth_mib']:.1f} MiB (target < 32)"
+    )
+
+
+if __name__ == "__main__":
+    main()
