@@ -368,4 +368,5 @@ class BodyWriter:
             self.stats.last_error = f"{kind}: {message}"
         if kind not in self._seen:
             self._seen.add(kind)
-            log.warning("body writer: %s (%s); counting further cases in writer.stats", kind, message or "")
+            detail = f" ({message})" if message and message != kind else ""
+            log.warning("body writer: %s%s; counting further cases in writer.stats", kind, detail)
