@@ -17,6 +17,7 @@ import math
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
+from auditlog.events import SCHEMA_VERSION
 from auditlog.pipeline import AuditHandle
 from auditlog.policy import DAY, Policy, Rule
 from store.bodies import (
@@ -44,12 +45,14 @@ __all__ = [
 def audit_sink(handle: AuditHandle) -> AuditSink:
     """An audit sink that appends to the handle's journal and raises when the journal refuses.
 
+    Events get the schema version (``v``); ``emit`` stamps ``ts``, ``event_id`` and ``policy``.
+
     Raises (from the sink):
         AuditUnavailable: ``handle.emit`` returned False (the journal did not take the event).
     """
 
     def sink(event: MutableMapping[str, Any]) -> None:
-        if not handle.emit(dict(event)):
+        if not handle.emit({"v": SCHEMA_VERSION, **event}):
             raise AuditUnavailable("the audit journal did not take the event")
 
     return sink

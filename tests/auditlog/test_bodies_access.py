@@ -89,12 +89,13 @@ class TestPolicyReaders:
         assert b'{"ok": true}' == bodies.get("req-1", reader="oncall", purpose="INC-42")
         handle.flush()
         (ev,) = journal_events(tmp_path / "journal", "body.read")
-        assert ("oncall", "INC-42", "req-1", 12, policy.ref) == (
+        assert ("oncall", "INC-42", "req-1", 12, policy.ref, 1) == (
             ev["actor"]["subject"],  # type: ignore[index]
             ev["purpose"],
             ev["correlation_id"],
             ev["size"],
             ev["policy"],
+            ev["v"],
         )
 
     @pytest.mark.parametrize(
