@@ -42,17 +42,29 @@ __all__ = [
 ]
 
 
+_FREE_TEXT = ("purpose", "reason")
+
+
 def audit_sink(handle: AuditHandle) -> AuditSink:
     """An audit sink that appends to the handle's journal and raises when the journal refuses.
 
-    Events get the schema version (``v``); ``emit`` stamps ``ts``, ``event_id`` and ``policy``.
+    Events get the schema version (``v``); ``emit`` stamps ``ts``, ``event_id`` and ``policy``. The
+    operator's free text (a read's ``purpose``, a hold's ``reason``) goes through the handle's scanner
+    first, so a ticket note that quotes an email address or a token is journaled redacted.
 
     Raises (from the sink):
         AuditUnavailable: ``handle.emit`` returned False (the journal did not take the event).
     """
 
+    scanner = handle.scanner
+
     def sink(event: MutableMapping[str, Any]) -> None:
-        if not handle.emit({"v": SCHEMA_VERSION, **event}):
+        record = {"v": SCHEMA_VERSION, **event}
+        for key in _FREE_TEXT:
+            text = record.get(key)
+            if isinstance(text, str):
+                record[key] = scanner.redact(text)
+        if not handle.emit(record):
             raise AuditUnavailable("the audit journal did not take the event")
 
     return sink

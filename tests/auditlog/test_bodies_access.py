@@ -119,6 +119,17 @@ class TestPolicyReaders:
         (ev,) = journal_events(tmp_path / "journal", "body.read_denied")
         assert (reader, reason) == (ev["actor"]["subject"], ev["decision"]["reason"])  # type: ignore[index]
 
+    def test_free_text_is_scanned_before_it_is_journaled(
+        self, bodies: PolicyBodyStore, policy: Policy, handle: AuditHandle, tmp_path: Path
+    ) -> None:
+        """A purpose or hold reason quoting a secret is journaled redacted."""
+        bodies.put("req-1", b"x", meta=body_meta(policy.defaults, tenant="acme"))
+        bodies.get("req-1", reader="oncall", purpose=f"INC-1 token {NEEDLES[1]}")
+        bodies.hold("req-1", reason=f"case for {NEEDLES[1]}")
+        handle.flush()
+        journaled = json.dumps(list(iter_records(tmp_path / "journal")))
+        assert (False, True) == (NEEDLES[1] in journaled, "INC-1" in journaled)
+
     def test_a_journal_that_cannot_take_the_read_refuses_it(
         self, bodies: PolicyBodyStore, policy: Policy, handle: AuditHandle
     ) -> None:
