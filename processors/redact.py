@@ -83,82 +83,110 @@ class FieldPolicy:
 
 
 # --- reserved keys: the form each value must have to pass through -----------------------------------
+#
+# Reserved keys are meant to be set by processors, but a caller can pass them too
+# (``log.info("x", kind=secret)``, an ``X-Request-Id`` header bound as correlation id). So each value must
+# have the form our processors give it, and free-form names must look like names, not tokens.
 
-_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-_TIMESTAMP = re.compile(r"[0-9][0-9T:.+ Z-]{0,39}")
-_CORRELATION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}|<invalid>")
+_ISO_TIMESTAMP = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]{1,9})?)?)?"
+    r"(?:Z|[+-][0-9]{2}:?[0-9]{2})?"
+)
+_MAX_EPOCH = 10**11  # seconds: year 5138; larger numbers could be card or phone numbers
+_CORRELATION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_HEX_ID = re.compile(
+    r"[0-9a-f]{16,64}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 _SPAN_ID = re.compile(r"[0-9a-f]{16}")
 _FINGERPRINT = re.compile(r"[A-Za-z0-9_.-]{1,32}:[0-9a-f]{32}|<unfingerprintable:[A-Za-z0-9_]{1,64}>")
-_POLICY_VALUE = re.compile(r"[A-Za-z0-9_.:/+=-]{0,128}")
+_DIGEST = re.compile(r"(?:[a-z0-9]{1,16}:)?[0-9a-f]{16,128}")
+_FRAME = re.compile(r"[A-Za-z0-9_./<>-]{1,200}:-?[0-9]{1,9}:[A-Za-z0-9_.<>-]{1,128}")
 _EXCEPTION_KEYS = frozenset(
     {"type", "message", "frames", "frames_omitted", "chain_truncated", "cause", "context"}
 )
+_FORMATTED = "<formatted-exception>"
 
 
-def _matches(pattern: re.Pattern[str]) -> Callable[[Any], bool]:
-    def valid(value: Any) -> bool:
-        return type(value) is str and pattern.fullmatch(value) is not None
-
-    return valid
-
-
-def _timestamp(value: Any) -> bool:
-    return type(value) in (int, float) or (type(value) is str and _TIMESTAMP.fullmatch(value) is not None)
+def _name(value: Any) -> bool:
+    return type(value) is str and emittable_key(value)
 
 
 def _count(value: Any) -> bool:
     return type(value) is int
 
 
+def _timestamp(value: Any) -> bool:
+    if type(value) is str:
+        return _ISO_TIMESTAMP.fullmatch(value) is not None
+    return type(value) in (int, float) and 0 <= value < _MAX_EPOCH
+
+
 def _fingerprints(value: Any) -> bool:
     return type(value) is dict and all(
-        emittable_key(k) and type(v) is str and _FINGERPRINT.fullmatch(v) for k, v in value.items()
+        _name(k) and type(v) is str and _FINGERPRINT.fullmatch(v) for k, v in value.items()
     )
 
 
 def _policy(value: Any) -> bool:
     if type(value) is str:
-        return _NAME.fullmatch(value) is not None
+        return _name(value)
     return type(value) is dict and all(
-        emittable_key(k) and (type(v) is int or (type(v) is str and _POLICY_VALUE.fullmatch(v)))
+        _name(k) and (type(v) is int or _name(v) or (type(v) is str and _DIGEST.fullmatch(v)))
         for k, v in value.items()
     )
 
 
-def _safe_exception(value: Any, depth: int = 0) -> bool:
-    """Whether ``value`` has the form :func:`processors.safe_exception` builds (nothing else, no locals)."""
-    if value == "<formatted-exception>":
-        return True
-    if type(value) is not dict or depth > 16 or not _EXCEPTION_KEYS.issuperset(value):
-        return False
-    frames = value.get("frames", [])
-    if (
-        type(value.get("type")) is not str
-        or type(value.get("message")) is not str
-        or type(frames) is not list
-    ):
-        return False
-    if not all(type(f) is str for f in frames):
-        return False
-    nested = value.get("cause", value.get("context"))
-    return nested is None or _safe_exception(nested, depth + 1)
+def _reserved_forms(scanner: Scanner) -> dict[str, Callable[[Any], bool]]:
+    """The validator of each reserved key; the scanner vets correlation ids and exception messages."""
 
+    def hex_id(pattern: re.Pattern[str]) -> Callable[[Any], bool]:
+        def valid(value: Any) -> bool:
+            if type(value) is not str or not pattern.fullmatch(value):
+                return False
+            return not value.isdigit() or not scanner.findings(value)  # 16 digits can be a card number
 
-_VALIDATORS: dict[str, Callable[[Any], bool]] = {
-    "level": _matches(_NAME),
-    "logger": _matches(_NAME),
-    "kind": _matches(_NAME),
-    "timestamp": _timestamp,
-    "correlation_id": _matches(_CORRELATION_ID),
-    "trace_id": _matches(_TRACE_ID),
-    "span_id": _matches(_SPAN_ID),
-    "exception": _safe_exception,
-    "fp": _fingerprints,
-    "hidden_keys": _count,
-    "dropped_fields": _count,
-    "policy": _policy,
-}
+        return valid
+
+    def correlation_id(value: Any) -> bool:
+        if type(value) is not str or not _CORRELATION_ID.fullmatch(value):
+            return type(value) is str and value == "<invalid>"
+        if _HEX_ID.fullmatch(value) and not value.replace("-", "").isdigit():
+            return True
+        return not scanner.findings(value)
+
+    def exception(value: Any, depth: int = 0) -> bool:
+        """Whether ``value`` is what :func:`processors.safe_exception` builds: no locals, clean text."""
+        if type(value) is str:
+            return value == _FORMATTED
+        if type(value) is not dict or depth > 16 or not _EXCEPTION_KEYS.issuperset(value):
+            return False
+        kind, message, frames = value.get("type"), value.get("message"), value.get("frames")
+        if type(kind) is not str or not all(map(emittable_key, kind.split("."))):
+            return False
+        if type(message) is not str or scanner.findings(message):
+            return False
+        if type(frames) is not list or not all(type(f) is str and _FRAME.fullmatch(f) for f in frames):
+            return False
+        if not all(type(value.get(k, 0)) in (int, bool) for k in ("frames_omitted", "chain_truncated")):
+            return False
+        nested = value.get("cause", value.get("context"))
+        return nested is None or exception(nested, depth + 1)
+
+    return {
+        "level": _name,
+        "logger": _name,
+        "kind": _name,
+        "timestamp": _timestamp,
+        "correlation_id": correlation_id,
+        "trace_id": hex_id(_TRACE_ID),
+        "span_id": hex_id(_SPAN_ID),
+        "exception": exception,
+        "fp": _fingerprints,
+        "hidden_keys": _count,
+        "dropped_fields": _count,
+        "policy": _policy,
+    }
 
 
 class _ValueScan:
@@ -247,7 +275,7 @@ class ShapeRecorder:
         self._scanner = scanner
         self._reserved = frozenset(reserved)
         self._limits = limits
-        self._validators = {k: v for k, v in _VALIDATORS.items() if k in self._reserved}
+        self._validators = {k: v for k, v in _reserved_forms(scanner).items() if k in self._reserved}
 
     def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
         """Return the redacted event (a new dict).
