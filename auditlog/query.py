@@ -576,6 +576,26 @@ ORDER BY ts, type, actor, what
         return self._label
 
     @property
+    def audit(self) -> AuditSink:
+        """Where ``query.run`` events go."""
+        return self._audit
+
+    @property
+    def keys(self) -> KeyRing | None:
+        """The key ring used by :meth:`find`, if any."""
+        return self._keys
+
+    @property
+    def investigator(self) -> str:
+        """Who runs the queries (the ``actor.subject`` of ``query.run``)."""
+        return self._investigator
+
+    @property
+    def catalog(self) -> Catalog:
+        """What the source holds (manifests, segments not compacted yet)."""
+        return self._catalog
+
+    @property
     def connection(self) -> Any:
         """The sandboxed DuckDB connection (for inspection; its configuration is locked)."""
         return self._con

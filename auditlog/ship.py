@@ -44,7 +44,7 @@ from auditlog.compact import FileEntry, Manifest, default_out, load_manifests, p
 from store._segments import list_journal, read_seal
 from store.exceptions import JournalCorrupt, JournalError
 
-__all__ = ["ChecksumMismatch", "S3Layout", "ShipError", "ShipReport", "parse_s3_url", "ship"]
+__all__ = ["ChecksumMismatch", "S3Layout", "ShipError", "ShipReport", "make_client", "parse_s3_url", "ship"]
 
 _URL = re.compile(r"s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(.*))?")
 _HINT = "install auditlog-pipeline[s3] to ship to S3 (it needs boto3)"
@@ -84,14 +84,21 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     return m.group(1), prefix
 
 
-def _client(client: Any, endpoint_url: str | None) -> Any:
-    if client is not None:
-        return client
+def make_client(endpoint_url: str | None = None) -> Any:
+    """A boto3 S3 client (credentials and region from the usual AWS environment and files).
+
+    Raises:
+        ImportError: boto3 is missing (``auditlog-pipeline[s3]``).
+    """
     try:
         import boto3
     except ImportError as exc:
         raise ImportError(_HINT) from exc
     return boto3.client("s3", endpoint_url=endpoint_url)
+
+
+def _client(client: Any, endpoint_url: str | None) -> Any:
+    return client if client is not None else make_client(endpoint_url)
 
 
 def _key(prefix: str, rel: str) -> str:
