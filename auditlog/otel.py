@@ -228,16 +228,20 @@ class _Redactor:
             return None
         out: list[str] = []
         frames = 0
+        in_message = False  # after "Type: message", lines up to the next frame belong to the message
         for line in text.splitlines():
             line = line.rstrip()
             if line in _KEEP_LINES:
                 out.append(line)
+                in_message = False
             elif (m := _FRAME.match(line)) is not None:
                 frames += 1
+                in_message = False
                 if frames <= _MAX_FRAMES:
                     out.append(f'  File "{m.group(1)}", line {m.group(2)}, in {m.group(3)}')
-            elif line and not line[0].isspace() and (m := _EXC_HEADER.match(line)) is not None:
+            elif not in_message and line and not line[0].isspace() and (m := _EXC_HEADER.match(line)):
                 out.append(m.group(1))  # "ValueError: message" keeps the type; the message is elsewhere
+                in_message = True
         if frames > _MAX_FRAMES:
             out.append(f"  ... {frames - _MAX_FRAMES} more frames")
         return self.text("\n".join(out))

@@ -1,11 +1,10 @@
 """The presidio side of :class:`processors.pii.PIIScanner`: recognizers, each behind cheap gates.
 
-Imported only when a ``PIIScanner`` is built (presidio is an optional extra). Each recognizer has one
-pattern and sits behind a :class:`Gate`: substrings, a digit count, a length and a stdlib ``trigger`` regex,
-then (``exact``) its own pattern compiled with the stdlib plus its own validators. Every gate is a
-necessary condition for the recognizer to report something, never a heuristic, so skipping presidio when a
-gate fails loses nothing. A recognizer whose matches never contain whitespace (``windowed``) is run only on
-the whitespace-free runs that hold a candidate, which keeps presidio's backtracking patterns (the email one
+Imported only when a ``PIIScanner`` is built (presidio is an optional extra). Each recognizer sits behind a
+:class:`Gate`: a digit count, a length, substrings and a stdlib ``trigger`` regex. Every gate is a necessary
+condition for the recognizer to report something, never a heuristic, so skipping it when a gate fails loses
+nothing. A recognizer whose matches never contain whitespace (``windowed``) is run only on the
+whitespace-free runs that hold a trigger match, which keeps backtracking patterns (presidio's email pattern
 is quadratic in the run length) off the rest of the text.
 
 Built-in presidio recognizers and patterns used as they are: ``CreditCardRecognizer`` (Luhn),
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import phonenumbers
+import regex  # type: ignore[import-untyped]  # presidio's regex engine, a dependency of presidio
 import tldextract
 from presidio_analyzer import (
     AnalyzerEngine,
@@ -77,16 +77,19 @@ class Gate:
 
     Checked in order: the text has ``min_digits`` digits and ``min_len`` characters, one of ``needs`` occurs
     in it (in the lower-cased text when ``needs_lower``), ``trigger`` matches. ``exact``: the recognizer is a
-    pattern recognizer whose patterns compile with the stdlib, evaluated by :class:`Stage` itself.
+    pattern recognizer evaluated by :class:`Stage` itself (its patterns compiled with ``re``, or with
+    presidio's ``regex`` engine when ``re`` cannot compile them).
     ``may_validate``: ``validate_result`` can lift a match to the maximum score (when it cannot, a weak
     match without a context word is dropped before validation). ``windowed``: the pattern never matches
-    whitespace, so presidio only needs the whitespace-free runs that hold a trigger match.
+    whitespace, so presidio only needs the whitespace-free runs that hold a trigger match; ``narrow``:
+    evaluate an ``exact`` recognizer on those runs only too (worth it for costly patterns).
     """
 
     trigger: re.Pattern[str]
     recognizer: EntityRecognizer
     exact: bool = True
     windowed: bool = False
+    narrow: bool = False
     may_validate: bool = True
     needs: tuple[str, ...] = ()
     needs_lower: bool = False
@@ -97,11 +100,11 @@ class Gate:
 class Stage:
     """A recognizer as the scanner runs it: its gate, then the recognizer, then the score and context rule.
 
-    A pattern recognizer whose pattern compiles with the stdlib and whose validation is cheap is evaluated
-    here, exactly as presidio's ``PatternRecognizer`` scores a match (same pattern and flags, same
-    ``validate_result`` / ``invalidate_result``, same scores) without its per-call overhead; everything
-    else (email, IBAN, phone numbers, extra recognizers) goes through presidio's ``analyze()``.
-    :meth:`run_presidio` always goes through ``analyze()``: the tests check that both agree.
+    A pattern recognizer (``exact``) is evaluated here, exactly as presidio's ``PatternRecognizer`` scores
+    a match (same patterns and flags, same ``validate_result`` / ``invalidate_result``, same scores and
+    de-duplication), without its per-call overhead; the others (IBAN, whose recognizer has its own
+    analysis, and extra recognizers) go through presidio's ``analyze()``. :meth:`run_presidio` always goes
+    through ``analyze()``: the tests check that both agree.
     """
 
     __slots__ = (
@@ -133,7 +136,7 @@ class Stage:
         exact = gate is not None and gate.exact and isinstance(recognizer, PatternRecognizer)
         self.pattern_recognizer = recognizer if exact and isinstance(recognizer, PatternRecognizer) else None
         self.exact = (
-            _stdlib_patterns(self.pattern_recognizer) if self.pattern_recognizer is not None else None
+            _compile_patterns(self.pattern_recognizer) if self.pattern_recognizer is not None else None
         )
         self.min_digits = gate.min_digits if gate is not None else 0
         self.min_len = gate.min_len if gate is not None else 0
@@ -153,10 +156,15 @@ class Stage:
         g = self.gate
         if g is None:
             return self._analyze([(0, len(chunk))], chunk, lower, artifacts)
-        if self.exact is not None:
+        if self.exact is not None and not g.narrow:
             return self._evaluate(chunk, lower, covered) if g.trigger.search(chunk) is not None else []
         spans = [m.span() for m in g.trigger.finditer(chunk)]
-        return self._analyze(self._windows(chunk, spans), chunk, lower, artifacts) if spans else []
+        if not spans:
+            return []
+        windows = self._windows(chunk, spans)
+        if self.exact is not None:
+            return self._evaluate(chunk, lower, covered, windows)
+        return self._analyze(windows, chunk, lower, artifacts)
 
     def run_presidio(
         self, chunk: str, lower: str, artifacts: NlpArtifacts | None
@@ -198,34 +206,40 @@ class Stage:
         return out
 
     def _evaluate(
-        self, chunk: str, lower: str, covered: Sequence[tuple[int, int]]
+        self,
+        chunk: str,
+        lower: str,
+        covered: Sequence[tuple[int, int]],
+        windows: Sequence[tuple[int, int]] | None = None,
     ) -> list[tuple[str, int, int]]:
-        """presidio's ``PatternRecognizer`` scoring of each match of the stdlib-compiled patterns."""
+        """presidio's ``PatternRecognizer`` scoring of each match of its patterns (in ``windows`` only:
+        the whitespace-free runs a never-whitespace pattern can match in; the text around stays visible to
+        lookarounds, so the matches are the same)."""
         assert self.exact is not None and self.gate is not None and self.pattern_recognizer is not None
         rec = self.pattern_recognizer
         entity = rec.supported_entities[0]
         may_validate = self.gate.may_validate
         scored: list[tuple[int, int, float]] = []
-        for pattern, base_score in self.exact:
-            for m in pattern.finditer(chunk):
-                start, end = m.span()
-                if start == end or any(a <= start and end <= b for a, b in covered):
-                    continue
-                if (
-                    not may_validate
-                    and base_score < self.threshold
-                    and not self._context_near(lower, start, end)
-                ):
-                    continue  # nothing can lift this match over the threshold: skip its validation
-                text = m.group()
-                score = base_score
-                valid = rec.validate_result(text)
-                if valid is not None:
-                    score = EntityRecognizer.MAX_SCORE if valid else EntityRecognizer.MIN_SCORE
-                if rec.invalidate_result(text):
-                    score = EntityRecognizer.MIN_SCORE
-                if score > EntityRecognizer.MIN_SCORE:
-                    scored.append((start, end, score))
+        matches = (
+            [m for pattern, score in self.exact for m in _finditer(pattern, score, chunk, windows)]
+            if windows
+            else [(m, score) for pattern, score in self.exact for m in pattern.finditer(chunk)]
+        )
+        for m, base_score in matches:
+            start, end = m.span()
+            if start == end or (covered and any(a <= start and end <= b for a, b in covered)):
+                continue
+            if not may_validate and base_score < self.threshold and not self._context_near(lower, start, end):
+                continue  # nothing can lift this match over the threshold: skip its validation
+            text = m.group()
+            score = base_score
+            valid = rec.validate_result(text)
+            if valid is not None:
+                score = EntityRecognizer.MAX_SCORE if valid else EntityRecognizer.MIN_SCORE
+            if rec.invalidate_result(text):
+                score = EntityRecognizer.MIN_SCORE
+            if score > EntityRecognizer.MIN_SCORE:
+                scored.append((start, end, score))
         if len(scored) > 1:  # as presidio does: drop a match contained in a same-or-better one
             kept = EntityRecognizer.remove_duplicates(
                 [RecognizerResult(entity, a, b, sc) for a, b, sc in scored]
@@ -234,16 +248,25 @@ class Stage:
         return [(entity, a, b) for a, b, sc in scored if self._keep(lower, a, b, sc)]
 
 
-def _stdlib_patterns(recognizer: PatternRecognizer) -> tuple[tuple[re.Pattern[str], float], ...] | None:
-    """The recognizer's patterns compiled with ``re`` (same flags), or None when one needs ``regex``."""
+def _finditer(
+    pattern: Any, score: float, text: str, windows: Sequence[tuple[int, int]]
+) -> list[tuple[Any, float]]:
+    return [(m, score) for a, b in windows for m in pattern.finditer(text, a, b)]
+
+
+def _compile_patterns(recognizer: PatternRecognizer) -> tuple[tuple[Any, float], ...] | None:
+    """The recognizer's patterns compiled with ``re`` (same flags), else with presidio's own ``regex``."""
     patterns: list[Pattern] = getattr(recognizer, "patterns", None) or []
     if not patterns or recognizer.deny_list:
         return None
     flags = int(recognizer.global_regex_flags or 0)
-    try:
-        return tuple((re.compile(p.regex, flags), float(p.score)) for p in patterns)
-    except re.error:
-        return None
+    out: list[tuple[Any, float]] = []
+    for p in patterns:
+        try:
+            out.append((re.compile(p.regex, flags), float(p.score)))
+        except re.error:  # variable-width lookbehind and the like: presidio's engine compiles it
+            out.append((regex.compile(p.regex, flags), float(p.score)))
+    return tuple(out)
 
 
 class _OfflineEmailRecognizer(EmailRecognizer):
@@ -384,24 +407,55 @@ def _phone_valid(pattern_text: str) -> bool:
     if not 7 <= sum(c.isdigit() for c in number) <= 15:
         return False
     forms = [number]
-    if "(0)" in number:
-        forms += [number.replace("(0)", "", 1), number[number.index("(0)") :]]
+    if "(0)" in number:  # "+44 (0)20 ...": the (0) is dropped when dialled from abroad, dialled at home
+        forms = [number.replace("(0)", "", 1), number[number.index("(0)") :], number]
     if _NANP_TRUNK.match(number):
         forms.append(_NANP_TRUNK.sub("", number, count=1))
     return any(_valid_form(f) for f in forms)
 
 
 def _valid_form(number: str) -> bool:
-    """A pre-check against libphonenumber's own number patterns orders the regions to try (and skips
-    ``parse()`` when no region knows the number at all), so a valid number usually costs one parse.
+    """Valid as written. The plain national reading is checked first without ``parse()``; otherwise a
+    pre-check against libphonenumber's own number patterns orders the regions to try (and skips ``parse()``
+    when no region knows the number at all), so a valid number costs one parse at most.
     """
     if number.startswith(("+", "00")):
         return _valid_phone("+" + number[2:] if number.startswith("00") else number, None)
+    if _valid_national(number):
+        return True
     variants = _national_variants("".join(c for c in number if c.isdigit()))
     likely = [r for r, known in _PHONE_KNOWN if any(known.fullmatch(v) for v in variants)]
     if not likely:
         return False
     return any(_valid_phone(number, r) for r in (*likely, *(r for r in _PHONE_REGIONS if r not in likely)))
+
+
+_PHONE_NATIONAL = tuple(
+    (
+        phonenumbers.country_code_for_region(r),
+        getattr(phonenumbers.PhoneMetadata.metadata_for_region(r), "national_prefix", None) or "",
+        _region_pattern((r,)),
+    )
+    for r in _PHONE_REGIONS
+)
+
+
+def _valid_national(number: str) -> bool:
+    """The number read as national in a region (trunk prefix dropped) is valid there: what ``parse()``
+    concludes for a plain national number, without its cost. False means "not shown", never "invalid".
+    """
+    if "(0)" in number:
+        return False
+    digits = "".join(c for c in number if c.isdigit())
+    for code, prefix, known in _PHONE_NATIONAL:
+        nsn = digits[len(prefix) :] if prefix and digits.startswith(prefix) else digits
+        if not nsn or nsn[0] == "0" or not known.fullmatch(nsn):
+            continue
+        if phonenumbers.is_valid_number(
+            phonenumbers.PhoneNumber(country_code=code, national_number=int(nsn))
+        ):
+            return True
+    return False
 
 
 def _valid_phone(text: str, region: str | None) -> bool:
@@ -514,7 +568,13 @@ def build_gates() -> list[Gate]:
         _valid_phone("0", region)
     return [
         # --- personal data (presidio's recognizers and patterns) ---
-        _gate(r"[\w!#$%&'*+\-/=?^`{|}~.]@\w", _OfflineEmailRecognizer(), windowed=True, needs=("@",)),
+        _gate(
+            r"[\w!#$%&'*+\-/=?^`{|}~.]@\w",
+            _OfflineEmailRecognizer(),
+            windowed=True,
+            narrow=True,
+            needs=("@",),
+        ),
         _gate(
             r"\b[1-6]\d{3}[- ]?\d{3}",
             CreditCardRecognizer(patterns=[*CreditCardRecognizer.PATTERNS, _MASTERCARD_2_SERIES]),
@@ -536,6 +596,7 @@ def build_gates() -> list[Gate]:
             r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|::|(?:[0-9A-Fa-f]{1,4}:){6}",
             _IpRecognizer(),
             windowed=True,
+            narrow=True,
             needs=(".", ":"),
         ),
         _gate(

@@ -33,11 +33,16 @@ timestamps, links and request ids every log line carries), ``US_BANK_NUMBER``, `
 order numbers). Add any presidio recognizer with ``extra_recognizers=``.
 
 The fast path, per text: a text longer than ``chunk_size`` is scanned in overlapping chunks, at most
-``max_chars`` of it (the rest is reported as ``UNSCANNED`` so that :meth:`PIIScanner.redact` masks it:
-fail closed). For each chunk, one combined regex of every recognizer's trigger (a necessary condition for
-it to match) decides whether presidio runs at all; then only the recognizers whose trigger fired run.
-Results are cached in a bounded LRU keyed by a keyed BLAKE2b digest of the chunk (a per-scanner random key),
-never by the text. A recognizer that raises masks its whole chunk (``SCAN_ERROR``) instead of passing it.
+``max_chars`` of it (the rest is reported as ``UNSCANNED``, so :meth:`PIIScanner.redact` masks it: fail
+closed). Per chunk, each recognizer sits behind a gate of necessary conditions (a digit count, a length,
+a substring, a stdlib trigger regex); when no gate opens, presidio is not involved at all. A pattern
+recognizer whose gate opens is evaluated exactly as presidio's ``PatternRecognizer`` scores a match (same
+patterns and flags, same ``validate_result`` / ``invalidate_result``, same scores and de-duplication),
+without its per-call overhead; the IBAN recognizer (its own analysis), NER and extra recognizers run
+through presidio's ``analyze()``. Recognizers whose matches hold no whitespace only look at the
+whitespace-free runs that can match. The tests check both paths against ``analyze()``. Results are cached
+in a bounded LRU keyed by a keyed BLAKE2b digest of the chunk (a per-scanner random key), never by the
+text. A recognizer that raises masks its whole chunk (``SCAN_ERROR``) instead of letting it through.
 """
 
 from __future__ import annotations
