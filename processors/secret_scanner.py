@@ -362,6 +362,7 @@ _CREDENTIAL_WORDS = frozenset(
     }
 )
 _LETTERS = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*")
+_MARKER = re.compile(r"<[A-Z][A-Z0-9_]*>")  # what mask() writes: redacting twice changes nothing
 _CLEAN_CACHE_SIZE = 4096
 _CLEAN_CACHE_MAX_LEN = 512
 
@@ -550,7 +551,7 @@ class SecretScanner:
                     continue
                 pos = max(m.end(), m.start() + 1)
                 s, e = m.span((m.lastindex or 0) if rule.group < 0 else rule.group)
-                if e > s:
+                if e > s and not (chunk[s] == "<" and _MARKER.fullmatch(chunk, s, e)):  # already masked
                     out.append(Finding(rule.entity, base + s, base + e))
         if size >= 8:
             self._tokens(chunk, base, out, digits)

@@ -13,6 +13,7 @@ from processors.redact import RESERVED_KEYS, FieldPolicy, ShapeRecorder
 from processors.secret_scanner import SecretScanner
 from processors.shapes import ShapeLimits
 from processors.tracebacks import safe_exception
+from tests.conftest import Canaries
 
 SCANNER = SecretScanner()
 
@@ -182,6 +183,14 @@ class TestReservedKeys:
             "policy": {"id": "default", "hash": "9f2c4e1a0b3d5c7e"},
         }
         assert event == record(dict(event))
+
+    def test_exception_with_masked_message_passes(self, canaries: Canaries) -> None:
+        """A safe_exception dict whose messages were masked passes as it is."""
+        try:
+            raise ValueError(f"token {canaries.values['jwt']} password {canaries.values['password']}")
+        except ValueError as exc:
+            shaped = safe_exception(exc, scanner=SCANNER)
+        assert shaped == record({"exception": shaped})["exception"]
 
     @pytest.mark.parametrize(
         ("key", "value"),

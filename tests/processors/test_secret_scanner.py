@@ -202,6 +202,11 @@ class TestRobustness:
         """Any str, surrogates included, scans and redacts to a str."""
         assert isinstance(SCANNER.redact(text), str)
 
+    def test_redaction_is_idempotent(self, canaries: Canaries) -> None:
+        """Redacted text has no findings: masks are never masked again."""
+        texts = [f"x {v} y" for v in canaries.values.values()] + [text for _, text, _ in POSITIVES]
+        assert [] == [t for t in texts if SCANNER.findings(SCANNER.redact(t))]
+
     def test_findings_are_within_the_text(self) -> None:
         """Every finding is a non-empty span inside the text."""
         text = "a@b.org 4111111111111111 password=x 203.0.113.9 Zoë"
