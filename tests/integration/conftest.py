@@ -86,6 +86,18 @@ def events(directory: Path, kind: str | None = None) -> list[dict[str, Any]]:
     return [r for r in out if kind is None or r.get("kind") == kind]
 
 
+def wait_events(handle: AuditHandle, directory: Path, n: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """The journal's events once there are at least ``n``, waiting at most ``timeout`` seconds: a server
+    writes the event after the last byte, so the client can see the response first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        handle.flush()
+        found = events(directory)
+        if len(found) >= n or time.monotonic() > deadline:
+            return found
+        time.sleep(0.01)
+
+
 def journal_bytes(directory: Path) -> bytes:
     """Every byte under a journal directory (segments and seals)."""
     return b"".join(p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file())
@@ -112,6 +124,7 @@ def kit() -> SimpleNamespace:
         serve_wsgi=serve_wsgi,
         new_handle=new_handle,
         events=events,
+        wait_events=wait_events,
         journal_bytes=journal_bytes,
         MemoryBodies=MemoryBodies,
     )
