@@ -55,7 +55,11 @@ class WriterConfig:
     Args:
         spool_dir: directory for envelopes the store could not take; None drops (and counts) them.
         max_queue: bodies waiting for the worker.
+        max_queue_bytes: body bytes waiting for the worker; a body that would pass it is dropped (and
+            counted) at once, whatever ``on_full`` says.
         on_full: ``"drop"`` (count and drop at once) or ``"block"`` (back-pressure up to ``block_timeout``).
+            ``"block"`` blocks the calling thread: in an async server that is the event loop, so use it
+            only with threaded servers (WSGI) or a short timeout.
         block_timeout: seconds ``put`` may wait when ``on_full="block"``.
         backoff_initial, backoff_max: the replay delay after a failed delivery doubles between these.
         replay_batch: spooled envelopes delivered per replay round before new bodies are taken again.
@@ -67,6 +71,7 @@ class WriterConfig:
 
     spool_dir: str | os.PathLike[str] | None = None
     max_queue: int = 1000
+    max_queue_bytes: int = 64 << 20
     on_full: Literal["drop", "block"] = "drop"
     block_timeout: float = 0.5
     backoff_initial: float = 0.5
@@ -78,8 +83,8 @@ class WriterConfig:
     def __post_init__(self) -> None:
         if self.on_full not in ("drop", "block"):
             raise ValueError("on_full: expected 'drop' or 'block'")
-        if self.max_queue < 1 or self.replay_batch < 1:
-            raise ValueError("max_queue and replay_batch must be positive")
+        if self.max_queue < 1 or self.replay_batch < 1 or self.max_queue_bytes < 1:
+            raise ValueError("max_queue, max_queue_bytes and replay_batch must be positive")
         if not 0 < self.backoff_initial <= self.backoff_max or self.block_timeout < 0:
             raise ValueError("expected 0 < backoff_initial <= backoff_max and block_timeout >= 0")
 
@@ -126,6 +131,7 @@ class BodyWriter:
         self._replay_lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._busy = 0
+        self._queued_bytes = 0
         self._seen: set[str] = set()
         self._spool = Path(cfg.spool_dir) if cfg.spool_dir is not None else None
         self._degraded = False
@@ -152,7 +158,13 @@ class BodyWriter:
         except (InvalidCorrelationId, TypeError) as exc:
             self._count("dropped_invalid", type(exc).__name__)
             return
+        size = len(item.body)
         with self._lock:
+            if self._queued_bytes + size > self.config.max_queue_bytes:
+                self.stats.dropped_full += 1
+                self._note_locked("QueueFull", None)
+                return
+            self._queued_bytes += size
             self._busy += 1
         try:
             if self._closed.is_set():
@@ -162,7 +174,7 @@ class BodyWriter:
             else:
                 self._queue.put_nowait(item)
         except queue.Full:
-            self._done()
+            self._done(size)
             self._count("dropped_full", "QueueFull")
             return
         with self._lock:
@@ -237,7 +249,7 @@ class BodyWriter:
                     msg = str(exc) if isinstance(exc, BodyStoreError) else None
                     self._count("dropped_error", type(exc).__name__, msg)
                 finally:
-                    self._done()
+                    self._done(len(item.body))
             if self._degraded and time.monotonic() >= self._next_replay:
                 self._replay(limit=self.config.replay_batch)
 
@@ -345,9 +357,10 @@ class BodyWriter:
                 self._degraded = True
                 self._next_replay = time.monotonic() + self._backoff
 
-    def _done(self) -> None:
+    def _done(self, size: int) -> None:
         with self._idle:
             self._busy -= 1
+            self._queued_bytes -= size
             if not self._busy:
                 self._idle.notify_all()
 

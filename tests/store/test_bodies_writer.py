@@ -196,6 +196,19 @@ class TestBodyWriter:
             backend.gate.set()
             w.close()
 
+    def test_queued_bytes_are_bounded(self, store: EncryptedBodyStore, backend: FlakyBackend) -> None:
+        """Beyond max_queue_bytes a body is dropped and counted, however short the queue."""
+        backend.gate = threading.Event()
+        w = writer_for(store, None, max_queue_bytes=2500)
+        try:
+            for i in range(5):
+                w.put(f"req-{i}", b"x" * 1000, meta=META)
+            assert 2 <= w.stats.dropped_full <= 3
+        finally:
+            backend.gate.set()
+            w.close()
+        assert w.flush(5)
+
     def test_full_queue_applies_back_pressure(self, store: EncryptedBodyStore, backend: FlakyBackend) -> None:
         """on_full='block': put waits up to block_timeout, then drops and counts."""
         backend.gate = threading.Event()
