@@ -340,7 +340,7 @@ class Catalog:
             for (name,) in con.execute("SELECT DISTINCT segment FROM raw WHERE NOT ok").fetchall():
                 self._check_torn(name, segments)
             keyed = KEYS_SQL.replace("{src}", "(SELECT line, segment, created FROM raw WHERE ok)")
-            table = con.execute(
+            table = con.sql(
                 "SELECT c.*, strftime(c.ts, '%Y-%m-%d') AS date, s.source FROM ("  # noqa: S608
                 + COLUMNS_SQL.replace("{src}", f"({keyed})")
                 + ") c JOIN segs s ON c.segment = s.seg WHERE s.last_seq IS NULL OR c.seq <= s.last_seq"

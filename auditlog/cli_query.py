@@ -181,18 +181,27 @@ def _query_main(
     }
 
 
-def _run(ctx: typer.Context, title: str, fn: Callable[[Any], Any], *, as_json: bool, as_csv: bool) -> None:
+def _run(
+    ctx: typer.Context,
+    title: str,
+    fn: Callable[[Any], Any],
+    *,
+    as_json: bool,
+    as_csv: bool,
+    key_file: Path | None,
+    audit_dir: Path | None,
+) -> None:
     from auditlog.query import Investigation, QueryError
 
     o = ctx.obj
-    ring = _ring(o["key_file"])
+    ring = _ring(key_file or o["key_file"])
     translate = _query_errors(o["source"])
     client = None
     if o["source"].startswith("s3://"):
         from auditlog.ship import make_client
 
         client = make_client(o["endpoint_url"])
-    with _audit_handle(o["source"], o["audit_dir"], ring) as handle:
+    with _audit_handle(o["source"], audit_dir or o["audit_dir"], ring) as handle:
         try:
             with Investigation(
                 o["source"],
@@ -214,9 +223,19 @@ def q_timeline(
     correlation_id: Annotated[str, typer.Argument(help="The correlation id.")],
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
+    key_file: KeyFileOpt = None,
+    audit_dir: AuditDirOpt = None,
 ) -> None:
     """Every event of one correlation id, in order."""
-    _run(ctx, "timeline", lambda inv: inv.timeline(correlation_id), as_json=as_json, as_csv=as_csv)
+    _run(
+        ctx,
+        "timeline",
+        lambda inv: inv.timeline(correlation_id),
+        as_json=as_json,
+        as_csv=as_csv,
+        key_file=key_file,
+        audit_dir=audit_dir,
+    )
 
 
 @query_app.command("actor")
@@ -227,10 +246,18 @@ def q_actor(
     until: UntilOpt = None,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
+    key_file: KeyFileOpt = None,
+    audit_dir: AuditDirOpt = None,
 ) -> None:
     """What one actor did in a time range."""
     _run(
-        ctx, f"actor {subject}", lambda inv: inv.actor(subject, since, until), as_json=as_json, as_csv=as_csv
+        ctx,
+        f"actor {subject}",
+        lambda inv: inv.actor(subject, since, until),
+        as_json=as_json,
+        as_csv=as_csv,
+        key_file=key_file,
+        audit_dir=audit_dir,
     )
 
 
@@ -241,9 +268,19 @@ def q_denials(
     until: UntilOpt = None,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
+    key_file: KeyFileOpt = None,
+    audit_dir: AuditDirOpt = None,
 ) -> None:
     """Refused calls and reads."""
-    _run(ctx, "denials", lambda inv: inv.denials(since, until), as_json=as_json, as_csv=as_csv)
+    _run(
+        ctx,
+        "denials",
+        lambda inv: inv.denials(since, until),
+        as_json=as_json,
+        as_csv=as_csv,
+        key_file=key_file,
+        audit_dir=audit_dir,
+    )
 
 
 @query_app.command("reads")
@@ -253,9 +290,19 @@ def q_reads(
     until: UntilOpt = None,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
+    key_file: KeyFileOpt = None,
+    audit_dir: AuditDirOpt = None,
 ) -> None:
     """Reads of stored bodies (refused ones included): reader, purpose, correlation id."""
-    _run(ctx, "body reads", lambda inv: inv.body_reads(since, until), as_json=as_json, as_csv=as_csv)
+    _run(
+        ctx,
+        "body reads",
+        lambda inv: inv.body_reads(since, until),
+        as_json=as_json,
+        as_csv=as_csv,
+        key_file=key_file,
+        audit_dir=audit_dir,
+    )
 
 
 @query_app.command("find")
@@ -266,13 +313,23 @@ def q_find(
     until: UntilOpt = None,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
+    key_file: KeyFileOpt = None,
+    audit_dir: AuditDirOpt = None,
 ) -> None:
     """Which events carried VALUE? Compares keyed fingerprints; the value is never printed or journaled."""
     if value == "-":
         value = sys.stdin.readline().rstrip("\n")
     if not value:
         raise _fail("find needs a non-empty value")
-    _run(ctx, "find", lambda inv: inv.find(value, since, until), as_json=as_json, as_csv=as_csv)
+    _run(
+        ctx,
+        "find",
+        lambda inv: inv.find(value, since, until),
+        as_json=as_json,
+        as_csv=as_csv,
+        key_file=key_file,
+        audit_dir=audit_dir,
+    )
 
 
 @query_app.command("top")
@@ -284,6 +341,8 @@ def q_top(
     until: UntilOpt = None,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
+    key_file: KeyFileOpt = None,
+    audit_dir: AuditDirOpt = None,
 ) -> None:
     """The busiest tools, routes or actors."""
     if by not in ("tool", "route", "actor"):
@@ -294,6 +353,8 @@ def q_top(
         lambda inv: inv.top(by, since, until, limit=limit),
         as_json=as_json,
         as_csv=as_csv,
+        key_file=key_file,
+        audit_dir=audit_dir,
     )
 
 
@@ -306,6 +367,8 @@ def q_anomalies(
     min_calls: Annotated[int, typer.Option("--min-calls", min=1)] = 20,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
+    key_file: KeyFileOpt = None,
+    audit_dir: AuditDirOpt = None,
 ) -> None:
     """Call-rate spikes against each actor's baseline, denial bursts, first-seen tools."""
     _run(
@@ -314,6 +377,8 @@ def q_anomalies(
         lambda inv: inv.anomalies(since, until, window=window, min_calls=min_calls),
         as_json=as_json,
         as_csv=as_csv,
+        key_file=key_file,
+        audit_dir=audit_dir,
     )
 
 
@@ -325,9 +390,19 @@ def q_sql(
     until: UntilOpt = None,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
+    key_file: KeyFileOpt = None,
+    audit_dir: AuditDirOpt = None,
 ) -> None:
     """Run one SELECT in the sandbox (no file access, no writes, no settings)."""
-    _run(ctx, "sql", lambda inv: inv.sql(text, since=since, until=until), as_json=as_json, as_csv=as_csv)
+    _run(
+        ctx,
+        "sql",
+        lambda inv: inv.sql(text, since=since, until=until),
+        as_json=as_json,
+        as_csv=as_csv,
+        key_file=key_file,
+        audit_dir=audit_dir,
+    )
 
 
 def _progress() -> Any:
