@@ -305,7 +305,7 @@ class TestTimeline:
     def test_every_step_in_order(self, inv: Investigation, incident: Incident) -> None:
         """The incident's timeline has each step, audit events and log lines together, in order."""
         result = inv.timeline(incident.incident_cid)
-        assert incident.incident_steps + ["body.read_denied"] == result.column("kind")
+        assert [*incident.incident_steps, "body.read_denied"] == result.column("kind")
         assert [
             "search_orders",
             "export.requested",
@@ -329,7 +329,7 @@ class TestTimeline:
         raw = Investigation(compacted.journal / "parquet", audit=Sink(compacted.ring))
         with raw:
             assert parquet == raw.timeline(compacted.incident_cid)
-        assert compacted.incident_steps + ["body.read_denied"] == parquet.column("kind")
+        assert [*compacted.incident_steps, "body.read_denied"] == parquet.column("kind")
 
     def test_live_and_compacted_together(self, tmp_path: Path) -> None:
         """Events written after compaction (still JSONL) join the compacted ones in one timeline."""
@@ -361,9 +361,8 @@ class TestFind:
 
     def test_value_never_journaled(self, incident: Incident, tmp_path: Path) -> None:
         """find journals the value's shape only: the journal never holds the value or its fingerprint."""
-        with incident.handle() as handle:
-            with Investigation(incident.journal, audit=handle) as inv:
-                assert len(inv.find(incident.token)) == 3
+        with incident.handle() as handle, Investigation(incident.journal, audit=handle) as inv:
+            assert len(inv.find(incident.token)) == 3
         runs = [r for r in iter_records(incident.journal) if r.get("kind") == "query.run"]
         assert {"t": "str", "len": len(incident.token)} == runs[-1]["query"]["params"]["value"]
         raw = b"".join(p.read_bytes() for p in incident.journal.glob("*.jsonl"))
@@ -592,9 +591,11 @@ class TestJournaling:
 
     def test_refused_by_journal_withholds_result(self, incident: Incident) -> None:
         """A journal that does not take query.run refuses the query."""
-        with Investigation(incident.journal, audit=Sink(incident.ring, accept=False)) as inv:
-            with pytest.raises(NotJournaled, match="withheld"):
-                inv.denials()
+        with (
+            Investigation(incident.journal, audit=Sink(incident.ring, accept=False)) as inv,
+            pytest.raises(NotJournaled, match="withheld"),
+        ):
+            inv.denials()
 
     def test_needs_an_audit_handle(self, incident: Incident) -> None:
         """Without a handle (and none configured) an investigation cannot start."""
@@ -604,9 +605,8 @@ class TestJournaling:
 
     def test_uses_the_configured_handle(self, incident: Incident) -> None:
         """With no audit= the active configure() handle journals, into the same journal."""
-        with incident.handle():
-            with Investigation(incident.journal) as inv:
-                inv.denials()
+        with incident.handle(), Investigation(incident.journal) as inv:
+            inv.denials()
         runs = [r for r in iter_records(incident.journal) if r.get("kind") == "query.run"]
         assert "denials" == runs[-1]["query"]["name"]
 
