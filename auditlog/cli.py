@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from auditlog.cli_bodies import bodies_app
 from auditlog.policy import PolicyError, sensitive_allowlist_warnings
 from auditlog.policy import load as load_policy
 from store.exceptions import JournalError, KeyError_
@@ -31,6 +32,7 @@ app = typer.Typer(
 )
 policy_app = typer.Typer(help="Validate and inspect policy files.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
+app.add_typer(bodies_app, name="bodies")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
