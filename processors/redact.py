@@ -25,7 +25,7 @@ from typing import Any, Literal
 import structlog
 
 from processors.scanning import Scanner
-from processors.shapes import DEFAULT_LIMITS, ShapeLimits, emittable_key, shape_of
+from processors.shapes import _ACCEPTED_KEYS, _SCALARS, DEFAULT_LIMITS, ShapeLimits, emittable_key, shape_of
 
 __all__ = ["RESERVED_KEYS", "FieldPolicy", "Level", "ShapeRecorder"]
 
@@ -298,6 +298,7 @@ class ShapeRecorder:
         metadata = policy.level == "metadata"
         allow = policy.allow if policy.level == "values" else None
         reserved, validators, limits = self._reserved, self._validators, self._limits
+        max_len = limits.max_key_len
         out: dict[str, Any] = {}
         hidden = dropped = 0
         for key, value in event_dict.items():
@@ -311,12 +312,15 @@ class ShapeRecorder:
                     out[key] = value if valid is None or valid(value) else shape_of(value, limits=limits)
             elif metadata:
                 dropped += 1
-            elif not emittable_key(key, limits.max_key_len):
+            elif not (  # emittable_key's cache hit, inlined: this loop runs for every key of every event
+                type(key) is str and key in _ACCEPTED_KEYS and len(key) <= max_len
+            ) and not emittable_key(key, max_len):
                 hidden += 1
             elif allow is not None and key in allow:
                 out[key] = self._allowed(value)
             else:
-                out[key] = shape_of(value, limits=limits)
+                scalar = _SCALARS.get(type(value))  # the common case, without a call to shape_of
+                out[key] = scalar(value) if scalar is not None else shape_of(value, limits=limits)
         if hidden:
             out["hidden_keys"] = hidden
         if dropped:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
 import re
 from typing import Any
 
@@ -28,6 +30,12 @@ class TestFingerprint:
     def test_format_has_key_id_prefix(self) -> None:
         """A fingerprint is ``key_id:`` and 32 hex chars."""
         assert FP.fullmatch(make().fingerprint("alice"))
+
+    @pytest.mark.parametrize("key", [b"k" * 16, b"k" * 64, b"k" * 100])
+    def test_is_hmac_sha256(self, key: bytes) -> None:
+        """The digest is HMAC-SHA256 of the canonical bytes (short, block-sized and long keys)."""
+        expected = hmac.new(key, "tøken".encode(), hashlib.sha256).hexdigest()[:32]
+        assert f"k1:{expected}" == make(key=key).fingerprint("tøken")
 
     def test_stable(self) -> None:
         """The same value and key give the same fingerprint, across instances."""
