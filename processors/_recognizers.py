@@ -58,6 +58,7 @@ __all__ = [
     "build_gates",
     "build_ner",
     "empty_artifacts",
+    "select",
 ]
 
 # presidio compiles patterns with the ``regex`` module, whose flag values equal the stdlib ones.
@@ -97,6 +98,32 @@ class Gate:
     min_len: int = 0
 
 
+def select(stages: Sequence[Stage], chunk: str, lower: str) -> list[Stage]:
+    """The stages whose cheapest necessary conditions hold: digit count, length, substrings, context words."""
+    digits = _count_digits(chunk)
+    n = len(chunk)
+    out: list[Stage] = []
+    for s in stages:
+        if digits < s.min_digits or n < s.min_len:
+            continue
+        text = lower if s.needs_lower else chunk
+        if (s.needle is not None and s.needle not in text) or (
+            s.needles is not None and not s.needles.search(text)
+        ):
+            continue
+        if s.needs_context is not None and not s.needs_context.search(lower):
+            continue
+        out.append(s)
+    return out
+
+
+def _count_digits(text: str) -> int:
+    """Digits in ``text``: at least as many as ``\\d`` matches (``str.isdigit`` is a superset of it)."""
+    if text.isascii():
+        return len(text) - len(text.encode().translate(None, b"0123456789"))
+    return sum(map(str.isdigit, text))
+
+
 class Stage:
     """A recognizer as the scanner runs it: its gate, then the recognizer, then the score and context rule.
 
@@ -116,6 +143,7 @@ class Stage:
         "min_len",
         "needle",
         "needles",
+        "needs_context",
         "needs_lower",
         "pattern_recognizer",
         "recognizer",
@@ -144,6 +172,16 @@ class Stage:
         self.needle = needs[0] if len(needs) == 1 else None
         self.needles = re.compile("|".join(map(re.escape, needs))) if len(needs) > 1 else None
         self.needs_lower = gate.needs_lower if gate is not None else False
+        # Only weak matches and no validation that could lift them: a context word must be in the text.
+        weak = (
+            gate is not None
+            and not gate.may_validate
+            and self.exact is not None
+            and all(score < threshold for _, score in self.exact)
+        )
+        self.needs_context = (
+            (re.compile("|".join(map(re.escape, (w.lower() for w in words))) or "(?!)")) if weak else None
+        )
 
     def run(
         self, chunk: str, lower: str, artifacts: NlpArtifacts | None, covered: Sequence[tuple[int, int]] = ()
@@ -562,6 +600,12 @@ def _gate(trigger: str, recognizer: EntityRecognizer, **kw: Any) -> Gate:
     return Gate(re.compile(trigger), recognizer, **kw)
 
 
+_SSN_MEDIUM = [p for p in UsSsnRecognizer.PATTERNS if p.score >= 0.5]
+_SSN_WEAK = [p for p in UsSsnRecognizer.PATTERNS if p.score < 0.5]
+_IPV4 = [p for p in IpRecognizer.PATTERNS if p.name == "IPv4"]
+_IPV6 = [p for p in IpRecognizer.PATTERNS if p.name != "IPv4"]
+
+
 def build_gates() -> list[Gate]:
     """Every recognizer of the built-in set, each behind its gate."""
     for region in _PHONE_REGIONS:  # load libphonenumber's metadata now, not on the first log line
@@ -593,11 +637,18 @@ def build_gates() -> list[Gate]:
             min_len=15,
         ),
         _gate(
-            r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|::|(?:[0-9A-Fa-f]{1,4}:){6}",
-            _IpRecognizer(),
+            r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}",
+            _IpRecognizer(patterns=_IPV4),
+            windowed=True,
+            needs=(".",),
+            min_digits=4,
+        ),
+        _gate(
+            r"::|(?:[0-9A-Fa-f]{1,4}:){6}",
+            _IpRecognizer(patterns=_IPV6),
             windowed=True,
             narrow=True,
-            needs=(".", ":"),
+            needs=(":",),
         ),
         _gate(
             r"(?:\+|\b00)[1-9]|\d{3}[ .\-)]\s?\d{3}[ .\-]\d{4}|0\d{1,5}\)?\s?[ .\-/]?\d{2}",

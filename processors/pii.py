@@ -168,6 +168,7 @@ class PIIScanner:
         "_max_chars",
         "_ner",
         "_ner_entities",
+        "_select",
         "_step",
         "_threshold",
         "cache_hits",
@@ -217,6 +218,7 @@ class PIIScanner:
         # most specific first, so that heuristics can skip what a specific recognizer already covers
         gated.sort(key=lambda s: min(_PRIORITY.get(e, len(_PRIORITY)) for e in s.entities))
         self._gated: tuple[Stage, ...] = tuple(gated)
+        self._select = mod.select
         always = (stage(r, None) for r in extra_recognizers)
         self._always: tuple[Stage, ...] = tuple(s for s in always if s is not None)
         self._artifacts: NlpArtifacts | None = mod.empty_artifacts() if self._always else None
@@ -284,18 +286,7 @@ class PIIScanner:
 
     def _scan(self, chunk: str) -> tuple[Finding, ...]:
         lower = chunk.lower()
-        digits = _count_digits(chunk)
-        n = len(chunk)
-        stages: list[Stage] = []
-        for s in self._gated:  # the cheapest necessary conditions first: digits, length, substrings
-            if digits < s.min_digits or n < s.min_len:
-                continue
-            text = lower if s.needs_lower else chunk
-            if (s.needle is not None and s.needle not in text) or (
-                s.needles is not None and not s.needles.search(text)
-            ):
-                continue
-            stages.append(s)
+        stages = self._select(self._gated, chunk, lower)
         if not stages and self._ner is None and not self._always:
             self.prefilter_skips += 1
             return ()
@@ -336,13 +327,6 @@ class PIIScanner:
             )
             out.extend(Finding(r.entity_type, int(r.start), int(r.end)) for r in results)
         return tuple(_resolve(out))
-
-
-def _count_digits(text: str) -> int:
-    """Digits in ``text``: at least as many as ``\\d`` matches (``str.isdigit`` is a superset of it)."""
-    if text.isascii():
-        return len(text) - len(text.encode().translate(None, b"0123456789"))
-    return sum(map(str.isdigit, text))
 
 
 def _resolve(found: Iterable[Finding]) -> list[Finding]:
