@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 import pytest
 import structlog
 
@@ -223,3 +225,30 @@ class TestReservedKeys:
         """Keys added to the reserved set without a known form pass as they are."""
         recorder = ShapeRecorder(policy=FieldPolicy(), scanner=SCANNER, reserved=RESERVED_KEYS | {"route"})
         assert {"route": "/users/{id}"} == recorder(None, "info", {"route": "/users/{id}"})
+
+
+class TestPathologicalValues:
+    @pytest.mark.parametrize("level", ["shape", "values"])
+    def test_hostile_values_are_bounded(self, level: str) -> None:
+        """Huge, deep, cyclic and huge-int values, allowlisted or not: bounded time, serialisable output."""
+        loop: list[Any] = []
+        loop.append(loop)
+        deep: list[Any] = []
+        for _ in range(10_000):
+            deep = [deep]
+        event = {
+            "event": "x" * (4 << 20),
+            "big_list": [0] * 10_000_000,
+            "big_dict": {f"k{i}": i for i in range(1_000_000)},
+            "big_set": set(range(100_000)),
+            "deep": deep,
+            "loop": loop,
+            "huge_int": 1 << 1_000_000,
+            "text": "a@example.org " * 100_000,
+        }
+        recorder = ShapeRecorder(policy=FieldPolicy(level=level, allow=frozenset(event)), scanner=SCANNER)  # type: ignore[arg-type]
+        start = time.perf_counter()
+        out = recorder(None, "info", event)
+        elapsed = time.perf_counter() - start
+        assert elapsed < 5.0, f"took {elapsed:.2f}s"
+        assert len(orjson.dumps(out)) < 4 << 20
