@@ -562,6 +562,8 @@ def _compact_batch(
         hasher.join()
         con.close()
         shutil.rmtree(staging, ignore_errors=True)
+        if hasher.mismatch is not None:  # the bytes changed: that explains any parse or count failure
+            raise _hash_error(hasher) from exc
         if isinstance(exc, LayoutError):
             raise
         if type(exc).__module__.startswith(("duckdb", "_duckdb")):
@@ -574,15 +576,18 @@ def _compact_batch(
     hasher.join()
     if hasher.mismatch is not None:
         shutil.rmtree(staging, ignore_errors=True)
-        if hasher.error is not None:
-            raise CompactionError(f"segment {hasher.mismatch} cannot be read: {hasher.error.strerror}")
-        raise SegmentMismatch(
-            f"segment {hasher.mismatch} does not match its seal (sha256); "
-            "run `auditlog verify` on the journal"
-        )
+        raise _hash_error(hasher)
     manifest = _commit(batch, root, src_dir, name, source, files, keys)
     _roll_forward(manifest, root, staging)
     return manifest
+
+
+def _hash_error(hasher: _Hasher) -> CompactionError:
+    if hasher.error is not None:
+        return CompactionError(f"segment {hasher.mismatch} cannot be read: {hasher.error.strerror}")
+    return SegmentMismatch(
+        f"segment {hasher.mismatch} does not match its seal (sha256); run `auditlog verify` on the journal"
+    )
 
 
 def _sealed_input(seal: Seal, path: Path, staging: Path) -> Path:
