@@ -248,39 +248,55 @@ class _Walk:
         return {"t": "arr", "len": n, "items": {"t": "mixed", "types": tags}}
 
 
-def _str(w: _Walk, v: Any, depth: int) -> Shape:
+# Scalars: shaped without a walk, through the builtin's own methods (a subclass's overrides never run).
+# Each call returns a fresh dict: callers may mutate it.
+
+
+def _str(v: Any) -> Shape:
     return {"t": "str", "len": str.__len__(v)}
 
 
-def _int(w: _Walk, v: Any, depth: int) -> Shape:
+def _int(v: Any) -> Shape:
     return {"t": "int"}
 
 
-def _float(w: _Walk, v: Any, depth: int) -> Shape:
+def _float(v: Any) -> Shape:
     return {"t": "float"}
 
 
-def _bool(w: _Walk, v: Any, depth: int) -> Shape:
+def _bool(v: Any) -> Shape:
     return {"t": "bool"}
 
 
-def _none(w: _Walk, v: Any, depth: int) -> Shape:
+def _none(v: Any) -> Shape:
     return {"t": "null"}
 
 
-def _bytes(w: _Walk, v: Any, depth: int) -> Shape:
+def _bytes(v: Any) -> Shape:
     return {"t": "bytes", "len": bytes.__len__(v)}
 
 
-def _bytearray(w: _Walk, v: Any, depth: int) -> Shape:
+def _bytearray(v: Any) -> Shape:
     return {"t": "bytes", "len": bytearray.__len__(v)}
 
 
-def _memoryview(w: _Walk, v: Any, depth: int) -> Shape:
+def _memoryview(v: Any) -> Shape:
     try:
         return {"t": "bytes", "len": v.nbytes}
     except ValueError:  # released
         return unshapeable(v)
+
+
+_SCALARS: dict[type, Callable[[Any], Shape]] = {
+    str: _str,
+    int: _int,
+    float: _float,
+    bool: _bool,
+    type(None): _none,
+    bytes: _bytes,
+    bytearray: _bytearray,
+    memoryview: _memoryview,
+}
 
 
 def _dict(w: _Walk, v: Any, depth: int) -> Shape:
@@ -323,37 +339,31 @@ def _fail(w: _Walk, v: Any, depth: int) -> Shape:
     return unshapeable(v)
 
 
-# Exact builtin scalars: shaped without a walk. Each call returns a fresh dict (callers may mutate it).
-_SCALARS: dict[type, Callable[[Any], Shape]] = {
-    str: lambda v: {"t": "str", "len": len(v)},
-    int: lambda v: {"t": "int"},
-    float: lambda v: {"t": "float"},
-    bool: lambda v: {"t": "bool"},
-    type(None): lambda v: {"t": "null"},
-    bytes: lambda v: {"t": "bytes", "len": len(v)},
-    bytearray: lambda v: {"t": "bytes", "len": len(v)},
-}
-
-
 _HANDLERS: dict[type, _Handler] = {
-    str: _str,
-    int: _int,
-    float: _float,
-    bool: _bool,
-    type(None): _none,
     dict: _dict,
     list: _sequence(list.__len__, list.__iter__),
     tuple: _sequence(tuple.__len__, tuple.__iter__),
     set: _sequence(set.__len__, set.__iter__),
     frozenset: _sequence(frozenset.__len__, frozenset.__iter__),
-    bytes: _bytes,
-    bytearray: _bytearray,
-    memoryview: _memoryview,
 }
-_TAGS: dict[_Handler, str] = {_str: "str", _int: "int", _float: "float", _bool: "bool", _none: "null"}
-_TAGS.update({h: "bytes" for h in (_bytes, _bytearray, _memoryview)})
-_TAGS.update({h: "arr" for tp, h in _HANDLERS.items() if tp in (list, tuple, set, frozenset)})
-_TAGS[_dict] = "obj"
+_TAGS: dict[type, str] = {
+    str: "str",
+    int: "int",
+    float: "float",
+    bool: "bool",
+    type(None): "null",
+    dict: "obj",
+}
+_TAGS.update(dict.fromkeys((bytes, bytearray, memoryview), "bytes"))
+_TAGS.update(dict.fromkeys((list, tuple, set, frozenset), "arr"))
+
+
+def _scalar(shape: Callable[[Any], Shape]) -> _Handler:
+    def handler(w: _Walk, v: Any, depth: int) -> Shape:
+        return shape(v)
+
+    return handler
+
 
 # Subclasses of builtins are read through the builtin's methods: their overrides never run.
 _BUILTIN_BASES: tuple[type, ...] = (str, int, float, bytes, bytearray, dict, list, tuple, set, frozenset)
@@ -378,8 +388,8 @@ def _classify(tp: type) -> tuple[_Handler, str]:
     mro = _MRO.__get__(tp)
     for base in _BUILTIN_BASES:
         if base in mro:
-            handler = _HANDLERS[base]
-            return handler, _TAGS[handler]
+            handler = _HANDLERS.get(base) or _scalar(_SCALARS[base])
+            return handler, _TAGS[base]
     if any(_is_pydantic_base(cls) for cls in mro):
         return _pydantic, "obj"
     if dataclasses.is_dataclass(tp):
@@ -398,8 +408,7 @@ def _is_pydantic_base(cls: type) -> bool:
 
 def _tag(tp: type) -> str:
     """A one-word type tag for mixed-array summaries (``"str"``, ``"obj"``, ...)."""
-    handler = _HANDLERS.get(tp)
-    return _TAGS[handler] if handler is not None else _resolve(tp)[1]
+    return _TAGS.get(tp) or _resolve(tp)[1]
 
 
 def shape_of(value: object, *, limits: ShapeLimits = DEFAULT_LIMITS) -> Shape:
