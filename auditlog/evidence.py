@@ -38,6 +38,7 @@ import hashlib
 import tempfile
 import time
 import zipfile
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -331,7 +332,7 @@ def verify_pack(path: str | Path, *, public_key: str | None = None) -> PackCheck
         for name in names:
             try:
                 data[name] = zf.read(name)
-            except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            except (zipfile.BadZipFile, OSError, ValueError, zlib.error) as exc:
                 problems.append(PackProblem(member=name, reason=f"unreadable ({_why(exc)})"))
     if "manifest.json" not in data or "manifest.sig" not in data:
         missing = "manifest.json" if "manifest.json" not in data else "manifest.sig"
@@ -356,9 +357,11 @@ def verify_pack(path: str | Path, *, public_key: str | None = None) -> PackCheck
         problems.append(
             PackProblem(
                 member="manifest.json",
-                reason="the signature does not match (manifest.json or manifest.sig changed)",
+                reason="the signature does not match (manifest.json or manifest.sig changed); "
+                "the members cannot be checked against an untrusted manifest",
             )
         )
+        return PackCheck(ok=False, signer=signer, members=tuple(names), problems=tuple(problems))
     if public_key is not None and public_key.strip() not in (signer, sig_info.get("public_key")):
         problems.append(
             PackProblem(member="manifest.sig", reason="signed by another key than the expected signer")

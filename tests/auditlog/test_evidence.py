@@ -1,0 +1,311 @@
+"""auditlog.evidence: signed evidence packs mapped to SOC 2 controls, and verify-pack."""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow.parquet as pq
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from auditlog.cli_query import register
+from auditlog.compact import compact
+from auditlog.evidence import PackInvalid, export, signer_public_key, verify_pack
+from store.journal import iter_records
+from store.keys import KeyRing, MasterKey
+from tests.auditlog.test_query import POLICY, Incident, write_incident
+
+FIND_LEAKS = Path("/work/shared/canaries/find_leaks.py")
+CONTROL_FILES = {
+    "controls/CC6.1_access_decisions.csv",
+    "controls/CC6.1_body_reads.csv",
+    "controls/CC7.2_monitoring_coverage.csv",
+    "controls/CC7.3_denials.csv",
+    "controls/CC7.3_anomalies.csv",
+    "controls/CC7.4_incident_timelines.csv",
+}
+
+
+@pytest.fixture(scope="module")
+def incident(tmp_path_factory: pytest.TempPathFactory) -> Incident:
+    inc = write_incident(tmp_path_factory.mktemp("evidence"))
+    compact(inc.journal, keys=inc.ring, max_batch_bytes=20_000)  # part Parquet, part JSONL
+    return inc
+
+
+@pytest.fixture(scope="module")
+def pack(incident: Incident) -> Path:
+    stages: list[str] = []
+    with incident.handle() as handle:
+        report = export(
+            incident.journal,
+            incident.root / "pack.zip",
+            since=incident.days[0],
+            until="0m",
+            audit=handle,
+            progress=lambda stage, done, total: stages.append(stage),
+        )
+    assert ["events", "controls", "chain", "report", "sign", "done"] == stages
+    assert report.chain_ok
+    return report.path
+
+
+def members(path: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as zf:
+        return {n: zf.read(n) for n in zf.namelist()}
+
+
+def rewrite(path: Path, target: Path, changed: dict[str, bytes]) -> None:
+    content = {**members(path), **changed}
+    with zipfile.ZipFile(target, "w") as zf:
+        for name, data in content.items():
+            zf.writestr(name, data)
+
+
+def table(data: bytes) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(data.decode())))
+
+
+class TestPackContents:
+    def test_members(self, pack: Path) -> None:
+        """The pack holds events, the control tables, chain result, policy, retention, reports, charts."""
+        names = set(members(pack))
+        assert CONTROL_FILES <= names
+        assert {
+            "manifest.json", "manifest.sig", "events.parquet", "chain_verification.json", "policy.json",
+            "retention.json", "report.html", "report.md", "charts/events_per_day.svg",
+            "charts/denials_per_tool.svg", "charts/body_reads_per_reader.svg",
+        } <= names  # fmt: skip
+
+    def test_manifest_hashes_every_member_and_holds_the_key(self, pack: Path, incident: Incident) -> None:
+        """manifest.json lists the SHA-256 of every other member and the signer's public key."""
+        files = members(pack)
+        manifest = orjson.loads(files["manifest.json"])
+        assert set(files) - {"manifest.json", "manifest.sig"} == set(manifest["files"])
+        public, fingerprint = signer_public_key(incident.ring)
+        assert (public, fingerprint, "Ed25519") == (
+            manifest["signature"]["public_key"], manifest["signature"]["fingerprint"],
+            manifest["signature"]["algorithm"],
+        )  # fmt: skip
+
+    def test_events_parquet_holds_the_range(self, pack: Path, incident: Incident) -> None:
+        """events.parquet has every record of the range, the incident included."""
+        with zipfile.ZipFile(pack) as zf, zf.open("events.parquet") as fh:
+            rows = pq.read_table(io.BytesIO(fh.read())).to_pylist()
+        cids = {r["correlation_id"] for r in rows}
+        assert incident.incident_cid in cids and set(incident.denied_cids) <= cids
+        assert sum(incident.counts.values()) + 3 <= len(rows)  # + the application log lines
+
+    def test_control_tables(self, pack: Path, incident: Incident) -> None:
+        """The CSVs answer each control: decisions, body reads, coverage, denials, anomalies, timelines."""
+        files = members(pack)
+        decisions = {r["resource"]: r for r in table(files["controls/CC6.1_access_decisions.csv"])}
+        assert ("0", "4") == (
+            decisions["export_customers"]["allowed"],
+            decisions["export_customers"]["denied"],
+        )
+        reads = table(files["controls/CC6.1_body_reads.csv"])
+        assert ["oncall-ann", "intern"] == [r["reader"] for r in reads]
+        coverage = table(files["controls/CC7.2_monitoring_coverage.csv"])
+        assert set(incident.days) == {r["date"] for r in coverage}
+        denials = table(files["controls/CC7.3_denials.csv"])
+        assert incident.denied_cids == [r["correlation_id"] for r in denials if r["kind"] == "authz.denied"]
+        anomalies = table(files["controls/CC7.3_anomalies.csv"])
+        assert {"rate_spike", "denial_burst", "first_seen_tool"} == {r["type"] for r in anomalies}
+        timelines = table(files["controls/CC7.4_incident_timelines.csv"])
+        steps = [r["kind"] for r in timelines if r["correlation_id"] == incident.incident_cid]
+        assert [*incident.incident_steps, "body.read_denied"] == steps
+
+    def test_chain_verification_covers_every_segment_in_range(self, pack: Path, incident: Incident) -> None:
+        """Every segment holding rows in range is reported verified, by chain or by manifest."""
+        files = members(pack)
+        chain = orjson.loads(files["chain_verification.json"])
+        with zipfile.ZipFile(pack) as zf, zf.open("events.parquet") as fh:
+            segments = set(pq.read_table(io.BytesIO(fh.read()), columns=["segment"]).column(0).to_pylist())
+        assert chain["ok"] and not chain["problems"]
+        assert segments == {s["segment"] for s in chain["segments"]}
+        assert all(s["ok"] for s in chain["segments"])
+        assert {"chain"} == {s["checked"] for s in chain["segments"]}
+        assert chain["batches"] and all(b["manifest_mac_ok"] and b["files_ok"] for b in chain["batches"])
+
+    def test_policy_snapshot_and_retention(self, pack: Path) -> None:
+        """policy.json holds the snapshot and its hash; retention.json the retention settings."""
+        files = members(pack)
+        policy = orjson.loads(files["policy.json"])
+        assert (POLICY.id, POLICY.hash, POLICY.snapshot()) == (
+            policy["id"],
+            policy["hash"],
+            policy["snapshot"],
+        )
+        assert policy["matches_events"]
+        retention = orjson.loads(files["retention.json"])
+        assert 400 * 86400 == retention["journal_retention_seconds"]
+        assert {"defaults": 7 * 86400, "payments": 3 * 86400} == {
+            r["rule"]: r["body_retention_seconds"] for r in retention["rules"]
+        }
+
+    def test_reports(self, pack: Path) -> None:
+        """report.md and report.html carry every control section and the charts."""
+        files = members(pack)
+        md, page = files["report.md"].decode(), files["report.html"].decode()
+        for heading in ("CC6.1", "CC7.2", "CC7.3", "CC7.4", "Chain verification", "Policy and retention"):
+            assert f"## {heading}" in md or f"## {heading}" in md.replace("## ", "## ")
+            assert heading in page
+        assert "![Events per day](charts/events_per_day.svg)" in md
+        assert page.count("<svg") == 3 and "<script" not in page
+
+    def test_no_canary_in_the_pack(self, pack: Path, tmp_path: Path) -> None:
+        """find_leaks.py finds none of the canaries the application logged, in the pack or its members."""
+        out = tmp_path / "unpacked"
+        with zipfile.ZipFile(pack) as zf:
+            zf.extractall(out)
+        proc = subprocess.run(
+            [sys.executable, str(FIND_LEAKS), str(pack), str(out)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert 0 == proc.returncode, proc.stdout
+        assert "no leaks" in proc.stdout
+
+    def test_export_is_journaled(self, pack: Path, incident: Incident) -> None:
+        """The export writes an evidence.export event (pack hash, signer), and its queries query.run events."""
+        records = list(iter_records(incident.journal))
+        (event,) = [r for r in records if r.get("kind") == "evidence.export"]
+        assert members(pack) and event["evidence"]["signer"] == signer_public_key(incident.ring)[1]
+        assert event["evidence"]["pack_sha256"] and event["evidence"]["chain_ok"] is True
+        names = {r["query"]["name"] for r in records if r.get("kind") == "query.run"}
+        assert {"sql", "denials", "body_reads", "anomalies", "timeline"} <= names
+
+
+class TestVerifyPack:
+    def test_passes(self, pack: Path, incident: Incident) -> None:
+        """An untouched pack verifies, with and without the expected signer."""
+        check = verify_pack(pack)
+        assert check.ok and not check.problems
+        public, fingerprint = signer_public_key(incident.ring)
+        assert verify_pack(pack, public_key=fingerprint).ok
+        assert verify_pack(pack, public_key=public).ok
+
+    def test_one_byte_changed_in_any_member_names_it(self, pack: Path, tmp_path: Path) -> None:
+        """Flip one byte in any member: verification fails and names exactly that member."""
+        for name, data in members(pack).items():
+            target = tmp_path / "bad.zip"
+            i = len(data) // 2
+            rewrite(pack, target, {name: data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1 :]})
+            check = verify_pack(target)
+            assert not check.ok, name
+            expected = "manifest.json" if name in ("manifest.json", "manifest.sig") else name
+            assert [expected] == [p.member for p in check.problems], name
+
+    def test_corrupted_archive_bytes_name_the_member(self, pack: Path, tmp_path: Path) -> None:
+        """A byte flipped inside the archive's compressed data is reported against its member (bad CRC)."""
+        raw = bytearray(pack.read_bytes())
+        with zipfile.ZipFile(pack) as zf:
+            info = zf.getinfo("report.md")
+        start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra) + 10
+        raw[start] ^= 0xFF
+        target = tmp_path / "crc.zip"
+        target.write_bytes(bytes(raw))
+        check = verify_pack(target)
+        assert "report.md" in {p.member for p in check.problems}
+
+    def test_added_and_removed_members(self, pack: Path, tmp_path: Path) -> None:
+        """A member added or removed is named."""
+        target = tmp_path / "added.zip"
+        rewrite(pack, target, {"extra.txt": b"hello"})
+        assert ["extra.txt"] == [p.member for p in verify_pack(target).problems]
+        content = members(pack)
+        del content["policy.json"]
+        with zipfile.ZipFile(target, "w") as zf:
+            for name, data in content.items():
+                zf.writestr(name, data)
+        assert ["policy.json"] == [p.member for p in verify_pack(target).problems]
+
+    def test_another_signer(self, pack: Path) -> None:
+        """A pack re-signed by someone else fails against the expected signer."""
+        other = signer_public_key(KeyRing(MasterKey.generate()))[1]
+        check = verify_pack(pack, public_key=other)
+        assert ["manifest.sig"] == [p.member for p in check.problems]
+
+    def test_not_a_zip(self, tmp_path: Path) -> None:
+        """A file that is not an archive is a PackInvalid."""
+        bogus = tmp_path / "x.zip"
+        bogus.write_bytes(b"nope")
+        with pytest.raises(PackInvalid, match="not a readable zip"):
+            verify_pack(bogus)
+
+
+class TestCLI:
+    @pytest.fixture
+    def cli(self) -> typer.Typer:
+        app = typer.Typer()
+
+        @app.callback()
+        def root() -> None:
+            """test root"""
+
+        register(app)
+        return app
+
+    def test_export_and_verify_pack(self, cli: typer.Typer, incident: Incident, tmp_path: Path) -> None:
+        """`auditlog export` writes a pack that `auditlog verify-pack` accepts; one changed byte fails it."""
+        key = tmp_path / "k.key"
+        key.write_text(incident.ring.active.to_b64() + "\n")
+        policy = tmp_path / "policy.toml"
+        policy.write_text(POLICY_TOML)
+        out = tmp_path / "cli-pack.zip"
+        args: list[Any] = ["export", incident.journal, "--since", incident.days[1], "--until", "0m", "--out", out,
+                           "--key-file", key, "--audit-dir", tmp_path / "audit", "--policy", policy, "--json",
+                           "--incident", incident.incident_cid]  # fmt: skip
+        res = CliRunner().invoke(cli, [str(a) for a in args])
+        assert 0 == res.exit_code, res.output
+        summary = orjson.loads(res.stdout)
+        assert summary["chain_ok"] and summary["events"] > 0
+        res = CliRunner().invoke(cli, ["verify-pack", str(out), "--public-key", summary["signer"]])
+        assert 0 == res.exit_code, res.output
+        assert "OK" in res.stdout
+        bad = tmp_path / "bad.zip"
+        data = members(out)["controls/CC7.3_denials.csv"]
+        rewrite(out, bad, {"controls/CC7.3_denials.csv": data.replace(b"alice", b"alicf", 1)})
+        res = CliRunner().invoke(cli, ["verify-pack", str(bad)])
+        assert 1 == res.exit_code
+        assert "controls/CC7.3_denials.csv: SHA-256 does not match" in " ".join(res.stdout.split())
+
+    def test_export_needs_a_range(self, cli: typer.Typer, incident: Incident, tmp_path: Path) -> None:
+        """A bad range is a clear usage error."""
+        key = tmp_path / "k.key"
+        key.write_text(incident.ring.active.to_b64() + "\n")
+        res = CliRunner().invoke(
+            cli,
+            ["export", str(incident.journal), "--since", "2026-11-22", "--until", "nonsense", "--out",
+             str(tmp_path / "p.zip"), "--key-file", str(key), "--audit-dir", str(tmp_path / "a")],
+        )  # fmt: skip
+        assert 2 == res.exit_code
+        assert "until: expected an ISO 8601" in " ".join(res.stderr.split())
+
+
+POLICY_TOML = """
+version = 1
+id = "incident-shop"
+
+[defaults]
+level = "shape"
+journal_retention = "400d"
+
+[[rules]]
+id = "payments"
+match = { logger = "shop.payments" }
+level = "values"
+allow = ["amount"]
+fingerprint = ["card_token", "email"]
+body_retention = "3d"
+"""
