@@ -177,7 +177,7 @@ class TestPackContents:
         assert "no leaks" in proc.stdout
 
     def test_export_is_journaled(self, pack: Path, incident: Incident) -> None:
-        """The export writes an evidence.export event (pack hash, signer), and its queries query.run events."""
+        """The export writes an evidence.export event (pack hash, signer); its queries write query.run."""
         records = list(iter_records(incident.journal))
         (event,) = [r for r in records if r.get("kind") == "evidence.export"]
         assert members(pack) and event["evidence"]["signer"] == signer_public_key(incident.ring)[1]
@@ -263,9 +263,11 @@ class TestCLI:
         policy = tmp_path / "policy.toml"
         policy.write_text(POLICY_TOML)
         out = tmp_path / "cli-pack.zip"
-        args: list[Any] = ["export", incident.journal, "--since", incident.days[1], "--until", "0m", "--out", out,
-                           "--key-file", key, "--audit-dir", tmp_path / "audit", "--policy", policy, "--json",
-                           "--incident", incident.incident_cid]  # fmt: skip
+        args: list[Any] = [
+            "export", incident.journal, "--since", incident.days[1], "--until", "0m", "--out", out,
+            "--key-file", key, "--audit-dir", tmp_path / "audit", "--policy", policy, "--json",
+            "--incident", incident.incident_cid,
+        ]  # fmt: skip
         res = CliRunner().invoke(cli, [str(a) for a in args])
         assert 0 == res.exit_code, res.output
         summary = orjson.loads(res.stdout)
