@@ -57,6 +57,7 @@ _TRIGGER_WORDS = (
     "api-key",
     "bearer",
     "authoriz",
+    "xox",
     "---",
 )
 
@@ -442,7 +443,7 @@ class SecretScanner:
             of range.
     """
 
-    __slots__ = ("_clean", "_entropy_threshold", "_max_scan", "_min_token_len", "_rules")
+    __slots__ = ("_clean", "_entropy_threshold", "_max_scan", "_min_token_len", "_prefilter", "_rules")
 
     def __init__(
         self,
@@ -467,6 +468,7 @@ class SecretScanner:
             except re.error as exc:
                 raise ValueError(f"the pattern for {entity} does not compile: {exc.msg}") from exc
         self._rules = _RULES + tuple(extra)
+        self._prefilter = not extra  # the prefilter knows the built-in rules only
         self._entropy_threshold = entropy_threshold
         self._min_token_len = min_token_len
         self._max_scan = max_scan_chars
@@ -486,7 +488,7 @@ class SecretScanner:
         if text in self._clean:
             return []
         try:
-            scan = len(text) > self._max_scan or not text.isascii() or _triggered(text)
+            scan = len(text) > self._max_scan or not (self._prefilter and text.isascii()) or _triggered(text)
             found = self._scan(text) if scan else []
         except Exception:  # fail closed: never raise, never leak
             return [Finding("UNSCANNABLE", 0, len(text))]

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processors.scanning import Finding, Scanner
-from processors.secret_scanner import SecretScanner
+from processors.secret_scanner import SecretScanner, _triggered
 from tests.conftest import Canaries
 
 SCANNER = SecretScanner()
@@ -66,6 +66,7 @@ POSITIVES = [
         "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
     ),
     ("API_KEY", "slack xoxb-123456789012-abcdefABCDEF ok", "xoxb-123456789012-abcdefABCDEF"),
+    ("API_KEY", "slack xoxp-abcdefgh ok", "xoxp-abcdefgh"),
     (
         "API_KEY",
         "google AIzaSyA-1234567890abcdefghijklmnopqrstu ok",
@@ -207,6 +208,21 @@ class TestRobustness:
         texts = [f"x {v} y" for v in canaries.values.values()] + [text for _, text, _ in POSITIVES]
         assert [] == [t for t in texts if SCANNER.findings(SCANNER.redact(t))]
 
+    @settings(max_examples=300, deadline=None)
+    @given(
+        text=st.lists(
+            st.sampled_from(
+                ["xoxp-ab", "Bearer", "bearer", "eyJ", "AKIA", "-----BEGIN", "sk_", "ghp_", "AIza"]
+            )
+            | st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=12),
+            max_size=8,
+        ).map(" ".join)
+    )
+    def test_prefilter_only_skips_clean_text(self, text: str) -> None:
+        """Whatever the ASCII prefilter lets pass unscanned, a full scan finds nothing in either."""
+        if not _triggered(text):
+            assert [] == SCANNER._scan(text)
+
     def test_findings_are_within_the_text(self) -> None:
         """Every finding is a non-empty span inside the text."""
         text = "a@b.org 4111111111111111 password=x 203.0.113.9 Zoë"
@@ -271,6 +287,11 @@ class TestConfiguration:
         """Extra rules mask their whole match under their own entity name."""
         scanner = SecretScanner(extra_patterns={"EMPLOYEE_ID": r"\bEMP-[0-9]{6}\b"})
         assert [Finding("EMPLOYEE_ID", 3, 13)] == scanner.findings("id EMP-123456 ok")
+
+    def test_extra_patterns_bypass_the_prefilter(self) -> None:
+        """An extra rule for plain words runs even on text the built-in prefilter calls clean."""
+        scanner = SecretScanner(extra_patterns={"PROJECT": r"\bBluebird\b"})
+        assert "project <PROJECT> ships" == scanner.redact("project Bluebird ships")
 
     @pytest.mark.parametrize(
         "kwargs",
