@@ -285,7 +285,8 @@ class Investigation:
         self._closed = False
         try:
             self._con.register("_live", _translate(self._catalog.live_table))
-            self._select_files(None, None)
+            self._con.register("_parquet", _sandbox.arrow_schema().empty_table())
+            self._files = ()
             self._con.execute(
                 "CREATE VIEW events AS SELECT *, "
                 "CASE WHEN action_method = 'tools/call' THEN action_name END AS tool, "
@@ -604,8 +605,8 @@ ORDER BY ts, type, actor, what
         """Re-read the source: new manifests, new and grown segments."""
         _translate(self._catalog.refresh)
         self._con.register("_live", _translate(self._catalog.live_table))
-        self._files = None
-        self._select_files(None, None)
+        self._con.register("_parquet", _sandbox.arrow_schema().empty_table())
+        self._files = ()
 
     def close(self) -> None:
         """Close the sandbox connection. Idempotent."""

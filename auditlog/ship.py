@@ -123,6 +123,7 @@ def ship(
     layout: str | os.PathLike[str] | None = None,
     client: Any = None,
     endpoint_url: str | None = None,
+    recheck: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> ShipReport:
     """Upload sealed segments, seals and the compacted layout to ``s3://bucket/prefix``.
@@ -134,6 +135,7 @@ def ship(
         layout: the layout root (default: ``journal_dir/parquet``).
         client: a boto3 S3 client (default: ``boto3.client("s3", endpoint_url=endpoint_url)``).
         endpoint_url: an S3-compatible endpoint, when no client is given.
+        recheck: ignore the ledger and check every object with a HEAD (uploads what differs).
         progress: ``progress(stage, done, total)`` in objects.
 
     Returns:
@@ -163,7 +165,7 @@ def ship(
             sha, md5, size = _digests(path)
         except OSError as exc:
             raise ShipError(f"cannot read {path}: {exc.strerror}") from exc
-        if ledger.has(key, sha) or _matches(s3, bucket, key, sha, md5, size):
+        if (not recheck and ledger.has(key, sha)) or _matches(s3, bucket, key, sha, md5, size):
             ledger.add(key, sha)
             skipped += 1
             continue
@@ -214,12 +216,14 @@ def _plan(journal: Path | None, root: Path) -> Iterator[tuple[str, Path]]:
 def _upload(s3: Any, bucket: str, key: str, path: Path, sha: str) -> None:
     checksum = base64.b64encode(bytes.fromhex(sha)).decode("ascii")
     try:
-        with open(path, "rb") as fh:
-            s3.put_object(Bucket=bucket, Key=key, Body=fh, ChecksumSHA256=checksum, Metadata={"sha256": sha})
+        fh = open(path, "rb")  # noqa: SIM115 - closed below, apart from the upload's own errors
     except OSError as exc:
         raise ShipError(f"cannot read {path}: {exc.strerror}") from exc
-    except Exception as exc:  # botocore's errors, translated at this one boundary
-        raise ShipError(f"upload of s3://{bucket}/{key} failed: {_aws_error(exc)}") from exc
+    with fh:
+        try:
+            s3.put_object(Bucket=bucket, Key=key, Body=fh, ChecksumSHA256=checksum, Metadata={"sha256": sha})
+        except Exception as exc:  # botocore's and the network's errors, translated at this one boundary
+            raise ShipError(f"upload of s3://{bucket}/{key} failed: {_aws_error(exc)}") from exc
 
 
 def _matches(s3: Any, bucket: str, key: str, sha: str, md5: str, size: int) -> bool:

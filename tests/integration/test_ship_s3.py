@@ -1,0 +1,254 @@
+"""auditlog.ship against moto's S3 server over HTTP: layout, idempotence, resume, checksums, queries on s3://."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import orjson
+import pytest
+import typer
+from moto.server import ThreadedMotoServer
+from typer.testing import CliRunner
+
+from auditlog.cli_query import register
+from auditlog.compact import compact, load_manifests
+from auditlog.query import CorruptSource, Investigation
+from auditlog.ship import ChecksumMismatch, ShipError, ship
+from tests.auditlog.test_query import Incident, Sink, write_incident
+
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    mp = pytest.MonkeyPatch()
+    for k, v in AWS_ENV.items():
+        mp.setenv(k, v)
+    mp.delenv("AWS_PROFILE", raising=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+        mp.undo()
+
+
+@pytest.fixture
+def s3(endpoint: str) -> Any:
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+
+
+@pytest.fixture
+def bucket(s3: Any) -> str:
+    name = f"audit-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(scope="module")
+def incident(tmp_path_factory: pytest.TempPathFactory) -> Incident:
+    inc = write_incident(tmp_path_factory.mktemp("ship"), per_day=12, days=2, segment_bytes=8 * 1024)
+    compact(inc.journal, keys=inc.ring, max_batch_bytes=24 * 1024)
+    return inc
+
+
+def keys_in(s3: Any, bucket: str, prefix: str = "") -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            found[obj["Key"]] = obj
+    return found
+
+
+class FailingClient:
+    """Delegates to a real client; the Nth put_object raises (a network failure mid-run)."""
+
+    def __init__(self, real: Any, fail_at: int) -> None:
+        self._real = real
+        self._fail_at = fail_at
+        self.puts = 0
+
+    def put_object(self, **kw: Any) -> Any:
+        self.puts += 1
+        if self.puts == self._fail_at:
+            raise ConnectionError("connection reset")
+        return self._real.put_object(**kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+class CorruptingClient(FailingClient):
+    """Stores different bytes than it was given (what the checksum check must catch)."""
+
+    def put_object(self, **kw: Any) -> Any:
+        kw["Body"] = b"garbage" + kw["Body"].read()[7:]
+        return self._real.put_object(**kw)
+
+
+class TestShip:
+    def test_layout_on_s3(self, incident: Incident, s3: Any, bucket: str) -> None:
+        """Parquet under date=/source=, manifests, and sealed segments with seals under _journal/."""
+        report = ship(incident.journal, f"s3://{bucket}/audit", client=s3)
+        objects = keys_in(s3, bucket)
+        assert set(report.uploaded) == set(objects)
+        manifests = load_manifests(incident.journal / "parquet")
+        for m in manifests:
+            for f in m.files:
+                assert f"audit/{f.path}" in objects
+                head = s3.head_object(Bucket=bucket, Key=f"audit/{f.path}")
+                assert f.sha256 == head["Metadata"]["sha256"]
+            assert f"audit/_manifest/source=web-1/{m.batch}.json" in objects
+        sealed = sorted(p.name for p in incident.journal.glob("*.seal.json"))
+        assert {f"audit/_journal/source=web-1/{n}" for n in sealed} <= set(objects)
+        for name in sealed:
+            seg = name.replace(".seal.json", ".jsonl")
+            body = s3.get_object(Bucket=bucket, Key=f"audit/_journal/source=web-1/{seg}")["Body"].read()
+            assert (incident.journal / seg).read_bytes() == body
+
+    def test_idempotent(self, incident: Incident, s3: Any, bucket: str) -> None:
+        """A second run uploads nothing; so does a run without the local ledger (HEAD checks)."""
+        url = f"s3://{bucket}/p"
+        first = ship(incident.journal, url, client=s3)
+        again = ship(incident.journal, url, client=s3)
+        assert ((), len(first.uploaded)) == (again.uploaded, again.skipped)
+        for ledger in (incident.journal / "parquet" / "_ship").glob("*.jsonl"):
+            ledger.unlink()
+        third = ship(incident.journal, url, client=s3)
+        assert ((), len(first.uploaded)) == (third.uploaded, third.skipped)
+
+    def test_resumes_after_a_failure(self, incident: Incident, s3: Any, bucket: str) -> None:
+        """A run that fails mid-way resumes where it stopped; nothing is uploaded twice."""
+        url = f"s3://{bucket}/resume"
+        flaky = FailingClient(s3, fail_at=5)
+        with pytest.raises(ShipError, match="upload of s3://"):
+            ship(incident.journal, url, client=flaky)
+        done = len(keys_in(s3, bucket, "resume/"))
+        assert 4 == done
+        rest = ship(incident.journal, url, client=s3)
+        assert 4 == rest.skipped
+        assert done + len(rest.uploaded) == len(keys_in(s3, bucket, "resume/"))
+
+    def test_checksum_mismatch_detected(self, incident: Incident, s3: Any, bucket: str) -> None:
+        """Bytes that arrive different from what was sent are detected."""
+        with pytest.raises(ChecksumMismatch, match="does not match what was sent"):
+            ship(incident.journal, f"s3://{bucket}/bad", client=CorruptingClient(s3, fail_at=0))
+
+    def test_recheck_repairs_a_changed_object(self, incident: Incident, s3: Any, bucket: str) -> None:
+        """recheck=True ignores the ledger, finds an object changed in S3, and uploads it again."""
+        url = f"s3://{bucket}/repair"
+        ship(incident.journal, url, client=s3)
+        key = next(k for k in keys_in(s3, bucket, "repair/") if k.endswith(".parquet"))
+        s3.put_object(Bucket=bucket, Key=key, Body=b"tampered")
+        assert () == ship(incident.journal, url, client=s3).uploaded
+        assert (key,) == ship(incident.journal, url, client=s3, recheck=True).uploaded
+
+    def test_bad_url(self, incident: Incident, s3: Any) -> None:
+        """A malformed URL is a ValueError."""
+        with pytest.raises(ValueError, match="s3://bucket/prefix"):
+            ship(incident.journal, "https://example.com/x", client=s3)
+
+
+class TestQueryS3:
+    def test_same_answers_as_local(self, incident: Incident, s3: Any, bucket: str, tmp_path: Path) -> None:
+        """Queries on s3:// answer like the local layout."""
+        ship(incident.journal, f"s3://{bucket}/q", client=s3)
+        sink = Sink(incident.ring)
+        with Investigation(
+            f"s3://{bucket}/q", audit=sink, s3_client=s3, cache_dir=tmp_path / "cache"
+        ) as remote:
+            with Investigation(incident.journal / "parquet", audit=sink) as local:
+                assert local.denials() == remote.denials()
+                assert local.timeline(incident.incident_cid) == remote.timeline(incident.incident_cid)
+                assert local.find(incident.token) == remote.find(incident.token)
+        assert "s3" == sink.events[-1]["action"]["target"]
+
+    def test_fetches_only_the_partitions_in_range(
+        self, incident: Incident, s3: Any, bucket: str, tmp_path: Path
+    ) -> None:
+        """A query limited to the last day downloads only that day's Parquet files."""
+        ship(incident.journal, f"s3://{bucket}/r", client=s3)
+        cache = tmp_path / "cache"
+        with Investigation(
+            f"s3://{bucket}/r", audit=Sink(incident.ring), s3_client=s3, cache_dir=cache
+        ) as inv:
+            assert 0 == len(list(cache.rglob("*.parquet")))
+            inv.denials(since=incident.days[-1])
+            days = {p.parent.parent.name for p in cache.rglob("*.parquet")}
+            assert {f"date={incident.days[-1]}"} == days
+            inv.denials()
+            assert {f"date={d}" for d in incident.days} == {
+                p.parent.parent.name for p in cache.rglob("*.parquet")
+            }
+
+    def test_corrupt_download_refused(self, incident: Incident, s3: Any, bucket: str, tmp_path: Path) -> None:
+        """A Parquet object that does not match its manifest's SHA-256 is refused, not queried."""
+        ship(incident.journal, f"s3://{bucket}/c", client=s3)
+        key = next(k for k in keys_in(s3, bucket, "c/") if k.endswith(".parquet"))
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        s3.put_object(Bucket=bucket, Key=key, Body=body[:-9] + b"XXXXXXXXX")
+        with (
+            Investigation(
+                f"s3://{bucket}/c", audit=Sink(incident.ring), s3_client=s3, cache_dir=tmp_path / "x"
+            ) as inv,
+            pytest.raises(CorruptSource, match="does not match the SHA-256"),
+        ):
+            inv.denials()
+
+    def test_cache_files_are_checked(self, incident: Incident, s3: Any, bucket: str, tmp_path: Path) -> None:
+        """A cached file that was altered locally is fetched again."""
+        ship(incident.journal, f"s3://{bucket}/k", client=s3)
+        cache = tmp_path / "cache"
+        with Investigation(
+            f"s3://{bucket}/k", audit=Sink(incident.ring), s3_client=s3, cache_dir=cache
+        ) as inv:
+            expected = inv.denials()
+        victim = next(cache.rglob("*.parquet"))
+        good = hashlib.sha256(victim.read_bytes()).hexdigest()
+        victim.write_bytes(b"PAR1 not really")
+        with Investigation(
+            f"s3://{bucket}/k", audit=Sink(incident.ring), s3_client=s3, cache_dir=cache
+        ) as inv:
+            assert expected == inv.denials()
+        assert good == hashlib.sha256(victim.read_bytes()).hexdigest()
+
+
+class TestCLI:
+    def test_ship_and_query(
+        self, incident: Incident, endpoint: str, s3: Any, bucket: str, tmp_path: Path
+    ) -> None:
+        """`auditlog ship` then `auditlog query s3://...` through the CLI."""
+        app = typer.Typer()
+
+        @app.callback()
+        def root() -> None:
+            """test root"""
+
+        register(app)
+        runner = CliRunner()
+        res = runner.invoke(app, ["ship", str(incident.journal), f"s3://{bucket}/cli", "--endpoint-url", endpoint,
+                                  "--json"])  # fmt: skip
+        assert 0 == res.exit_code, res.output
+        assert orjson.loads(res.stdout)["uploaded"] > 0
+        key = tmp_path / "k.key"
+        key.write_text(incident.ring.active.to_b64() + "\n")
+        res = runner.invoke(
+            app,
+            ["query", "--endpoint-url", endpoint, "--cache-dir", str(tmp_path / "c"), f"s3://{bucket}/cli",
+             "denials", "--json", "--key-file", str(key), "--audit-dir", str(tmp_path / "audit")],
+        )  # fmt: skip
+        assert 0 == res.exit_code, res.output
+        rows = orjson.loads(res.stdout)
+        assert incident.denied_cids == [r["correlation_id"] for r in rows if r["kind"] == "authz.denied"]
