@@ -166,13 +166,15 @@ class TestQueryS3:
         """Queries on s3:// answer like the local layout."""
         ship(incident.journal, f"s3://{bucket}/q", client=s3)
         sink = Sink(incident.ring)
-        with Investigation(
-            f"s3://{bucket}/q", audit=sink, s3_client=s3, cache_dir=tmp_path / "cache"
-        ) as remote:
-            with Investigation(incident.journal / "parquet", audit=sink) as local:
-                assert local.denials() == remote.denials()
-                assert local.timeline(incident.incident_cid) == remote.timeline(incident.incident_cid)
-                assert local.find(incident.token) == remote.find(incident.token)
+        with (
+            Investigation(
+                f"s3://{bucket}/q", audit=sink, s3_client=s3, cache_dir=tmp_path / "cache"
+            ) as remote,
+            Investigation(incident.journal / "parquet", audit=sink) as local,
+        ):
+            assert local.denials() == remote.denials()
+            assert local.timeline(incident.incident_cid) == remote.timeline(incident.incident_cid)
+            assert local.find(incident.token) == remote.find(incident.token)
         assert "s3" == sink.events[-1]["action"]["target"]
 
     def test_fetches_only_the_partitions_in_range(
@@ -238,8 +240,8 @@ class TestCLI:
 
         register(app)
         runner = CliRunner()
-        res = runner.invoke(app, ["ship", str(incident.journal), f"s3://{bucket}/cli", "--endpoint-url", endpoint,
-                                  "--json"])  # fmt: skip
+        args = ["ship", str(incident.journal), f"s3://{bucket}/cli", "--endpoint-url", endpoint, "--json"]
+        res = runner.invoke(app, args)
         assert 0 == res.exit_code, res.output
         assert orjson.loads(res.stdout)["uploaded"] > 0
         key = tmp_path / "k.key"
