@@ -73,7 +73,10 @@ def demo(
         result = run_demo(dir)
     except FileExistsError as exc:
         raise _fail(str(exc)) from None
-    out.print("[bold]auditlog demo[/bold]: 40 scripted requests, every synthetic secret planted\n")
+    out.print(
+        "[bold]auditlog demo[/bold]: application logs with every synthetic secret planted, then a "
+        "scripted incident against a FastAPI app and an MCP server on 127.0.0.1\n"
+    )
     out.print("One journal record, as written (shapes and fingerprints, no values):")
     out.print(example_record(dir).decode(), markup=False, soft_wrap=True)
     out.print()
@@ -81,7 +84,19 @@ def demo(
     for label, value in summary_rows(result):
         table.add_row(label, value)
     out.print(table)
-    events = Table(title="Events by name")
+    script = Table(title="The incident, as the journal recorded it")
+    for col in ("channel", "caller", "call", "outcome"):
+        script.add_column(col)
+    for step in result.incident.get("script", []):
+        script.add_row(step["channel"], step["who"], step["call"], str(step["status"]))
+    out.print(script)
+    refusals = Table(title="Refusals (authz.denied)")
+    for col in ("who", "action", "reason", "missing scopes"):
+        refusals.add_column(col)
+    for r in result.incident.get("refusals", []):
+        refusals.add_row(str(r["who"]), str(r["action"]), str(r["reason"]), ", ".join(r["missing"]))
+    out.print(refusals)
+    events = Table(title="Journal records by event / kind")
     events.add_column("event")
     events.add_column("records", justify="right")
     for name, count in sorted(result.by_event.items()):
@@ -91,7 +106,7 @@ def demo(
         f"Next: [bold]auditlog verify {dir}/journal --key-file {dir}/demo.key[/bold]   "
         "(the demo keeps its key beside the journal; a real deployment keeps it elsewhere)"
     )
-    if not result.verified or result.leaks or result.dropped:
+    if not result.verified or result.leaks or result.dropped or not result.incident.get("exactly_once"):
         raise typer.Exit(1)
 
 

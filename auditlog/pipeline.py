@@ -230,7 +230,7 @@ class AuditHandle:
         self.processors = processors
         self.stats = reporter.stats
         self._reporter = reporter
-        self._handlers: list[tuple[logging.Logger, logging.Handler, int, bool]] = []
+        self._handlers: list[tuple[logging.Logger, logging.Handler, int, bool, list[logging.Handler]]] = []
         self._closed = False
 
     def emit(self, event: MutableMapping[str, Any]) -> bool:
@@ -263,8 +263,10 @@ class AuditHandle:
         if self._closed:
             return
         self._closed = True
-        for lg, handler, old_level, old_propagate in self._handlers:
+        for lg, handler, old_level, old_propagate, foreign in self._handlers:
             lg.removeHandler(handler)
+            for h in foreign:
+                lg.addHandler(h)
             lg.setLevel(old_level)
             lg.propagate = old_propagate
         self._handlers.clear()
@@ -321,7 +323,8 @@ def configure(
     console: IO[str] | None = None,
     stdlib: bool = True,
     stdlib_level: int = logging.INFO,
-    capture_loggers: tuple[str, ...] = ("uvicorn", "uvicorn.error", "uvicorn.access"),
+    capture_loggers: tuple[str, ...] = ("uvicorn", "uvicorn.error", "uvicorn.access", "fastmcp"),
+    exclusive: bool = True,
 ) -> AuditHandle:
     """Wire structlog, stdlib logging and the journal in one call.
 
@@ -336,8 +339,10 @@ def configure(
         console: a stream that also receives each *redacted* line (e.g. ``sys.stderr``), or None.
         stdlib: route stdlib ``logging`` (root logger and ``capture_loggers``) through the pipeline.
         stdlib_level: the level set on the root logger when ``stdlib`` is on.
-        capture_loggers: loggers that do not propagate to root by default (uvicorn's) and get the
-            handler directly.
+        capture_loggers: loggers that do not propagate to root by default (uvicorn's, fastmcp's) and
+            get the handler directly.
+        exclusive: detach other handlers from the root logger and ``capture_loggers`` while configured
+            (they would print raw values); ``shutdown()`` restores them.
 
     Returns:
         An :class:`AuditHandle`. Calling ``configure`` again shuts the previous handle down first.
@@ -395,7 +400,13 @@ def configure(
         from auditlog.stdlib import install
 
         install(
-            handle, shared=shared, sink=sink, console=console, level=stdlib_level, loggers=capture_loggers
+            handle,
+            shared=shared,
+            sink=sink,
+            console=console,
+            level=stdlib_level,
+            loggers=capture_loggers,
+            exclusive=exclusive,
         )
     with _lock:
         _current = handle

@@ -98,8 +98,14 @@ def install(
     console: IO[str] | None,
     level: int,
     loggers: tuple[str, ...],
+    exclusive: bool,
 ) -> None:
-    """Attach a :class:`JournalHandler` to the root logger and to ``loggers`` (which stop propagating)."""
+    """Attach a :class:`JournalHandler` to the root logger and to ``loggers`` (which stop propagating).
+
+    With ``exclusive``, handlers already on those loggers are detached (and put back by ``shutdown()``):
+    a console handler that ``logging.basicConfig`` or a framework installed would otherwise print the
+    raw, interpolated record (values included) beside the redacted one.
+    """
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[record_to_event, structlog.stdlib.add_log_level],
         processors=[_drop_meta, *shared, sink],
@@ -111,7 +117,10 @@ def install(
     targets: list[tuple[logging.Logger, Any]] = [(root, level)]
     targets += [(logging.getLogger(name), None) for name in loggers]
     for lg, lvl in targets:
-        handle._handlers.append((lg, handler, lg.level, lg.propagate))
+        foreign = list(lg.handlers) if exclusive else []
+        handle._handlers.append((lg, handler, lg.level, lg.propagate, foreign))
+        for h in foreign:
+            lg.removeHandler(h)
         lg.addHandler(handler)
         if lvl is not None:
             lg.setLevel(lvl)

@@ -335,3 +335,21 @@ class TestHandle:
         for p in d.glob("*.jsonl"):
             for line in p.read_bytes().splitlines():
                 assert isinstance(orjson.loads(line), dict)
+
+
+class TestExclusive:
+    def test_foreign_root_handler_detached_and_restored(self, tmp_path: Path) -> None:
+        """A basicConfig-style console handler prints nothing while configured and returns afterwards."""
+        stream = io.StringIO()
+        foreign = logging.StreamHandler(stream)
+        root = logging.getLogger()
+        root.addHandler(foreign)
+        try:
+            handle = auditlog.configure(journal_dir=tmp_path / "j", key=KeyRing(KEY))
+            logging.getLogger("host").warning("token %s", CANARIES.values["api_key"])
+            handle.shutdown()
+            assert "" == stream.getvalue()
+            assert foreign in root.handlers
+        finally:
+            root.removeHandler(foreign)
+        assert 1 == len(records(tmp_path / "j"))
