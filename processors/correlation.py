@@ -16,9 +16,9 @@ from typing import Any
 
 import structlog
 
-__all__ = ["add_correlation_ids", "bind_correlation_id", "new_correlation_id"]
+__all__ = ["VALID_CORRELATION_ID", "add_correlation_ids", "bind_correlation_id", "new_correlation_id"]
 
-_VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+VALID_CORRELATION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _INVALID = "<invalid>"
 
 
@@ -69,7 +69,7 @@ def add_correlation_ids(
     """
     cid = event_dict.get("correlation_id")
     if cid is not None:
-        if type(cid) is not str or not _VALID_ID.fullmatch(cid):
+        if type(cid) is not str or not VALID_CORRELATION_ID.fullmatch(cid):
             event_dict["correlation_id"] = _INVALID
         return event_dict
     ids = _current_span_ids()
@@ -99,7 +99,7 @@ def bind_correlation_id(cid: str | None = None) -> Iterator[str]:
     """
     if cid is None:
         cid = new_correlation_id()
-    elif type(cid) is not str or not _VALID_ID.fullmatch(cid):
+    elif type(cid) is not str or not VALID_CORRELATION_ID.fullmatch(cid):
         raise ValueError("a correlation id is 1-128 chars of [A-Za-z0-9._:-]")
     with structlog.contextvars.bound_contextvars(correlation_id=cid):
         yield cid

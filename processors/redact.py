@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import structlog
 
+from processors.correlation import VALID_CORRELATION_ID
 from processors.scanning import Scanner
 from processors.shapes import _ACCEPTED_KEYS, _SCALARS, DEFAULT_LIMITS, ShapeLimits, emittable_key, shape_of
 
@@ -93,7 +94,6 @@ _ISO_TIMESTAMP = re.compile(
     r"(?:Z|[+-][0-9]{2}:?[0-9]{2})?"
 )
 _MAX_EPOCH = 10**11  # seconds: year 5138; larger numbers could be card or phone numbers
-_CORRELATION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _HEX_ID = re.compile(
     r"[0-9a-f]{16,64}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
@@ -149,7 +149,7 @@ def _reserved_forms(scanner: Scanner) -> dict[str, Callable[[Any], bool]]:
         return valid
 
     def correlation_id(value: Any) -> bool:
-        if type(value) is not str or not _CORRELATION_ID.fullmatch(value):
+        if type(value) is not str or not VALID_CORRELATION_ID.fullmatch(value):
             return type(value) is str and value == "<invalid>"
         if _HEX_ID.fullmatch(value) and not value.replace("-", "").isdigit():
             return True

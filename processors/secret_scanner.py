@@ -197,9 +197,10 @@ _RULES: tuple[_Rule, ...] = (
     _Rule(
         "PHONE_NUMBER",
         re.compile(
-            r"[+(2-9](?<![\w+.-].)(?:(?<=\+)[1-9][0-9]{0,3}(?:[ .-]\(?[0-9]{1,5}\)?|\([0-9]{1,5}\)){1,6}"
+            r"[+(2-9](?<![A-Za-z0-9+.-].)"
+            r"(?:(?<=\+)[1-9][0-9]{0,3}(?:[ .-]\(?[0-9]{1,5}\)?|\([0-9]{1,5}\)){1,6}"
             r"|(?<=\+)[1-9][0-9]{7,14}|(?<=\()[2-9][0-9]{2}\) ?[2-9][0-9]{2}[ .-][0-9]{4}"
-            r"|(?<=[2-9])[0-9]{2}[ .-][2-9][0-9]{2}[ .-][0-9]{4})(?![\w-])"
+            r"|(?<=[2-9])[0-9]{2}[ .-][2-9][0-9]{2}[ .-][0-9]{4})(?![A-Za-z0-9-])"
         ),
         check=_phone,
         min_digits=8,
@@ -214,20 +215,22 @@ _RULES: tuple[_Rule, ...] = (
     ),
     _Rule(
         "IP_ADDRESS",
-        re.compile(r"[0-9](?<![\w.].)[0-9]{0,2}(?:\.[0-9]{1,3}){3}(?!\w|\.[0-9])"),
+        re.compile(r"[0-9](?<![A-Za-z0-9.].)[0-9]{0,2}(?:\.[0-9]{1,3}){3}(?![A-Za-z0-9]|\.[0-9])"),
         check=_ipv4,
         min_digits=4,
         chars=frozenset("."),
     ),
     _Rule(
         "IP_ADDRESS",
-        re.compile(rf"{_HEX}(?<![\w:.].){_HEX}{{0,3}}(?::{_H4}){{7}}(?![\w:])"),
+        re.compile(rf"{_HEX}(?<![A-Za-z0-9:.].){_HEX}{{0,3}}(?::{_H4}){{7}}(?![A-Za-z0-9:])"),
         min_digits=1,
         chars=frozenset(":"),
     ),
     _Rule(
         "IP_ADDRESS",
-        re.compile(rf"(?<![\w:.])(?:{_H4}(?::{_H4}){{0,6}})?::(?:{_H4}(?::{_H4}){{0,6}})?(?![\w:])"),
+        re.compile(
+            rf"(?<![A-Za-z0-9:.])(?:{_H4}(?::{_H4}){{0,6}})?::(?:{_H4}(?::{_H4}){{0,6}})?(?![A-Za-z0-9:])"
+        ),
         check=_ipv6,
         min_digits=1,
         needs=("::",),
@@ -366,6 +369,12 @@ _LETTERS = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*")
 _MARKER = re.compile(r"<[A-Z][A-Z0-9_]*>")  # what mask() writes: redacting twice changes nothing
 _CLEAN_CACHE_SIZE = 4096
 _CLEAN_CACHE_MAX_LEN = 512
+
+
+def base64ish_letters(token: str) -> bool:
+    """Return whether a run of letters flips case as often as base64 does (camelCase flips far less)."""
+    flips = sum(a.isupper() != b.isupper() for a, b in itertools.pairwise(token))
+    return flips * 3 >= len(token)
 
 
 def _uuid_stub(m: re.Match[str]) -> str:
@@ -604,11 +613,7 @@ class SecretScanner:
         if classes == _ALL_CLASSES:
             return True
         if not classes & _DIGIT:
-            if classes != _LOWER | _UPPER or not token.isalpha():
-                return False
-            # base64-ish letters: case flips far more often than in camelCase words
-            flips = sum(a.isupper() != b.isupper() for a, b in itertools.pairwise(token))
-            return flips * 3 >= len(token)
+            return classes == _LOWER | _UPPER and token.isalpha() and base64ish_letters(token)
         if classes == _DIGIT:
             return False
         return _entropy(token, self._entropy_threshold) >= self._entropy_threshold

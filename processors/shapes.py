@@ -28,10 +28,10 @@ import dataclasses
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
-from itertools import chain, islice, pairwise
+from itertools import chain, islice
 from typing import Any
 
-from processors.secret_scanner import SecretScanner
+from processors.secret_scanner import SecretScanner, base64ish_letters
 
 __all__ = ["DEFAULT_LIMITS", "ShapeLimits", "emittable_key", "safe_type_name", "shape_of", "unshapeable"]
 
@@ -73,6 +73,7 @@ DEFAULT_LIMITS = ShapeLimits()
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 _SEGMENTS = re.compile(r"[._-]")
 _HEX8 = re.compile(r"[0-9A-Fa-f]{8,}")
+_NUMBERS = re.compile(r"[0-9]+(?:[._-][0-9]+){3}")  # an IP address or a number in groups, glued to a name
 _KEY_SCANNER = SecretScanner()
 _ACCEPTED_KEYS: dict[str, None] = {}
 _ACCEPTED_KEYS_MAX = 8192
@@ -86,10 +87,7 @@ def _token_segment(segment: str) -> bool:
         return True  # mixes letters and digits
     if _HEX8.fullmatch(segment):
         return True
-    if len(segment) >= 16 and segment.isalpha():
-        flips = sum(a.isupper() != b.isupper() for a, b in pairwise(segment))
-        return flips * 3 >= len(segment)  # base64-ish, not camelCase
-    return False
+    return len(segment) >= 16 and segment.isalpha() and base64ish_letters(segment)
 
 
 def emittable_key(key: object, max_len: int = DEFAULT_LIMITS.max_key_len) -> bool:
@@ -107,6 +105,8 @@ def emittable_key(key: object, max_len: int = DEFAULT_LIMITS.max_key_len) -> boo
     if key in _ACCEPTED_KEYS:
         return True
     if not _IDENTIFIER.fullmatch(key) or any(map(_token_segment, _SEGMENTS.split(key))):
+        return False
+    if sum(map(key.count, "0123456789")) >= 6 or _NUMBERS.search(key):  # names hold few digits
         return False
     if _KEY_SCANNER.findings(key):
         return False

@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Any
 
 from processors.scanning import Scanner
+from processors.shapes import emittable_key, safe_type_name
 
 __all__ = ["ExceptionShaper", "safe_exception"]
 
@@ -41,14 +42,17 @@ def _dotted(text: object, limit: int = 128) -> str:
 
 
 def _type_name(exc: BaseException) -> str:
+    """``module.QualName``, each part a plain name (a class named like a token becomes ``type``)."""
     tp = type(exc)
     try:
         module, qualname = _dotted(_MODULE.__get__(tp)), _dotted(_QUALNAME.__get__(tp))
     except Exception:
         return "<unknown>"
-    if not qualname:
-        return "<unknown>"
-    return qualname if module in ("builtins", "") else f"{module}.{qualname}"
+    if not qualname or not all(map(emittable_key, qualname.split("."))):
+        qualname = safe_type_name(tp)
+    if module in ("builtins", "") or not all(map(emittable_key, module.split("."))):
+        return qualname
+    return f"{module}.{qualname}"
 
 
 def _short_path(path: str, cwd: str) -> str:

@@ -26,6 +26,7 @@ POSITIVES = [
     ("PHONE_NUMBER", "call +4915112345678 now", "+4915112345678"),
     ("IBAN_CODE", "iban DE89 3704 0044 0532 0130 00 please", "DE89 3704 0044 0532 0130 00"),
     ("IP_ADDRESS", "from 192.168.10.254, retrying", "192.168.10.254"),
+    ("IP_ADDRESS", "client_ip_10.1.2.3 seen", "10.1.2.3"),
     (
         "IP_ADDRESS",
         "from 2001:0db8:85a3:0000:0000:8a2e:0370:7334 ok",

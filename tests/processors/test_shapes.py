@@ -264,6 +264,9 @@ class TestKeys:
             "Zoë",
             "x" * 65,
             "bad\ud800",
+            "k_203.0.113.77",
+            "k203.0.113.77",
+            "id_5555555555554444",
         ],
     )
     def test_data_looking_keys_are_hidden(self, key: str) -> None:

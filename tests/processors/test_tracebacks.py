@@ -93,6 +93,12 @@ class TestSafeException:
             shaped = safe_exception(exc, scanner=SCANNER)
         assert {"type", "message", "frames"} == set(shaped)
 
+    def test_token_named_exception_class(self, canaries: Canaries) -> None:
+        """An exception class named like a secret is reported as ``type``."""
+        secret_type = type(canaries.values["api_key"], (Exception,), {})
+        shaped = safe_exception(raised(secret_type("x")), scanner=SCANNER)
+        assert "tests.processors.test_tracebacks.type" == shaped["type"]
+
     def test_unprintable(self) -> None:
         """str(exc) raising gives <unprintable>."""
         assert "<unprintable>" == safe_exception(raised(Unprintable()), scanner=SCANNER)["message"]
