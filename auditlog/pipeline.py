@@ -118,6 +118,33 @@ def _unserializable(v: object) -> str:
     return f"<unshapeable:{type(v).__name__[:64]}>"
 
 
+class Guarded:
+    """Run a processor chain so that nothing in it can raise into the host application.
+
+    ``DropEvent`` (a policy's level ``none``) passes through; any other exception drops the event, which
+    is counted and reported like a journal failure: a bug or a hostile value costs one event, never a
+    request.
+    """
+
+    __slots__ = ("_chain", "_reporter")
+
+    def __init__(self, chain: list[Processor], reporter: _Reporter) -> None:
+        self._chain = tuple(chain)
+        self._reporter = reporter
+
+    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> Any:
+        ed: Any = event_dict
+        try:
+            for proc in self._chain:
+                ed = proc(logger, method_name, ed)
+        except structlog.DropEvent:
+            raise
+        except Exception as exc:
+            self._reporter.drop(f"processor:{type(exc).__name__}")
+            raise structlog.DropEvent from None
+        return ed
+
+
 class _JournalLogger:
     """A structlog logger that prints the redacted console line (if any) and does nothing else."""
 
@@ -168,7 +195,10 @@ class PolicyFingerprints:
         if names:
             hit = names.intersection(event_dict)
             if hit:
-                fps = event_dict.setdefault("fp", {})
+                fps = event_dict.get("fp")
+                # A caller's own `fp` argument is kept only in a fresh dict; the recorder vets it.
+                fps = dict(fps) if type(fps) is dict else {}
+                event_dict["fp"] = fps
                 for k in hit:
                     fps[k] = self._fp.fingerprint(event_dict.pop(k))
         return event_dict
@@ -382,7 +412,7 @@ def configure(
         sink,
     ]
     structlog.configure(
-        processors=chain,
+        processors=[Guarded(chain, reporter)],
         logger_factory=_LoggerFactory(console),
         wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         cache_logger_on_first_use=True,
@@ -401,8 +431,7 @@ def configure(
 
         install(
             handle,
-            shared=shared,
-            sink=sink,
+            chain=Guarded([*shared, sink], reporter),
             console=console,
             level=stdlib_level,
             loggers=capture_loggers,

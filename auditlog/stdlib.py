@@ -20,7 +20,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 from auditlog.urls import redact_target
 
 if TYPE_CHECKING:
-    from auditlog.pipeline import AuditHandle, JournalSink
+    from auditlog.pipeline import AuditHandle
 
 __all__ = ["JournalHandler", "install", "record_to_event"]
 
@@ -81,6 +81,8 @@ class JournalHandler(logging.Handler):
             line = self.format(record)
             if self._console is not None and line:
                 self._console.write(line + "\n")
+        except structlog.DropEvent:
+            return  # the policy says level none (or the guarded chain already counted a failure)
         except Exception:
             self.handleError(record)
 
@@ -93,8 +95,7 @@ class JournalHandler(logging.Handler):
 def install(
     handle: AuditHandle,
     *,
-    shared: list[Processor],
-    sink: JournalSink,
+    chain: Processor,
     console: IO[str] | None,
     level: int,
     loggers: tuple[str, ...],
@@ -108,7 +109,7 @@ def install(
     """
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[record_to_event, structlog.stdlib.add_log_level],
-        processors=[_drop_meta, *shared, sink],
+        processors=[_drop_meta, chain],
         use_get_message=False,
         pass_foreign_args=True,
     )

@@ -353,3 +353,39 @@ class TestExclusive:
         finally:
             root.removeHandler(foreign)
         assert 1 == len(records(tmp_path / "j"))
+
+
+class Exploding:
+    """A value whose every dunder raises, and a processor bug, must cost one event, never the caller."""
+
+    def __getattribute__(self, name: str) -> Any:
+        raise RuntimeError("boom")
+
+
+class TestGuard:
+    def test_a_failing_processor_drops_one_event_and_never_raises(
+        self, configured: tuple[auditlog.AuditHandle, Path, io.StringIO]
+    ) -> None:
+        """A processor that raises costs one counted event; the caller sees nothing."""
+        handle, d, _ = configured
+
+        def broken(logger: Any, name: str, ed: Any) -> Any:
+            raise RuntimeError(CANARIES.values["password"])
+
+        guard = structlog.get_config()["processors"][0]
+        guard._chain = (broken, *guard._chain)
+        structlog.get_logger("app").info("x")
+        logging.getLogger("app").info("y")
+        assert 1 <= handle.stats.dropped
+        assert {"processor:RuntimeError"} <= set(handle.stats.drop_reasons)
+
+    def test_caller_fp_argument_does_not_break_fingerprinting(self, tmp_path: Path) -> None:
+        """A caller passing its own `fp=` still gets the rule's fingerprints, and no crash."""
+        pol = loads("[[rules]]\nmatch = { logger = 'pay' }\nfingerprint = ['email']\n")
+        handle = auditlog.configure(journal_dir=tmp_path / "j", key=KeyRing(KEY), policy=pol)
+        structlog.get_logger("pay").info("x", email="a@b.org", fp="not-a-dict")
+        structlog.get_logger("pay").info("y", obj=Exploding())
+        handle.shutdown()
+        x, y = records(tmp_path / "j")
+        assert handle.fingerprinter.fingerprint("a@b.org") == x["fp"]["email"]
+        assert y["obj"].startswith("<unshapeable:")
