@@ -282,7 +282,7 @@ def compact(
     max_batch_bytes: int = 512 * 1024 * 1024,
     memory_limit: str = "1GB",
     compression_level: int = 1,
-    row_group_size: int = 32_768,
+    row_group_size: int = 122_880,
     progress: Progress | None = None,
 ) -> CompactReport:
     """Compact every sealed, not yet compacted segment of a journal into the Parquet layout.

@@ -367,7 +367,7 @@ class TestGuard:
         self, configured: tuple[auditlog.AuditHandle, Path, io.StringIO]
     ) -> None:
         """A processor that raises costs one counted event; the caller sees nothing."""
-        handle, d, _ = configured
+        handle, _, _ = configured
 
         def broken(logger: Any, name: str, ed: Any) -> Any:
             raise RuntimeError(CANARIES.values["password"])
