@@ -1,8 +1,5 @@
 """Tests for store.journal: the chained audit journal (writer, seals, recovery, retention, verify)."""
 
-# House style is ``assert expected == actual``, which ruff's SIM300 calls a Yoda condition.
-# ruff: noqa: SIM300
-
 from __future__ import annotations
 
 import errno
