@@ -17,6 +17,7 @@ A policy is a TOML file, loaded and validated eagerly::
     level = "values"
     allow = ["username"]         # kept as values, after the secret/PII scan
     fingerprint = ["email"]      # kept only as a keyed HMAC
+    pii = ["note"]               # shape annotated with the entity types found: "pii": ["EMAIL_ADDRESS"]
 
     [[rules]]
     match = { tool = "delete_*" }
@@ -116,6 +117,7 @@ class Rule:
     level: Level = "shape"
     allow: frozenset[str] = frozenset()
     fingerprint: frozenset[str] = frozenset()
+    pii: frozenset[str] = frozenset()
     capture_body: bool = False
     body_retention: float = 7 * DAY
     journal_retention: float = 400 * DAY
@@ -125,7 +127,9 @@ class Rule:
     field_policy: FieldPolicy = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        fp = FieldPolicy(level=self.level, allow=self.allow, fingerprint=self.fingerprint, rule_id=self.id)
+        fp = FieldPolicy(
+            level=self.level, allow=self.allow, fingerprint=self.fingerprint, rule_id=self.id, pii=self.pii
+        )
         object.__setattr__(self, "field_policy", fp)
 
     def matches(self, *, route: str | None, tool: str | None, method: str | None, logger: str | None) -> bool:
@@ -242,6 +246,7 @@ _RULE_FIELDS = (
     "fail_mode",
     "required_scopes",
     "disabled",
+    "pii",
 )
 _DEFAULT_FIELDS = tuple(f for f in _RULE_FIELDS if f not in ("id", "match"))
 
@@ -311,6 +316,7 @@ def _rule(t: dict[str, Any], *, base: Rule | None, where: str, rid: str, index: 
         level=cast(Level, level),
         allow=_names(t, "allow", b.allow, where),
         fingerprint=_names(t, "fingerprint", b.fingerprint, where),
+        pii=_names(t, "pii", b.pii, where),
         capture_body=_bool(t, "capture_body", b.capture_body, where),
         body_retention=_duration(t, "body_retention", b.body_retention, where),
         journal_retention=_duration(t, "journal_retention", b.journal_retention, where),
@@ -397,6 +403,7 @@ def _rule_dict(r: Rule) -> dict[str, Any]:
         "level": r.level,
         "allow": sorted(r.allow),
         "fingerprint": sorted(r.fingerprint),
+        "pii": sorted(r.pii),
         "capture_body": r.capture_body,
         "body_retention": r.body_retention,
         "journal_retention": r.journal_retention,

@@ -15,6 +15,7 @@ A typical chain, last processor before the renderer::
 
 from processors.correlation import add_correlation_ids, bind_correlation_id, new_correlation_id
 from processors.fingerprint import Fingerprinter
+from processors.pii import PIIScanner
 from processors.redact import RESERVED_KEYS, FieldPolicy, ShapeRecorder
 from processors.scanning import Finding, Scanner, mask
 from processors.secret_scanner import SecretScanner
@@ -27,6 +28,7 @@ __all__ = [
     "FieldPolicy",
     "Finding",
     "Fingerprinter",
+    "PIIScanner",
     "Scanner",
     "SecretScanner",
     "ShapeLimits",

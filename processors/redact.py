@@ -70,11 +70,12 @@ class FieldPolicy:
     allow: frozenset[str] = frozenset()
     fingerprint: frozenset[str] = frozenset()
     rule_id: str | None = None
+    pii: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.level not in _LEVELS:
             raise ValueError(f"level must be one of {sorted(_LEVELS)}")
-        for name in ("allow", "fingerprint"):
+        for name in ("allow", "fingerprint", "pii"):
             fields = frozenset(getattr(self, name))
             if not all(type(f) is str for f in fields):
                 raise ValueError(f"FieldPolicy.{name} must hold str field names")
@@ -297,6 +298,7 @@ class ShapeRecorder:
             raise structlog.DropEvent
         metadata = policy.level == "metadata"
         allow = policy.allow if policy.level == "values" else None
+        pii = policy.pii
         reserved, validators, limits = self._reserved, self._validators, self._limits
         max_len = limits.max_key_len
         out: dict[str, Any] = {}
@@ -321,11 +323,22 @@ class ShapeRecorder:
             else:
                 scalar = _SCALARS.get(type(value))  # the common case, without a call to shape_of
                 out[key] = scalar(value) if scalar is not None else shape_of(value, limits=limits)
+                if pii and key in pii:
+                    out[key] = self._annotated(out[key], value)
         if hidden:
             out["hidden_keys"] = hidden
         if dropped:
             out["dropped_fields"] = dropped
         return out
+
+    def _annotated(self, shape: Any, value: Any) -> Any:
+        """Mark which entity types the shaped strings carried (``"pii": [...]``); never their values."""
+        from processors.pii import annotate  # presidio is not imported by this
+
+        try:
+            return annotate(shape, value, self._scanner)
+        except Exception:  # a user Mapping that fails on access: the plain shape stands
+            return shape
 
     def _allowed(self, value: Any) -> Any:
         try:

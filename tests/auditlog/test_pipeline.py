@@ -389,3 +389,17 @@ class TestGuard:
         x, y = records(tmp_path / "j")
         assert handle.fingerprinter.fingerprint("a@b.org") == x["fp"]["email"]
         assert y["obj"].startswith("<unshapeable:")
+
+
+class TestPiiAnnotation:
+    def test_rule_pii_fields_carry_entity_types_not_values(self, tmp_path: Path) -> None:
+        """A field named in a rule's `pii` list is shaped and annotated with what it carried."""
+        pol = loads("[[rules]]\nmatch = { logger = 'support' }\npii = ['comment']\n")
+        handle = auditlog.configure(journal_dir=tmp_path / "j", key=KeyRing(KEY), policy=pol)
+        comment = f"please mail {CANARIES.values['email']}"
+        structlog.get_logger("support").info("ticket", comment=comment, other=comment)
+        handle.shutdown()
+        (rec,) = records(tmp_path / "j")
+        assert {"t": "str", "len": len(comment), "pii": ["EMAIL_ADDRESS"]} == rec["comment"]
+        assert "pii" not in rec["other"]
+        assert [] == CANARIES.leaks_in(journal_bytes(tmp_path / "j"))

@@ -26,8 +26,8 @@ def record(event: dict[Any, Any], **policy: Any) -> dict[str, Any]:
 
 class TestFieldPolicy:
     def test_defaults(self) -> None:
-        """Shape level, nothing allowed, nothing fingerprinted, no rule."""
-        assert ("shape", frozenset(), frozenset(), None) == dataclasses.astuple(FieldPolicy())
+        """Shape level, nothing allowed, fingerprinted or annotated, no rule."""
+        assert ("shape", frozenset(), frozenset(), None, frozenset()) == dataclasses.astuple(FieldPolicy())
 
     def test_iterables_become_frozensets(self) -> None:
         """allow and fingerprint accept any iterable of names and store frozensets."""
