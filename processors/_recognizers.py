@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import phonenumbers
-import regex  # type: ignore[import-untyped]  # presidio's regex engine, a dependency of presidio
+import regex  # presidio's regex engine, a dependency of presidio
 import tldextract
 from presidio_analyzer import (
     AnalyzerEngine,
