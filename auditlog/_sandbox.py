@@ -266,9 +266,12 @@ class Catalog:
             return schema.empty_table()
         base = self._s3.cache if self._s3 is not None else self.root
         part = ds.partitioning(pa.schema([schema.field("date"), schema.field("source")]), flavor="hive")
-        return ds.dataset(
+        dataset = ds.dataset(
             list(files), schema=schema, format="parquet", partitioning=part, partition_base_dir=str(base)
         )
+        for fragment in dataset.get_fragments():
+            fragment.ensure_complete_metadata()  # footers read once: row-group statistics prune every lookup
+        return dataset
 
     def compacted(self) -> set[tuple[str, str]]:
         """(source, segment) of every compacted segment."""

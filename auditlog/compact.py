@@ -280,7 +280,7 @@ def compact(
     *,
     keys: KeyRing,
     max_batch_bytes: int = 512 * 1024 * 1024,
-    memory_limit: str = "1GB",
+    memory_limit: str = "2GB",
     compression_level: int = 1,
     row_group_size: int = 122_880,
     progress: Progress | None = None,
@@ -292,9 +292,10 @@ def compact(
         out: the layout root (default: ``journal_dir/parquet``).
         keys: the key ring the journal was written under (seal MACs are checked; the manifest is MAC'd).
         max_batch_bytes: segment bytes per batch; a batch becomes one Parquet file per day.
-        memory_limit: DuckDB's memory limit while sorting (it spills to the staging directory beyond it).
+        memory_limit: DuckDB's memory limit while sorting (it spills to the staging directory beyond it);
+            about twice ``max_batch_bytes`` keeps a batch in memory.
         compression_level: zstd level of the Parquet files.
-        row_group_size: rows per row group (smaller groups prune better for point lookups).
+        row_group_size: rows per row group (smaller groups prune point lookups finer but write slower).
         progress: an optional callback, see :data:`Progress`.
 
     Returns:

@@ -287,11 +287,13 @@ class Investigation:
             self._con.register("_live", _translate(self._catalog.live_table))
             self._con.register("_parquet", _sandbox.arrow_schema().empty_table())
             self._files = ()
+            if self._catalog.kind != "s3":
+                self._select_files(None, None)  # s3: fetched per query, for its time range only
             self._con.execute(
                 "CREATE VIEW events AS SELECT *, "
                 "CASE WHEN action_method = 'tools/call' THEN action_name END AS tool, "
-                "CASE WHEN upper(action_method) IN ('GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', "
-                "'OPTIONS') THEN action_name END AS route "
+                "CASE WHEN list_contains(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'], "
+                "upper(action_method)) THEN action_name END AS route "
                 "FROM (SELECT * FROM _parquet UNION ALL BY NAME SELECT * FROM _live)"
             )
         except BaseException:
@@ -621,6 +623,8 @@ ORDER BY ts, type, actor, what
         self.close()
 
     def _select_files(self, since: datetime | None, until: datetime | None) -> tuple[str, ...]:
+        if self._catalog.kind != "s3":  # local files cost nothing to include; row-group statistics prune
+            since = until = None
         files = _translate(lambda: self._catalog.parquet_files(since, until))
         if files != self._files:
             self._con.register("_parquet", self._catalog.dataset(files))
