@@ -31,10 +31,10 @@ import bisect
 import itertools
 import math
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from types import MappingProxyType
 
+from processors._patterns import HEX, RULES, Rule
 from processors.scanning import Finding, mask
 
 __all__ = ["SecretScanner"]
@@ -61,62 +61,6 @@ _TRIGGER_WORDS = (
     "---",
 )
 
-_Check = Callable[[str, "re.Match[str]"], bool]
-
-
-@dataclass(frozen=True, slots=True)
-class _Rule:
-    """One pattern; the gates (cheap checks on the whole chunk) decide whether it runs at all."""
-
-    entity: str
-    pattern: re.Pattern[str]
-    group: int = 0  # 0: the whole match; -1: the last group that matched; n: group n
-    check: _Check | None = None  # called with the original chunk and the match
-    lower: bool = False  # match against the lower-cased chunk (the pattern is written in lower case)
-    min_digits: int = 0  # the chunk holds at least this many digits
-    min_len: int = 0  # the chunk is at least this long
-    chars: frozenset[str] = frozenset()  # the chunk holds one of these chars
-    needs: tuple[str, ...] = ()  # the chunk holds one of these substrings
-    words: tuple[str, ...] = ()  # the lower-cased chunk holds one of these substrings
-
-
-def _luhn(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
-
-
-def _card(text: str, m: re.Match[str]) -> bool:
-    digits = m.group().replace(" ", "").replace("-", "")
-    return 13 <= len(digits) <= 19 and _luhn(digits)
-
-
-def _iban(text: str, m: re.Match[str]) -> bool:
-    code = m.group().replace(" ", "")
-    if not 15 <= len(code) <= 34:
-        return False
-    moved = code[4:] + code[:4]
-    return int("".join(str(int(ch, 36)) for ch in moved)) % 97 == 1
-
-
-def _phone(text: str, m: re.Match[str]) -> bool:
-    return sum(ch.isdigit() for ch in m.group()) >= 8  # no upper bound: glued digit groups mask whole
-
-
-def _ipv4(text: str, m: re.Match[str]) -> bool:
-    return all(int(octet) <= 255 for octet in m.group().split("."))
-
-
-def _ipv6(text: str, m: re.Match[str]) -> bool:
-    s = m.group()
-    groups = [g for g in s.split(":") if g]
-    return 2 <= len(groups) <= 7 and any(ch.isdigit() for ch in s)
-
-
 _SECRET_CONTEXT = re.compile(r"(?i)aws|secret")
 
 
@@ -125,16 +69,6 @@ def _aws_secret(text: str, start: int, s: str) -> bool:
     if _classes(s) == _ALL_CLASSES and s[0] != "/" and "//" not in s:
         return True
     return _SECRET_CONTEXT.search(text, max(0, start - 64), start) is not None
-
-
-def _bearer(text: str, m: re.Match[str]) -> bool:
-    value = m.group(1)
-    return text.startswith("Bearer", m.start()) or len(value) >= 16 or not value.isalpha()
-
-
-def _not_a_word(text: str, m: re.Match[str]) -> bool:
-    """The value after ``password`` is more than an English word (``reset``, ``expired;``)."""
-    return not m.group(m.lastindex or 0).rstrip(".;:!?)]}'\"").isalpha()
 
 
 _LOWER, _UPPER, _DIGIT = 1, 2, 4
@@ -159,175 +93,6 @@ def _entropy(s: str, floor: float) -> float:
     return -sum(c / n * math.log2(c / n) for c in map(s.count, distinct))
 
 
-_HEX = "[0-9A-Fa-f]"
-_H4 = f"{_HEX}{{1,4}}"
-_B64URL = "[A-Za-z0-9_-]"
-_PASSWORD_WORDS = r"(?:password|passwd|pwd|secret|token|api[_-]?key)"  # noqa: S105 (a pattern, not a password)
-_PASSWORD_GATE = ("passw", "pwd", "secret", "token", "key")
-
-# A lookbehind placed after the first char (``[0-9](?<![0-9].)``) lets the regex engine skip ahead to
-# candidate chars instead of trying the lookbehind at every position: 2-3x faster on short messages.
-_RULES: tuple[_Rule, ...] = (
-    _Rule(
-        "EMAIL_ADDRESS",
-        re.compile(
-            r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}"
-            r"\.[A-Za-z]{2,24}(?![A-Za-z0-9-])"
-        ),
-        chars=frozenset("@"),
-    ),
-    _Rule(
-        "CREDIT_CARD",
-        re.compile(
-            r"[0-9](?<![0-9].)(?:[0-9]{12,18}(?![0-9])|[0-9]{3}([ -])[0-9]{4}\1[0-9]{4}\1[0-9]{1,4}"
-            r"|[0-9]{3}([ -])[0-9]{6}\2[0-9]{5})"
-        ),
-        check=_card,
-        min_digits=13,
-    ),
-    _Rule(
-        "US_SSN",
-        re.compile(
-            r"[0-9](?<![0-9-].)[0-9]{2}(?<!000)(?<!666)(?<!9..)"
-            r"([- ])(?!00)[0-9]{2}\1(?!0000)[0-9]{4}(?![0-9-])"
-        ),
-        min_digits=9,
-        chars=frozenset("- "),
-    ),
-    _Rule(
-        "PHONE_NUMBER",
-        re.compile(
-            r"[+(2-9](?<![A-Za-z0-9+.-].)"
-            r"(?:(?<=\+)[1-9][0-9]{0,3}(?:[ .-]\(?[0-9]{1,5}\)?|\([0-9]{1,5}\)){1,6}"
-            r"|(?<=\+)[1-9][0-9]{7,14}|(?<=\()[2-9][0-9]{2}\) ?[2-9][0-9]{2}[ .-][0-9]{4}"
-            r"|(?<=[2-9])[0-9]{2}[ .-][2-9][0-9]{2}[ .-][0-9]{4})(?![A-Za-z0-9-])"
-        ),
-        check=_phone,
-        min_digits=8,
-    ),
-    _Rule(
-        "IBAN_CODE",
-        re.compile(
-            r"[A-Z](?<![A-Za-z0-9].)[A-Z][0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])"
-        ),
-        check=_iban,
-        min_digits=2,
-    ),
-    _Rule(
-        "IP_ADDRESS",
-        re.compile(r"[0-9](?<![A-Za-z0-9.].)[0-9]{0,2}(?:\.[0-9]{1,3}){3}(?![A-Za-z0-9]|\.[0-9])"),
-        check=_ipv4,
-        min_digits=4,
-        chars=frozenset("."),
-    ),
-    _Rule(
-        "IP_ADDRESS",
-        re.compile(rf"{_HEX}(?<![A-Za-z0-9:.].){_HEX}{{0,3}}(?::{_H4}){{7}}(?![A-Za-z0-9:])"),
-        min_digits=1,
-        chars=frozenset(":"),
-    ),
-    _Rule(
-        "IP_ADDRESS",
-        re.compile(
-            rf"(?<![A-Za-z0-9:.])(?:{_H4}(?::{_H4}){{0,6}})?::(?:{_H4}(?::{_H4}){{0,6}})?(?![A-Za-z0-9:])"
-        ),
-        check=_ipv6,
-        min_digits=1,
-        needs=("::",),
-    ),
-    _Rule(
-        "JWT",
-        re.compile(rf"eyJ(?<!{_B64URL}eyJ){_B64URL}{{4,}}\.{_B64URL}{{4,}}\.{_B64URL}*"),
-        needs=("eyJ",),
-    ),
-    _Rule(
-        "AWS_ACCESS_KEY",
-        re.compile(
-            r"(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|A3T[A-Z0-9])(?<![A-Z0-9].{4})[A-Z0-9]{16}(?![A-Z0-9])"
-        ),
-        chars=frozenset("A"),
-    ),
-    _Rule(
-        "BEARER_TOKEN",
-        re.compile(r"\bbearer[ \t]+([a-z0-9._~+/=-]+)"),
-        group=1,
-        check=_bearer,
-        lower=True,
-        words=("bearer",),
-    ),
-    _Rule(
-        "BEARER_TOKEN",
-        re.compile(r"\b(?:proxy-)?authorization[\"']?[ \t]*[:=][ \t]*([^\r\n]{1,4096})"),
-        group=1,
-        lower=True,
-        words=("authorization",),
-    ),
-    _Rule(
-        "URL_CREDENTIALS", re.compile(r"://([^\s/?#]{1,512})@"), group=1, chars=frozenset("@"), needs=("://",)
-    ),
-    _Rule(
-        "URL_CREDENTIALS",
-        re.compile(
-            r"[?&;][a-z0-9_.-]{0,32}(?:token|key|secret|pass|pwd|sig|auth|session|credential|code)"
-            r"[a-z0-9_.-]{0,32}=([^&#\s]{1,4096})"
-        ),
-        group=1,
-        lower=True,
-        chars=frozenset("="),
-    ),
-    _Rule(
-        "API_KEY",
-        re.compile(
-            r"(?<![A-Za-z0-9])(?:(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{8,247}"
-            r"|gh[pousr]_[A-Za-z0-9]{20,255}|github_pat_[A-Za-z0-9_]{20,255}"
-            r"|xox[abposr]-[A-Za-z0-9-]{8,255}|AIza[0-9A-Za-z_-]{35}"
-            r"|glpat-[A-Za-z0-9_-]{20,64}|sk-(?:ant-|proj-)?[A-Za-z0-9_-]{20,255}|npm_[A-Za-z0-9]{36})"
-        ),
-        needs=(
-            "sk_",
-            "rk_",
-            "pk_",
-            "ghp_",
-            "gho_",
-            "ghu_",
-            "ghs_",
-            "ghr_",
-            "github_pat_",
-            "xox",
-            "AIza",
-            "glpat-",
-            "sk-",
-            "npm_",
-        ),
-    ),
-    _Rule(
-        "API_KEY",
-        re.compile(r"(?:api[_-]?key|x-api-key|access[_-]?key)[\"']?\s*[=:]\s*[\"']?([^\s\"',&;]{4,4096})"),
-        group=1,
-        lower=True,
-        chars=frozenset("=:"),
-        words=("key",),
-    ),
-    _Rule(
-        "PASSWORD",
-        re.compile(
-            rf"{_PASSWORD_WORDS}[\"']?[ \t]*[=:][ \t]*"
-            r"(?:\"([^\"\r\n]{1,1024})\"|'([^'\r\n]{1,1024})'|([^\s,&\"';]{1,1024}))"
-        ),
-        group=-1,
-        lower=True,
-        chars=frozenset("=:"),
-        words=_PASSWORD_GATE,
-    ),
-    _Rule(
-        "PASSWORD",
-        re.compile(rf"(?<![a-z]){_PASSWORD_WORDS}(?:[ \t]+(?:is|was|of|for|to))?[ \t]+([^\s,&]{{1,1024}})"),
-        group=1,
-        check=_not_a_word,
-        lower=True,
-        words=_PASSWORD_GATE,
-    ),
-)
 _DIGITS = frozenset("0123456789")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
@@ -336,13 +101,13 @@ _PEM_END = re.compile(r"-----END[A-Z0-9 ]{0,48}(?:-----|$)")
 _PEM_MAX = 1 << 16
 
 # Token heuristics.
-_UUID = re.compile(rf"{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}")
+_UUID = re.compile(rf"{HEX}{{8}}-{HEX}{{4}}-{HEX}{{4}}-{HEX}{{4}}-{HEX}{{12}}")
 _WORD = re.compile(r"[A-Za-z0-9]{8,}")
 _RUN = re.compile(r"[A-Za-z0-9+/=_-]{8,}")
 _COMPOUND = re.compile(r"[A-Za-z0-9](?<![A-Za-z0-9].)[A-Za-z0-9]*(?:-[A-Za-z0-9]+){2,}")
 _AWS_SECRET = re.compile(r"[A-Za-z0-9+/](?<![A-Za-z0-9+/=].)[A-Za-z0-9+/]{31,63}(?![A-Za-z0-9+/=])")
 _TIMESTAMP_WORD = re.compile(r"[0-9]{8}T[0-9]{4,6}Z?")
-_HEX_COLOUR = re.compile(rf"{_HEX}{{3,8}}")
+_HEX_COLOUR = re.compile(rf"{HEX}{{3,8}}")
 _LEET = re.compile(r"[A-Za-z][0-9]+[A-Za-z]")
 _CREDENTIAL_WORDS = frozenset(
     {
@@ -468,15 +233,15 @@ class SecretScanner:
             raise ValueError("entropy_threshold must be in (0, 8]")
         if max_scan_chars < _CHUNK:
             raise ValueError(f"max_scan_chars must be at least {_CHUNK}")
-        extra: list[_Rule] = []
+        extra: list[Rule] = []
         for entity, pattern in extra_patterns.items():
             if not _ENTITY_NAME.fullmatch(entity):
                 raise ValueError("entity names are UPPER_SNAKE identifiers of at most 64 chars")
             try:
-                extra.append(_Rule(entity, re.compile(pattern)))
+                extra.append(Rule(entity, re.compile(pattern)))
             except re.error as exc:
                 raise ValueError(f"the pattern for {entity} does not compile: {exc.msg}") from exc
-        self._rules = _RULES + tuple(extra)
+        self._rules = RULES + tuple(extra)
         self._prefilter = not extra  # the prefilter knows the built-in rules only
         self._entropy_threshold = entropy_threshold
         self._min_token_len = min_token_len

@@ -1,0 +1,249 @@
+"""The built-in rules of ``SecretScanner``: one compiled pattern per kind of value, plus its validator.
+
+Each ``Rule`` carries cheap gates (digits, chars, substrings) that ``SecretScanner`` checks on a whole chunk
+before running the pattern, so a chunk that cannot hold a match costs no regex pass.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["HEX", "RULES", "Rule"]
+
+Check = Callable[[str, "re.Match[str]"], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One pattern; the gates (cheap checks on the whole chunk) decide whether it runs at all."""
+
+    entity: str
+    pattern: re.Pattern[str]
+    group: int = 0  # 0: the whole match; -1: the last group that matched; n: group n
+    check: Check | None = None  # called with the original chunk and the match
+    lower: bool = False  # match against the lower-cased chunk (the pattern is written in lower case)
+    min_digits: int = 0  # the chunk holds at least this many digits
+    min_len: int = 0  # the chunk is at least this long
+    chars: frozenset[str] = frozenset()  # the chunk holds one of these chars
+    needs: tuple[str, ...] = ()  # the chunk holds one of these substrings
+    words: tuple[str, ...] = ()  # the lower-cased chunk holds one of these substrings
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _card(text: str, m: re.Match[str]) -> bool:
+    digits = m.group().replace(" ", "").replace("-", "")
+    return 13 <= len(digits) <= 19 and _luhn(digits)
+
+
+def _iban(text: str, m: re.Match[str]) -> bool:
+    code = m.group().replace(" ", "")
+    if not 15 <= len(code) <= 34:
+        return False
+    moved = code[4:] + code[:4]
+    return int("".join(str(int(ch, 36)) for ch in moved)) % 97 == 1
+
+
+def _phone(text: str, m: re.Match[str]) -> bool:
+    return sum(ch.isdigit() for ch in m.group()) >= 8  # no upper bound: glued digit groups mask whole
+
+
+def _ipv4(text: str, m: re.Match[str]) -> bool:
+    return all(int(octet) <= 255 for octet in m.group().split("."))
+
+
+def _ipv6(text: str, m: re.Match[str]) -> bool:
+    s = m.group()
+    groups = [g for g in s.split(":") if g]
+    return 2 <= len(groups) <= 7 and any(ch.isdigit() for ch in s)
+
+
+def _bearer(text: str, m: re.Match[str]) -> bool:
+    value = m.group(1)
+    return text.startswith("Bearer", m.start()) or len(value) >= 16 or not value.isalpha()
+
+
+def _not_a_word(text: str, m: re.Match[str]) -> bool:
+    """The value after ``password`` is more than an English word (``reset``, ``expired;``)."""
+    return not m.group(m.lastindex or 0).rstrip(".;:!?)]}'\"").isalpha()
+
+
+HEX = "[0-9A-Fa-f]"
+_H4 = f"{HEX}{{1,4}}"
+_B64URL = "[A-Za-z0-9_-]"
+_PASSWORD_WORDS = r"(?:password|passwd|pwd|secret|token|api[_-]?key)"  # noqa: S105 (a pattern, not a password)
+_PASSWORD_GATE = ("passw", "pwd", "secret", "token", "key")
+
+# A lookbehind placed after the first char (``[0-9](?<![0-9].)``) lets the regex engine skip ahead to
+# candidate chars instead of trying the lookbehind at every position: 2-3x faster on short messages.
+RULES: tuple[Rule, ...] = (
+    Rule(
+        "EMAIL_ADDRESS",
+        re.compile(
+            r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}"
+            r"\.[A-Za-z]{2,24}(?![A-Za-z0-9-])"
+        ),
+        chars=frozenset("@"),
+    ),
+    Rule(
+        "CREDIT_CARD",
+        re.compile(
+            r"[0-9](?<![0-9].)(?:[0-9]{12,18}(?![0-9])|[0-9]{3}([ -])[0-9]{4}\1[0-9]{4}\1[0-9]{1,4}"
+            r"|[0-9]{3}([ -])[0-9]{6}\2[0-9]{5})"
+        ),
+        check=_card,
+        min_digits=13,
+    ),
+    Rule(
+        "US_SSN",
+        re.compile(
+            r"[0-9](?<![0-9-].)[0-9]{2}(?<!000)(?<!666)(?<!9..)"
+            r"([- ])(?!00)[0-9]{2}\1(?!0000)[0-9]{4}(?![0-9-])"
+        ),
+        min_digits=9,
+        chars=frozenset("- "),
+    ),
+    Rule(
+        "PHONE_NUMBER",
+        re.compile(
+            r"[+(2-9](?<![A-Za-z0-9+.-].)"
+            r"(?:(?<=\+)[1-9][0-9]{0,3}(?:[ .-]\(?[0-9]{1,5}\)?|\([0-9]{1,5}\)){1,6}"
+            r"|(?<=\+)[1-9][0-9]{7,14}|(?<=\()[2-9][0-9]{2}\) ?[2-9][0-9]{2}[ .-][0-9]{4}"
+            r"|(?<=[2-9])[0-9]{2}[ .-][2-9][0-9]{2}[ .-][0-9]{4})(?![A-Za-z0-9-])"
+        ),
+        check=_phone,
+        min_digits=8,
+    ),
+    Rule(
+        "IBAN_CODE",
+        re.compile(
+            r"[A-Z](?<![A-Za-z0-9].)[A-Z][0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])"
+        ),
+        check=_iban,
+        min_digits=2,
+    ),
+    Rule(
+        "IP_ADDRESS",
+        re.compile(r"[0-9](?<![A-Za-z0-9.].)[0-9]{0,2}(?:\.[0-9]{1,3}){3}(?![A-Za-z0-9]|\.[0-9])"),
+        check=_ipv4,
+        min_digits=4,
+        chars=frozenset("."),
+    ),
+    Rule(
+        "IP_ADDRESS",
+        re.compile(rf"{HEX}(?<![A-Za-z0-9:.].){HEX}{{0,3}}(?::{_H4}){{7}}(?![A-Za-z0-9:])"),
+        min_digits=1,
+        chars=frozenset(":"),
+    ),
+    Rule(
+        "IP_ADDRESS",
+        re.compile(
+            rf"(?<![A-Za-z0-9:.])(?:{_H4}(?::{_H4}){{0,6}})?::(?:{_H4}(?::{_H4}){{0,6}})?(?![A-Za-z0-9:])"
+        ),
+        check=_ipv6,
+        min_digits=1,
+        needs=("::",),
+    ),
+    Rule(
+        "JWT",
+        re.compile(rf"eyJ(?<!{_B64URL}eyJ){_B64URL}{{4,}}\.{_B64URL}{{4,}}\.{_B64URL}*"),
+        needs=("eyJ",),
+    ),
+    Rule(
+        "AWS_ACCESS_KEY",
+        re.compile(
+            r"(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|A3T[A-Z0-9])(?<![A-Z0-9].{4})[A-Z0-9]{16}(?![A-Z0-9])"
+        ),
+        chars=frozenset("A"),
+    ),
+    Rule(
+        "BEARER_TOKEN",
+        re.compile(r"\bbearer[ \t]+([a-z0-9._~+/=-]+)"),
+        group=1,
+        check=_bearer,
+        lower=True,
+        words=("bearer",),
+    ),
+    Rule(
+        "BEARER_TOKEN",
+        re.compile(r"\b(?:proxy-)?authorization[\"']?[ \t]*[:=][ \t]*([^\r\n]{1,4096})"),
+        group=1,
+        lower=True,
+        words=("authorization",),
+    ),
+    Rule(
+        "URL_CREDENTIALS", re.compile(r"://([^\s/?#]{1,512})@"), group=1, chars=frozenset("@"), needs=("://",)
+    ),
+    Rule(
+        "URL_CREDENTIALS",
+        re.compile(
+            r"[?&;][a-z0-9_.-]{0,32}(?:token|key|secret|pass|pwd|sig|auth|session|credential|code)"
+            r"[a-z0-9_.-]{0,32}=([^&#\s]{1,4096})"
+        ),
+        group=1,
+        lower=True,
+        chars=frozenset("="),
+    ),
+    Rule(
+        "API_KEY",
+        re.compile(
+            r"(?<![A-Za-z0-9])(?:(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{8,247}"
+            r"|gh[pousr]_[A-Za-z0-9]{20,255}|github_pat_[A-Za-z0-9_]{20,255}"
+            r"|xox[abposr]-[A-Za-z0-9-]{8,255}|AIza[0-9A-Za-z_-]{35}"
+            r"|glpat-[A-Za-z0-9_-]{20,64}|sk-(?:ant-|proj-)?[A-Za-z0-9_-]{20,255}|npm_[A-Za-z0-9]{36})"
+        ),
+        needs=(
+            "sk_",
+            "rk_",
+            "pk_",
+            "ghp_",
+            "gho_",
+            "ghu_",
+            "ghs_",
+            "ghr_",
+            "github_pat_",
+            "xox",
+            "AIza",
+            "glpat-",
+            "sk-",
+            "npm_",
+        ),
+    ),
+    Rule(
+        "API_KEY",
+        re.compile(r"(?:api[_-]?key|x-api-key|access[_-]?key)[\"']?\s*[=:]\s*[\"']?([^\s\"',&;]{4,4096})"),
+        group=1,
+        lower=True,
+        chars=frozenset("=:"),
+        words=("key",),
+    ),
+    Rule(
+        "PASSWORD",
+        re.compile(
+            rf"{_PASSWORD_WORDS}[\"']?[ \t]*[=:][ \t]*"
+            r"(?:\"([^\"\r\n]{1,1024})\"|'([^'\r\n]{1,1024})'|([^\s,&\"';]{1,1024}))"
+        ),
+        group=-1,
+        lower=True,
+        chars=frozenset("=:"),
+        words=_PASSWORD_GATE,
+    ),
+    Rule(
+        "PASSWORD",
+        re.compile(rf"(?<![a-z]){_PASSWORD_WORDS}(?:[ \t]+(?:is|was|of|for|to))?[ \t]+([^\s,&]{{1,1024}})"),
+        group=1,
+        check=_not_a_word,
+        lower=True,
+        words=_PASSWORD_GATE,
+    ),
+)
