@@ -411,8 +411,157 @@ def _tag(tp: type) -> str:
     return _TAGS.get(tp) or _resolve(tp)[1]
 
 
+# --- the fast path ----------------------------------------------------------------------------------
+#
+# Most logged values are exact builtin JSON-like trees. ``_fast_shaper`` shapes those with local lookups,
+# inlined scalars and one work counter, and gives up (``_Bail``) at anything else: another type, a bound
+# that would truncate (depth, work), so a cycle, which only ever shows as unbounded depth. Giving up
+# reruns the value through the general ``_Walk``, which decides. So where the fast path answers, it
+# answers exactly what ``_Walk`` would: it reads only exact builtins, through their own C methods (no
+# user code runs), checks the same bounds at the same points, and charges work the same way.
+
+
+class _Bail(Exception):
+    """The fast path cannot answer; the general walk will."""
+
+
+def _fast_shaper(limits: ShapeLimits) -> Callable[[Any], Shape]:
+    """Return ``shape_of`` specialised for ``limits``: the fast path first, ``_Walk`` when it gives up."""
+    max_depth, max_keys, max_items = limits.max_depth, limits.max_keys, limits.max_items_sampled
+    max_len, top_work = limits.max_key_len, limits.max_work - 1
+    accepted, scalars, general = _ACCEPTED_KEYS, _SCALARS, _general
+
+    def one(v: Any, depth: int, budget: list[int]) -> Shape:
+        tp = type(v)
+        if tp is str:
+            return {"t": "str", "len": len(v)}
+        if tp is int:
+            return {"t": "int"}
+        if tp is dict:
+            return obj(v, depth, budget)
+        if tp is list or tp is tuple:
+            return arr(v, v[:max_items], depth, budget)
+        if tp is float:
+            return {"t": "float"}
+        if tp is bool:
+            return {"t": "bool"}
+        if v is None:
+            return {"t": "null"}
+        scalar = scalars.get(tp)  # bytes, bytearray, memoryview
+        if scalar is not None:
+            return scalar(v)
+        if tp is set or tp is frozenset:
+            return arr(v, list(islice(v, max_items)), depth, budget)
+        raise _Bail
+
+    def obj(v: dict[Any, Any], depth: int, budget: list[int]) -> Shape:
+        n = len(v)
+        if n == 0:
+            return {"t": "obj", "n": 0}
+        work = budget[0]
+        if depth >= max_depth or work <= 0:
+            raise _Bail
+        keys: dict[str, Shape] = {}
+        hidden = 0
+        for key, value in islice(v.items(), max_keys) if n > max_keys else v.items():
+            if work <= 0:
+                raise _Bail
+            work -= 1
+            if (type(key) is str and key in accepted and len(key) <= max_len) or emittable_key(key, max_len):
+                tp = type(value)
+                if tp is str:
+                    keys[key] = {"t": "str", "len": len(value)}
+                elif tp is int:
+                    keys[key] = {"t": "int"}
+                else:
+                    budget[0] = work
+                    keys[key] = one(value, depth + 1, budget)
+                    work = budget[0]
+            else:
+                hidden += 1
+        budget[0] = work
+        out: dict[str, Any] = {"t": "obj", "n": n}
+        if keys:
+            out["keys"] = keys
+        if hidden:
+            out["hidden_keys"] = hidden
+        if n > max_keys:
+            out["truncated"] = True
+        return out
+
+    def arr(v: Any, sample: list[Any] | tuple[Any, ...], depth: int, budget: list[int]) -> Shape:
+        n = len(v)
+        if n == 0:
+            return {"t": "arr", "len": 0}
+        work = budget[0]
+        if depth >= max_depth or work <= 0:
+            raise _Bail
+        budget[0] = work - len(sample)
+        first = sample[0]
+        tp = type(first)
+        for item in sample:
+            if type(item) is not tp:
+                tags = list(dict.fromkeys([_tag(type(item)) for item in sample]))
+                return {"t": "arr", "len": n, "items": {"t": "mixed", "types": tags}}
+        return {"t": "arr", "len": n, "items": one(first, depth + 1, budget)}
+
+    def shape(value: Any) -> Shape:
+        tp = type(value)
+        if tp is str:
+            return {"t": "str", "len": len(value)}
+        if tp is dict or tp is list or tp is tuple:
+            try:
+                return one(value, 0, [top_work])
+            except Exception:  # _Bail, or anything unexpected: the general walk decides (and fails closed)
+                return general(value, limits)
+        scalar = scalars.get(tp)
+        if scalar is not None:
+            return scalar(value)
+        return general(value, limits)
+
+    return shape
+
+
+def _general(value: object, limits: ShapeLimits) -> Shape:
+    """``shape_of`` through the general walk: every type, cycles, truncation; never raises."""
+    try:
+        walk = _Walk(limits)
+        walk.work -= 1
+        return walk.shape(value, 0)
+    except Exception:  # RecursionError, MemoryError, a dict resized by another thread: fail closed
+        return unshapeable(value)
+
+
+_SHAPERS: dict[int, tuple[ShapeLimits, Callable[[Any], Shape]]] = {}
+
+
+def _shaper(limits: ShapeLimits = DEFAULT_LIMITS) -> Callable[[Any], Shape]:
+    """Return ``shape_of`` bound to ``limits``, for callers that shape many values with the same bounds.
+
+    Args:
+        limits: bounds on depth, width and total work.
+
+    Returns:
+        A function ``value -> shape``, equal to ``lambda value: shape_of(value, limits=limits)``.
+    """
+    found = _SHAPERS.get(id(limits))
+    if found is not None and found[0] is limits:
+        return found[1]
+    fn = _fast_shaper(limits)
+    if len(_SHAPERS) >= _CACHE_MAX:
+        _SHAPERS.clear()
+    _SHAPERS[id(limits)] = (limits, fn)  # holds limits: its id is not reused while cached
+    return fn
+
+
+_DEFAULT_SHAPER = _shaper(DEFAULT_LIMITS)
+
+
 def shape_of(value: object, *, limits: ShapeLimits = DEFAULT_LIMITS) -> Shape:
     """Describe ``value`` by its shape, never its contents.
+
+    Every call returns new dicts, never shared with another call: callers may mutate them (some add
+    ``"v"`` or ``"pii"`` fields).
 
     Args:
         value: anything.
@@ -421,12 +570,6 @@ def shape_of(value: object, *, limits: ShapeLimits = DEFAULT_LIMITS) -> Shape:
     Returns:
         A JSON-ready shape (see the module docstring), or ``"<unshapeable:TypeName>"``.
     """
-    scalar = _SCALARS.get(type(value))
-    if scalar is not None:
-        return scalar(value)
-    try:
-        walk = _Walk(limits)
-        walk.work -= 1
-        return walk.shape(value, 0)
-    except Exception:  # RecursionError, MemoryError, a dict resized by another thread: fail closed
-        return unshapeable(value)
+    if limits is DEFAULT_LIMITS:
+        return _DEFAULT_SHAPER(value)
+    return _shaper(limits)(value)
