@@ -26,7 +26,7 @@ import structlog
 
 from processors.correlation import VALID_CORRELATION_ID
 from processors.scanning import Scanner
-from processors.shapes import _ACCEPTED_KEYS, _SCALARS, DEFAULT_LIMITS, ShapeLimits, emittable_key, shape_of
+from processors.shapes import _ACCEPTED_KEYS, DEFAULT_LIMITS, ShapeLimits, _shaper, emittable_key, shape_of
 
 __all__ = ["RESERVED_KEYS", "FieldPolicy", "Level", "ShapeRecorder"]
 
@@ -256,7 +256,7 @@ class ShapeRecorder:
         TypeError: ``policy`` is neither a ``FieldPolicy`` nor callable.
     """
 
-    __slots__ = ("_limits", "_policy", "_reserved", "_resolve", "_scanner", "_validators")
+    __slots__ = ("_limits", "_policy", "_reserved", "_resolve", "_scanner", "_shape", "_validators")
 
     def __init__(
         self,
@@ -276,6 +276,7 @@ class ShapeRecorder:
         self._scanner = scanner
         self._reserved = frozenset(reserved)
         self._limits = limits
+        self._shape = _shaper(limits)  # shape_of with these limits, bound once
         self._validators = {k: v for k, v in _reserved_forms(scanner).items() if k in self._reserved}
 
     def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
@@ -299,32 +300,28 @@ class ShapeRecorder:
         metadata = policy.level == "metadata"
         allow = policy.allow if policy.level == "values" else None
         pii = policy.pii
-        reserved, validators, limits = self._reserved, self._validators, self._limits
-        max_len = limits.max_key_len
+        reserved, validators, shape = self._reserved, self._validators, self._shape
+        max_len = self._limits.max_key_len
+        accepted = _ACCEPTED_KEYS
         out: dict[str, Any] = {}
         hidden = dropped = 0
         for key, value in event_dict.items():
             if type(key) is str and key in reserved:
                 if key == "event":
-                    out[key] = (
-                        self._scanner.redact(value) if type(value) is str else shape_of(value, limits=limits)
-                    )
+                    out[key] = self._scanner.redact(value) if type(value) is str else shape(value)
                 else:
                     valid = validators.get(key)
-                    out[key] = value if valid is None or valid(value) else shape_of(value, limits=limits)
+                    out[key] = value if valid is None or valid(value) else shape(value)
             elif metadata:
                 dropped += 1
             elif not (  # emittable_key's cache hit, inlined: this loop runs for every key of every event
-                type(key) is str and key in _ACCEPTED_KEYS and len(key) <= max_len
+                type(key) is str and key in accepted and len(key) <= max_len
             ) and not emittable_key(key, max_len):
                 hidden += 1
             elif allow is not None and key in allow:
                 out[key] = self._allowed(value)
             else:
-                scalar = _SCALARS.get(type(value))  # the common case, without a call to shape_of
-                out[key] = scalar(value) if scalar is not None else shape_of(value, limits=limits)
-                if pii and key in pii:
-                    out[key] = self._annotated(out[key], value)
+                out[key] = shape(value) if not pii or key not in pii else self._annotated(shape(value), value)
         if hidden:
             out["hidden_keys"] = hidden
         if dropped:

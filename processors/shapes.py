@@ -77,6 +77,7 @@ _NUMBERS = re.compile(r"[0-9]+(?:[._-][0-9]+){3}")  # an IP address or a number 
 _KEY_SCANNER = SecretScanner()
 _ACCEPTED_KEYS: dict[str, None] = {}
 _ACCEPTED_KEYS_MAX = 8192
+_CACHED_KEY_LEN = 64  # longer accepted keys are not cached, so a hit is short enough for the default limit
 
 
 def _token_segment(segment: str) -> bool:
@@ -110,6 +111,8 @@ def emittable_key(key: object, max_len: int = DEFAULT_LIMITS.max_key_len) -> boo
         return False
     if _KEY_SCANNER.findings(key):
         return False
+    if len(key) > _CACHED_KEY_LEN:
+        return True
     if len(_ACCEPTED_KEYS) >= _ACCEPTED_KEYS_MAX:
         _ACCEPTED_KEYS.clear()
     _ACCEPTED_KEYS[key] = None  # accepted keys only: the cache never holds a hidden key
@@ -429,6 +432,8 @@ def _fast_shaper(limits: ShapeLimits) -> Callable[[Any], Shape]:
     """Return ``shape_of`` specialised for ``limits``: the fast path first, ``_Walk`` when it gives up."""
     max_depth, max_keys, max_items = limits.max_depth, limits.max_keys, limits.max_items_sampled
     max_len, top_work = limits.max_key_len, limits.max_work - 1
+    # A cache hit is at most _CACHED_KEY_LEN long: with a limit at least that, no length check is needed.
+    check_len = 0 if max_len >= _CACHED_KEY_LEN else max_len
     accepted, scalars, general = _ACCEPTED_KEYS, _SCALARS, _general
 
     def one(v: Any, depth: int, budget: list[int]) -> Shape:
@@ -467,12 +472,18 @@ def _fast_shaper(limits: ShapeLimits) -> Callable[[Any], Shape]:
             if work <= 0:
                 raise _Bail
             work -= 1
-            if (type(key) is str and key in accepted and len(key) <= max_len) or emittable_key(key, max_len):
+            if (
+                type(key) is str and key in accepted and (not check_len or len(key) <= check_len)
+            ) or emittable_key(key, max_len):
                 tp = type(value)
                 if tp is str:
                     keys[key] = {"t": "str", "len": len(value)}
                 elif tp is int:
                     keys[key] = {"t": "int"}
+                elif tp is dict:
+                    budget[0] = work
+                    keys[key] = obj(value, depth + 1, budget)
+                    work = budget[0]
                 else:
                     budget[0] = work
                     keys[key] = one(value, depth + 1, budget)
