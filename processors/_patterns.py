@@ -114,15 +114,42 @@ RULES: tuple[Rule, ...] = (
         chars=frozenset("- "),
     ),
     Rule(
-        "PHONE_NUMBER",
+        "US_SSN",  # bare or grouped, right after its label: any area number (err towards masking)
         re.compile(
-            r"[+(2-9](?<![A-Za-z0-9+.-].)"
-            r"(?:(?<=\+)[1-9][0-9]{0,3}(?:[ .-]\(?[0-9]{1,5}\)?|\([0-9]{1,5}\)){1,6}"
-            r"|(?<=\+)[1-9][0-9]{7,14}|(?<=\()[2-9][0-9]{2}\) ?[2-9][0-9]{2}[ .-][0-9]{4}"
-            r"|(?<=[2-9])[0-9]{2}[ .-][2-9][0-9]{2}[ .-][0-9]{4})(?![A-Za-z0-9-])"
+            r"(?<![a-z])(?:ssn|social[ _-]?security(?:[ _-]?(?:number|num|no))?)[\"']?[ \t]*[:=#]{0,2}[ \t]*"
+            r"[\"']?([0-9]{3}([- ]?)[0-9]{2}\2[0-9]{4})(?![0-9])"
+        ),
+        group=1,
+        lower=True,
+        min_digits=9,
+        words=("ssn", "social"),
+    ),
+    Rule(
+        "PHONE_NUMBER",  # the number and its extension (``x553``, ``ext. 12``)
+        re.compile(
+            r"[+(0-9](?<![A-Za-z0-9+.-].)(?<![0-9A-Z] .)"  # not a group of a spaced IBAN or card
+            r"(?:(?<=\+)[1-9][0-9]{0,3}(?:[ .-]?\(?[0-9]++\)?){1,6}+"  # +44(0)121 496 0377, +1-561-400-7878
+            r"|(?<=0)0[1-9][0-9]{0,2}(?:[ .-]\(?[0-9]++\)?){3,6}+"  # 001-280-780-1075
+            r"|(?<=\()[0-9]{2,5}\)[ .-]?[0-9]++(?:[ .-][0-9]++){0,3}+"  # (0161) 496 0352, (820)652-8073
+            r"|(?<=[0-9])[0-9]{2}[ .-][0-9]{3}[ .-][0-9]{4}"  # 798.207.9972
+            r"|(?<=0)[1-9][0-9]{1,3} [0-9]{3,4} ?[0-9]{3,4})"  # 020 7946 0432
+            r"(?: ?(?:x|ext\.?|#) ?[0-9]{1,6})?(?![A-Za-z0-9-]| [0-9])"
         ),
         check=_phone,
         min_digits=8,
+    ),
+    Rule(
+        "PHONE_NUMBER",  # any digit string right after its label (``phone 4006976235``, ``sms to 0389...``)
+        re.compile(
+            r"(?<![a-z])(?:phone|telephone|tel|mobile|cell|fax|sms)(?:[ _-]?(?:number|num|no))?[\"']?[ \t]*"
+            r"(?:[:=]|to )?[ \t]*[\"']?(\+?[0-9(][0-9 ().-]{5,22}[0-9](?: ?(?:x|ext\.?|#) ?[0-9]{1,6})?)"
+            r"(?![0-9a-z])"
+        ),
+        group=1,
+        check=_phone,
+        lower=True,
+        min_digits=8,
+        words=("phone", "tel", "mobile", "cell", "fax", "sms"),
     ),
     Rule(
         "IBAN_CODE",
@@ -165,6 +192,17 @@ RULES: tuple[Rule, ...] = (
             r"(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|A3T[A-Z0-9])(?<![A-Z0-9].{4})[A-Z0-9]{16}(?![A-Z0-9])"
         ),
         chars=frozenset("A"),
+    ),
+    Rule(
+        "AWS_SECRET_KEY",  # by its label, whatever the value's case mix
+        re.compile(
+            r"(?:aws[_ -]?secret[_ -]?(?:access[_ -]?)?key|secret[_-]?access[_-]?key)[\"']?[ \t]*[:=][ \t]*"
+            r"[\"']?([a-z0-9+/]{30,64})(?![a-z0-9+/])"
+        ),
+        group=1,
+        lower=True,
+        chars=frozenset("=:"),
+        words=("secret",),
     ),
     Rule(
         "BEARER_TOKEN",

@@ -157,6 +157,84 @@ class TestPositives:
         assert [] == SCANNER.findings("value 999.1.1.1 seen")
 
 
+# Each of these once survived redaction: (text, the redacted text).
+LEAKS = [
+    ("phone=798.207.9972x553 saved", "phone=<PHONE_NUMBER> saved"),
+    ("SMS to 001-280-780-1075x531 failed", "SMS to <PHONE_NUMBER> failed"),
+    ("call (820)652-8073 ext. 9044 now", "call <PHONE_NUMBER> now"),
+    ("call +1-561-400-7878x07152 now", "call <PHONE_NUMBER> now"),
+    ("call 834-181-9865 now", "call <PHONE_NUMBER> now"),
+    ("call +44(0)121 496 0377 now", "call <PHONE_NUMBER> now"),
+    ("call +49(0)5555622209 now", "call <PHONE_NUMBER> now"),
+    ("call (0161) 496 0352 now", "call <PHONE_NUMBER> now"),
+    ("call 020 7946 0432 now", "call <PHONE_NUMBER> now"),
+    ("SMS to 0389255503 failed", "SMS to <PHONE_NUMBER> failed"),
+    ("phone: 4006976235", "phone: <PHONE_NUMBER>"),
+    (
+        "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "AWS_SECRET_ACCESS_KEY=<AWS_SECRET_KEY>",
+    ),
+    (
+        "aws_secret_access_key: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "aws_secret_access_key: <AWS_SECRET_KEY>",
+    ),
+    (
+        '{"aws_secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}',
+        '{"aws_secret_access_key": "<AWS_SECRET_KEY>"}',
+    ),
+    ("secretAccessKey=abcdefghijklmnopqrstuvwxyzabcdefghijklmn", "secretAccessKey=<AWS_SECRET_KEY>"),
+    ("ssn:536228726 ok", "ssn:<US_SSN> ok"),
+    ("SSN 536-22-8726 ok", "SSN <US_SSN> ok"),
+    ("ssn=536228726 ok", "ssn=<US_SSN> ok"),
+    ("user_ssn=936228726 ok", "user_ssn=<US_SSN> ok"),
+    ('{"SSN": "536 22 8726"}', '{"SSN": "<US_SSN>"}'),
+    ("social security number 355599945 on file", "social security number <US_SSN> on file"),
+]
+
+# Digit strings shaped like the leaks above that are not personal data.
+LOOKALIKES = [
+    "account 4006976235 synced 12 records",
+    "user_id=536228726 opened dashboard",
+    "lot 0389255503 and order ORD-2024-001234",
+    "mission 2024-01-15 at 10:30, tel 2024",
+    "ssn_last4=8726 matched",
+]
+
+
+class TestLeaks:
+    @pytest.mark.parametrize(("text", "expected"), LEAKS)
+    def test_value_is_masked(self, text: str, expected: str) -> None:
+        """A value that once leaked is masked whole (a phone number with its extension)."""
+        assert expected == SCANNER.redact(text)
+
+    @pytest.mark.parametrize("text", LOOKALIKES)
+    def test_unlabelled_numbers_stay(self, text: str) -> None:
+        """Without a label or a phone shape, ids stay readable."""
+        assert [] == SCANNER.findings(text)
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "wire to FR84 7501 9920 4538 0580 3355 860 ok",
+            "card 6570 0753 4716 6620 ok",
+            "ssn 002-49-6635 ok",
+        ],
+    )
+    def test_groups_of_other_numbers_are_not_phones(self, text: str) -> None:
+        """Digit groups inside a spaced IBAN, a card or an SSN are not phone numbers."""
+        assert "PHONE_NUMBER" not in {f.entity for f in SCANNER.findings(text)}
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        number=st.from_regex(r"\A[2-9][0-9]{2}([.-])[0-9]{3}\1[0-9]{4}\Z"),
+        ext=st.from_regex(r"\A(x|ext\. ?| x)[0-9]{1,6}\Z"),
+    )
+    def test_phone_extension_never_survives(self, number: str, ext: str) -> None:
+        """A NANP number with any extension is masked, extension included."""
+        redacted = SCANNER.redact(f"phone {number}{ext} saved")
+        assert "phone <PHONE_NUMBER> saved" == redacted
+
+
 class TestHardNegatives:
     @pytest.mark.parametrize("text", HARD_NEGATIVES)
     def test_not_flagged(self, text: str) -> None:
@@ -241,8 +319,24 @@ class TestRobustness:
             "Zoë " * 1_000_000,
             "\ud800" * (4 << 20),
             "4111 " * 300_000,
+            "+1" + " (1)1" * 500_000,
+            "phone 1 " * 500_000,
+            "(12) 3 " * 500_000,
         ],
-        ids=["letters", "digits", "uuids", "ipv6", "passwords", "pem", "names", "surrogates", "card-groups"],
+        ids=[
+            "letters",
+            "digits",
+            "uuids",
+            "ipv6",
+            "passwords",
+            "pem",
+            "names",
+            "surrogates",
+            "card-groups",
+            "phone-groups",
+            "phone-labels",
+            "phone-parens",
+        ],
     )
     def test_huge_text_is_bounded(self, text: str) -> None:
         """Huge or adversarial text scans in bounded time; past the cap it is masked wholesale."""
