@@ -170,6 +170,7 @@ LEAKS = [
     ("call 020 7946 0432 now", "call <PHONE_NUMBER> now"),
     ("SMS to 0389255503 failed", "SMS to <PHONE_NUMBER> failed"),
     ("phone: 4006976235", "phone: <PHONE_NUMBER>"),
+    ("ids 42 415 555 0137 42", "ids 42 <PHONE_NUMBER> 42"),
     (
         "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
         "AWS_SECRET_ACCESS_KEY=<AWS_SECRET_KEY>",
