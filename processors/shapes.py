@@ -522,7 +522,9 @@ def _fast_shaper(limits: ShapeLimits) -> Callable[[Any], Shape]:
             return {"t": "str", "len": len(value)}
         if tp is dict or tp is list or tp is tuple:
             try:
-                return one(value, 0, [top_work])
+                if tp is dict:
+                    return obj(value, 0, [top_work])
+                return arr(value, value[:max_items], 0, [top_work])
             except Exception:  # _Bail, or anything unexpected: the general walk decides (and fails closed)
                 return general(value, limits)
         scalar = scalars.get(tp)
