@@ -150,6 +150,7 @@ _KEEP_LINES = frozenset(
     }
 )
 _SCRUB_KINDS = ("url", "target", "path", "query")
+_HOST = re.compile(r"[a-z0-9._:%-]{1,253}")  # DNS names and IP literals, as urlsplit gives them
 _VERSION = re.compile(r"^v?\d{1,4}(?:\.\d{1,4}){0,3}(?:[-.]?(?:rc|alpha|beta|a|b)\d{0,3})?$")
 
 
@@ -298,7 +299,8 @@ def _harden(path: str) -> str:
 
 def redact_url(url: str, *, scanner: Scanner | None = None) -> str:
     """Redact a URL: scheme and host kept (host scanned), userinfo and fragment dropped, path collapsed,
-    query keys kept without values (see :func:`auditlog.urls.redact_target`).
+    query keys kept without values (see :func:`auditlog.urls.redact_target`). A host that is not a DNS
+    name or an IP literal (a client's ``Host`` header can hold anything) becomes ``<invalid-host>``.
 
     ``https://bob:pw@api.example.com/users/42?token=abc#x`` gives ``https://api.example.com/users/{n}?token=``.
     """
@@ -308,6 +310,8 @@ def redact_url(url: str, *, scanner: Scanner | None = None) -> str:
         port = parts.port
     except ValueError:
         return "<unparseable-url>"
+    if host and not _HOST.fullmatch(host):  # urlsplit lowercased it, which hides a name from the scanner
+        host = "<invalid-host>"
     if scanner is not None and host:
         host = scanner.redact(host)
     netloc = f"{host}:{port}" if port is not None else host
