@@ -409,8 +409,8 @@ class TestRealMCPServer:
         self, otel: Pipeline, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """The installed MCP SDK's own middleware spans and logs leak nothing (in-memory client session)."""
-        anyio = pytest.importorskip("anyio")
-        mcp_otel = pytest.importorskip("mcp.shared._otel")
+        import anyio
+        import mcp.shared._otel as mcp_otel
         from mcp import Client
         from mcp.server.mcpserver import MCPServer
 

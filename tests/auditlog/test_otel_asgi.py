@@ -80,8 +80,9 @@ class Served:
 @pytest.fixture(params=["default", "http/dup"])
 def served(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
     """uvicorn on 127.0.0.1 (port 0) running the real middleware in one semantic-convention mode."""
-    asgi = pytest.importorskip("opentelemetry.instrumentation.asgi")
-    semconv = pytest.importorskip("opentelemetry.instrumentation._semconv")
+    import opentelemetry.instrumentation._semconv as semconv
+    import opentelemetry.instrumentation.asgi as asgi
+
     # The instrumentation reads OTEL_SEMCONV_STABILITY_OPT_IN once per process; reset it for this test.
     stability = semconv._OpenTelemetrySemanticConventionStability
     monkeypatch.setattr(stability, "_initialized", False)
