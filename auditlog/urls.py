@@ -8,6 +8,7 @@ is recognised as what it is.
 
 from __future__ import annotations
 
+import itertools
 import re
 import urllib.parse
 
@@ -20,9 +21,33 @@ _VERSIONISH = re.compile(r"^v[0-9]{1,3}(\.[0-9]{1,3}){0,2}$")
 _NUMBER = re.compile(r"^[0-9]+$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 _EMAIL = re.compile(r"@")
+_HEX_TOKEN = re.compile(r"^[0-9a-fA-F]{12,}$")
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-\[\]]{0,63}$")
 _MAX_SEGMENTS = 32
 _MAX_QUERY_KEYS = 32
+_TOKEN_MIN_LEN = 12
+
+
+def _random_looking(seg: str) -> bool:
+    """Return whether a segment of 12+ chars looks generated rather than named.
+
+    Hex runs and mixes of upper case, lower case and digits (``wJalrXUtnFEMIK7MDENG``,
+    ``bPxRfiCYCANARYKEY01``) are tokens. Letters alone are a token when capitals make up 30% or more and the
+    case flips at least every fourth letter, as in base64 (``QWxhZGRpbkpvcGVu``); camelCase route words
+    (``userProfile``, ``getUserProfileById``, ``XMLHttpRequest``) flip far less.
+    """
+    if len(seg) < _TOKEN_MIN_LEN:
+        return False
+    if _HEX_TOKEN.match(seg):
+        return True
+    if seg.upper() == seg or seg.lower() == seg:  # one case only (or no letters)
+        return False
+    if any(c.isdigit() for c in seg):
+        return True
+    letters = "".join(c for c in seg if c.isalpha())
+    capitals = sum(c.isupper() for c in letters)
+    flips = sum(a.isupper() != b.isupper() for a, b in itertools.pairwise(letters))
+    return capitals * 10 >= len(letters) * 3 and flips * 4 >= len(letters)
 
 
 def _segment(seg: str, scanner: Scanner | None) -> str:
@@ -38,6 +63,8 @@ def _segment(seg: str, scanner: Scanner | None) -> str:
         return "{email}"
     if _VERSIONISH.match(seg):
         return seg
+    if _random_looking(seg):
+        return "{token}"
     if _WORD.match(seg) and (scanner is None or not scanner.findings(seg)):
         # Word-like segments mixing in long digit runs were rejected by _WORD already.
         return seg

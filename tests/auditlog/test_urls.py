@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import random
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +25,74 @@ class TestCollapsePath:
     def test_client_placeholder_is_not_trusted(self) -> None:
         """A literal {…} segment from a client is collapsed too."""
         assert "/a/{id}" == collapse_path("/a/{secret}")
+
+
+ROUTE_WORDS = [
+    "orders",
+    "userProfile",
+    "v2",
+    "api-keys",
+    "reset_password",
+    "getUserProfileById",
+    "XMLHttpRequest",
+    "HTMLToPDFConverter",
+    "internationalization",
+    "RequestBodyContentLength",
+    "openid-configuration",
+    "README.md",
+]
+
+
+def _mixes_cases_and_digits(token: str) -> bool:
+    return token.upper() != token and token.lower() != token and any(c.isdigit() for c in token)
+
+
+class TestRandomSegments:
+    @pytest.mark.parametrize("word", ROUTE_WORDS)
+    def test_route_words_stay(self, word: str) -> None:
+        """Route words, camelCase included, are kept."""
+        assert f"/api/{word}" == collapse_path(f"/api/{word}")
+
+    @pytest.mark.parametrize(
+        "token",
+        ["bPxRfiCYCANARYKEY01", "wJalrXUtnFEMIK7MDENG", "QWxhZGRpbkpvcGVu", "deadbeefcafe", "AbCdEfGhIjKl"],
+    )
+    def test_random_looking_segments_collapse(self, token: str) -> None:
+        """Mixed-case tokens collapse even when no scanner flags them (they used to be kept)."""
+        assert "/keys/{token}/rotate" == collapse_path(f"/keys/{token}/rotate")
+
+    @settings(max_examples=300, deadline=None)
+    @given(raw=st.binary(min_size=6, max_size=32))
+    def test_hex_tokens_always_collapse(self, raw: bytes) -> None:
+        """A hex token of 12 to 64 chars, any case, never survives."""
+        for token in (raw.hex(), raw.hex().upper()):
+            assert collapse_path(f"/x/{token}") in ("/x/{token}", "/x/{n}", "/x/{uuid}")
+
+    @settings(max_examples=300, deadline=None)
+    @given(raw=st.binary(min_size=9, max_size=48))
+    def test_base64_tokens_always_collapse(self, raw: bytes) -> None:
+        """A base64 token of 12 to 64 chars mixing cases and digits never survives, in either alphabet."""
+        for token in (
+            base64.urlsafe_b64encode(raw).decode().rstrip("="),
+            base64.b64encode(raw).decode().rstrip("=").replace("/", "+"),
+        ):
+            if _mixes_cases_and_digits(token):
+                assert "/x/{token}" == collapse_path(f"/x/{token}")
+
+    def test_random_tokens_collapse_almost_always(self) -> None:
+        """Of 20,000 random base64url tokens of 12 to 64 chars, with or without digits, 99.8% collapse.
+
+        The few that stay are letters only, of one case or nearly so: a pattern cannot tell them from words.
+        """
+        rnd = random.Random(20240607)
+        kept = 0
+        for _ in range(20_000):
+            n = rnd.randint(12, 64)
+            token = base64.urlsafe_b64encode(rnd.randbytes(n)).decode()[:n]
+            if collapse_path(f"/x/{token}") == f"/x/{token}":
+                assert not any(c.isdigit() for c in token)
+                kept += 1
+        assert kept <= 40
 
 
 class TestRedactTarget:
