@@ -19,7 +19,8 @@ work budget. Past a bound a container becomes ``{"t": "obj", "n": N, "truncated"
 Containers are never iterated past the bound (``itertools.islice``), builtin containers are read through
 their base class methods (an overridden ``__len__``/``__iter__`` is not called), and user code that does
 run (a dataclass property, a ``Mapping.__len__``) fails closed to ``"<unshapeable:TypeName>"``.
-``shape_of`` never raises.
+``shape_of`` never raises. Each call returns new dicts (callers may mutate them). Trees of exact builtins
+take a fast path that gives the general walk's shapes and hands anything else over to it.
 """
 
 from __future__ import annotations
@@ -520,6 +521,8 @@ def _fast_shaper(limits: ShapeLimits) -> Callable[[Any], Shape]:
         tp = type(value)
         if tp is str:
             return {"t": "str", "len": len(value)}
+        if tp is int:
+            return {"t": "int"}
         if tp is dict or tp is list or tp is tuple:
             try:
                 if tp is dict:
