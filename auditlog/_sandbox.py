@@ -1,17 +1,20 @@
-"""DuckDB connections for the audit data (private): a privileged loader and a locked-down sandbox.
+"""DuckDB connections for the audit data (private), and the catalog of what a source holds.
 
-Two kinds of connection, never mixed:
+Three kinds of connection, never mixed:
 
 - :func:`loader` reads journal segments and writes Parquet during compaction. Only library code runs SQL on
   it, with paths it chose itself.
-- :func:`sandbox` runs investigations, user SQL included. Its engine cannot touch the file system at all:
+- :func:`sandbox` runs user SQL. Its engine cannot touch the file system at all:
   ``enable_external_access = false`` with ``allowed_directories = []`` and ``allowed_paths = []``, no
-  temporary directory, no extension loading, ``lock_configuration = true``. The audit data reaches it
-  only as read-only Arrow scans registered by the library (pyarrow reads the Parquet files, the loader
-  parses uncompacted segments). DuckDB's ``allowed_directories`` grants *write* access as well
-  (``COPY ... TO`` and ``ATTACH`` succeed inside an allowed directory, checked with duckdb 2.0), so the
-  sandbox allows no directory rather than the data's own. On top of the engine, :func:`check_select`
+  temporary directory, no extension loading, no Python replacement scans, ``lock_configuration = true``.
+  The audit data reaches it only as read-only Arrow scans registered by the library (pyarrow reads the
+  Parquet files, the loader parses uncompacted segments). DuckDB's ``allowed_directories`` and
+  ``allowed_paths`` grant *write* access as well (``COPY ... TO`` and ``ATTACH`` succeed on an allowed
+  path; checked with duckdb 2.0), so the sandbox allows none. On top of the engine, :func:`check_select`
   accepts only single read-only statements.
+- :func:`reader` runs the library's named queries (constant SQL, bound parameters): the same lock-down,
+  except that ``allowed_paths`` lists exactly the source's Parquet files, so DuckDB's own Parquet reader
+  (row-group pruning, metadata cache) does the lookups. User SQL never runs there.
 """
 
 from __future__ import annotations
@@ -22,15 +25,17 @@ from types import ModuleType
 from typing import Any
 
 __all__ = [
-    "READ_ONLY_STATEMENTS",
     "Catalog",
     "CorruptLayout",
     "EmptyLayout",
+    "READ_ONLY_STATEMENTS",
     "SandboxViolation",
     "arrow_schema",
     "check_select",
     "loader",
     "open_catalog",
+    "parquet_scan_sql",
+    "reader",
     "require",
     "sandbox",
 ]
@@ -122,6 +127,56 @@ def sandbox(*, memory_limit: str = "1GB", threads: int | None = None) -> Any:
     ):
         con.execute(stmt)
     return con
+
+
+def reader(files: Sequence[str], *, memory_limit: str = "1GB", threads: int | None = None) -> Any:
+    """Open a locked DuckDB connection that can read exactly ``files`` (Parquet) and nothing else.
+
+    For library-authored, parameter-bound queries only (the named investigation queries): its engine can
+    read the listed files with DuckDB's own Parquet reader (statistics pruning, metadata cache), cannot
+    read any other path, and cannot change its settings. DuckDB would let a ``COPY ... TO`` overwrite a
+    listed file, so user SQL never runs here; it runs in :func:`sandbox`.
+
+    Args:
+        files: absolute paths of the Parquet files it may read.
+        memory_limit: DuckDB's ``memory_limit``.
+        threads: worker threads, or None for DuckDB's default.
+
+    Returns:
+        A ``duckdb.DuckDBPyConnection``.
+    """
+    duckdb = require("duckdb")
+    con = duckdb.connect(
+        ":memory:",
+        config={
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+            "allow_community_extensions": False,
+        },
+    )
+    for stmt in (
+        "SET TimeZone = 'UTC'",
+        f"SET memory_limit = '{_size(memory_limit)}'",
+        *([f"SET threads = {int(threads)}"] if threads is not None else []),
+        "SET temp_directory = ''",
+        "SET python_enable_replacements = false",
+        "SET parquet_metadata_cache = true",
+        "SET allowed_directories = []",
+    ):
+        con.execute(stmt)
+    con.execute("SET allowed_paths = ?", [list(files)])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def parquet_scan_sql(files: Sequence[str]) -> str:
+    """``read_parquet([...])`` over ``files`` with the hive partition columns as strings."""
+    quoted = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    return (
+        f"read_parquet([{quoted}], hive_partitioning = true, union_by_name = true, "
+        "hive_types = {'date': VARCHAR, 'source': VARCHAR})"
+    )
 
 
 def _size(value: str) -> str:
@@ -227,6 +282,16 @@ class Catalog:
     def describe(self) -> str:
         """The source, for messages (a path or URL)."""
         return self.label
+
+    @property
+    def manifests(self) -> list[Any]:
+        """The committed compaction manifests of the source (as of the last refresh)."""
+        return list(self._manifests)
+
+    @property
+    def files_root(self) -> Path | None:
+        """Where the manifests' relative Parquet paths resolve: the layout root, or the S3 cache."""
+        return Path(self._s3.cache) if self._s3 is not None else self.root
 
     def refresh(self) -> None:
         """Re-read the manifests (and, for S3, re-list them)."""

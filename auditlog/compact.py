@@ -51,11 +51,11 @@ from store.keys import KeyRing
 
 __all__ = [
     "COLUMNS",
-    "MANIFEST_FORMAT",
     "CompactReport",
     "CompactionError",
     "FileEntry",
     "LayoutError",
+    "MANIFEST_FORMAT",
     "Manifest",
     "SegmentEntry",
     "SegmentMismatch",
@@ -282,7 +282,7 @@ def compact(
     max_batch_bytes: int = 512 * 1024 * 1024,
     memory_limit: str = "2GB",
     compression_level: int = 1,
-    row_group_size: int = 122_880,
+    row_group_size: int = 32_768,
     progress: Progress | None = None,
 ) -> CompactReport:
     """Compact every sealed, not yet compacted segment of a journal into the Parquet layout.
@@ -558,7 +558,7 @@ def _compact_batch(
                     f"segment {seal.segment}: {counts.get(seal.segment, 0)} lines read, its seal counts "
                     f"{seal.count}; run `auditlog verify` on the journal"
                 )
-        files = _write_days(con, staging, root, src_dir, name, level=level, row_group_size=row_group_size)
+        files = _write_days(con, staging, src_dir, name, level=level, row_group_size=row_group_size)
     except Exception as exc:
         hasher.join()
         con.close()
@@ -613,40 +613,47 @@ def _sealed_input(seal: Seal, path: Path, staging: Path) -> Path:
 
 
 def _write_days(
-    con: Any, staging: Path, root: Path, src_dir: str, name: str, *, level: int, row_group_size: int
+    con: Any, staging: Path, src_dir: str, name: str, *, level: int, row_group_size: int
 ) -> list[FileEntry]:
-    files: list[FileEntry] = []
+    """Write one Parquet file per day of the sorted batch: DuckDB extracts the columns in order and streams
+    Arrow batches, pyarrow writes them (its writer keeps small row groups cheap)."""
+    from auditlog._sandbox import arrow_schema, require
+
+    pq = require("pyarrow.parquet", "auditlog.compact")
+    schema = arrow_schema()
+    schema = schema.remove(schema.get_field_index("source")).remove(schema.get_field_index("date"))
     con.execute("SET preserve_insertion_order = true")
-    days = [d for (d,) in con.execute("SELECT DISTINCT date FROM sorted ORDER BY date").fetchall()]
-    for day in days:
+    stats: dict[str, tuple[int, str, str]] = {}
+    per_segment: dict[str, dict[str, int]] = {}
+    for day, segment, rows, lo, hi in con.execute(
+        "SELECT date, segment, count(*), min(ts)::VARCHAR, max(ts)::VARCHAR FROM sorted "
+        "GROUP BY ALL ORDER BY ALL"
+    ).fetchall():
+        n, first, last = stats.get(day, (0, lo, hi))
+        stats[day] = (n + int(rows), min(first, lo), max(last, hi))
+        per_segment.setdefault(day, {})[segment] = int(rows)
+    files: list[FileEntry] = []
+    for day, (rows, lo, hi) in stats.items():
         rel = f"date={day}/{src_dir}/part-{name}.parquet"
         target = staging / "files" / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        query = COLUMNS_SQL.replace("{src}", "(SELECT * FROM sorted WHERE date = ?)")
-        con.execute(
-            f"COPY ({query}) TO '{_sql_path(target)}' "
-            f"(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {int(level)}, "
-            f"ROW_GROUP_SIZE {int(row_group_size)})",
-            [day],
-        )
-        stats = con.execute(
-            "SELECT count(*), min(ts)::VARCHAR, max(ts)::VARCHAR FROM sorted WHERE date = ?", [day]
-        ).fetchone()
-        per_segment = dict(
-            con.execute(
-                "SELECT segment, count(*) FROM sorted WHERE date = ? GROUP BY segment", [day]
-            ).fetchall()
-        )
+        query = COLUMNS_SQL.replace("{src}", "(SELECT * FROM sorted WHERE date = $day)")
+        reader = con.sql(query, params={"day": day}).to_arrow_reader(batch_size=row_group_size)
+        with pq.ParquetWriter(
+            target, schema, compression="zstd", compression_level=level, write_statistics=True
+        ) as writer:
+            for batch in reader:
+                writer.write_batch(batch.cast(schema), row_group_size=row_group_size)
         files.append(
             FileEntry(
                 path=rel,
                 date=day,
-                rows=int(stats[0]),
+                rows=rows,
                 bytes=target.stat().st_size,
                 sha256=_file_sha256(target),
-                min_ts=stats[1],
-                max_ts=stats[2],
-                segments={k: int(v) for k, v in sorted(per_segment.items())},
+                min_ts=lo,
+                max_ts=hi,
+                segments=dict(sorted(per_segment[day].items())),
             )
         )
     return files

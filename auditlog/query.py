@@ -12,9 +12,15 @@
 
 A source is a journal directory (its ``parquet/`` layout is used for compacted segments, the JSONL for the
 rest, the active segment included), a compacted layout root, or ``s3://bucket/prefix`` (only the Parquet
-files a query's time range needs are fetched into a local cache). Every query runs in the sandbox of
-:mod:`auditlog._sandbox` against one view, ``events`` (the columns of :data:`auditlog.compact.COLUMNS`, the
-partition columns ``date`` and ``source``, and the derived ``tool`` and ``route``).
+files a query's time range needs are fetched into a local cache). Every query sees one view, ``events``
+(the columns of :data:`auditlog.compact.COLUMNS`, the partition columns ``date`` and ``source``, and the
+derived ``tool`` and ``route``), on one of two locked DuckDB connections (:mod:`auditlog._sandbox`):
+
+- user SQL (:meth:`Investigation.sql`) runs in the sandbox, whose engine has no file access at all
+  (``enable_external_access = false``, no allowed directory or path, no temporary directory, settings
+  locked) and sees the data only as read-only Arrow scans; it accepts one read-only statement;
+- the named queries (library SQL, parameters bound) run on a reader whose engine may read exactly the
+  source's Parquet files (``allowed_paths``) with DuckDB's own reader, and nothing else.
 
 Every query is itself journaled as a ``query.run`` event through the audit handle: the query name, the
 *shapes* of its parameters (never their values: ``find`` journals ``{"t": "str", "len": 24}``, not the
@@ -53,6 +59,7 @@ if TYPE_CHECKING:
     from store.keys import KeyRing
 
 __all__ = [
+    "AuditSink",
     "BadTimeRange",
     "CorruptSource",
     "EmptySource",
@@ -219,6 +226,13 @@ def _shape(value: object) -> dict[str, Any]:
 
 # -- the investigation -------------------------------------------------------------------------------
 
+_EVENTS_VIEW = (
+    "CREATE OR REPLACE VIEW events AS SELECT *, "
+    "CASE WHEN action_method = 'tools/call' THEN action_name END AS tool, "
+    "CASE WHEN list_contains(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'], "
+    "upper(action_method)) THEN action_name END AS route "
+    "FROM (SELECT * FROM {parquet} UNION ALL BY NAME SELECT * FROM _live)"
+)
 _CALLS = "(kind LIKE 'http.%' OR kind LIKE 'mcp.%' OR kind = 'authz.denied')"
 _DENIED = "(kind = 'authz.denied' OR decision_allowed = false)"
 _BODY_KINDS = "('body.read', 'body.read_denied', 'body.integrity_failed')"
@@ -276,26 +290,25 @@ class Investigation:
         self._keys: KeyRing | None = keys if keys is not None else getattr(audit, "keys", None)
         self._investigator = investigator or _os_user()
         self._label = str(source)
-        self._files: tuple[str, ...] | None = None
+        self._memory_limit = memory_limit
+        self._threads = threads
         self._closed = True
         self._catalog: Catalog = _translate(
             lambda: _sandbox.open_catalog(source, cache_dir=cache_dir, s3_client=s3_client)
         )
         self._con = _sandbox.sandbox(memory_limit=memory_limit, threads=threads)
+        self._fast: Any = None
+        self._fast_files: tuple[str, ...] | None = None
+        self._sandbox_files: tuple[str, ...] | None = None
         self._closed = False
         try:
-            self._con.register("_live", _translate(self._catalog.live_table))
+            self._live = _translate(self._catalog.live_table)
+            self._con.register("_live", self._live)
             self._con.register("_parquet", _sandbox.arrow_schema().empty_table())
-            self._files = ()
+            self._con.execute(_EVENTS_VIEW.replace("{parquet}", "_parquet"))
+            self._sandbox_files = ()
             if self._catalog.kind != "s3":
-                self._select_files(None, None)  # s3: fetched per query, for its time range only
-            self._con.execute(
-                "CREATE VIEW events AS SELECT *, "
-                "CASE WHEN action_method = 'tools/call' THEN action_name END AS tool, "
-                "CASE WHEN list_contains(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'], "
-                "upper(action_method)) THEN action_name END AS route "
-                "FROM (SELECT * FROM _parquet UNION ALL BY NAME SELECT * FROM _live)"
-            )
+                self._reader_for(None, None)  # s3: fetched per query, for its time range only
         except BaseException:
             self.close()
             raise
@@ -600,21 +613,32 @@ ORDER BY ts, type, actor, what
 
     @property
     def connection(self) -> Any:
-        """The sandboxed DuckDB connection (for inspection; its configuration is locked)."""
+        """The user-SQL sandbox connection (for inspection; no file access, configuration locked)."""
         return self._con
+
+    @property
+    def reader(self) -> Any:
+        """The named-query connection (for inspection; reads only the Parquet files, configuration locked)."""
+        return self._reader_for(None, None)
 
     def refresh(self) -> None:
         """Re-read the source: new manifests, new and grown segments."""
         _translate(self._catalog.refresh)
-        self._con.register("_live", _translate(self._catalog.live_table))
-        self._con.register("_parquet", _sandbox.arrow_schema().empty_table())
-        self._files = ()
+        self._live = _translate(self._catalog.live_table)
+        self._con.register("_live", self._live)
+        self._sandbox_files = None
+        if self._fast is not None:
+            self._fast.close()
+            self._fast = None
 
     def close(self) -> None:
-        """Close the sandbox connection. Idempotent."""
+        """Close the connections. Idempotent."""
         if not self._closed:
             self._closed = True
             self._con.close()
+            if self._fast is not None:
+                self._fast.close()
+                self._fast = None
 
     def __enter__(self) -> Investigation:
         return self
@@ -622,14 +646,35 @@ ORDER BY ts, type, actor, what
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _select_files(self, since: datetime | None, until: datetime | None) -> tuple[str, ...]:
+    def _files(self, since: datetime | None, until: datetime | None) -> tuple[str, ...]:
         if self._catalog.kind != "s3":  # local files cost nothing to include; row-group statistics prune
             since = until = None
-        files = _translate(lambda: self._catalog.parquet_files(since, until))
-        if files != self._files:
+        return _translate(lambda: self._catalog.parquet_files(since, until))
+
+    def _reader_for(self, since: datetime | None, until: datetime | None) -> Any:
+        """The named-query connection over the Parquet files the range needs (rebuilt when they change)."""
+        files = self._files(since, until)
+        if files != self._fast_files or self._fast is None:
+            if self._fast is not None:
+                self._fast.close()
+                self._fast = None
+            con = _sandbox.reader(files, memory_limit=self._memory_limit, threads=self._threads)
+            con.register("_live", self._live)
+            if files:
+                con.execute(_EVENTS_VIEW.replace("{parquet}", _sandbox.parquet_scan_sql(files)))
+            else:
+                con.register("_parquet", _sandbox.arrow_schema().empty_table())
+                con.execute(_EVENTS_VIEW.replace("{parquet}", "_parquet"))
+            self._fast, self._fast_files = con, files
+        return self._fast
+
+    def _sandbox_for(self, since: datetime | None, until: datetime | None) -> Any:
+        """The user-SQL sandbox, with the Parquet files the range needs registered as an Arrow dataset."""
+        files = self._files(since, until)
+        if files != self._sandbox_files:
             self._con.register("_parquet", self._catalog.dataset(files))
-            self._files = files
-        return files
+            self._sandbox_files = files
+        return self._con
 
     def _run(
         self,
@@ -647,8 +692,8 @@ ORDER BY ts, type, actor, what
         started = time.perf_counter()
         duckdb = require("duckdb")
         try:
-            self._select_files(since, until)
-            cur = self._con.execute(sql, params) if params is not None else self._con.execute(sql)
+            con = self._sandbox_for(since, until) if user_sql else self._reader_for(since, until)
+            cur = con.execute(sql, params) if params is not None else con.execute(sql)
             columns = tuple(d[0] for d in cur.description or ())
             rows = tuple(cur.fetchall())
         except duckdb.PermissionException as exc:

@@ -6,6 +6,8 @@ structlog) into a real chained journal; :func:`write_incident` is shared with th
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,7 +38,7 @@ from auditlog.query import (
     UnknownCorrelationId,
     parse_time,
 )
-from store.journal import JournalConfig, iter_records
+from store.journal import JournalConfig, JournalWriter, iter_records
 from store.keys import KeyRing, MasterKey
 
 POLICY = loads(
@@ -63,6 +65,7 @@ ACTORS = {
     "carol": ("globex", ["orders:read", "orders:write"], ["search_orders", "update_order"]),
 }
 CANARIES = load_canaries()
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(slots=True)
@@ -550,6 +553,19 @@ class TestSandbox:
         result = inv.sql("SELECT count(*) AS n FROM events WHERE actor_subject = ?", ["intern"])
         assert [(1,)] == list(result.rows)
 
+    def test_named_query_connection_reads_only_the_parquet_files(
+        self, inv: Investigation, compacted: Incident
+    ) -> None:
+        """The connection for named queries reads the audit Parquet files and nothing else, and is locked."""
+        with Investigation(compacted.journal, audit=Sink(compacted.ring)) as inv2:
+            reader = inv2.reader
+            assert reader.execute("SELECT count(*) FROM events").fetchone()[0] > 0
+            for path in ("/etc/passwd", str(sorted(compacted.journal.glob("*.jsonl"))[0])):
+                with pytest.raises(duckdb.PermissionException):
+                    reader.execute(f"SELECT * FROM read_text('{path}')")
+            with pytest.raises(duckdb.InvalidInputException, match="locked"):
+                reader.execute("SET enable_external_access = true")
+
     def test_refusals_are_journaled(self, inv: Investigation, sink: Sink) -> None:
         """A refused statement is journaled as refused, with the SQL's hash, not its text."""
         with pytest.raises(SandboxViolation):
@@ -662,6 +678,37 @@ class TestSources:
         assert 3 == len(rows)
         assert [None, None, None] == [r["actor"] for r in rows]
         assert all(isinstance(r["ts"], datetime) for r in rows)
+
+
+class TestImports:
+    def test_heavy_dependencies_are_lazy(self) -> None:
+        """Importing query, compaction, shipping, evidence and CLI modules loads no duckdb, pyarrow, boto3."""
+        code = (
+            "import sys\n"
+            "import auditlog.query, auditlog.compact, auditlog.ship, auditlog.evidence, auditlog.cli_query\n"
+            "print(','.join(m for m in ('duckdb', 'pyarrow', 'boto3') if m in sys.modules))"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60
+        )
+        assert (0, "") == (proc.returncode, proc.stdout.strip()), proc.stderr
+
+    def test_missing_extra_names_it(self, tmp_path: Path) -> None:
+        """Without duckdb, an investigation fails with the extra to install."""
+        code = (
+            "import sys\nsys.modules['duckdb'] = None\n"
+            "from auditlog.query import Investigation\n"
+            "class S:\n    keys = None\n    def emit(self, e): return True\n"
+            "try:\n    Investigation(sys.argv[1], audit=S())\n"
+            "except ImportError as exc:\n    print(exc)\n"
+        )
+        inc_dir = tmp_path / "j"
+        inc_dir.mkdir()
+        (inc_dir / "00000001.jsonl").write_bytes(b'{"kind":"x","seq":1}\n')
+        proc = subprocess.run(
+            [sys.executable, "-c", code, str(inc_dir)], capture_output=True, text=True, cwd=ROOT, timeout=60
+        )
+        assert "install auditlog-pipeline[query]" in proc.stdout, proc.stderr
 
 
 class TestResult:
@@ -781,6 +828,16 @@ class TestCLI:
         err = " ".join(res.stderr.split())
         assert f"journal segment {seg.name} line 2 is not a valid record" in err
         assert "auditlog verify" in err
+
+    def test_busy_journal_needs_an_audit_dir(self, cli: typer.Typer, tmp_path: Path) -> None:
+        """While the application's writer holds the journal, the CLI asks for --audit-dir."""
+        inc = write_incident(tmp_path / "i", per_day=3, days=1)
+        key = tmp_path / "k.key"
+        key.write_text(inc.ring.active.to_b64() + "\n")
+        with JournalWriter(inc.journal, keys=inc.ring, config=JournalConfig(fsync="never")):
+            res = self.run(cli, "query", inc.journal, "denials", "--key-file", key)
+        assert 2 == res.exit_code
+        assert "pass --audit-dir" in " ".join(res.stderr.split())
 
     def test_default_audit_dir_is_the_source_journal(self, cli: typer.Typer, tmp_path: Path) -> None:
         """Without --audit-dir the query.run event goes into the source journal itself."""
