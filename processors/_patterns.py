@@ -220,7 +220,11 @@ RULES: tuple[Rule, ...] = (
         words=("authorization",),
     ),
     Rule(
-        "URL_CREDENTIALS", re.compile(r"://([^\s/?#]{1,512})@"), group=1, chars=frozenset("@"), needs=("://",)
+        "URL_CREDENTIALS",  # '#' included: passwords hold it unencoded in logged DSNs
+        re.compile(r"://([^\s/?]{1,512})@"),
+        group=1,
+        chars=frozenset("@"),
+        needs=("://",),
     ),
     Rule(
         "URL_CREDENTIALS",

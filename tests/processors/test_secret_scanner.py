@@ -184,6 +184,10 @@ LEAKS = [
         '{"aws_secret_access_key": "<AWS_SECRET_KEY>"}',
     ),
     ("secretAccessKey=abcdefghijklmnopqrstuvwxyzabcdefghijklmn", "secretAccessKey=<AWS_SECRET_KEY>"),
+    (
+        "connecting to postgresql://aaron07:BN(23aT)$MD#SE#8@db-7:5432/app",
+        "connecting to postgresql://<URL_CREDENTIALS>@db-7:5432/app",
+    ),
     ("ssn:536228726 ok", "ssn:<US_SSN> ok"),
     ("SSN 536-22-8726 ok", "SSN <US_SSN> ok"),
     ("ssn=536228726 ok", "ssn=<US_SSN> ok"),
