@@ -15,6 +15,11 @@ It errs towards masking. Two rules over-mask free text on purpose:
   cannot tell a name from any other word without NER; non-ASCII capitalised words are far more often
   names than not, so they are masked. ``PIIScanner`` (presidio) finds names properly.
 
+A label widens a rule: any 9 digits right after ``ssn`` or ``social security number`` are a ``US_SSN``,
+any phone-shaped digit string after ``phone``, ``tel``, ``mobile``, ``fax`` or ``sms to`` a ``PHONE_NUMBER``
+(extension included), any 30-64 char base64 value of ``aws_secret_access_key`` an ``AWS_SECRET_KEY``. The
+rules themselves live in ``processors._patterns``.
+
 Hard negatives that stay readable: ISO timestamps, versions (``v2.10.0-rc1``), canonical UUIDs (they are
 correlation ids), order numbers (``ORD-2024-001234``), short integers, HTTP paths, English sentences,
 snake_case identifiers, hex colours.
