@@ -10,8 +10,8 @@ four per correlation id, spread over three days) through the real chained ``Jour
     as ``query.run`` through a real ``AuditHandle``).
 
 It also times ``auditlog.compact.compact`` (events/s) and measures the peak memory of (c) as the peak RSS
-(``ru_maxrss``) of a child process that does nothing else: opens the Investigation and runs the lookups
-(the interpreter, duckdb and pyarrow included). Prints a table and writes the ``## Query (bench_query.py)``
+(``VmHWM``) of a child process that does nothing else: opens the Investigation and runs the lookups (the
+interpreter, duckdb and pyarrow included). Prints a table and writes the ``## Query (bench_query.py)``
 section of ``benchmarks/RESULTS.md``.
 
 Run: ``.venv/bin/python benchmarks/bench_query.py [--events N] [--lookups K] [--keep DIR]``
@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import random
-import resource
 import shutil
 import statistics
 import subprocess
@@ -186,10 +185,17 @@ def child_investigation(source: str, audit_dir: str, cids: list[str]) -> None:
         times.append(time.perf_counter() - t0)
     inv.close()
     handle.shutdown()
-    print(json.dumps({"open": opened, "times": times, "rows": rows}))
+    status = Path("/proc/self/status").read_text()
+    hwm = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+    print(json.dumps({"open": opened, "times": times, "rows": rows, "vmhwm_kib": hwm}))
 
 
 def measure_investigation(source: Path, audit_dir: Path, cids: list[str]) -> tuple[dict[str, Any], int]:
+    """Run (c) in a fresh process; its peak RSS is the VmHWM it reads from /proc/self/status at its end.
+
+    (``RUSAGE_CHILDREN`` would not do: Linux carries a forked child's pre-exec high-water mark, the
+    parent's size, into its ``ru_maxrss``.)
+    """
     proc = subprocess.run(
         [sys.executable, __file__, "--child", str(source), str(audit_dir), ",".join(cids)],
         capture_output=True,
@@ -197,8 +203,8 @@ def measure_investigation(source: Path, audit_dir: Path, cids: list[str]) -> tup
         check=True,
         cwd=ROOT,
     )
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return json.loads(proc.stdout.strip().splitlines()[-1]), peak_kib
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result, int(result["vmhwm_kib"])
 
 
 def ms(values: list[float]) -> float:
@@ -291,9 +297,9 @@ def main() -> None:
     notes = (
         f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"load average {load:.1f} at the end of the run (other work shares the cores). Memory of (c) is the "
-        "peak RSS (`ru_maxrss`) of a child process that only opens the Investigation and runs the lookups "
-        "(interpreter, duckdb and pyarrow included). Page cache warm for all three (the data was just "
-        "written). "
+        "peak RSS (`VmHWM` from /proc/self/status) of a child process that only opens the Investigation "
+        "and runs the lookups (interpreter, duckdb and pyarrow included). Page cache warm for all three "
+        "(the data was just written). "
         f"Run on {datetime.now(UTC).strftime('%Y-%m-%d')}: `.venv/bin/python benchmarks/bench_query.py`."
     )
     print()
