@@ -640,9 +640,13 @@ def _write_days(
         query = COLUMNS_SQL.replace("{src}", "(SELECT * FROM sorted WHERE date = $day)")
         reader = con.sql(query, params={"day": day}).to_arrow_reader(batch_size=row_group_size)
         with pq.ParquetWriter(
-            target, schema, compression="zstd", compression_level=level, write_statistics=True
+            target,
+            schema,
+            compression="zstd",
+            compression_level=level,
+            use_dictionary=[c for c in schema.names if c not in _UNIQUE_COLUMNS],
         ) as writer:
-            for batch in reader:
+            for batch in _prefetch(reader):
                 writer.write_batch(batch.cast(schema), row_group_size=row_group_size)
         files.append(
             FileEntry(
@@ -657,6 +661,52 @@ def _write_days(
             )
         )
     return files
+
+
+# Columns whose values are (nearly) unique: a dictionary only costs time there.
+_UNIQUE_COLUMNS = frozenset({"seq", "ts", "event_id", "span_id", "mac", "record"})
+
+
+def _prefetch(reader: Any, depth: int = 2) -> Iterator[Any]:
+    """Yield the batches of an Arrow reader, reading ahead in a thread so DuckDB extracts the next batch
+    while pyarrow compresses this one (both release the GIL)."""
+    import queue
+
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    done = object()
+    failure: list[BaseException] = []
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for batch in reader:
+                while not stop.is_set():
+                    try:
+                        q.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as exc:  # handed to the consumer
+            failure.append(exc)
+        finally:
+            q.put(done)
+
+    thread = threading.Thread(target=produce, name="auditlog-compact-extract", daemon=True)
+    thread.start()
+    try:
+        while (item := q.get()) is not done:
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+    if failure:
+        raise failure[0]
 
 
 def _sql_path(path: Path) -> str:
