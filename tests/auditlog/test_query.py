@@ -613,9 +613,9 @@ class TestJournaling:
         ):
             inv.denials()
 
-    def test_needs_an_audit_handle(self, incident: Incident) -> None:
+    def test_needs_an_audit_handle(self, incident: Incident, monkeypatch: pytest.MonkeyPatch) -> None:
         """Without a handle (and none configured) an investigation cannot start."""
-        assert auditlog.current_handle() is None
+        monkeypatch.setattr("auditlog.pipeline._current", None)
         with pytest.raises(NotJournaled, match="journaled"):
             Investigation(incident.journal)
 
