@@ -72,7 +72,7 @@ def cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, datetime):
-        return value.isoformat(sep=" ", timespec="seconds")
+        return value.isoformat(sep=" ", timespec="milliseconds")
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, float):

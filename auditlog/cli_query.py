@@ -23,7 +23,8 @@ from rich.table import Table
 
 __all__ = ["register"]
 
-out = Console(highlight=False, soft_wrap=True)
+# Tables are wide: when stdout is not a terminal (a pipe, a file), do not fold them to 80 columns.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 240)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 KeyFileOpt = Annotated[
