@@ -32,6 +32,7 @@ __all__ = [
     "SandboxViolation",
     "arrow_schema",
     "check_select",
+    "first_line",
     "loader",
     "open_catalog",
     "parquet_scan_sql",
@@ -208,7 +209,7 @@ def check_select(con: Any, text: str) -> None:
     try:
         statements: Sequence[Any] = con.extract_statements(text)
     except duckdb.Error as exc:
-        raise SandboxViolation(f"the SQL does not parse: {_first_line(exc)}") from None
+        raise SandboxViolation(f"the SQL does not parse: {first_line(exc)}") from None
     if len(statements) != 1:
         raise SandboxViolation(f"exactly one statement is allowed, got {len(statements)}")
     kind = getattr(statements[0].type, "name", str(statements[0].type))
@@ -216,7 +217,7 @@ def check_select(con: Any, text: str) -> None:
         raise SandboxViolation(f"{kind} statements are not allowed in an investigation; only queries are")
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
 
 

@@ -697,6 +697,11 @@ ORDER BY ts, type, actor, what
             columns = tuple(d[0] for d in cur.description or ())
             rows = tuple(cur.fetchall())
         except duckdb.PermissionException as exc:
+            if not user_sql:
+                raise CorruptSource(
+                    f"{name} could not read {self._catalog.describe()} (a file outside the catalog?); "
+                    "run `auditlog verify` on the journal for details"
+                ) from exc
             self._journal(
                 name,
                 shown,
@@ -706,7 +711,7 @@ ORDER BY ts, type, actor, what
                 started=started,
                 sql=sql if user_sql else None,
             )
-            raise SandboxViolation(f"the sandbox refused it: {_sandbox._first_line(exc)}") from None
+            raise SandboxViolation(f"the sandbox refused it: {_sandbox.first_line(exc)}") from None
         except duckdb.Error as exc:
             self._journal(
                 name,
@@ -718,7 +723,7 @@ ORDER BY ts, type, actor, what
                 sql=sql if user_sql else None,
             )
             if user_sql:
-                raise QueryError(f"the query failed: {_sandbox._first_line(exc)}") from None
+                raise QueryError(f"the query failed: {_sandbox.first_line(exc)}") from None
             raise CorruptSource(
                 f"{name} could not read {self._catalog.describe()} ({type(exc).__name__}); "
                 "run `auditlog verify` on the journal for details"

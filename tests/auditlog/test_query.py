@@ -20,6 +20,8 @@ import orjson
 import pytest
 import structlog
 import typer
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import auditlog
@@ -38,6 +40,7 @@ from auditlog.query import (
     UnknownCorrelationId,
     parse_time,
 )
+from processors import Fingerprinter
 from store.journal import JournalConfig, JournalWriter, iter_records
 from store.keys import KeyRing, MasterKey
 
@@ -625,6 +628,38 @@ class TestJournaling:
             inv.denials()
         runs = [r for r in iter_records(incident.journal) if r.get("kind") == "query.run"]
         assert "denials" == runs[-1]["query"]["name"]
+
+
+@pytest.fixture(scope="module")
+def shared_inv(incident: Incident) -> Iterator[tuple[Investigation, Sink]]:
+    sink = Sink(incident.ring)
+    with Investigation(incident.journal, audit=sink) as investigation:
+        yield investigation, sink
+
+
+class TestNoValuesJournaled:
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(value=st.one_of(st.text(min_size=6, max_size=80), st.sampled_from(sorted(set(CANARIES.needles)))))
+    def test_find_and_actor_journal_shapes_only(
+        self, shared_inv: tuple[Investigation, Sink], value: str
+    ) -> None:
+        """Whatever is looked up, the query.run events hold neither it nor its fingerprint."""
+        inv, sink = shared_inv
+        sink.events.clear()
+        inv.find("#" * len(value))
+        inv.actor("#" * len(value))
+        assume(value not in orjson.dumps(sink.events).decode())  # e.g. "subject": part of every event
+        sink.events.clear()
+        inv.find(value)
+        inv.actor(value)
+        blob = orjson.dumps(sink.events).decode()
+        fingerprint = Fingerprinter(
+            key=inv.keys.active.derive("fingerprint"),
+            key_id=inv.keys.active.key_id,
+            fields=(),  # type: ignore[union-attr]
+        ).fingerprint(value)
+        assert value not in blob and orjson.dumps(value).decode()[1:-1] not in blob
+        assert fingerprint not in blob
 
 
 class TestSources:
