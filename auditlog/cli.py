@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from auditlog.cli_bodies import bodies_app
+from auditlog.cli_query import register as register_query_commands
 from auditlog.policy import PolicyError, sensitive_allowlist_warnings
 from auditlog.policy import load as load_policy
 from store.exceptions import JournalError, KeyError_
@@ -254,6 +255,9 @@ def selftest(
         out.print("[red]selftest failed[/red]")
         raise typer.Exit(1)
     out.print("[green]OK[/green]: no planted value reached the journal or the console")
+
+
+register_query_commands(app)  # compact, ship, query, export, verify-pack: listed after the commands above
 
 
 def main() -> None:
