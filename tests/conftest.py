@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# Asserts in the shared helpers fail with pytest's detail too; registered before anything imports them.
+pytest.register_assert_rewrite("tests._support")
+
 # ../shared/canaries next to the repository; AUDITLOG_CANARIES (the json file or its folder) otherwise.
 _SHARED_CANARIES = Path(__file__).resolve().parents[1].parent / "shared" / "canaries"
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import logging
 import re
-import socket
-import threading
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
@@ -27,17 +25,16 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from auditlog.otel import RedactingSpanProcessor, redact_url
+from tests._support import START_TIMEOUT, serve_uvicorn
 from tests.conftest import Canaries
 
 Scope = MutableMapping[str, Any]
-START_TIMEOUT = 10.0
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # what HTTP allows as a header name
 
 
@@ -105,31 +102,12 @@ def served(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
         http_capture_headers_server_request=[".*"],
         http_capture_headers_server_response=[".*"],
     )
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        wrapped,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        ws="none",
-        proxy_headers=True,
-        forwarded_allow_ips="127.0.0.1",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not server.started and time.monotonic() < deadline and thread.is_alive():
-            time.sleep(0.01)
-        assert server.started, "uvicorn did not start"
-        yield Served(f"http://127.0.0.1:{port}", request.param, redacted, raw, processor)
+        with serve_uvicorn(
+            wrapped, lifespan="off", proxy_headers=True, forwarded_allow_ips="127.0.0.1"
+        ) as url:
+            yield Served(url, request.param, redacted, raw, processor)
     finally:
-        server.should_exit = True
-        thread.join(timeout=START_TIMEOUT)
-        sock.close()
         provider.shutdown()
 
 

@@ -1,0 +1,48 @@
+"""Plain helpers shared across test packages (fixtures live in the ``conftest.py`` files).
+
+Imported as ``from tests._support import ...``; ``tests/conftest.py`` registers it for pytest's
+assertion rewriting, so an assert in here fails with the same detail as one in a test module.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+
+START_TIMEOUT = 10.0
+
+
+@contextmanager
+def serve_uvicorn(app: Any, **config: Any) -> Iterator[str]:
+    """Run ``app`` under uvicorn on 127.0.0.1, port 0, in a thread; yield its base URL.
+
+    Args:
+        app: the ASGI application.
+        **config: further ``uvicorn.Config`` arguments (``lifespan``, ``proxy_headers``...).
+
+    Returns:
+        A context manager yielding ``http://127.0.0.1:<port>``; the server stops on exit.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, ws="none", **config))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not server.started and time.monotonic() < deadline and thread.is_alive():
+            time.sleep(0.01)
+        assert server.started, "uvicorn did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=START_TIMEOUT)
+        sock.close()
