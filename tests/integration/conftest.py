@@ -2,56 +2,39 @@
 
 Test modules reach the helpers through the session-scoped ``kit`` fixture (``kit.serve_asgi(app)``,
 ``kit.events(dir)``...), never by importing this module: ``conftest`` is not a unique module name.
+The ``pipeline`` fixture needs a ``policy`` fixture, which each test module defines.
 """
 
 from __future__ import annotations
 
-import socket
+import io
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import anyio
 import pytest
-import uvicorn
 
 import auditlog
 from auditlog.canaries import Canaries, load_canaries
 from auditlog.pipeline import AuditHandle
 from auditlog.policy import Policy
+from store.exceptions import JournalError
 from store.journal import iter_records
 from store.keys import KeyRing, MasterKey
+from tests._support import START_TIMEOUT, serve_uvicorn
 
 CANARIES: Canaries = load_canaries()
-START_TIMEOUT = 10.0
 
 
-@contextmanager
-def serve_asgi(app: Any, *, lifespan: str = "auto") -> Iterator[str]:
+def serve_asgi(app: Any, *, lifespan: str = "auto") -> AbstractContextManager[str]:
     """Run ``app`` under uvicorn on 127.0.0.1, port 0, in a thread; yield its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, log_config=None, access_log=False, lifespan=lifespan, ws="none", backlog=1024
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not server.started and time.monotonic() < deadline and thread.is_alive():
-            time.sleep(0.01)
-        assert server.started, "uvicorn did not start"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=START_TIMEOUT)
-        sock.close()
+    return serve_uvicorn(app, lifespan=lifespan, backlog=1024)
 
 
 @contextmanager
@@ -80,6 +63,38 @@ def new_handle(directory: Path, policy: Policy | None = None, **kw: Any) -> Audi
     return auditlog.configure(journal_dir=directory, key=KeyRing(MasterKey.generate()), policy=policy, **kw)
 
 
+@contextmanager
+def journaled(directory: Path, policy: Policy | None = None, **kw: Any) -> Iterator[AuditHandle]:
+    """A :func:`new_handle`, shut down on exit."""
+    handle = new_handle(directory, policy, **kw)
+    try:
+        yield handle
+    finally:
+        handle.shutdown()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sinks:
+    """Where a canary could surface: the journal under ``directory`` and the ``console`` log output."""
+
+    handle: AuditHandle
+    directory: Path
+    console: io.StringIO
+
+    def assert_no_leaks(self) -> None:
+        """No canary in the journal's bytes, none in what was logged to the console."""
+        assert [] == CANARIES.leaks_in(journal_bytes(self.directory))
+        assert [] == CANARIES.leaks_in(self.console.getvalue().encode())
+
+
+@contextmanager
+def canary_sinks(root: Path, policy: Policy, **kw: Any) -> Iterator[Sinks]:
+    """A handle journaling into ``root / "journal"`` and logging into a console buffer; shut down on exit."""
+    console = io.StringIO()
+    with journaled(root / "journal", policy, console=console, **kw) as handle:
+        yield Sinks(handle=handle, directory=root / "journal", console=console)
+
+
 def events(directory: Path, kind: str | None = None) -> list[dict[str, Any]]:
     """The audit events (records with a schema version) in a journal, optionally of one kind."""
     out = [r for r in iter_records(directory) if r.get("v") == 1]
@@ -103,6 +118,29 @@ def journal_bytes(directory: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file())
 
 
+def run(fn: Callable[[], Awaitable[Any]], seconds: float = 30) -> Any:
+    """Run the coroutine function ``fn`` under anyio, failing after ``seconds``."""
+
+    async def bounded() -> Any:
+        with anyio.fail_after(seconds):
+            return await fn()
+
+    return anyio.run(bounded)
+
+
+class RefusingJournal:
+    """Stands in for the journal writer: every append fails the way a full disk would."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def append(self, record: Any) -> int:
+        raise JournalError("journal refused the record (simulated)")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 class MemoryBodies:
     """An in-test body sink: what the middleware handed over, and when."""
 
@@ -123,8 +161,18 @@ def kit() -> SimpleNamespace:
         serve_asgi=serve_asgi,
         serve_wsgi=serve_wsgi,
         new_handle=new_handle,
+        canary_sinks=canary_sinks,
         events=events,
         wait_events=wait_events,
         journal_bytes=journal_bytes,
         MemoryBodies=MemoryBodies,
+        RefusingJournal=RefusingJournal,
+        run=run,
     )
+
+
+@pytest.fixture
+def pipeline(policy: Policy, tmp_path: Path) -> Iterator[tuple[AuditHandle, Path]]:
+    """A handle under the test module's ``policy`` fixture, journaling into ``tmp_path / "journal"``."""
+    with journaled(tmp_path / "journal", policy) as handle:
+        yield handle, tmp_path / "journal"

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import re
 import threading
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -29,8 +27,7 @@ from starlette.routing import Route
 from auditlog.asgi import AuditMiddleware
 from auditlog.canaries import load_canaries
 from auditlog.pipeline import AuditHandle
-from auditlog.policy import loads
-from store.exceptions import JournalError
+from auditlog.policy import Policy, loads
 
 CANARIES = load_canaries()
 POLICY = loads(
@@ -69,19 +66,6 @@ body_retention = "1d"
 )
 TOKENS = {"tok-admin": ("alice", ["admin", "read"]), "tok-reader": ("bob", ["read"])}
 TIMEOUT = httpx.Timeout(10.0)
-
-
-class RefusingJournal:
-    """Stands in for the journal writer: every append fails the way a full disk would."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    def append(self, record: Any) -> int:
-        raise JournalError("journal refused the record (simulated)")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 class TokenBackend(AuthenticationBackend):
@@ -170,12 +154,10 @@ def build_fastapi(handle: AuditHandle, gate: threading.Event | None = None, **kw
     return app
 
 
-@pytest.fixture
-def pipeline(kit: SimpleNamespace, tmp_path: Path) -> Iterator[tuple[AuditHandle, Path]]:
-    directory = tmp_path / "journal"
-    handle = kit.new_handle(directory, POLICY)
-    yield handle, directory
-    handle.shutdown()
+@pytest.fixture(scope="module")
+def policy() -> Policy:
+    """This module's policy, for the ``pipeline`` fixture."""
+    return POLICY
 
 
 class TestRequestEvents:
@@ -397,7 +379,7 @@ class TestDecisions:
 
         app = build_fastapi(handle)
         with kit.serve_asgi(app) as base:
-            monkeypatch.setattr(handle, "journal", RefusingJournal(handle.journal))
+            monkeypatch.setattr(handle, "journal", kit.RefusingJournal(handle.journal))
             closed = httpx.get(f"{base}/closed")
             opened = httpx.get(f"{base}/open")
         assert 503 == closed.status_code
@@ -517,17 +499,12 @@ def _send(client: httpx.Client, canary: str, where: str) -> httpx.Response:
 
 @pytest.fixture(scope="module")
 def canary_server(kit: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    directory = tmp_path_factory.mktemp("asgi-canaries") / "journal"
-    console = io.StringIO()
-    handle = kit.new_handle(directory, POLICY, stdlib=True, console=console)
-    try:
-        with (
-            kit.serve_asgi(build_fastapi(handle)) as base,
-            httpx.Client(base_url=base, timeout=TIMEOUT) as client,
-        ):
-            yield handle, directory, client, console
-    finally:
-        handle.shutdown()
+    with (
+        kit.canary_sinks(tmp_path_factory.mktemp("asgi-canaries"), POLICY, stdlib=True) as sinks,
+        kit.serve_asgi(build_fastapi(sinks.handle)) as base,
+        httpx.Client(base_url=base, timeout=TIMEOUT) as client,
+    ):
+        yield sinks, client
 
 
 class TestCanaries:
@@ -537,13 +514,12 @@ class TestCanaries:
         self, kit: SimpleNamespace, canary_server: Any, plant: Any
     ) -> None:
         """A canary in body, query, path, headers, cookies or an error message never reaches a sink."""
-        handle, directory, client, console = canary_server
+        sinks, client = canary_server
         canary, where = plant
-        before = len(kit.events(directory))
+        before = len(kit.events(sinks.directory))
         r = _send(client, canary, where)
         assert r.status_code in (200, 404, 422, 500)
         assert canary not in r.headers.get("x-correlation-id", "")
-        assert before + 1 == len(kit.wait_events(handle, directory, before + 1))
-        assert [] == CANARIES.leaks_in(kit.journal_bytes(directory))
-        assert [] == CANARIES.leaks_in(console.getvalue().encode())
-        assert [] == CANARIES.leaks_in(json.dumps(handle.stats.as_dict()).encode())
+        assert before + 1 == len(kit.wait_events(sinks.handle, sinks.directory, before + 1))
+        sinks.assert_no_leaks()
+        assert [] == CANARIES.leaks_in(json.dumps(sinks.handle.stats.as_dict()).encode())

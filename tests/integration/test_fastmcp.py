@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import urllib.parse
 from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import anyio
 import pytest
 from fastmcp import Client, FastMCP
 from fastmcp.client.transports import StreamableHttpTransport
@@ -23,9 +20,7 @@ from mcp.shared.exceptions import MCPError
 from auditlog.canaries import load_canaries
 from auditlog.fastmcp import FastMCPAuditMiddleware
 from auditlog.mcp import CLOSED_MESSAGE, DENIED_MESSAGE, DISABLED_MESSAGE
-from auditlog.pipeline import AuditHandle
-from auditlog.policy import loads
-from store.exceptions import JournalError
+from auditlog.policy import Policy, loads
 
 CANARIES = load_canaries()
 SECRETS = sorted(CANARIES.values.values())
@@ -51,17 +46,6 @@ fail_mode = "closed"
 """
 )
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-
-
-class RefusingJournal:
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    def append(self, record: Any) -> int:
-        raise JournalError("journal refused the record (simulated)")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 def build_server(middleware: FastMCPAuditMiddleware, **kw: Any) -> FastMCP:
@@ -106,20 +90,10 @@ def build_server(middleware: FastMCPAuditMiddleware, **kw: Any) -> FastMCP:
     return server
 
 
-@pytest.fixture
-def pipeline(kit: SimpleNamespace, tmp_path: Path) -> Iterator[tuple[AuditHandle, Path]]:
-    directory = tmp_path / "journal"
-    handle = kit.new_handle(directory, POLICY)
-    yield handle, directory
-    handle.shutdown()
-
-
-def run(fn: Any) -> Any:
-    async def bounded() -> Any:
-        with anyio.fail_after(30):
-            return await fn()
-
-    return anyio.run(bounded)
+@pytest.fixture(scope="module")
+def policy() -> Policy:
+    """This module's policy, for the ``pipeline`` fixture."""
+    return POLICY
 
 
 class TestInMemory:
@@ -139,7 +113,7 @@ class TestInMemory:
                 await client.read_resource("notes://12345")
                 await client.get_prompt("greet", {"name": "ann"})
 
-        run(go)
+        kit.run(go)
         handle.flush()
         ok, failed, invalid = kit.events(directory, "mcp.tool_call")
         assert "4bf92f3577b34da6a3ce929d0e0e4736" == ok["correlation_id"]
@@ -169,14 +143,14 @@ class TestInMemory:
                     except MCPError as exc:
                         messages.append(exc.error.message)
                 handle.flush()
-                monkeypatch.setattr(handle, "journal", RefusingJournal(handle.journal))
+                monkeypatch.setattr(handle, "journal", kit.RefusingJournal(handle.journal))
                 try:
                     await client.call_tool("pay", {"amount": 1})
                 except MCPError as exc:
                     messages.append(exc.error.message)
                 assert 2 == (await client.call_tool("add", {"a": 1, "b": 1})).data
 
-        run(go)
+        kit.run(go)
         assert [DENIED_MESSAGE, DISABLED_MESSAGE, CLOSED_MESSAGE] == messages
         monkeypatch.undo()
         [denied] = kit.events(directory, "authz.denied")
@@ -211,7 +185,7 @@ class TestStreamableHTTP:
                         except MCPError as exc:
                             results[token] = exc.error.message
 
-            run(go)
+            kit.run(go)
         assert {
             "tok-reader:add": 4,
             "tok-admin:add": 4,
@@ -240,13 +214,8 @@ PLACES = (
 
 @pytest.fixture(scope="module")
 def canary_env(kit: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    directory = tmp_path_factory.mktemp("fastmcp-canaries") / "journal"
-    console = io.StringIO()
-    handle = kit.new_handle(directory, POLICY, console=console)
-    try:
-        yield handle, directory, build_server(FastMCPAuditMiddleware(handle=handle)), console
-    finally:
-        handle.shutdown()
+    with kit.canary_sinks(tmp_path_factory.mktemp("fastmcp-canaries"), POLICY) as sinks:
+        yield sinks, build_server(FastMCPAuditMiddleware(handle=sinks.handle))
 
 
 class TestCanaries:
@@ -254,7 +223,7 @@ class TestCanaries:
     @given(index=st.integers(0, len(SECRETS) - 1), where=st.sampled_from(PLACES))
     def test_nothing_leaks(self, kit: SimpleNamespace, canary_env: Any, index: int, where: str) -> None:
         """Canaries in tool arguments and results, resource URIs, errors and _meta stay out of the journal."""
-        handle, directory, server, console = canary_env
+        sinks, server = canary_env
         canary = SECRETS[index]
 
         async def go() -> None:
@@ -281,9 +250,8 @@ class TestCanaries:
                             "add", {"a": 1, "b": 1}, meta={"traceparent": canary, "n": canary}
                         )
 
-        before = len(kit.events(directory))
-        run(go)
-        handle.flush()
-        assert len(kit.events(directory)) > before
-        assert [] == CANARIES.leaks_in(kit.journal_bytes(directory))
-        assert [] == CANARIES.leaks_in(console.getvalue().encode())
+        before = len(kit.events(sinks.directory))
+        kit.run(go)
+        sinks.handle.flush()
+        assert len(kit.events(sinks.directory)) > before
+        sinks.assert_no_leaks()

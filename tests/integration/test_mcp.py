@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import urllib.parse
 from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import anyio
 import httpx2
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -31,9 +28,7 @@ from auditlog.mcp import (
     MCPAuditMiddleware,
     resource_template,
 )
-from auditlog.pipeline import AuditHandle
-from auditlog.policy import loads
-from store.exceptions import JournalError
+from auditlog.policy import Policy, loads
 
 CANARIES = load_canaries()
 SECRETS = sorted(CANARIES.values.values())
@@ -66,17 +61,6 @@ allow = ["query", "limit"]
 )
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 TOKENS = {"tok-reader": ["read"], "tok-admin": ["read", "admin"]}
-
-
-class RefusingJournal:
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    def append(self, record: Any) -> int:
-        raise JournalError("journal refused the record (simulated)")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 class Verifier:
@@ -138,20 +122,10 @@ def build_server(middleware: MCPAuditMiddleware, **kw: Any) -> MCPServer:
     return server
 
 
-@pytest.fixture
-def pipeline(kit: SimpleNamespace, tmp_path: Path) -> Iterator[tuple[AuditHandle, Path]]:
-    directory = tmp_path / "journal"
-    handle = kit.new_handle(directory, POLICY)
-    yield handle, directory
-    handle.shutdown()
-
-
-def run(fn: Any) -> Any:
-    async def bounded() -> Any:
-        with anyio.fail_after(30):
-            return await fn()
-
-    return anyio.run(bounded)
+@pytest.fixture(scope="module")
+def policy() -> Policy:
+    """This module's policy, for the ``pipeline`` fixture."""
+    return POLICY
 
 
 class TestInMemory:
@@ -164,7 +138,7 @@ class TestInMemory:
             async with Client(server) as client:
                 return await client.call_tool("add", {"a": 1, "b": 2}, meta={"traceparent": TRACEPARENT})
 
-        result = run(go)
+        result = kit.run(go)
         assert not result.is_error
         handle.flush()
         [event] = kit.events(directory, "mcp.tool_call")
@@ -187,7 +161,7 @@ class TestInMemory:
             async with Client(server) as client:
                 return await client.call_tool("add", {"a": planted, "b": 2})
 
-        result = run(go)
+        result = kit.run(go)
         assert result.is_error
         assert planted in result.content[0].text
         handle.flush()
@@ -211,7 +185,7 @@ class TestInMemory:
                     "search", {"query": CANARIES.values["email"], "limit": 1, "token": "t"}
                 )
 
-        run(go)
+        kit.run(go)
         handle.flush()
         first, second = kit.events(directory, "mcp.tool_call")
         keys = first["args_shape"]["keys"]
@@ -233,7 +207,7 @@ class TestInMemory:
                 await client.list_tools()
                 await client.list_prompts()
 
-        run(go)
+        kit.run(go)
         handle.flush()
         [read] = kit.events(directory, "mcp.resource_read")
         assert ("users://{token}/profile", "users") == (read["action"]["name"], read["mcp"]["scheme"])
@@ -267,7 +241,7 @@ class TestInMemory:
                     == (await client.call_tool("delete_user", {"uid": "u1"})).structured_content["result"]
                 )
 
-        run(go)
+        kit.run(go)
         assert [DENIED_MESSAGE, DISABLED_MESSAGE] == errors
         handle.flush()
         [denied] = kit.events(directory, "authz.denied")
@@ -293,14 +267,14 @@ class TestInMemory:
 
         async def go() -> None:
             async with Client(server) as client:
-                monkeypatch.setattr(handle, "journal", RefusingJournal(handle.journal))
+                monkeypatch.setattr(handle, "journal", kit.RefusingJournal(handle.journal))
                 try:
                     await client.call_tool("pay", {"amount": 5})
                 except MCPError as exc:
                     outcome["pay"] = exc.message
                 outcome["add"] = (await client.call_tool("add", {"a": 1, "b": 1})).structured_content
 
-        run(go)
+        kit.run(go)
         assert {"pay": CLOSED_MESSAGE, "add": {"result": 2}} == outcome
         assert 1 == mw.stats.refused
 
@@ -338,7 +312,7 @@ class TestStreamableHTTP:
                         except MCPError as exc:
                             seen[token] = exc.message
 
-            run(go)
+            kit.run(go)
         assert {"result": 5} == seen["tok-reader:add"] == seen["tok-admin:add"]
         assert (DENIED_MESSAGE, "ok") == (seen["tok-reader"], seen["tok-admin"])
         handle.flush()
@@ -367,13 +341,8 @@ PLACES = ("arg_value", "arg_key", "result", "error", "resource_uri", "prompt_arg
 
 @pytest.fixture(scope="module")
 def canary_env(kit: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    directory = tmp_path_factory.mktemp("mcp-canaries") / "journal"
-    console = io.StringIO()
-    handle = kit.new_handle(directory, POLICY, stdlib=True, console=console)
-    try:
-        yield handle, directory, build_server(MCPAuditMiddleware(handle=handle)), console
-    finally:
-        handle.shutdown()
+    with kit.canary_sinks(tmp_path_factory.mktemp("mcp-canaries"), POLICY, stdlib=True) as sinks:
+        yield sinks, build_server(MCPAuditMiddleware(handle=sinks.handle))
 
 
 class TestCanaries:
@@ -381,7 +350,7 @@ class TestCanaries:
     @given(index=st.integers(0, len(SECRETS) - 1), where=st.sampled_from(PLACES))
     def test_nothing_leaks(self, kit: SimpleNamespace, canary_env: Any, index: int, where: str) -> None:
         """Canaries in tool arguments and results, resource URIs, errors and _meta stay out of every sink."""
-        handle, directory, server, console = canary_env
+        sinks, server = canary_env
         canary = SECRETS[index]
 
         async def go() -> None:
@@ -408,9 +377,8 @@ class TestCanaries:
                         "add", {"a": 1, "b": 1}, meta={"traceparent": canary, "note": canary}
                     )
 
-        before = len(kit.events(directory))
-        run(go)
-        handle.flush()
-        assert len(kit.events(directory)) > before
-        assert [] == CANARIES.leaks_in(kit.journal_bytes(directory))
-        assert [] == CANARIES.leaks_in(console.getvalue().encode())
+        before = len(kit.events(sinks.directory))
+        kit.run(go)
+        sinks.handle.flush()
+        assert len(kit.events(sinks.directory)) > before
+        sinks.assert_no_leaks()
