@@ -9,6 +9,7 @@ this email appear?" from fingerprints alone, and scans the journal for the plant
 from __future__ import annotations
 
 import logging
+import shlex
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,6 +198,37 @@ def summary_rows(result: DemoResult) -> list[tuple[str, str]]:
         ("response bodies captured (encrypted store)", str(inc.get("bodies_captured", 0))),
         ("events dropped by policy (rule 'debug-off', level none)", str(result.policy_dropped)),
         ("events lost (journal could not take them)", str(result.dropped)),
+        ("incident correlation id (every stolen-token call)", str(inc.get("incident_correlation_id"))),
+        ("events journaled with the incident correlation id", str(inc.get("incident_events"))),
+        (
+            f"calls carrying the planted token (canary {inc.get('planted_canary')!r}) / found by fingerprint",
+            f"{inc.get('token_calls')} / {inc.get('token_hits')}",
+        ),
+        *follow_up(result),
+    ]
+
+
+def follow_up(result: DemoResult) -> list[tuple[str, str]]:
+    """The investigation commands for the demo's incident, as (label, command) rows.
+
+    The ``find`` command reads the planted token from stdin, piped from its canary by name: no command
+    holds the token itself.
+    """
+    inc = result.incident
+    cid = inc.get("incident_correlation_id")
+    if not cid:
+        return []
+    journal = shlex.quote(str(result.directory / "journal"))
+    key = shlex.quote(str(result.directory / "demo.key"))
+    name = inc.get("planted_canary")
+    token = shlex.quote(f'from auditlog.canaries import load_canaries as c; print(c().values["{name}"])')
+    return [
+        ("next: the incident, step by step", f"auditlog query {journal} timeline {cid} --key-file {key}"),
+        ("next: the refused calls", f"auditlog query {journal} denials --key-file {key}"),
+        (
+            "next: which calls carried the planted token",
+            f"python -c {token} | auditlog query {journal} find - --key-file {key}",
+        ),
     ]
 
 

@@ -4,12 +4,20 @@
 them and returns what the journal shows::
 
     1. normal traffic        alice reads and places orders (HTTP) and her agent searches orders (MCP)
-    2. a stolen token        the support token calls export and delete tools beyond its scope: refused
+    2. a stolen token        the support token calls the admin export (HTTP), reads an order, then calls
+                             the export and delete tools beyond its scope (MCP): refused
     3. exfiltration attempt  send_email with secrets in its arguments: allowed, journaled as shapes only
     4. kill switch           send_email is disabled mid-run (the policy is swapped): refused from then on
 
 Every HTTP request and tool call appears exactly once in the journal (``http.request``, ``mcp.tool_call``
 or ``authz.denied``). The servers need the ``web`` and ``mcp`` extras.
+
+The stolen-token steps are one incident: the attacker's client sends a W3C ``traceparent`` with one trace
+id on every request (HTTP and the MCP session), so every step carries that correlation id and
+``auditlog query JOURNAL timeline ID`` replays them in order. The admin tool calls also carry a planted
+token (the canary named :data:`PLANTED_CANARY`) in ``upstream_token``, an argument the ``admin-tools``
+rule fingerprints: the journal holds its keyed fingerprint only, in exactly those calls, so ``auditlog
+query JOURNAL find -`` (the token on stdin) names them.
 """
 
 from __future__ import annotations
@@ -23,11 +31,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from auditlog._correlation import new_correlation_id, new_span_id
 from auditlog.canaries import load_canaries
 from auditlog.pipeline import AuditHandle
 from auditlog.policy import Policy, loads
 
-__all__ = ["INCIDENT_POLICY", "run_incident"]
+__all__ = ["INCIDENT_POLICY", "PLANTED_ARGUMENT", "PLANTED_CANARY", "run_incident"]
 
 INCIDENT_POLICY = """\
 version = 1
@@ -63,6 +72,7 @@ allow = ["status", "limit"]
 id = "admin-tools"
 match = { tool = "*_customer*" }
 required_scopes = ["admin"]
+fingerprint = ["upstream_token"]
 
 [[rules]]
 id = "email"
@@ -90,6 +100,12 @@ TOKENS: dict[str, dict[str, Any]] = {
     },
     "tok-support": {"sub": "support-7", "tenant": "acme", "client_id": "helpdesk", "scopes": ["orders:read"]},
 }
+PLANTED_CANARY = "bearer"
+"""The canary planted as the incident's token (its name; the value is in :func:`load_canaries`). Not the
+``api_key``: the workload fingerprints that one as ``card_token``, so ``find`` would name 40 more records."""
+PLANTED_ARGUMENT = "upstream_token"
+"""The tool argument that carries the planted token; the ``admin-tools`` rule fingerprints it."""
+_STOLEN = "tok-support"  # the incident: every call made with this token
 _TIMEOUT = 10.0
 
 
@@ -190,11 +206,11 @@ def _tools(handle: AuditHandle, policy: Policy) -> tuple[Any, Any]:
         return [{"id": i, "status": status} for i in range(min(limit, 3))]
 
     @server.tool()
-    def export_customers(fmt: str) -> str:
+    def export_customers(fmt: str, upstream_token: str = "") -> str:
         return "12000 rows"
 
     @server.tool()
-    def delete_customer(customer_id: str) -> str:
+    def delete_customer(customer_id: str, upstream_token: str = "") -> str:
         return "deleted"
 
     @server.tool()
@@ -213,8 +229,11 @@ def run_incident(directory: str | Path, handle: AuditHandle) -> dict[str, Any]:
 
     Returns:
         A JSON-ready summary: calls sent and events found per channel, whether each appeared exactly once,
-        the refusals (who, what, which scopes were missing), kinds counted, and any canary found in the
-        journal (there should be none).
+        the refusals (who, what, which scopes were missing), kinds counted, the incident's correlation id
+        (``incident_correlation_id``) and how many events carry it (``incident_events``), how many calls
+        carried the planted token (``token_calls``) and how many events hold its fingerprint
+        (``token_hits``; never the token itself), and any canary found in the journal (there should be
+        none).
     """
     import anyio
     import httpx
@@ -238,11 +257,19 @@ def run_incident(directory: str | Path, handle: AuditHandle) -> dict[str, Any]:
         body_store = None
     shop, _ = _shop(handle, policy, body_store)
     tools, audit = _tools(handle, policy)
-    sent = {"http": 0, "tool": 0}
+    sent = {"http": 0, "tool": 0, "token": 0}
     script: list[dict[str, Any]] = []
+    incident = new_correlation_id()  # the trace id the attacker's client propagates
+    planted = canaries.values[PLANTED_CANARY]
+
+    def traceparent() -> str:
+        return f"00-{incident}-{new_span_id()}-01"
 
     def http(client: httpx.Client, method: str, url: str, token: str, **kw: Any) -> None:
-        r = client.request(method, url, headers={"authorization": f"Bearer {token}"}, **kw)
+        headers = {"authorization": f"Bearer {token}"}
+        if token == _STOLEN:
+            headers["traceparent"] = traceparent()
+        r = client.request(method, url, headers=headers, **kw)
         sent["http"] += 1
         script.append(
             {
@@ -256,6 +283,7 @@ def run_incident(directory: str | Path, handle: AuditHandle) -> dict[str, Any]:
     async def tool_calls(base: str) -> None:
         async def call(client: Any, token: str, name: str, args: dict[str, Any]) -> None:
             sent["tool"] += 1
+            sent["token"] += PLANTED_ARGUMENT in args
             try:
                 result = await client.call_tool(name, args)
                 outcome = "error" if result.is_error else "ok"
@@ -264,7 +292,10 @@ def run_incident(directory: str | Path, handle: AuditHandle) -> dict[str, Any]:
             script.append({"channel": "mcp", "who": token, "call": name, "status": outcome})
 
         async def session(token: str) -> Any:
-            http_client = httpx2.AsyncClient(headers={"authorization": f"Bearer {token}"}, timeout=_TIMEOUT)
+            headers = {"authorization": f"Bearer {token}"}
+            if token == _STOLEN:  # one client span for the whole session: every request carries it
+                headers["traceparent"] = traceparent()
+            http_client = httpx2.AsyncClient(headers=headers, timeout=_TIMEOUT)
             return http_client, Client(streamable_http_client(f"{base}/mcp", http_client=http_client))
 
         with anyio.fail_after(60):
@@ -274,8 +305,15 @@ def run_incident(directory: str | Path, handle: AuditHandle) -> dict[str, Any]:
                     await call(client, "tok-agent", "search_orders", {"status": status, "limit": 5})
             hc, client = await session("tok-support")
             async with hc, client:
-                await call(client, "tok-support", "export_customers", {"fmt": "csv"})
-                await call(client, "tok-support", "delete_customer", {"customer_id": "c-1"})
+                await call(
+                    client, "tok-support", "export_customers", {"fmt": "csv", PLANTED_ARGUMENT: planted}
+                )
+                await call(
+                    client,
+                    "tok-support",
+                    "delete_customer",
+                    {"customer_id": "c-1", PLANTED_ARGUMENT: planted},
+                )
             hc, client = await session("tok-agent")
             async with hc, client:
                 secrets = canaries.values
@@ -322,6 +360,7 @@ def run_incident(directory: str | Path, handle: AuditHandle) -> dict[str, Any]:
         for e in events
         if e.get("decision", {}).get("allowed") is False
     ]
+    token_fp = handle.fingerprinter.fingerprint(planted)
     journal_blob = b"".join(
         p.read_bytes() for p in sorted(Path(handle.journal.directory).rglob("*")) if p.is_file()
     )
@@ -335,5 +374,10 @@ def run_incident(directory: str | Path, handle: AuditHandle) -> dict[str, Any]:
         "refusals": refusals,
         "bodies_captured": sum(1 for e in http_events if "body_ref" in e),
         "script": script,
+        "incident_correlation_id": incident,
+        "incident_events": sum(1 for e in events if e.get("correlation_id") == incident),
+        "planted_canary": PLANTED_CANARY,
+        "token_calls": sent["token"],
+        "token_hits": sum(1 for e in events if token_fp in (e.get("fp") or {}).values()),
         "leaks": canaries.leaks_in(journal_blob),
     }
