@@ -11,9 +11,14 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import typer
 import uvicorn
+
+from auditlog.cli_query import register
+from store.keys import KeyRing
 
 START_TIMEOUT = 10.0
 
@@ -46,3 +51,21 @@ def serve_uvicorn(app: Any, **config: Any) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=START_TIMEOUT)
         sock.close()
+
+
+def query_cli() -> typer.Typer:
+    """A Typer root with the query, export, verify-pack, compact and ship commands registered."""
+    app = typer.Typer()
+
+    @app.callback()
+    def root() -> None:
+        """test root"""
+
+    register(app)
+    return app
+
+
+def write_key_file(ring: KeyRing, path: Path) -> Path:
+    """Write ``ring``'s active key to ``path`` in the CLI's ``--key-file`` form; return ``path``."""
+    path.write_text(ring.active.to_b64() + "\n")
+    return path

@@ -14,11 +14,9 @@ from typing import Any
 import orjson
 import pyarrow.parquet as pq
 import pytest
-import typer
 from typer.testing import CliRunner
 
 import auditlog.compact as compact_mod
-from auditlog.cli_query import register
 from auditlog.compact import (
     CompactionError,
     SegmentMismatch,
@@ -27,6 +25,7 @@ from auditlog.compact import (
 )
 from store._segments import GENESIS_MAC, MacKey, list_journal, mac_matches, read_seal, split_mac
 from store.journal import JournalConfig, JournalWriter
+from tests._support import query_cli, write_key_file
 from tests.auditlog.test_query import Incident, write_incident
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -313,15 +312,8 @@ class TestIntegrity:
 class TestCLI:
     def test_compact_json_and_rerun(self, incident: Incident, tmp_path: Path) -> None:
         """`auditlog compact DIR --json` reports the batch; a rerun compacts nothing."""
-        app = typer.Typer()
-
-        @app.callback()
-        def root() -> None:
-            """test root"""
-
-        register(app)
-        key = tmp_path / "k.key"
-        key.write_text(incident.ring.active.to_b64() + "\n")
+        app = query_cli()
+        key = write_key_file(incident.ring, tmp_path / "k.key")
         res = CliRunner().invoke(app, ["compact", str(incident.journal), "--key-file", str(key), "--json"])
         assert 0 == res.exit_code, res.output
         first = orjson.loads(res.stdout)
@@ -332,17 +324,10 @@ class TestCLI:
 
     def test_compact_names_the_bad_segment(self, incident: Incident, tmp_path: Path) -> None:
         """A segment that does not match its seal: exit 1, the segment named, `verify` suggested."""
-        app = typer.Typer()
-
-        @app.callback()
-        def root() -> None:
-            """test root"""
-
-        register(app)
+        app = query_cli()
         seg = sorted(incident.journal.glob("*.jsonl"))[0]
         seg.write_bytes(seg.read_bytes().replace(b'"journal":1', b'"journal":2', 1))
-        key = tmp_path / "k.key"
-        key.write_text(incident.ring.active.to_b64() + "\n")
+        key = write_key_file(incident.ring, tmp_path / "k.key")
         res = CliRunner().invoke(app, ["compact", str(incident.journal), "--key-file", str(key)])
         assert 1 == res.exit_code
         err = " ".join(res.stderr.split())

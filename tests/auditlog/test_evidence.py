@@ -16,12 +16,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from auditlog.cli_query import register
 from auditlog.compact import compact
 from auditlog.evidence import PackInvalid, export, signer_public_key, verify_pack
 from store.journal import iter_records
 from store.keys import KeyRing, MasterKey
-from tests.auditlog.test_query import POLICY, Incident, write_incident
+from tests._support import query_cli, write_key_file
+from tests.auditlog.test_query import POLICY, POLICY_TOML, Incident, write_incident
 
 FIND_LEAKS = Path("/work/shared/canaries/find_leaks.py")
 CONTROL_FILES = {
@@ -247,19 +247,11 @@ class TestVerifyPack:
 class TestCLI:
     @pytest.fixture
     def cli(self) -> typer.Typer:
-        app = typer.Typer()
-
-        @app.callback()
-        def root() -> None:
-            """test root"""
-
-        register(app)
-        return app
+        return query_cli()
 
     def test_export_and_verify_pack(self, cli: typer.Typer, incident: Incident, tmp_path: Path) -> None:
         """`auditlog export` writes a pack that `auditlog verify-pack` accepts; one changed byte fails it."""
-        key = tmp_path / "k.key"
-        key.write_text(incident.ring.active.to_b64() + "\n")
+        key = write_key_file(incident.ring, tmp_path / "k.key")
         policy = tmp_path / "policy.toml"
         policy.write_text(POLICY_TOML)
         out = tmp_path / "cli-pack.zip"
@@ -284,8 +276,7 @@ class TestCLI:
 
     def test_export_needs_a_range(self, cli: typer.Typer, incident: Incident, tmp_path: Path) -> None:
         """A bad range is a clear usage error."""
-        key = tmp_path / "k.key"
-        key.write_text(incident.ring.active.to_b64() + "\n")
+        key = write_key_file(incident.ring, tmp_path / "k.key")
         res = CliRunner().invoke(
             cli,
             ["export", str(incident.journal), "--since", "2026-11-22", "--until", "nonsense", "--out",
@@ -293,21 +284,3 @@ class TestCLI:
         )  # fmt: skip
         assert 2 == res.exit_code
         assert "until: expected an ISO 8601" in " ".join(res.stderr.split())
-
-
-POLICY_TOML = """
-version = 1
-id = "incident-shop"
-
-[defaults]
-level = "shape"
-journal_retention = "400d"
-
-[[rules]]
-id = "payments"
-match = { logger = "shop.payments" }
-level = "values"
-allow = ["amount"]
-fingerprint = ["card_token", "email"]
-body_retention = "3d"
-"""

@@ -26,7 +26,6 @@ from typer.testing import CliRunner
 
 import auditlog
 from auditlog.canaries import load_canaries
-from auditlog.cli_query import register
 from auditlog.compact import compact
 from auditlog.policy import loads
 from auditlog.query import (
@@ -43,9 +42,9 @@ from auditlog.query import (
 from processors import Fingerprinter
 from store.journal import JournalConfig, JournalWriter, iter_records
 from store.keys import KeyRing, MasterKey
+from tests._support import query_cli, write_key_file
 
-POLICY = loads(
-    """
+POLICY_TOML = """
 version = 1
 id = "incident-shop"
 
@@ -61,7 +60,7 @@ allow = ["amount"]
 fingerprint = ["card_token", "email"]
 body_retention = "3d"
 """
-)
+POLICY = loads(POLICY_TOML)
 ACTORS = {
     "alice": ("acme", ["orders:read"], ["search_orders", "get_order"]),
     "bob": ("acme", ["orders:read"], ["get_order"]),
@@ -759,21 +758,12 @@ class TestResult:
 
 @pytest.fixture
 def cli() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def root() -> None:
-        """auditlog (test root)."""
-
-    register(app)
-    return app
+    return query_cli()
 
 
 @pytest.fixture
 def key_file(incident: Incident, tmp_path: Path) -> Path:
-    path = tmp_path / "k.key"
-    path.write_text(incident.ring.active.to_b64() + "\n")
-    return path
+    return write_key_file(incident.ring, tmp_path / "k.key")
 
 
 class TestCLI:
@@ -856,8 +846,7 @@ class TestCLI:
         inc = write_incident(tmp_path / "i", per_day=6, days=1)
         seg = sorted(inc.journal.glob("*.jsonl"))[0]
         seg.write_bytes(seg.read_bytes().replace(b"\n", b"\n\x00garbage\n", 1))
-        key = tmp_path / "k.key"
-        key.write_text(inc.ring.active.to_b64() + "\n")
+        key = write_key_file(inc.ring, tmp_path / "k.key")
         res = self.run(cli, "query", inc.journal, "denials", "--key-file", key, "--audit-dir", tmp_path / "a")
         assert 1 == res.exit_code
         err = " ".join(res.stderr.split())
@@ -867,8 +856,7 @@ class TestCLI:
     def test_busy_journal_needs_an_audit_dir(self, cli: typer.Typer, tmp_path: Path) -> None:
         """While the application's writer holds the journal, the CLI asks for --audit-dir."""
         inc = write_incident(tmp_path / "i", per_day=3, days=1)
-        key = tmp_path / "k.key"
-        key.write_text(inc.ring.active.to_b64() + "\n")
+        key = write_key_file(inc.ring, tmp_path / "k.key")
         with JournalWriter(inc.journal, keys=inc.ring, config=JournalConfig(fsync="never")):
             res = self.run(cli, "query", inc.journal, "denials", "--key-file", key)
         assert 2 == res.exit_code
@@ -877,8 +865,7 @@ class TestCLI:
     def test_default_audit_dir_is_the_source_journal(self, cli: typer.Typer, tmp_path: Path) -> None:
         """Without --audit-dir the query.run event goes into the source journal itself."""
         inc = write_incident(tmp_path / "i", per_day=3, days=1)
-        key = tmp_path / "k.key"
-        key.write_text(inc.ring.active.to_b64() + "\n")
+        key = write_key_file(inc.ring, tmp_path / "k.key")
         res = self.run(cli, "query", inc.journal, "top", "--by", "actor", "--key-file", key)
         assert 0 == res.exit_code, res.output
         assert (

@@ -12,15 +12,14 @@ from typing import Any
 import boto3
 import orjson
 import pytest
-import typer
 from moto.server import ThreadedMotoServer
 from typer.testing import CliRunner
 
-from auditlog.cli_query import register
 from auditlog.compact import compact, load_manifests
 from auditlog.evidence import export, verify_pack
 from auditlog.query import CorruptSource, Investigation
 from auditlog.ship import ChecksumMismatch, ShipError, ship
+from tests._support import query_cli, write_key_file
 from tests.auditlog.test_query import Incident, Sink, write_incident
 
 AWS_ENV = {
@@ -252,20 +251,13 @@ class TestCLI:
         self, incident: Incident, endpoint: str, s3: Any, bucket: str, tmp_path: Path
     ) -> None:
         """`auditlog ship` then `auditlog query s3://...` through the CLI."""
-        app = typer.Typer()
-
-        @app.callback()
-        def root() -> None:
-            """test root"""
-
-        register(app)
+        app = query_cli()
         runner = CliRunner()
         args = ["ship", str(incident.journal), f"s3://{bucket}/cli", "--endpoint-url", endpoint, "--json"]
         res = runner.invoke(app, args)
         assert 0 == res.exit_code, res.output
         assert orjson.loads(res.stdout)["uploaded"] > 0
-        key = tmp_path / "k.key"
-        key.write_text(incident.ring.active.to_b64() + "\n")
+        key = write_key_file(incident.ring, tmp_path / "k.key")
         res = runner.invoke(
             app,
             ["query", "--endpoint-url", endpoint, "--cache-dir", str(tmp_path / "c"), f"s3://{bucket}/cli",
