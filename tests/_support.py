@@ -18,9 +18,50 @@ import typer
 import uvicorn
 
 from auditlog.cli_query import register
+from auditlog.policy import Policy, loads
 from store.keys import KeyRing
 
 START_TIMEOUT = 10.0
+
+_GATES = """
+version = 1
+id = "{policy_id}"
+
+[[rules]]
+id = "admin"
+match = {{ {key} = "{admin}" }}
+required_scopes = ["admin"]
+
+[[rules]]
+id = "kill"
+match = {{ {key} = "{disabled}" }}
+disabled = true
+
+[[rules]]
+id = "closed"
+match = {{ {key} = "{closed}" }}
+fail_mode = "closed"
+"""
+
+
+def gate_policy(
+    policy_id: str, *, key: str, admin: str, disabled: str, closed: str, rules: str = ""
+) -> Policy:
+    """The policy every middleware test drives: its three gates, then ``rules`` (TOML) of its own.
+
+    Args:
+        policy_id: the policy's ``id``.
+        key: what the rules match on (``"route"``, ``"tool"``).
+        admin: matched by rule ``admin``, which requires the ``admin`` scope.
+        disabled: matched by rule ``kill``, the kill switch.
+        closed: matched by rule ``closed``, which fails closed when the journal refuses.
+        rules: further ``[[rules]]`` tables, appended after the three gates.
+
+    Returns:
+        The validated policy.
+    """
+    gates = _GATES.format(policy_id=policy_id, key=key, admin=admin, disabled=disabled, closed=closed)
+    return loads(gates + rules)
 
 
 @contextmanager

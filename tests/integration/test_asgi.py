@@ -27,29 +27,17 @@ from starlette.routing import Route
 from auditlog.asgi import AuditMiddleware
 from auditlog.canaries import load_canaries
 from auditlog.pipeline import AuditHandle
-from auditlog.policy import Policy, loads
+from auditlog.policy import Policy
+from tests._support import gate_policy
 
 CANARIES = load_canaries()
-POLICY = loads(
-    """
-version = 1
-id = "asgi-test"
-
-[[rules]]
-id = "admin"
-match = { route = "/admin/*" }
-required_scopes = ["admin"]
-
-[[rules]]
-id = "kill"
-match = { route = "/disabled" }
-disabled = true
-
-[[rules]]
-id = "closed"
-match = { route = "/closed*" }
-fail_mode = "closed"
-
+POLICY = gate_policy(
+    "asgi-test",
+    key="route",
+    admin="/admin/*",
+    disabled="/disabled",
+    closed="/closed*",
+    rules="""
 [[rules]]
 id = "login"
 match = { route = "/login", method = "POST" }
@@ -62,7 +50,7 @@ id = "capture"
 match = { route = "/report" }
 capture_body = true
 body_retention = "1d"
-"""
+""",
 )
 TOKENS = {"tok-admin": ("alice", ["admin", "read"]), "tok-reader": ("bob", ["read"])}
 TIMEOUT = httpx.Timeout(10.0)

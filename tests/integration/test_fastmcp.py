@@ -20,31 +20,12 @@ from mcp.shared.exceptions import MCPError
 from auditlog.canaries import load_canaries
 from auditlog.fastmcp import FastMCPAuditMiddleware
 from auditlog.mcp import CLOSED_MESSAGE, DENIED_MESSAGE, DISABLED_MESSAGE
-from auditlog.policy import Policy, loads
+from auditlog.policy import Policy
+from tests._support import gate_policy
 
 CANARIES = load_canaries()
 SECRETS = sorted(CANARIES.values.values())
-POLICY = loads(
-    """
-version = 1
-id = "fastmcp-test"
-
-[[rules]]
-id = "admin"
-match = { tool = "delete_*" }
-required_scopes = ["admin"]
-
-[[rules]]
-id = "kill"
-match = { tool = "off" }
-disabled = true
-
-[[rules]]
-id = "pay"
-match = { tool = "pay" }
-fail_mode = "closed"
-"""
-)
+POLICY = gate_policy("fastmcp-test", key="tool", admin="delete_*", disabled="off", closed="pay")
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 

@@ -28,36 +28,24 @@ from auditlog.mcp import (
     MCPAuditMiddleware,
     resource_template,
 )
-from auditlog.policy import Policy, loads
+from auditlog.policy import Policy
+from tests._support import gate_policy
 
 CANARIES = load_canaries()
 SECRETS = sorted(CANARIES.values.values())
-POLICY = loads(
-    """
-version = 1
-id = "mcp-test"
-
-[[rules]]
-id = "admin"
-match = { tool = "delete_*" }
-required_scopes = ["admin"]
-
-[[rules]]
-id = "kill"
-match = { tool = "off" }
-disabled = true
-
-[[rules]]
-id = "pay"
-match = { tool = "pay" }
-fail_mode = "closed"
-
+POLICY = gate_policy(
+    "mcp-test",
+    key="tool",
+    admin="delete_*",
+    disabled="off",
+    closed="pay",
+    rules="""
 [[rules]]
 id = "search"
 match = { tool = "search" }
 level = "values"
 allow = ["query", "limit"]
-"""
+""",
 )
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 TOKENS = {"tok-reader": ["read"], "tok-admin": ["read", "admin"]}

@@ -21,35 +21,23 @@ from hypothesis import strategies as st
 
 from auditlog.canaries import load_canaries
 from auditlog.pipeline import AuditHandle
-from auditlog.policy import Policy, loads
+from auditlog.policy import Policy
 from auditlog.wsgi import AuditWSGIMiddleware
+from tests._support import gate_policy
 
 CANARIES = load_canaries()
-POLICY = loads(
-    """
-version = 1
-id = "wsgi-test"
-
-[[rules]]
-id = "admin"
-match = { route = "/admin/*" }
-required_scopes = ["admin"]
-
-[[rules]]
-id = "kill"
-match = { route = "/disabled" }
-disabled = true
-
-[[rules]]
-id = "closed"
-match = { route = "/closed" }
-fail_mode = "closed"
-
+POLICY = gate_policy(
+    "wsgi-test",
+    key="route",
+    admin="/admin/*",
+    disabled="/disabled",
+    closed="/closed",
+    rules="""
 [[rules]]
 id = "capture"
 match = { route = "/report" }
 capture_body = true
-"""
+""",
 )
 TOKENS = {
     "tok-admin": {"sub": "alice", "tenant": "acme", "scope": "admin read"},
