@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,11 +17,13 @@ from typing import Any
 import typer
 import uvicorn
 
+from auditlog.canaries import load_canaries
 from auditlog.cli_query import register
 from auditlog.policy import Policy, loads
 from store.keys import KeyRing
 
 START_TIMEOUT = 10.0
+SECRETS = sorted(load_canaries().values.values())
 
 _GATES = """
 version = 1
@@ -62,6 +64,36 @@ def gate_policy(
     """
     gates = _GATES.format(policy_id=policy_id, key=key, admin=admin, disabled=disabled, closed=closed)
     return loads(gates + rules)
+
+
+def add_mcp_tools(tool: Callable[[Callable[..., Any]], Any], *, error: type[Exception]) -> None:
+    """Register the tools both MCP test servers expose, each through ``tool`` (the server's decorator).
+
+    Args:
+        tool: registers one function as a tool, under the function's name.
+        error: what ``fail`` raises, with the caller's message.
+    """
+
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    def secret(index: int) -> str:
+        return SECRETS[index % len(SECRETS)]
+
+    def fail(message: str) -> str:
+        raise error(message)
+
+    def delete_user(uid: str) -> str:
+        return "deleted"
+
+    def off() -> str:
+        raise AssertionError("a disabled tool must not run")
+
+    def pay(amount: int) -> str:
+        return "paid"
+
+    for fn in (add, secret, fail, delete_user, off, pay):
+        tool(fn)
 
 
 @contextmanager

@@ -2,7 +2,7 @@
 
 Test modules reach the helpers through the session-scoped ``kit`` fixture (``kit.serve_asgi(app)``,
 ``kit.events(dir)``...), never by importing this module: ``conftest`` is not a unique module name.
-The ``pipeline`` fixture needs a ``policy`` fixture, which each test module defines.
+The ``pipeline`` fixture journals under the test module's ``POLICY``.
 """
 
 from __future__ import annotations
@@ -171,8 +171,15 @@ def kit() -> SimpleNamespace:
     )
 
 
+@pytest.fixture(scope="module")
+def policy(request: pytest.FixtureRequest) -> Policy:
+    """The test module's ``POLICY``."""
+    policy: Policy = request.module.POLICY
+    return policy
+
+
 @pytest.fixture
 def pipeline(policy: Policy, tmp_path: Path) -> Iterator[tuple[AuditHandle, Path]]:
-    """A handle under the test module's ``policy`` fixture, journaling into ``tmp_path / "journal"``."""
+    """A handle under the test module's ``POLICY``, journaling into ``tmp_path / "journal"``."""
     with journaled(tmp_path / "journal", policy) as handle:
         yield handle, tmp_path / "journal"

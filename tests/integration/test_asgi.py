@@ -27,7 +27,6 @@ from starlette.routing import Route
 from auditlog.asgi import AuditMiddleware
 from auditlog.canaries import load_canaries
 from auditlog.pipeline import AuditHandle
-from auditlog.policy import Policy
 from tests._support import gate_policy
 
 CANARIES = load_canaries()
@@ -140,12 +139,6 @@ def build_fastapi(handle: AuditHandle, gate: threading.Event | None = None, **kw
     app.add_middleware(AuditMiddleware, handle=handle, **kw)
     app.add_middleware(AuthenticationMiddleware, backend=TokenBackend())
     return app
-
-
-@pytest.fixture(scope="module")
-def policy() -> Policy:
-    """This module's policy, for the ``pipeline`` fixture."""
-    return POLICY
 
 
 class TestRequestEvents:

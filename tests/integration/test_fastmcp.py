@@ -20,11 +20,9 @@ from mcp.shared.exceptions import MCPError
 from auditlog.canaries import load_canaries
 from auditlog.fastmcp import FastMCPAuditMiddleware
 from auditlog.mcp import CLOSED_MESSAGE, DENIED_MESSAGE, DISABLED_MESSAGE
-from auditlog.policy import Policy
-from tests._support import gate_policy
+from tests._support import SECRETS, add_mcp_tools, gate_policy
 
 CANARIES = load_canaries()
-SECRETS = sorted(CANARIES.values.values())
 POLICY = gate_policy("fastmcp-test", key="tool", admin="delete_*", disabled="off", closed="pay")
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -32,33 +30,11 @@ TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 def build_server(middleware: FastMCPAuditMiddleware, **kw: Any) -> FastMCP:
     server = FastMCP("audit-fastmcp", middleware=[middleware], **kw)
 
-    @server.tool
-    def add(a: int, b: int) -> int:
-        return a + b
-
-    @server.tool
-    def secret(index: int) -> str:
-        return SECRETS[index % len(SECRETS)]
-
-    @server.tool
-    def fail(message: str) -> str:
-        raise ToolError(message)
+    add_mcp_tools(server.tool, error=ToolError)
 
     @server.tool
     def crash(message: str) -> str:
         raise RuntimeError(message)
-
-    @server.tool
-    def delete_user(uid: str) -> str:
-        return "deleted"
-
-    @server.tool
-    def off() -> str:
-        raise AssertionError("a disabled tool must not run")
-
-    @server.tool
-    def pay(amount: int) -> str:
-        return "paid"
 
     @server.resource("notes://{note_id}")
     def note(note_id: str) -> str:
@@ -69,12 +45,6 @@ def build_server(middleware: FastMCPAuditMiddleware, **kw: Any) -> FastMCP:
         return f"hello {name}"
 
     return server
-
-
-@pytest.fixture(scope="module")
-def policy() -> Policy:
-    """This module's policy, for the ``pipeline`` fixture."""
-    return POLICY
 
 
 class TestInMemory:

@@ -28,11 +28,9 @@ from auditlog.mcp import (
     MCPAuditMiddleware,
     resource_template,
 )
-from auditlog.policy import Policy
-from tests._support import gate_policy
+from tests._support import SECRETS, add_mcp_tools, gate_policy
 
 CANARIES = load_canaries()
-SECRETS = sorted(CANARIES.values.values())
 POLICY = gate_policy(
     "mcp-test",
     key="tool",
@@ -71,33 +69,11 @@ class Verifier:
 def build_server(middleware: MCPAuditMiddleware, **kw: Any) -> MCPServer:
     server = MCPServer("audit-test", middleware=[middleware], **kw)
 
-    @server.tool()
-    def add(a: int, b: int) -> int:
-        return a + b
-
-    @server.tool()
-    def secret(index: int) -> str:
-        return SECRETS[index % len(SECRETS)]
-
-    @server.tool()
-    def fail(message: str) -> str:
-        raise ValueError(message)
+    add_mcp_tools(lambda fn: server.tool()(fn), error=ValueError)
 
     @server.tool()
     def search(query: str, limit: int, token: str) -> list[str]:
         return [query]
-
-    @server.tool()
-    def delete_user(uid: str) -> str:
-        return "deleted"
-
-    @server.tool()
-    def off() -> str:
-        raise AssertionError("a disabled tool must not run")
-
-    @server.tool()
-    def pay(amount: int) -> str:
-        return "paid"
 
     @server.resource("users://{uid}/profile")
     def profile(uid: str) -> str:
@@ -108,12 +84,6 @@ def build_server(middleware: MCPAuditMiddleware, **kw: Any) -> MCPServer:
         return f"hello {name}"
 
     return server
-
-
-@pytest.fixture(scope="module")
-def policy() -> Policy:
-    """This module's policy, for the ``pipeline`` fixture."""
-    return POLICY
 
 
 class TestInMemory:

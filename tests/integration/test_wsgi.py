@@ -21,7 +21,6 @@ from hypothesis import strategies as st
 
 from auditlog.canaries import load_canaries
 from auditlog.pipeline import AuditHandle
-from auditlog.policy import Policy
 from auditlog.wsgi import AuditWSGIMiddleware
 from tests._support import gate_policy
 
@@ -114,12 +113,6 @@ def build_flask(handle: AuditHandle, gate: threading.Event | None = None, **kw: 
 
     app.wsgi_app = AuditWSGIMiddleware(app.wsgi_app, handle=handle, **kw)  # type: ignore[method-assign]
     return verified_auth(app)
-
-
-@pytest.fixture(scope="module")
-def policy() -> Policy:
-    """This module's policy, for the ``pipeline`` fixture."""
-    return POLICY
 
 
 class TestFlask:
