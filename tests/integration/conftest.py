@@ -86,6 +86,14 @@ class Sinks:
         assert [] == CANARIES.leaks_in(journal_bytes(self.directory))
         assert [] == CANARIES.leaks_in(self.console.getvalue().encode())
 
+    def run_planted(self, go: Callable[[], Awaitable[Any]]) -> None:
+        """:func:`run` ``go``, which plants a canary: at least one new event, and no leak in any sink."""
+        before = len(events(self.directory))
+        run(go)
+        self.handle.flush()
+        assert len(events(self.directory)) > before
+        self.assert_no_leaks()
+
 
 @contextmanager
 def canary_sinks(root: Path, policy: Policy, **kw: Any) -> Iterator[Sinks]:
