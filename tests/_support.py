@@ -96,6 +96,38 @@ def add_mcp_tools(tool: Callable[[Callable[..., Any]], Any], *, error: type[Exce
         tool(fn)
 
 
+MCP_PLACES = ("arg_key", "result", "error", "prompt_arg", "tool_name", "meta")
+
+
+async def plant_in_mcp(client: Any, where: str, canary: str, index: int) -> bool:
+    """Plant ``canary`` through ``client`` at ``where``, one of :data:`MCP_PLACES`.
+
+    Args:
+        client: an MCP client session on a server with the :func:`add_mcp_tools` tools and a ``greet`` prompt.
+        where: the placement.
+        canary: the value to plant.
+        index: which of :data:`SECRETS` the ``secret`` tool returns.
+
+    Returns:
+        Whether ``where`` is one of :data:`MCP_PLACES` (else nothing was sent).
+    """
+    if where == "arg_key":
+        await client.call_tool("add", {canary: 1, "a": 1, "b": 2})
+    elif where == "result":
+        await client.call_tool("secret", {"index": index})
+    elif where == "error":
+        await client.call_tool("fail", {"message": canary})
+    elif where == "prompt_arg":
+        await client.get_prompt("greet", {"name": canary})
+    elif where == "tool_name":
+        await client.call_tool(canary, {})
+    elif where == "meta":
+        await client.call_tool("add", {"a": 1, "b": 1}, meta={"traceparent": canary, "note": canary})
+    else:
+        return False
+    return True
+
+
 @contextmanager
 def serve_uvicorn(app: Any, **config: Any) -> Iterator[str]:
     """Run ``app`` under uvicorn on 127.0.0.1, port 0, in a thread; yield its base URL.

@@ -20,7 +20,7 @@ from mcp.shared.exceptions import MCPError
 from auditlog.canaries import load_canaries
 from auditlog.fastmcp import FastMCPAuditMiddleware
 from auditlog.mcp import CLOSED_MESSAGE, DENIED_MESSAGE, DISABLED_MESSAGE
-from tests._support import SECRETS, add_mcp_tools, gate_policy
+from tests._support import MCP_PLACES, SECRETS, add_mcp_tools, gate_policy, plant_in_mcp
 
 CANARIES = load_canaries()
 POLICY = gate_policy("fastmcp-test", key="tool", admin="delete_*", disabled="off", closed="pay")
@@ -150,17 +150,7 @@ class TestStreamableHTTP:
         assert ["reader", "admin", "admin"] == clients
 
 
-PLACES = (
-    "arg_value",
-    "arg_key",
-    "result",
-    "error",
-    "crash",
-    "resource_uri",
-    "prompt_arg",
-    "tool_name",
-    "meta",
-)
+PLACES = (*MCP_PLACES, "arg_value", "crash", "resource_uri")
 
 
 @pytest.fixture(scope="module")
@@ -180,25 +170,13 @@ class TestCanaries:
         async def go() -> None:
             async with Client(server) as client:
                 with contextlib.suppress(ToolError, MCPError):
+                    if await plant_in_mcp(client, where, canary, index):
+                        return
                     if where == "arg_value":
-                        await client.call_tool("fail", {"message": canary})
-                    elif where == "arg_key":
-                        await client.call_tool("add", {canary: 1, "a": 1, "b": 2})
-                    elif where == "result":
-                        await client.call_tool("secret", {"index": index})
-                    elif where == "error":
                         await client.call_tool("fail", {"message": canary})
                     elif where == "crash":
                         await client.call_tool("crash", {"message": canary})
-                    elif where == "resource_uri":
-                        await client.read_resource(f"notes://{urllib.parse.quote(canary, safe='')}")
-                    elif where == "prompt_arg":
-                        await client.get_prompt("greet", {"name": canary})
-                    elif where == "tool_name":
-                        await client.call_tool(canary, {})
                     else:
-                        await client.call_tool(
-                            "add", {"a": 1, "b": 1}, meta={"traceparent": canary, "n": canary}
-                        )
+                        await client.read_resource(f"notes://{urllib.parse.quote(canary, safe='')}")
 
         sinks.run_planted(go)

@@ -28,7 +28,7 @@ from auditlog.mcp import (
     MCPAuditMiddleware,
     resource_template,
 )
-from tests._support import SECRETS, add_mcp_tools, gate_policy
+from tests._support import MCP_PLACES, SECRETS, add_mcp_tools, gate_policy, plant_in_mcp
 
 CANARIES = load_canaries()
 POLICY = gate_policy(
@@ -294,7 +294,7 @@ class TestResourceTemplate:
         assert (None, "<invalid>") == resource_template(None)
 
 
-PLACES = ("arg_value", "arg_key", "result", "error", "resource_uri", "prompt_arg", "tool_name", "meta")
+PLACES = (*MCP_PLACES, "arg_value", "resource_uri")
 
 
 @pytest.fixture(scope="module")
@@ -313,26 +313,14 @@ class TestCanaries:
 
         async def go() -> None:
             async with Client(server) as client:
+                if await plant_in_mcp(client, where, canary, index):
+                    return
                 if where == "arg_value":
                     await client.call_tool("search", {"query": canary, "limit": 1, "token": canary})
-                elif where == "arg_key":
-                    await client.call_tool("add", {canary: 1, "a": 1, "b": 2})
-                elif where == "result":
-                    await client.call_tool("secret", {"index": index})
-                elif where == "error":
-                    await client.call_tool("fail", {"message": canary})
-                elif where == "resource_uri":
+                else:
                     with contextlib.suppress(MCPError):
                         await client.read_resource(
                             f"users://{urllib.parse.quote(canary, safe='')}/x?k={canary}"
                         )
-                elif where == "prompt_arg":
-                    await client.get_prompt("greet", {"name": canary})
-                elif where == "tool_name":
-                    await client.call_tool(canary, {})
-                else:
-                    await client.call_tool(
-                        "add", {"a": 1, "b": 1}, meta={"traceparent": canary, "note": canary}
-                    )
 
         sinks.run_planted(go)
