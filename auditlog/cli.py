@@ -15,12 +15,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from auditlog._cli_common import err, fail, key_ring
 from auditlog.cli_bodies import bodies_app
 from auditlog.cli_query import register as register_query_commands
 from auditlog.policy import PolicyError, sensitive_allowlist_warnings
 from auditlog.policy import load as load_policy
 from store.exceptions import JournalError, KeyError_
-from store.keys import KeyRing, generate_key_file, key_from_env, rotate_key_file
+from store.keys import generate_key_file, rotate_key_file
 
 __all__ = ["app", "main"]
 
@@ -36,29 +37,11 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(bodies_app, name="bodies")
 
 out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
 
 KeyFileOpt = Annotated[
     Path | None,
     typer.Option("--key-file", help="Key file (default: AUDITLOG_KEY or AUDITLOG_KEY_FILE)."),
 ]
-
-
-def _fail(msg: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/red] {msg}", markup=True, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def _ring(key_file: Path | None) -> KeyRing:
-    try:
-        ring = KeyRing.from_file(key_file) if key_file else key_from_env()
-    except KeyError_ as exc:
-        raise _fail(str(exc)) from None
-    if ring is None:
-        raise _fail(
-            "no key: pass --key-file, or set AUDITLOG_KEY / AUDITLOG_KEY_FILE (see `auditlog keygen`)"
-        )
-    return ring
 
 
 @app.command()
@@ -73,7 +56,7 @@ def demo(
     try:
         result = run_demo(dir)
     except FileExistsError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     out.print(
         "[bold]auditlog demo[/bold]: application logs with every synthetic secret planted, then a "
         "scripted incident against a FastAPI app and an MCP server on 127.0.0.1\n"
@@ -120,11 +103,11 @@ def verify_cmd(
     """Check every segment, seal and chain link; name the first bad record (segment and seq)."""
     from store.journal import verify
 
-    ring = _ring(key_file)
+    ring = key_ring(key_file)
     try:
         report = verify(directory, keys=ring)
     except JournalError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if json_out:
         import orjson
 
@@ -171,7 +154,7 @@ def fingerprint(
     """Print the keyed fingerprint of VALUE, as journaled in ``fp`` fields (to ask "did it appear?")."""
     from processors import Fingerprinter
 
-    ring = _ring(key_file)
+    ring = key_ring(key_file)
     if value == "-":
         value = sys.stdin.readline().rstrip("\n")
     fp = Fingerprinter(key=ring.active.derive("fingerprint"), key_id=ring.active.key_id, fields=())
@@ -189,9 +172,9 @@ def keygen(
     try:
         key = rotate_key_file(path) if rotate else generate_key_file(path)
     except KeyError_ as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     except FileNotFoundError:
-        raise _fail(f"{path} does not exist; run without --rotate first") from None
+        raise fail(f"{path} does not exist; run without --rotate first") from None
     out.print(f"wrote {path} (key id {key.key_id}); use it with AUDITLOG_KEY_FILE={path}")
 
 
@@ -204,7 +187,7 @@ def policy_check(
     try:
         pol = load_policy(file)
     except PolicyError as exc:
-        raise _fail(str(exc), 1) from None
+        raise fail(str(exc), 1) from None
     out.print(f"{file}: policy {pol.id!r} ok, {len(pol.rules)} rules, hash {pol.hash[:16]}")
     table = Table("rule", "match", "level", "allow", "fingerprint", "scopes", "flags")
     for r in (pol.defaults, *pol.rules):
@@ -246,7 +229,7 @@ def selftest(
     try:
         pol = load_policy(policy) if policy else None
     except PolicyError as exc:
-        raise _fail(str(exc), 2) from None
+        raise fail(str(exc), 2) from None
     result = run_selftest(pol)
     out.print(f"planted {result.planted} times, {result.records} journal records scanned")
     for canary, logger, where in result.leaks:

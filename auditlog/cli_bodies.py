@@ -20,6 +20,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from auditlog._cli_common import fail, key_ring
 from auditlog.bodies import PolicyBodyStore, open_body_store
 from auditlog.pipeline import configure
 from auditlog.policy import DEFAULT_POLICY, Policy, PolicyError
@@ -32,8 +33,7 @@ from store.bodies import (
     BodyStoreUnavailable,
     InvalidCorrelationId,
 )
-from store.exceptions import JournalError, KeyError_
-from store.keys import KeyRing, key_from_env
+from store.exceptions import JournalError
 
 __all__ = ["bodies_app"]
 
@@ -61,11 +61,6 @@ KeyOpt = Annotated[
 CidArg = Annotated[str, typer.Argument(help="Correlation id of the body.")]
 
 
-def _fail(msg: str, code: int = 2) -> typer.Exit:
-    _err.print(f"[red]error:[/red] {msg}", markup=True, soft_wrap=True, highlight=False)
-    return typer.Exit(code)
-
-
 def _operator() -> str:
     """The OS account running the command (from the kernel's uid, not from the environment)."""
     try:
@@ -77,31 +72,29 @@ def _operator() -> str:
 @contextmanager
 def _opened(store: str, journal: Path, policy: Path | None, key: Path | None) -> Iterator[PolicyBodyStore]:
     try:
-        ring = KeyRing.from_file(key) if key else key_from_env()
         pol: Policy = load_policy(policy) if policy else DEFAULT_POLICY
-    except (KeyError_, PolicyError) as exc:
-        raise _fail(str(exc)) from None
-    if ring is None:
-        raise _fail("no key: pass --key-file, or set AUDITLOG_KEY / AUDITLOG_KEY_FILE")
+    except PolicyError as exc:
+        raise fail(str(exc)) from None
+    ring = key_ring(key)
     try:
         handle = configure(journal_dir=journal, policy=pol, key=ring, stdlib=False)
     except JournalError as exc:
-        raise _fail(f"cannot open the journal: {exc}") from None
+        raise fail(f"cannot open the journal: {exc}") from None
     try:
         try:
             bodies = open_body_store(store, handle=handle, policy=pol)
         except (ValueError, ImportError, BodyStoreError) as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
         try:
             yield bodies
         except InvalidCorrelationId as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
         except (AccessDenied, BodyNotFound, BodyIntegrityError) as exc:
-            raise _fail(f"{type(exc).__name__}: {exc}", 1) from None
+            raise fail(f"{type(exc).__name__}: {exc}", 1) from None
         except BodyStoreUnavailable as exc:
-            raise _fail(f"body store unavailable: {exc}", 1) from None
+            raise fail(f"body store unavailable: {exc}", 1) from None
         except ValueError as exc:  # purpose, reason, subject validation
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
     finally:
         handle.shutdown()
 

@@ -21,11 +21,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from auditlog._cli_common import err, fail, key_ring
+
 __all__ = ["register"]
 
 # Tables are wide: when stdout is not a terminal (a pipe, a file), do not fold them to 80 columns.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 240)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 KeyFileOpt = Annotated[
     Path | None, typer.Option("--key-file", help="Key file (default: AUDITLOG_KEY or AUDITLOG_KEY_FILE).")
@@ -51,26 +52,6 @@ query_app = typer.Typer(
 )
 
 
-def _fail(msg: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/red] {msg}", markup=True)
-    return typer.Exit(code)
-
-
-def _ring(key_file: Path | None) -> Any:
-    from store.exceptions import KeyError_
-    from store.keys import KeyRing, key_from_env
-
-    try:
-        ring = KeyRing.from_file(key_file) if key_file else key_from_env()
-    except KeyError_ as exc:
-        raise _fail(str(exc)) from None
-    if ring is None:
-        raise _fail(
-            "no key: pass --key-file, or set AUDITLOG_KEY / AUDITLOG_KEY_FILE (see `auditlog keygen`)"
-        )
-    return ring
-
-
 def _is_journal(path: Path) -> bool:
     return path.is_dir() and any(path.glob("[0-9]*.jsonl"))
 
@@ -84,13 +65,13 @@ def _audit_handle(source: str, audit_dir: Path | None, ring: Any, policy: Any = 
     target = audit_dir
     if target is None:
         if source.startswith("s3://") or not _is_journal(Path(source)):
-            raise _fail("pass --audit-dir DIR (or set AUDITLOG_AUDIT_DIR): investigations are journaled")
+            raise fail("pass --audit-dir DIR (or set AUDITLOG_AUDIT_DIR): investigations are journaled")
         target = Path(source)
     try:
         handle = auditlog.configure(journal_dir=target, key=ring, policy=policy, stdlib=False)
     except JournalError as exc:
         hint = " (a running writer holds it; pass --audit-dir DIR)" if "in use" in str(exc) else ""
-        raise _fail(f"cannot journal this investigation: {exc}{hint}") from None
+        raise fail(f"cannot journal this investigation: {exc}{hint}") from None
     try:
         yield handle
     finally:
@@ -109,20 +90,20 @@ def _query_errors(source: str) -> Callable[[BaseException], typer.Exit]:
 
     def translate(exc: BaseException) -> typer.Exit:
         if isinstance(exc, UnknownCorrelationId):
-            return _fail(str(exc), 1)
+            return fail(str(exc), 1)
         if isinstance(exc, CorruptSource):
             hint = "" if "verify" in str(exc) else f"; `auditlog verify {source}` says more"
-            return _fail(f"{exc}{hint}", 1)
+            return fail(f"{exc}{hint}", 1)
         if isinstance(exc, BadTimeRange | EmptySource | SandboxViolation | NotJournaled | ValueError):
-            return _fail(str(exc), 2)
-        return _fail(f"{type(exc).__name__}: {exc}", 1)
+            return fail(str(exc), 2)
+        return fail(f"{type(exc).__name__}: {exc}", 1)
 
     return translate
 
 
 def _render(result: Any, *, as_json: bool, as_csv: bool, title: str) -> None:
     if as_json and as_csv:
-        raise _fail("choose one of --json and --csv")
+        raise fail("choose one of --json and --csv")
     if as_json:
         import orjson
 
@@ -195,7 +176,7 @@ def _run(
     from auditlog.query import Investigation, QueryError
 
     o = ctx.obj
-    ring = _ring(key_file or o["key_file"])
+    ring = key_ring(key_file or o["key_file"])
     translate = _query_errors(o["source"])
     client = None
     if o["source"].startswith("s3://"):
@@ -321,7 +302,7 @@ def q_find(
     if value == "-":
         value = sys.stdin.readline().rstrip("\n")
     if not value:
-        raise _fail("find needs a non-empty value")
+        raise fail("find needs a non-empty value")
     _run(
         ctx,
         "find",
@@ -347,7 +328,7 @@ def q_top(
 ) -> None:
     """The busiest tools, routes or actors."""
     if by not in ("tool", "route", "actor"):
-        raise _fail("--by must be tool, route or actor")
+        raise fail("--by must be tool, route or actor")
     _run(
         ctx,
         f"top {by}",
@@ -429,7 +410,7 @@ def compact_cmd(
     """Compact sealed segments into hive-partitioned Parquet (date=/source=), with manifests. Idempotent."""
     from auditlog.compact import LayoutError, compact
 
-    ring = _ring(key_file)
+    ring = key_ring(key_file)
     with _progress() as bar:
         task = bar.add_task("compacting", total=None)
 
@@ -440,7 +421,7 @@ def compact_cmd(
             report = compact(directory, out_dir, keys=ring, max_batch_bytes=batch_mb << 20, progress=progress)
         except LayoutError as exc:
             hint = "" if "verify" in str(exc) else f"; `auditlog verify {directory}` says more"
-            raise _fail(f"{exc}{hint}", 1) from None
+            raise fail(f"{exc}{hint}", 1) from None
     summary = {
         "out": str(report.out),
         "compacted_segments": report.compacted,
@@ -480,9 +461,9 @@ def ship_cmd(
                 progress=lambda s, d, t: bar.update(task, completed=d, total=t or None),
             )
         except (ShipError, LayoutError) as exc:
-            raise _fail(str(exc), 1) from None
+            raise fail(str(exc), 1) from None
         except ValueError as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
     summary = {
         "url": report.url,
         "uploaded": len(report.uploaded),
@@ -519,11 +500,11 @@ def export_cmd(
     from auditlog.policy import load as load_policy
     from auditlog.query import QueryError
 
-    ring = _ring(key_file)
+    ring = key_ring(key_file)
     try:
         pol = load_policy(policy) if policy else None
     except PolicyError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     client = None
     if source.startswith("s3://"):
         from auditlog.ship import make_client
@@ -553,7 +534,7 @@ def export_cmd(
         except (QueryError, ValueError) as exc:
             raise _query_errors(source)(exc) from None
         except EvidenceError as exc:
-            raise _fail(str(exc), 1) from None
+            raise fail(str(exc), 1) from None
     summary = {
         "pack": str(report.path),
         "sha256": report.sha256,
@@ -582,7 +563,7 @@ def verify_pack_cmd(
     try:
         check = verify_pack(pack, public_key=public_key)
     except PackInvalid as exc:
-        raise _fail(str(exc), 1) from None
+        raise fail(str(exc), 1) from None
     if as_json:
         import orjson
 
