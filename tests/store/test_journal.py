@@ -744,8 +744,12 @@ class TestCrashRecovery:
         assert verify(jdir, keys=RING_A).ok
 
     @pytest.fixture
-    def read_only_dir(self, tmp_path: Path) -> Iterator[Path]:
-        """A directory nobody may write to (chmod, or chattr +i when running as root)."""
+    def read_only_dir(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+        """A directory nobody may write to: chmod, or chattr +i as root, else the kernel's EACCES emulated.
+
+        The last resort (root on a filesystem without the immutable flag) makes ``os.open`` and
+        ``os.mkdir`` refuse paths below the directory with the error the kernel would give.
+        """
         d = tmp_path / "ro"
         d.mkdir()
         d.chmod(0o555)
@@ -758,9 +762,13 @@ class TestCrashRecovery:
             else:
                 (d / "probe").unlink()
                 chattr = shutil.which("chattr")
-                if chattr is None or subprocess.run([chattr, "+i", str(d)], capture_output=True).returncode:
-                    pytest.skip("cannot make a directory read-only for this user")
-                immutable = True
+                if (
+                    chattr is not None
+                    and not subprocess.run([chattr, "+i", str(d)], capture_output=True).returncode
+                ):
+                    immutable = True
+                else:
+                    _refuse_writes_below(monkeypatch, d)
             yield d
         finally:
             if immutable:
@@ -1057,3 +1065,22 @@ class TestExports:
         ]
         assert expected == journal.__all__
         assert all(hasattr(journal, name) for name in journal.__all__)
+
+
+def _refuse_writes_below(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
+    """Make os.open (for writing) and os.mkdir fail with EACCES below ``root``, as a read-only dir would."""
+    real_open, real_mkdir = os.open, os.mkdir
+    prefix = str(root)
+
+    def guarded_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if str(path).startswith(prefix) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    def guarded_mkdir(path: Any, *args: Any, **kwargs: Any) -> None:
+        if str(path).startswith(prefix) and str(path) != prefix:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", guarded_open)
+    monkeypatch.setattr(os, "mkdir", guarded_mkdir)
