@@ -51,7 +51,7 @@ def demo(
     ),
 ) -> None:
     """Run a scripted workload with planted secrets through the real pipeline, then verify and summarise."""
-    from auditlog.demo import example_record, run_demo, summary_rows
+    from auditlog.demo import example_record, follow_up, run_demo, summary_rows
 
     try:
         result = run_demo(dir)
@@ -87,9 +87,17 @@ def demo(
         events.add_row(name, str(count))
     out.print(events)
     out.print(
-        f"Next: [bold]auditlog verify {dir}/journal --key-file {dir}/demo.key[/bold]   "
-        "(the demo keeps its key beside the journal; a real deployment keeps it elsewhere)"
+        "Next steps, with the virtualenv active (`. .venv/bin/activate` after `make demo`); the demo keeps its "
+        "key beside the journal, a real deployment keeps it elsewhere:",
+        markup=False,
     )
+    steps = [
+        ("check the chain", f"auditlog verify {dir}/journal --key-file {dir}/demo.key"),
+        *follow_up(result),
+    ]
+    for label, command in steps:
+        out.print(f"  # {label.removeprefix('next: ')}", markup=False)
+        out.print(f"  {command}", markup=False, soft_wrap=True)  # one line, copyable at any width
     if not result.verified or result.leaks or result.dropped or not result.incident.get("exactly_once"):
         raise typer.Exit(1)
 

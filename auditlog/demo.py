@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import shlex
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,7 +205,6 @@ def summary_rows(result: DemoResult) -> list[tuple[str, str]]:
             f"calls carrying the planted token (canary {inc.get('planted_canary')!r}) / found by fingerprint",
             f"{inc.get('token_calls')} / {inc.get('token_hits')}",
         ),
-        *follow_up(result),
     ]
 
 
@@ -227,7 +227,7 @@ def follow_up(result: DemoResult) -> list[tuple[str, str]]:
         ("next: the refused calls", f"auditlog query {journal} denials --key-file {key}"),
         (
             "next: which calls carried the planted token",
-            f"python -c {token} | auditlog query {journal} find - --key-file {key}",
+            f"{shlex.quote(sys.executable)} -c {token} | auditlog query {journal} find - --key-file {key}",
         ),
     ]
 

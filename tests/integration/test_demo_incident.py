@@ -37,7 +37,11 @@ INCIDENT_STEPS = [
     ("authz.denied", "tools/call", "delete_customer", False),
 ]
 # What the demo prints to produce the planted token on stdin (it names the canary, never its value).
-TOKEN_PIPE = """python -c 'from auditlog.canaries import load_canaries as c; print(c().values["bearer"])'"""
+# The demo names the interpreter that ran it, so the pipe works outside an activated virtualenv.
+TOKEN_PIPE = (
+    shlex.quote(sys.executable)
+    + """ -c 'from auditlog.canaries import load_canaries as c; print(c().values["bearer"])'"""
+)
 # The calls that carried the planted token: (kind, what, the fingerprinted fields that matched).
 TOKEN_CALLS = [
     ("authz.denied", "export_customers", ["upstream_token"]),
@@ -96,15 +100,16 @@ def investigated(tmp_path_factory: pytest.TempPathFactory) -> Investigated:
     (outputs / "demo.txt").write_bytes(proc.stdout + proc.stderr)
     rows = _summary(proc.stdout.decode())
     commands = {}
-    for label, value in rows.items():
-        if label.startswith("next:"):
+    for line in _ANSI.sub("", proc.stdout.decode()).splitlines():
+        value = line.strip()
+        if value.startswith("auditlog query ") or " -c " in value.split(" | ", 1)[0]:
             sub = shlex.split(value.rsplit(" | ", 1)[-1])[3]
             commands[sub] = value
     assert {"timeline", "denials", "find"} == set(commands)
 
     producer, query = commands["find"].rsplit(" | ", 1)
     argv = shlex.split(producer)
-    assert "python" == argv[0]
+    assert Path(argv[0]).name.startswith("python")  # the interpreter that ran the demo
     made = subprocess.run([sys.executable, *argv[1:]], capture_output=True, env=env, timeout=30, check=True)
     token = made.stdout.decode().rstrip("\n")
 
