@@ -87,8 +87,8 @@ def demo(
         events.add_row(name, str(count))
     out.print(events)
     out.print(
-        "Next steps, with the virtualenv active (`. .venv/bin/activate` after `make demo`); the demo keeps its "
-        "key beside the journal, a real deployment keeps it elsewhere:",
+        "Next steps, with the virtualenv active (`. .venv/bin/activate` after `make demo`); the demo "
+        "keeps its key beside the journal, a real deployment keeps it elsewhere:",
         markup=False,
     )
     steps = [
