@@ -32,19 +32,37 @@ Errors::
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from auditlog._batch_io import Hasher, file_sha256, hash_error, sealed_input, write_days
+from auditlog._layout import (
+    COLUMNS,
+    MANIFEST_FORMAT,
+    CompactionError,
+    FileEntry,
+    LayoutError,
+    Manifest,
+    SegmentEntry,
+    SegmentMismatch,
+    default_out,
+    load_manifests,
+    manifest_mac,
+)
+from auditlog._layout import COLUMNS_SQL as COLUMNS_SQL
+from auditlog._layout import KEYS_SQL as KEYS_SQL
+from auditlog._layout import MANIFEST_DIR as MANIFEST_DIR
+from auditlog._layout import STAGING_DIR as STAGING_DIR
+from auditlog._layout import parse_manifest as parse_manifest
+from auditlog._layout import partition_value as partition_value
+from auditlog._layout import read_lines_sql as read_lines_sql
 from store._segments import KeyCache, Seal, list_journal, read_seal
 from store.exceptions import JournalCorrupt, JournalError
 from store.keys import KeyRing
@@ -63,178 +81,6 @@ __all__ = [
     "default_out",
     "load_manifests",
 ]
-
-MANIFEST_FORMAT = "auditlog.compaction/1"
-MANIFEST_DIR = "_manifest"
-STAGING_DIR = "_staging"
-
-#: The columns of every Parquet file, in order: (name, DuckDB type, meaning). Partition columns ``date``
-#: (``YYYY-MM-DD``, UTC) and ``source`` (the host) come from the path.
-COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("seq", "BIGINT", "journal sequence number (global, consecutive)"),
-    ("ts", "TIMESTAMP", "event time, UTC (ts, else timestamp, else the segment's creation)"),
-    ("kind", "VARCHAR", "event kind (http.request, authz.denied, ...); 'log' for application log lines"),
-    ("event", "VARCHAR", "structlog event name of an application log line"),
-    ("level", "VARCHAR", "log level"),
-    ("logger", "VARCHAR", "logger name"),
-    ("event_id", "VARCHAR", "audit event id"),
-    ("correlation_id", "VARCHAR", "correlation id"),
-    ("span_id", "VARCHAR", "span id"),
-    ("actor_subject", "VARCHAR", "actor.subject (verified)"),
-    ("actor_tenant", "VARCHAR", "actor.tenant"),
-    ("actor_client_id", "VARCHAR", "actor.client_id"),
-    ("actor_scopes", "VARCHAR[]", "actor.scopes"),
-    ("action_name", "VARCHAR", "action.name (tool or route)"),
-    ("action_method", "VARCHAR", "action.method"),
-    ("action_target", "VARCHAR", "action.target"),
-    ("decision_allowed", "BOOLEAN", "decision.allowed"),
-    ("decision_reason", "VARCHAR", "decision.reason"),
-    ("decision_required", "VARCHAR[]", "decision.required (scopes)"),
-    ("outcome_status", "VARCHAR", "outcome.status"),
-    ("outcome_http_status", "INTEGER", "outcome.http_status"),
-    ("outcome_error_type", "VARCHAR", "outcome.error_type"),
-    ("outcome_duration_ms", "DOUBLE", "outcome.duration_ms"),
-    ("body_ref", "VARCHAR", "body_ref (a string, or JSON text)"),
-    ("fp_values", "VARCHAR[]", "every keyed fingerprint ('kid:hex') found under fp"),
-    ("policy_id", "VARCHAR", "policy.id"),
-    ("policy_hash", "VARCHAR", "policy.hash"),
-    ("segment", "VARCHAR", "the journal segment the line came from"),
-    ("mac", "VARCHAR", "the line's chain MAC"),
-    ("record", "VARCHAR", "the journaled line, byte for byte"),
-)
-
-# JSON paths extracted from each line after sorting; indexes are 1-based in SQL.
-_PATHS = (
-    "$.kind", "$.event", "$.level", "$.logger", "$.event_id", "$.span_id",
-    "$.actor.subject", "$.actor.tenant", "$.actor.client_id", "$.action.name", "$.action.method",
-    "$.action.target", "$.decision.allowed", "$.decision.reason", "$.outcome.status", "$.outcome.http_status",
-    "$.outcome.error_type", "$.outcome.duration_ms", "$.body_ref", "$.policy.id", "$.policy.hash", "$.mac",
-    "$.fp", "$.actor.scopes", "$.decision.required",
-)  # fmt: skip
-_FP_RE = r'"([A-Za-z0-9_.-]{1,64}:[0-9a-f]{16,128})"'
-
-#: SQL: from a relation with (line, segment, created) compute the sort keys. ``ts`` is ``$.ts`` (audit
-#: events: ISO 8601; journal headers: epoch seconds), else ``$.timestamp`` (structlog), else ``created``.
-KEYS_SQL = """
-SELECT line, segment, TRY_CAST(k[1] AS BIGINT) AS seq, k[4] AS correlation_id,
-  coalesce(
-    TRY(make_timestamp(TRY_CAST(TRY_CAST(coalesce(k[2], k[3]) AS DOUBLE) * 1000000 AS BIGINT))),
-    try_strptime(coalesce(k[2], k[3]), ['%Y-%m-%dT%H:%M:%S.%fZ', '%Y-%m-%dT%H:%M:%SZ']),
-    TRY_CAST(TRY_CAST(coalesce(k[2], k[3]) AS TIMESTAMPTZ) AT TIME ZONE 'UTC' AS TIMESTAMP),
-    created) AS ts
-FROM (SELECT line, segment, created,
-        json_extract_string(line, ['$.seq', '$.ts', '$.timestamp', '$.correlation_id']) AS k
-      FROM {src})
-"""
-
-#: SQL: from a relation with (line, segment, seq, ts, correlation_id) compute every column of COLUMNS.
-COLUMNS_SQL = """
-SELECT seq, ts, coalesce(v[1], CASE WHEN v[2] IS NOT NULL THEN 'log' END) AS kind, v[2] AS event,
-  v[3] AS level, v[4] AS logger, v[5] AS event_id, correlation_id, v[6] AS span_id,
-  v[7] AS actor_subject, v[8] AS actor_tenant, v[9] AS actor_client_id,
-  json_extract_string(v[24], '$[*]') AS actor_scopes,
-  v[10] AS action_name, v[11] AS action_method, v[12] AS action_target,
-  TRY_CAST(v[13] AS BOOLEAN) AS decision_allowed, v[14] AS decision_reason,
-  json_extract_string(v[25], '$[*]') AS decision_required,
-  v[15] AS outcome_status, TRY_CAST(v[16] AS INTEGER) AS outcome_http_status, v[17] AS outcome_error_type,
-  TRY_CAST(v[18] AS DOUBLE) AS outcome_duration_ms, v[19] AS body_ref,
-  regexp_extract_all(v[23], '@FP_RE@', 1) AS fp_values,
-  v[20] AS policy_id, v[21] AS policy_hash, segment, v[22] AS mac, line AS record
-FROM (SELECT *, json_extract_string(line, [@PATHS@]) AS v FROM {src})
-""".replace("@FP_RE@", _FP_RE).replace("@PATHS@", ", ".join(f"'{p}'" for p in _PATHS))
-
-
-def read_lines_sql(n_files: int) -> str:
-    """The DuckDB relation of raw lines for ``n_files`` segment files bound as parameters ``?``.
-
-    Each file is read as CSV with a delimiter that a journal line cannot contain (orjson escapes control
-    characters), so every line arrives whole in the ``line`` column.
-    """
-    return (
-        "read_csv(["
-        + ", ".join("?" for _ in range(n_files))
-        + "], columns={'line': 'VARCHAR'}, header=false, "
-        "delim=E'\\x01', quote='', escape='', auto_detect=false, new_line='\\n', "
-        "max_line_size=20000000, filename=true)"
-    )
-
-
-class LayoutError(Exception):
-    """Base class of errors about the audit data layout (segments, Parquet files, manifests)."""
-
-
-class CompactionError(LayoutError, OSError):
-    """A segment cannot be compacted (unreadable, unsealed seal MAC, or a write failed)."""
-
-
-class SegmentMismatch(CompactionError, ValueError):
-    """A segment does not match its seal, or its seal changed since it was compacted."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SegmentEntry:
-    """One compacted segment as its manifest records it (the seal's fields, plus the seal file's hash)."""
-
-    segment: str
-    kid: str
-    count: int
-    first_seq: int | None
-    last_seq: int
-    last_mac: str
-    sha256: str
-    bytes: int
-    created: float
-    sealed: float
-    seal_sha256: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FileEntry:
-    """One Parquet file of a batch: where it is (relative to the layout root), its day and contents."""
-
-    path: str
-    date: str
-    rows: int
-    bytes: int
-    sha256: str
-    min_ts: str | None
-    max_ts: str | None
-    segments: dict[str, int]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Manifest:
-    """A committed compaction batch. ``path`` is the manifest file (not part of the signed content)."""
-
-    batch: str
-    source: str
-    created: str
-    rows: int
-    segments: tuple[SegmentEntry, ...]
-    files: tuple[FileEntry, ...]
-    kid: str
-    mac: str
-    path: Path | None = field(default=None, compare=False)
-
-    def content(self) -> dict[str, Any]:
-        """The manifest as written, without its ``mac``."""
-        return {
-            "format": MANIFEST_FORMAT,
-            "batch": self.batch,
-            "source": self.source,
-            "created": self.created,
-            "rows": self.rows,
-            "kid": self.kid,
-            "segments": [_entry_dict(s) for s in self.segments],
-            "files": [_entry_dict(f) for f in self.files],
-        }
-
-    def verify_mac(self, keys: KeyRing) -> bool:
-        """True when the manifest's HMAC checks out under the key named by ``kid``."""
-        master = keys.get(self.kid)
-        if master is None:
-            return False
-        return hmac.compare_digest(self.mac, _manifest_mac(master.derive("compaction"), self.content()))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -267,11 +113,6 @@ Progress = Callable[[str, int, int], None]
 
 # The boundary to the file system, as module names so a test can interrupt a run.
 _replace = os.replace
-
-
-def default_out(journal_dir: str | os.PathLike[str]) -> Path:
-    """The default layout root for a journal: ``JOURNAL/parquet``."""
-    return Path(journal_dir) / "parquet"
 
 
 def compact(
@@ -361,67 +202,7 @@ def compact(
     )
 
 
-def load_manifests(root: str | os.PathLike[str]) -> list[Manifest]:
-    """Read every committed manifest under a layout root, ordered by source and batch.
-
-    Args:
-        root: the layout root (a missing directory has no manifests).
-
-    Returns:
-        The manifests.
-
-    Raises:
-        LayoutError: a manifest cannot be read or parsed (its path is named).
-    """
-    base = Path(root) / MANIFEST_DIR
-    if not base.is_dir():
-        return []
-    found: list[Manifest] = []
-    for path in sorted(base.glob("source=*/*.json")):
-        try:
-            found.append(parse_manifest(path.read_bytes(), path=path))
-        except OSError as exc:
-            raise LayoutError(f"manifest {path} cannot be read: {exc.strerror}") from exc
-    return found
-
-
-def parse_manifest(data: bytes, *, path: Path | None = None) -> Manifest:
-    """Parse a manifest file's bytes.
-
-    Raises:
-        LayoutError: not a manifest of this format.
-    """
-    where = str(path) if path is not None else "manifest"
-    try:
-        obj = orjson.loads(data)
-        if obj.get("format") != MANIFEST_FORMAT:
-            raise LayoutError(f"{where}: not a {MANIFEST_FORMAT} manifest")
-        return Manifest(
-            batch=obj["batch"],
-            source=obj["source"],
-            created=obj["created"],
-            rows=int(obj["rows"]),
-            segments=tuple(SegmentEntry(**s) for s in obj["segments"]),
-            files=tuple(FileEntry(**f) for f in obj["files"]),
-            kid=obj["kid"],
-            mac=obj["mac"],
-            path=path,
-        )
-    except LayoutError:
-        raise
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise LayoutError(f"{where}: malformed manifest ({type(exc).__name__})") from exc
-
-
 # -- internals ---------------------------------------------------------------------------------------
-
-
-def _entry_dict(entry: SegmentEntry | FileEntry) -> dict[str, Any]:
-    return {name: getattr(entry, name) for name in entry.__slots__}
-
-
-def _manifest_mac(key: bytes, content: dict[str, Any]) -> str:
-    return hmac.new(key, orjson.dumps(content, option=orjson.OPT_SORT_KEYS), hashlib.sha256).hexdigest()
 
 
 def _sealed_segments(jdir: Path, keys: KeyRing) -> tuple[list[tuple[Seal, Path, Path]], list[str]]:
@@ -474,42 +255,6 @@ def _batch_name(batch: list[tuple[Seal, Path, Path]]) -> str:
     return f"{_number(batch[0][0].segment):08d}-{_number(batch[-1][0].segment):08d}"
 
 
-def partition_value(source: str) -> str:
-    """A source name usable as a path component and a hive partition value (never ``..`` or ``/``)."""
-    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in source)[:200]
-    return cleaned if cleaned.strip(".") else "_"
-
-
-class _Hasher(threading.Thread):
-    """Hashes each segment's sealed prefix in the background and compares it with the seal."""
-
-    def __init__(self, items: list[tuple[Seal, Path]]) -> None:
-        super().__init__(name="auditlog-compact-hash", daemon=True)
-        self.items = items
-        self.mismatch: str | None = None
-        self.error: OSError | None = None
-
-    def run(self) -> None:
-        for seal, path in self.items:
-            try:
-                h = hashlib.sha256()
-                with open(path, "rb") as fh:
-                    left = seal.length
-                    while left > 0:
-                        chunk = fh.read(min(left, 1 << 20))
-                        if not chunk:
-                            break
-                        h.update(chunk)
-                        left -= len(chunk)
-                if left > 0 or h.hexdigest() != seal.sha256:
-                    self.mismatch = seal.segment
-                    return
-            except OSError as exc:
-                self.error = exc
-                self.mismatch = seal.segment
-                return
-
-
 def _compact_batch(
     batch: list[tuple[Seal, Path, Path]],
     root: Path,
@@ -530,9 +275,9 @@ def _compact_batch(
         (staging / "spill").mkdir(parents=True)
     except OSError as exc:
         raise CompactionError(f"cannot create staging directory {staging}: {exc.strerror}") from exc
-    hasher = _Hasher([(s, p) for s, p, _ in batch])
+    hasher = Hasher([(s, p) for s, p, _ in batch])
     hasher.start()
-    inputs = [_sealed_input(seal, path, staging) for seal, path, _ in batch]
+    inputs = [sealed_input(seal, path, staging) for seal, path, _ in batch]
     con = loader(memory_limit=memory_limit, temp_directory=str(staging / "spill"))
     try:
         created = (
@@ -558,13 +303,13 @@ def _compact_batch(
                     f"segment {seal.segment}: {counts.get(seal.segment, 0)} lines read, its seal counts "
                     f"{seal.count}; run `auditlog verify` on the journal"
                 )
-        files = _write_days(con, staging, src_dir, name, level=level, row_group_size=row_group_size)
+        files = write_days(con, staging, src_dir, name, level=level, row_group_size=row_group_size)
     except Exception as exc:
         hasher.join()
         con.close()
         shutil.rmtree(staging, ignore_errors=True)
         if hasher.mismatch is not None:  # the bytes changed: that explains any parse or count failure
-            raise _hash_error(hasher) from exc
+            raise hash_error(hasher) from exc
         if isinstance(exc, LayoutError):
             raise
         if type(exc).__module__.startswith(("duckdb", "_duckdb")):
@@ -577,151 +322,10 @@ def _compact_batch(
     hasher.join()
     if hasher.mismatch is not None:
         shutil.rmtree(staging, ignore_errors=True)
-        raise _hash_error(hasher)
+        raise hash_error(hasher)
     manifest = _commit(batch, root, src_dir, name, source, files, keys)
     _roll_forward(manifest, root, staging)
     return manifest
-
-
-def _hash_error(hasher: _Hasher) -> CompactionError:
-    if hasher.error is not None:
-        return CompactionError(f"segment {hasher.mismatch} cannot be read: {hasher.error.strerror}")
-    return SegmentMismatch(
-        f"segment {hasher.mismatch} does not match its seal (sha256); run `auditlog verify` on the journal"
-    )
-
-
-def _sealed_input(seal: Seal, path: Path, staging: Path) -> Path:
-    """The file to read for a segment: itself, or a copy of its sealed prefix when bytes follow it."""
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise CompactionError(f"segment {path.name} cannot be read: {exc.strerror}") from exc
-    if size == seal.length:
-        return path
-    copy = staging / "in" / path.name
-    copy.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "rb") as src, open(copy, "wb") as dst:
-        left = seal.length
-        while left > 0:
-            chunk = src.read(min(left, 1 << 20))
-            if not chunk:
-                break
-            dst.write(chunk)
-            left -= len(chunk)
-    return copy
-
-
-def _write_days(
-    con: Any, staging: Path, src_dir: str, name: str, *, level: int, row_group_size: int
-) -> list[FileEntry]:
-    """Write one Parquet file per day of the sorted batch: DuckDB extracts the columns in order and streams
-    Arrow batches, pyarrow writes them (its writer keeps small row groups cheap)."""
-    from auditlog._sandbox import arrow_schema, require
-
-    pq = require("pyarrow.parquet", "auditlog.compact")
-    schema = arrow_schema()
-    schema = schema.remove(schema.get_field_index("source")).remove(schema.get_field_index("date"))
-    con.execute("SET preserve_insertion_order = true")
-    stats: dict[str, tuple[int, str, str]] = {}
-    per_segment: dict[str, dict[str, int]] = {}
-    for day, segment, rows, lo, hi in con.execute(
-        "SELECT date, segment, count(*), min(ts)::VARCHAR, max(ts)::VARCHAR FROM sorted "
-        "GROUP BY ALL ORDER BY ALL"
-    ).fetchall():
-        n, first, last = stats.get(day, (0, lo, hi))
-        stats[day] = (n + int(rows), min(first, lo), max(last, hi))
-        per_segment.setdefault(day, {})[segment] = int(rows)
-    files: list[FileEntry] = []
-    for day, (rows, lo, hi) in stats.items():
-        rel = f"date={day}/{src_dir}/part-{name}.parquet"
-        target = staging / "files" / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        query = COLUMNS_SQL.replace("{src}", "(SELECT * FROM sorted WHERE date = $day)")
-        reader = con.sql(query, params={"day": day}).to_arrow_reader(batch_size=row_group_size)
-        with pq.ParquetWriter(
-            target,
-            schema,
-            compression="zstd",
-            compression_level=level,
-            use_dictionary=[c for c in schema.names if c not in _UNIQUE_COLUMNS],
-        ) as writer:
-            for batch in _prefetch(reader):
-                writer.write_batch(batch.cast(schema), row_group_size=row_group_size)
-        files.append(
-            FileEntry(
-                path=rel,
-                date=day,
-                rows=rows,
-                bytes=target.stat().st_size,
-                sha256=_file_sha256(target),
-                min_ts=lo,
-                max_ts=hi,
-                segments=dict(sorted(per_segment[day].items())),
-            )
-        )
-    return files
-
-
-# Columns whose values are (nearly) unique: a dictionary only costs time there.
-_UNIQUE_COLUMNS = frozenset({"seq", "ts", "event_id", "span_id", "mac", "record"})
-
-
-def _prefetch(reader: Any, depth: int = 2) -> Iterator[Any]:
-    """Yield the batches of an Arrow reader, reading ahead in a thread so DuckDB extracts the next batch
-    while pyarrow compresses this one (both release the GIL)."""
-    import queue
-
-    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    done = object()
-    failure: list[BaseException] = []
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for batch in reader:
-                while not stop.is_set():
-                    try:
-                        q.put(batch, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-        except BaseException as exc:  # handed to the consumer
-            failure.append(exc)
-        finally:
-            q.put(done)
-
-    thread = threading.Thread(target=produce, name="auditlog-compact-extract", daemon=True)
-    thread.start()
-    try:
-        while (item := q.get()) is not done:
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(0.05)
-    if failure:
-        raise failure[0]
-
-
-def _sql_path(path: Path) -> str:
-    text = str(path)
-    if "'" in text:
-        raise CompactionError(f"layout path {text!r} contains a quote")
-    return text
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _commit(
@@ -745,7 +349,7 @@ def _commit(
             bytes=seal.length,
             created=seal.created,
             sealed=seal.sealed,
-            seal_sha256=_file_sha256(seal_path),
+            seal_sha256=file_sha256(seal_path),
         )
         for seal, _, seal_path in batch
     )
@@ -760,7 +364,7 @@ def _commit(
         mac="",
     )
     content = draft.content()
-    mac = _manifest_mac(keys.active.derive("compaction"), content)
+    mac = manifest_mac(keys.active.derive("compaction"), content)
     target = root / MANIFEST_DIR / src_dir / f"{name}.json"
     tmp = target.with_name(target.name + ".tmp")
     try:
