@@ -22,8 +22,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from auditlog.actor import ANONYMOUS, Actor, ActorResolver, actor_from_token
 from auditlog.events import MiddlewareStats
 from auditlog.mcp import CLIENT_INFO_META_KEY, CLOSED_MESSAGE, INTERNAL_ERROR, MCPAuditor, MCPCall, mcp_actor
@@ -113,15 +111,7 @@ class FastMCPAuditMiddleware(_Middleware):
             return await call_next(context)
         if not call.decision.allowed:
             raise MCPError(*auditor.refuse(call))
-        tokens = auditor.bind(call)
-        try:
-            result = await call_next(context)
-        except BaseException as exc:
-            code = getattr(getattr(exc, "error", None), "code", None)
-            auditor.finish(call, error=exc, code=code if isinstance(code, int) else None)
-            raise
-        finally:
-            structlog.contextvars.reset_contextvars(**tokens)
+        result = await auditor.run(call, lambda: call_next(context))
         try:
             shaped = call.method in _SHAPED and call.rule.level in ("shape", "values")
             body, is_error = _result(result) if shaped else (None, None)

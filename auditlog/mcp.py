@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
@@ -133,6 +133,9 @@ class MCPCall:
     decision: Decision
     arguments: object = None
     mcp: dict[str, Any] | None = None
+
+
+_T = TypeVar("_T")
 
 
 class MCPAuditor:
@@ -333,11 +336,23 @@ class MCPAuditor:
             return False
         return emit_event(handle, event, self.stats)
 
-    def bind(self, call: MCPCall) -> Mapping[str, Any]:
-        """Bind the call's correlation id into structlog's contextvars; reset with the returned tokens."""
-        return structlog.contextvars.bind_contextvars(
+    async def run(self, call: MCPCall, call_next: Callable[[], Awaitable[_T]]) -> _T:
+        """Run the handler with the call's correlation id bound in structlog's contextvars.
+
+        A handler that raises finishes the call as failed (with its JSON-RPC code when it has one) and the
+        exception propagates; on success the caller finishes the call with the result it shapes.
+        """
+        tokens = structlog.contextvars.bind_contextvars(
             correlation_id=call.corr.correlation_id, span_id=call.corr.span_id
         )
+        try:
+            return await call_next()
+        except BaseException as exc:
+            code = getattr(getattr(exc, "error", None), "code", None)
+            self.finish(call, error=exc, code=code if isinstance(code, int) else None)
+            raise
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
 
 
 def _metadata(rule: Rule) -> Rule:
@@ -437,15 +452,7 @@ class MCPAuditMiddleware:
             return await call_next(ctx)
         if not call.decision.allowed:
             raise self._error(*auditor.refuse(call))
-        tokens = auditor.bind(call)
-        try:
-            result = await call_next(ctx)
-        except BaseException as exc:
-            code = getattr(getattr(exc, "error", None), "code", None)
-            auditor.finish(call, error=exc, code=code if isinstance(code, int) else None)
-            raise
-        finally:
-            structlog.contextvars.reset_contextvars(**tokens)
+        result = await auditor.run(call, lambda: call_next(ctx))
         try:
             body, is_error = tool_result(result) if call.rule.level in ("shape", "values") else (None, None)
             if is_error is None and isinstance(result, Mapping):
