@@ -10,7 +10,7 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml hatch_build.py processors/_cshape.c | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[all]" --group test
 	touch $(STAMP)
 
@@ -20,8 +20,8 @@ demo: $(STAMP)
 test: $(STAMP) lint typecheck pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check auditlog processors store tests benchmarks
-	$(BIN)/ruff format --check auditlog processors store tests benchmarks
+	$(BIN)/ruff check auditlog processors store tests benchmarks hatch_build.py
+	$(BIN)/ruff format --check auditlog processors store tests benchmarks hatch_build.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -27,6 +27,7 @@ else over to it.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
@@ -35,6 +36,15 @@ from typing import Any
 
 from processors._fastshape import fast_shaper
 from processors.secret_scanner import SecretScanner, base64ish_letters
+
+_cshape: Any
+if os.environ.get("AUDITLOG_PURE_PYTHON"):
+    _cshape = None
+else:
+    try:
+        from processors import _cshape  # the compiled fast path, when the build had a C compiler
+    except ImportError:
+        _cshape = None
 
 __all__ = ["DEFAULT_LIMITS", "ShapeLimits", "emittable_key", "safe_type_name", "shape_of", "unshapeable"]
 
@@ -421,7 +431,26 @@ def _tag(tp: type) -> str:
 
 
 def _fast_shaper(limits: ShapeLimits) -> Callable[[Any], Shape]:
-    """Return ``shape_of`` specialised for ``limits``: the fast path first, ``_Walk`` when it gives up."""
+    """Return ``shape_of`` specialised for ``limits``: the fast path first, ``_Walk`` when it gives up.
+
+    The fast path is the compiled one (``processors/_cshape.c``) when it was built, else the same
+    algorithm in Python (``processors/_fastshape.py``).
+    """
+    if _cshape is not None:
+        return _cshape.Shaper(  # type: ignore[no-any-return]
+            limits=limits,
+            max_depth=limits.max_depth,
+            max_keys=limits.max_keys,
+            max_items=limits.max_items_sampled,
+            max_key_len=limits.max_key_len,
+            max_work=limits.max_work,
+            check_len=0 if limits.max_key_len >= _CACHED_KEY_LEN else limits.max_key_len,
+            general=_general,
+            emittable=emittable_key,
+            tag=_tag,
+            scalars=_SCALARS,
+            accepted=_ACCEPTED_KEYS,
+        )
     return fast_shaper(
         limits,
         general=_general,

@@ -1,0 +1,476 @@
+/*
+ * processors._cshape: the fast path of processors.shapes.shape_of, compiled.
+ *
+ * A line-for-line port of processors/_fastshape.py (read that first): it shapes trees of exact builtins
+ * (str, int, float, bool, None, dict, list, tuple, set, frozenset, and the scalar types the caller
+ * passes in) and gives up at anything else, or at a bound that would truncate, by returning NULL to the
+ * top level, which then runs the general walk (a Python callable) on the whole value. So where this
+ * answers, it answers exactly what the Python fast path answers; tests/processors/test_cshape.py checks
+ * that on generated values.
+ *
+ * Safety: it never calls a user's code. Values are read through exact builtin types only; the callables
+ * it calls (emittable, tag, scalars, general) are the library's own. References are owned while in use,
+ * so a dict changed by another thread while a callback runs cannot free what is being read; a dict
+ * whose size changed makes this give up, as Python's own iteration would. Recursion goes through
+ * Py_EnterRecursiveCall, so a deep value raises RecursionError here (and the general walk decides).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stddef.h>
+
+static PyObject *K_t, *K_len, *K_n, *K_keys, *K_hidden, *K_truncated, *K_items, *K_types;
+static PyObject *V_str, *V_int, *V_obj, *V_arr, *V_float, *V_bool, *V_null, *V_mixed;
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    Py_ssize_t max_depth, max_keys, max_items, max_len, top_work, check_len;
+    PyObject *max_len_obj; /* max_len as an int, for emittable(key, max_len) */
+    PyObject *general;     /* (value, limits) -> shape, never raises */
+    PyObject *emittable;   /* (key, max_len) -> bool */
+    PyObject *tag;         /* (type) -> str */
+    PyObject *scalars;     /* dict: type -> (value) -> shape */
+    PyObject *accepted;    /* dict: accepted keys (read only here) */
+    PyObject *limits;      /* passed to general */
+} Shaper;
+
+static PyObject *one(Shaper *s, PyObject *v, Py_ssize_t depth, Py_ssize_t *budget);
+
+/* {"t": tag} */
+static PyObject *
+tagged(PyObject *tag)
+{
+    PyObject *d = PyDict_New();
+    if (d == NULL)
+        return NULL;
+    if (PyDict_SetItem(d, K_t, tag) < 0) {
+        Py_DECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+/* {"t": tag, key: n} */
+static PyObject *
+tagged_n(PyObject *tag, PyObject *key, Py_ssize_t n)
+{
+    PyObject *d = tagged(tag);
+    if (d == NULL)
+        return NULL;
+    PyObject *num = PyLong_FromSsize_t(n);
+    if (num == NULL || PyDict_SetItem(d, key, num) < 0) {
+        Py_XDECREF(num);
+        Py_DECREF(d);
+        return NULL;
+    }
+    Py_DECREF(num);
+    return d;
+}
+
+static PyObject *
+obj(Shaper *s, PyObject *v, Py_ssize_t depth, Py_ssize_t *budget)
+{
+    Py_ssize_t n = PyDict_GET_SIZE(v);
+    if (n == 0)
+        return tagged_n(V_obj, K_n, 0);
+    Py_ssize_t work = *budget;
+    if (depth >= s->max_depth || work <= 0)
+        return NULL; /* give up: the general walk truncates */
+    if (Py_EnterRecursiveCall(" while shaping a value"))
+        return NULL;
+    PyObject *keys = PyDict_New();
+    PyObject *out = NULL;
+    Py_ssize_t hidden = 0, pos = 0, seen = 0;
+    PyObject *key, *value;
+    if (keys == NULL)
+        goto done;
+    while (seen < s->max_keys && PyDict_Next(v, &pos, &key, &value)) {
+        seen++;
+        if (work <= 0)
+            goto fail;
+        work--;
+        Py_INCREF(key);
+        Py_INCREF(value);
+        int ok = 0;
+        if (PyUnicode_CheckExact(key)) {
+            ok = PyDict_Contains(s->accepted, key);
+            if (ok < 0)
+                goto fail_kv;
+            if (ok && s->check_len && PyUnicode_GET_LENGTH(key) > s->check_len)
+                ok = 0;
+        }
+        if (!ok) {
+            PyObject *r = PyObject_CallFunctionObjArgs(s->emittable, key, s->max_len_obj, NULL);
+            if (r == NULL)
+                goto fail_kv;
+            ok = PyObject_IsTrue(r);
+            Py_DECREF(r);
+            if (ok < 0)
+                goto fail_kv;
+            if (PyDict_GET_SIZE(v) != n) /* changed under us (another thread): give up */
+                goto fail_kv;
+        }
+        if (ok) {
+            PyObject *shape;
+            if (PyUnicode_CheckExact(value)) {
+                shape = tagged_n(V_str, K_len, PyUnicode_GET_LENGTH(value));
+            }
+            else if (PyLong_CheckExact(value)) {
+                shape = tagged(V_int);
+            }
+            else {
+                *budget = work;
+                shape = PyDict_CheckExact(value) ? obj(s, value, depth + 1, budget)
+                                                 : one(s, value, depth + 1, budget);
+                work = *budget;
+            }
+            if (shape == NULL)
+                goto fail_kv;
+            int rc = PyDict_SetItem(keys, key, shape);
+            Py_DECREF(shape);
+            if (rc < 0)
+                goto fail_kv;
+        }
+        else {
+            hidden++;
+        }
+        Py_DECREF(key);
+        Py_DECREF(value);
+        continue;
+    fail_kv:
+        Py_DECREF(key);
+        Py_DECREF(value);
+        goto fail;
+    }
+    if (PyDict_GET_SIZE(v) != n)
+        goto fail;
+    *budget = work;
+    out = tagged_n(V_obj, K_n, n);
+    if (out == NULL)
+        goto done;
+    if (PyDict_GET_SIZE(keys) && PyDict_SetItem(out, K_keys, keys) < 0)
+        goto fail;
+    if (hidden) {
+        PyObject *h = PyLong_FromSsize_t(hidden);
+        if (h == NULL || PyDict_SetItem(out, K_hidden, h) < 0) {
+            Py_XDECREF(h);
+            goto fail;
+        }
+        Py_DECREF(h);
+    }
+    if (n > s->max_keys && PyDict_SetItem(out, K_truncated, Py_True) < 0)
+        goto fail;
+    goto done;
+fail:
+    Py_CLEAR(out);
+done:
+    Py_XDECREF(keys);
+    Py_LeaveRecursiveCall();
+    return out;
+}
+
+/* sample: a new list or tuple of at most max_items items of v (n = len(v) > 0) */
+static PyObject *
+arr(Shaper *s, Py_ssize_t n, PyObject *sample, Py_ssize_t depth, Py_ssize_t *budget)
+{
+    Py_ssize_t work = *budget;
+    if (depth >= s->max_depth || work <= 0)
+        return NULL;
+    Py_ssize_t m = PySequence_Fast_GET_SIZE(sample);
+    PyObject **items = PySequence_Fast_ITEMS(sample);
+    *budget = work - m;
+    PyTypeObject *tp = Py_TYPE(items[0]);
+    for (Py_ssize_t i = 1; i < m; i++) {
+        if (Py_TYPE(items[i]) != tp) {
+            PyObject *tags = PyList_New(0);
+            if (tags == NULL)
+                return NULL;
+            for (Py_ssize_t j = 0; j < m; j++) {
+                PyObject *t = PyObject_CallOneArg(s->tag, (PyObject *)Py_TYPE(items[j]));
+                if (t == NULL) {
+                    Py_DECREF(tags);
+                    return NULL;
+                }
+                int has = PySequence_Contains(tags, t);
+                if (has < 0 || (!has && PyList_Append(tags, t) < 0)) {
+                    Py_DECREF(t);
+                    Py_DECREF(tags);
+                    return NULL;
+                }
+                Py_DECREF(t);
+            }
+            PyObject *mixed = tagged(V_mixed);
+            if (mixed == NULL || PyDict_SetItem(mixed, K_types, tags) < 0) {
+                Py_XDECREF(mixed);
+                Py_DECREF(tags);
+                return NULL;
+            }
+            Py_DECREF(tags);
+            PyObject *out = tagged_n(V_arr, K_len, n);
+            if (out == NULL || PyDict_SetItem(out, K_items, mixed) < 0) {
+                Py_XDECREF(out);
+                Py_DECREF(mixed);
+                return NULL;
+            }
+            Py_DECREF(mixed);
+            return out;
+        }
+    }
+    if (Py_EnterRecursiveCall(" while shaping a value"))
+        return NULL;
+    PyObject *inner = one(s, items[0], depth + 1, budget);
+    Py_LeaveRecursiveCall();
+    if (inner == NULL)
+        return NULL;
+    PyObject *out = tagged_n(V_arr, K_len, n);
+    if (out == NULL || PyDict_SetItem(out, K_items, inner) < 0) {
+        Py_XDECREF(out);
+        Py_DECREF(inner);
+        return NULL;
+    }
+    Py_DECREF(inner);
+    return out;
+}
+
+/* list/tuple: v[:max_items]; set/frozenset: list(islice(v, max_items)) */
+static PyObject *
+sequence(Shaper *s, PyObject *v, Py_ssize_t depth, Py_ssize_t *budget)
+{
+    Py_ssize_t n = PyObject_Length(v);
+    if (n < 0)
+        return NULL;
+    if (n == 0)
+        return tagged_n(V_arr, K_len, 0);
+    PyObject *sample;
+    if (PyList_CheckExact(v))
+        sample = PyList_GetSlice(v, 0, s->max_items);
+    else if (PyTuple_CheckExact(v))
+        sample = PyTuple_GetSlice(v, 0, s->max_items);
+    else {
+        sample = PyList_New(0);
+        PyObject *it = sample == NULL ? NULL : PyObject_GetIter(v);
+        if (it == NULL) {
+            Py_XDECREF(sample);
+            return NULL;
+        }
+        PyObject *item;
+        while (PyList_GET_SIZE(sample) < s->max_items && (item = PyIter_Next(it)) != NULL) {
+            int rc = PyList_Append(sample, item);
+            Py_DECREF(item);
+            if (rc < 0)
+                break;
+        }
+        Py_DECREF(it);
+        if (PyErr_Occurred()) {
+            Py_DECREF(sample);
+            return NULL;
+        }
+    }
+    if (sample == NULL)
+        return NULL;
+    PyObject *out = NULL;
+    if (PySequence_Fast_GET_SIZE(sample) == 0) /* emptied under us (another thread): give up */
+        PyErr_SetString(PyExc_RuntimeError, "container changed while shaping");
+    else
+        out = arr(s, n, sample, depth, budget);
+    Py_DECREF(sample);
+    return out;
+}
+
+static PyObject *
+one(Shaper *s, PyObject *v, Py_ssize_t depth, Py_ssize_t *budget)
+{
+    PyTypeObject *tp = Py_TYPE(v);
+    if (tp == &PyUnicode_Type)
+        return tagged_n(V_str, K_len, PyUnicode_GET_LENGTH(v));
+    if (tp == &PyLong_Type)
+        return tagged(V_int);
+    if (tp == &PyDict_Type)
+        return obj(s, v, depth, budget);
+    if (tp == &PyList_Type || tp == &PyTuple_Type)
+        return sequence(s, v, depth, budget);
+    if (tp == &PyFloat_Type)
+        return tagged(V_float);
+    if (tp == &PyBool_Type)
+        return tagged(V_bool);
+    if (v == Py_None)
+        return tagged(V_null);
+    PyObject *scalar = PyDict_GetItemWithError(s->scalars, (PyObject *)tp); /* borrowed */
+    if (scalar != NULL)
+        return PyObject_CallOneArg(scalar, v);
+    if (PyErr_Occurred())
+        return NULL;
+    if (tp == &PySet_Type || tp == &PyFrozenSet_Type)
+        return sequence(s, v, depth, budget);
+    return NULL; /* give up: not an exact builtin */
+}
+
+static PyObject *
+general(Shaper *s, PyObject *v)
+{
+    return PyObject_CallFunctionObjArgs(s->general, v, s->limits, NULL);
+}
+
+static PyObject *
+shaper_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Shaper *s = (Shaper *)self;
+    if (PyVectorcall_NARGS(nargsf) != 1 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames))) {
+        PyErr_SetString(PyExc_TypeError, "a shaper takes exactly one positional argument");
+        return NULL;
+    }
+    PyObject *v = args[0];
+    PyTypeObject *tp = Py_TYPE(v);
+    if (tp == &PyUnicode_Type)
+        return tagged_n(V_str, K_len, PyUnicode_GET_LENGTH(v));
+    if (tp == &PyLong_Type)
+        return tagged(V_int);
+    if (tp == &PyDict_Type || tp == &PyList_Type || tp == &PyTuple_Type) {
+        Py_ssize_t budget = s->top_work;
+        PyObject *out = tp == &PyDict_Type ? obj(s, v, 0, &budget) : sequence(s, v, 0, &budget);
+        if (out != NULL)
+            return out;
+        if (PyErr_Occurred()) {
+            if (!PyErr_ExceptionMatches(PyExc_Exception))
+                return NULL; /* KeyboardInterrupt and friends propagate, as in Python */
+            PyErr_Clear();
+        }
+        return general(s, v);
+    }
+    PyObject *scalar = PyDict_GetItemWithError(s->scalars, (PyObject *)tp);
+    if (scalar != NULL)
+        return PyObject_CallOneArg(scalar, v);
+    if (PyErr_Occurred())
+        return NULL;
+    return general(s, v);
+}
+
+static int
+shaper_traverse(Shaper *s, visitproc visit, void *arg)
+{
+    Py_VISIT(s->max_len_obj);
+    Py_VISIT(s->general);
+    Py_VISIT(s->emittable);
+    Py_VISIT(s->tag);
+    Py_VISIT(s->scalars);
+    Py_VISIT(s->accepted);
+    Py_VISIT(s->limits);
+    return 0;
+}
+
+static int
+shaper_clear(Shaper *s)
+{
+    Py_CLEAR(s->max_len_obj);
+    Py_CLEAR(s->general);
+    Py_CLEAR(s->emittable);
+    Py_CLEAR(s->tag);
+    Py_CLEAR(s->scalars);
+    Py_CLEAR(s->accepted);
+    Py_CLEAR(s->limits);
+    return 0;
+}
+
+static void
+shaper_dealloc(Shaper *s)
+{
+    PyObject_GC_UnTrack(s);
+    shaper_clear(s);
+    Py_TYPE(s)->tp_free((PyObject *)s);
+}
+
+static PyObject *
+shaper_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"limits", "max_depth", "max_keys", "max_items", "max_key_len", "max_work",
+                             "check_len", "general", "emittable", "tag", "scalars", "accepted", NULL};
+    Py_ssize_t max_depth, max_keys, max_items, max_len, max_work, check_len;
+    PyObject *limits, *general_, *emittable, *tag, *scalars, *accepted;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OnnnnnnOOOO!O!:Shaper", kwlist, &limits, &max_depth,
+                                     &max_keys, &max_items, &max_len, &max_work, &check_len, &general_,
+                                     &emittable, &tag, &PyDict_Type, &scalars, &PyDict_Type, &accepted))
+        return NULL;
+    if (max_depth < 1 || max_keys < 1 || max_items < 1 || max_len < 1 || max_work < 1 || check_len < 0) {
+        PyErr_SetString(PyExc_ValueError, "Shaper limits must be positive");
+        return NULL;
+    }
+    if (!PyCallable_Check(general_) || !PyCallable_Check(emittable) || !PyCallable_Check(tag)) {
+        PyErr_SetString(PyExc_TypeError, "general, emittable and tag must be callable");
+        return NULL;
+    }
+    Shaper *s = (Shaper *)type->tp_alloc(type, 0);
+    if (s == NULL)
+        return NULL;
+    s->vectorcall = shaper_vectorcall;
+    s->max_depth = max_depth;
+    s->max_keys = max_keys;
+    s->max_items = max_items;
+    s->max_len = max_len;
+    s->top_work = max_work - 1;
+    s->check_len = check_len;
+    s->max_len_obj = PyLong_FromSsize_t(max_len);
+    if (s->max_len_obj == NULL) {
+        Py_DECREF(s);
+        return NULL;
+    }
+    s->limits = Py_NewRef(limits);
+    s->general = Py_NewRef(general_);
+    s->emittable = Py_NewRef(emittable);
+    s->tag = Py_NewRef(tag);
+    s->scalars = Py_NewRef(scalars);
+    s->accepted = Py_NewRef(accepted);
+    return (PyObject *)s;
+}
+
+PyDoc_STRVAR(shaper_doc,
+             "Shaper(*, limits, max_depth, max_keys, max_items, max_key_len, max_work, check_len, general,\n"
+             "       emittable, tag, scalars, accepted)\n\n"
+             "shape_of's fast path for one set of limits; call it with one value. See processors/_fastshape.py.");
+
+static PyTypeObject ShaperType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "processors._cshape.Shaper",
+    .tp_basicsize = sizeof(Shaper),
+    .tp_dealloc = (destructor)shaper_dealloc,
+    .tp_vectorcall_offset = offsetof(Shaper, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = shaper_doc,
+    .tp_traverse = (traverseproc)shaper_traverse,
+    .tp_clear = (inquiry)shaper_clear,
+    .tp_new = shaper_new,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "processors._cshape",
+    .m_doc = "The compiled fast path of processors.shapes.shape_of.",
+    .m_size = -1,
+};
+
+static int
+intern(PyObject **slot, const char *s)
+{
+    *slot = PyUnicode_InternFromString(s);
+    return *slot == NULL ? -1 : 0;
+}
+
+PyMODINIT_FUNC
+PyInit__cshape(void)
+{
+    if (intern(&K_t, "t") || intern(&K_len, "len") || intern(&K_n, "n") || intern(&K_keys, "keys") ||
+        intern(&K_hidden, "hidden_keys") || intern(&K_truncated, "truncated") || intern(&K_items, "items") ||
+        intern(&K_types, "types") || intern(&V_str, "str") || intern(&V_int, "int") || intern(&V_obj, "obj") ||
+        intern(&V_arr, "arr") || intern(&V_float, "float") || intern(&V_bool, "bool") ||
+        intern(&V_null, "null") || intern(&V_mixed, "mixed"))
+        return NULL;
+    if (PyType_Ready(&ShaperType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "Shaper", (PyObject *)&ShaperType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,222 @@
+"""The compiled fast path (processors/_cshape.c) answers exactly what the Python fast path answers.
+
+The test suite needs the extension built (``pip install -e .`` compiles it when a C compiler is present;
+CI sets ``AUDITLOG_BUILD_EXT=require``), so a build that silently fell back to Python fails here.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+import threading
+import tracemalloc
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from processors import _cshape, shapes
+from processors._fastshape import fast_shaper
+from processors.shapes import DEFAULT_LIMITS, ShapeLimits, shape_of
+from tests.processors.test_shapes_fastpath import KEYS, LIMITS, json_like
+
+SETTINGS = settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def python_fast(limits: ShapeLimits, general: Any = None) -> Any:
+    return fast_shaper(
+        limits,
+        general=general or shapes._general,
+        emittable=shapes.emittable_key,
+        tag=shapes._tag,
+        scalars=shapes._SCALARS,
+        accepted=shapes._ACCEPTED_KEYS,
+        cached_key_len=shapes._CACHED_KEY_LEN,
+    )
+
+
+def compiled(limits: ShapeLimits, general: Any = None, emittable: Any = None) -> Any:
+    return _cshape.Shaper(
+        limits=limits,
+        max_depth=limits.max_depth,
+        max_keys=limits.max_keys,
+        max_items=limits.max_items_sampled,
+        max_key_len=limits.max_key_len,
+        max_work=limits.max_work,
+        check_len=0 if limits.max_key_len >= shapes._CACHED_KEY_LEN else limits.max_key_len,
+        general=general or shapes._general,
+        emittable=emittable or shapes.emittable_key,
+        tag=shapes._tag,
+        scalars=shapes._SCALARS,
+        accepted=shapes._ACCEPTED_KEYS,
+    )
+
+
+def handed_over() -> tuple[list[object], Any]:
+    handed: list[object] = []
+
+    def general(value: object, limits: ShapeLimits) -> str:
+        handed.append(value)
+        return "<general>"
+
+    return handed, general
+
+
+class TestSameAsPython:
+    def test_in_use(self) -> None:
+        """shape_of runs the compiled shaper (unless AUDITLOG_PURE_PYTHON is set)."""
+        assert isinstance(shapes._DEFAULT_SHAPER, _cshape.Shaper)
+
+    @SETTINGS
+    @given(value=json_like(KEYS), limits=st.one_of(st.just(DEFAULT_LIMITS), LIMITS))
+    def test_same_shapes(self, value: Any, limits: ShapeLimits) -> None:
+        """Same shapes, and the same values handed to the general walk, for any limits."""
+        py_handed, py_general = handed_over()
+        c_handed, c_general = handed_over()
+        assert python_fast(limits, py_general)(value) == compiled(limits, c_general)(value)
+        assert len(py_handed) == len(c_handed)
+        assert all(a is b for a, b in zip(py_handed, c_handed, strict=True))
+
+    @SETTINGS
+    @given(value=json_like(KEYS), limits=st.one_of(st.just(DEFAULT_LIMITS), LIMITS))
+    def test_same_as_general_walk(self, value: Any, limits: ShapeLimits) -> None:
+        """And the end result is the general walk's."""
+        assert shapes._general(value, limits) == compiled(limits)(value)
+
+    def test_key_order_and_layout(self) -> None:
+        value = {"b": [1, "x"], "a": {"z": None, "y": 1.5}, "c": ("s",), "d": set(), "e": b"ab"}
+        shape = compiled(DEFAULT_LIMITS)(value)
+        assert shape == python_fast(DEFAULT_LIMITS)(value)
+        assert ["t", "n", "keys"] == list(shape)
+        assert ["b", "a", "c", "d", "e"] == list(shape["keys"])
+        assert ["t", "len", "items"] == list(shape["keys"]["b"])
+        assert {"t": "mixed", "types": ["int", "str"]} == shape["keys"]["b"]["items"]
+
+
+class TestGivesUp:
+    @pytest.mark.parametrize(
+        "value",
+        [
+            {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": 1}}}}}}}},
+            {f"k{i}": {f"k{j}": j for j in range(32)} for i in range(32)},
+            {"obj": object()},
+            {"sub": type("Sub", (dict,), {})(a=1)},
+            type("L", (list,), {})([1]),
+        ],
+        ids=["depth", "work", "object", "dict-subclass", "list-subclass"],
+    )
+    def test_hands_whole_value_over(self, value: Any) -> None:
+        handed, general = handed_over()
+        assert "<general>" == compiled(DEFAULT_LIMITS, general)(value)
+        assert [value] == handed
+
+    def test_cycle(self) -> None:
+        value: dict[str, Any] = {"a": 1}
+        value["self"] = value
+        assert shape_of(value) == {"t": "obj", "n": 2, "keys": {"a": {"t": "int"}, "self": "<cycle>"}}
+
+    def test_deep_nesting_with_huge_limits(self) -> None:
+        """Depth far past the recursion limit: RecursionError inside, the general walk fails closed."""
+        limits = ShapeLimits(max_depth=10**6, max_work=10**7)
+        value: Any = 1
+        for _ in range(20_000):
+            value = [value]
+        shape = compiled(limits)(value)
+        assert shape == shapes._general(value, limits)
+
+    def test_dict_changed_by_callback(self) -> None:
+        """A dict resized while the shaper is in a callback is handed over, never read stale."""
+        value: dict[Any, Any] = {"zz-unlisted-1": 1, "b": 2}
+        handed, general = handed_over()
+
+        def emittable(key: object, max_len: int) -> bool:
+            value[len(value)] = "new"  # stands for another thread writing to the dict
+            return True
+
+        assert "<general>" == compiled(DEFAULT_LIMITS, general, emittable)(value)
+        assert [value] == handed
+
+    def test_set_changed_by_other_thread_is_safe(self) -> None:
+        """Shaping a set that another thread resizes never crashes: a shape or the fail-closed marker."""
+        value = set(range(50))
+        stop = threading.Event()
+
+        def churn() -> None:
+            i = 0
+            while not stop.is_set():
+                value.add(1000 + i % 100)
+                value.discard(1000 + (i + 50) % 100)
+                i += 1
+
+        t = threading.Thread(target=churn)
+        t.start()
+        try:
+            for _ in range(2000):
+                out = shape_of({"s": value})
+                assert isinstance(out, dict)
+        finally:
+            stop.set()
+            t.join()
+
+
+class TestHygiene:
+    def test_no_reference_leaks(self) -> None:
+        """Repeated calls, including hand-overs and errors, do not grow memory."""
+        value = {
+            "request": {"headers": {"accept": "*/*"}, "params": {"page": 1}},
+            "items": [{"sku": "A", "qty": 1}] * 3,
+            "mixed": [1, "a", None],
+            "tags": frozenset({"a"}),
+            "raw": b"xyz",
+            "deep": {"a": {"b": {"c": {"d": {"e": {"f": {"g": 1}}}}}}},
+            "obj": object(),
+            "token-9f8a7b6c5d4e3f2a1b0c": 1,
+        }
+        shaper = compiled(DEFAULT_LIMITS)
+        for _ in range(200):
+            shaper(value)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(5000):
+                shaper(value)
+                shaper([value, value])
+            gc.collect()
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert grown < 64 * 1024
+
+    def test_bad_arguments(self) -> None:
+        with pytest.raises(TypeError):
+            compiled(DEFAULT_LIMITS)()
+        with pytest.raises(TypeError):
+            compiled(DEFAULT_LIMITS)(1, 2)
+        with pytest.raises(ValueError):
+            _cshape.Shaper(
+                limits=DEFAULT_LIMITS, max_depth=0, max_keys=1, max_items=1, max_key_len=1, max_work=1,
+                check_len=0, general=shapes._general, emittable=shapes.emittable_key, tag=shapes._tag,
+                scalars={}, accepted={},
+            )  # fmt: skip
+
+    def test_pure_python_switch(self) -> None:
+        """AUDITLOG_PURE_PYTHON=1 runs the Python fast path, with the same shapes."""
+        code = (
+            "from processors import shapes; import orjson;"
+            "value = {'a': [1, 'x'], 'b': {'c': b'y'}};"
+            "print(shapes._cshape is None, orjson.dumps(shapes.shape_of(value)).decode())"
+        )
+        env = {**os.environ, "AUDITLOG_PURE_PYTHON": "1"}
+        cmd = [sys.executable, "-c", code]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+        flag, shape = out.stdout.split(" ", 1)
+        assert "True" == flag
+        import orjson
+
+        assert orjson.loads(shape) == shape_of({"a": [1, "x"], "b": {"c": b"y"}})
