@@ -3,7 +3,7 @@
 Every log line, from structlog or from stdlib ``logging`` (uvicorn's loggers included), runs through the
 same processors before anything is written::
 
-    contextvars -> level -> logger name -> timestamp -> correlation ids -> safe exception
+    contextvars -> level -> logger name, timestamp -> correlation ids -> safe exception
         -> fingerprints -> shapes (policy) -> journal (keyed hash chain) [-> console, redacted]
 
 Audit events built by the middleware go through :meth:`AuditHandle.emit`, which stamps them and appends
@@ -103,7 +103,10 @@ class JournalSink:
                 if k in event_dict:
                     event_dict[f"field_{k}"] = event_dict.pop(k)
         try:
-            self._journal.append(event_dict)
+            if type(event_dict) is dict:  # the recorder's new dict: the journal may add `seq` in place
+                self._journal.append_owned(event_dict)
+            else:
+                self._journal.append(event_dict)
             self._stats.written += 1
         except JournalError as exc:
             self._reporter.drop(type(exc.__cause__ or exc).__name__)
@@ -178,6 +181,21 @@ def add_logger_name(logger: WrappedLogger, method_name: str, event_dict: EventDi
         name = getattr(logger, "name", None)
         if name:
             event_dict["logger"] = name
+    return event_dict
+
+
+def add_logger_name_and_timestamp(
+    logger: WrappedLogger, method_name: str, event_dict: EventDict
+) -> EventDict:
+    """:func:`add_logger_name`, then ``timestamp``: UTC, ISO 8601 with microseconds (``...00.000123Z``).
+
+    One processor for two, on every event; the timestamp replaces a caller's field of that name.
+    """
+    if "logger" not in event_dict:
+        name = getattr(logger, "name", None)
+        if name:
+            event_dict["logger"] = name
+    event_dict["timestamp"] = _now_iso()
     return event_dict
 
 
@@ -316,10 +334,18 @@ class AuditHandle:
         self.shutdown()
 
 
+_second: tuple[int, str] = (-1, "")  # the last whole second and its formatted prefix, swapped as one
+
+
 def _now_iso() -> str:
-    # One clock read: seconds and microseconds from two reads could straddle a second boundary.
+    """The current UTC time, ``YYYY-MM-DDTHH:MM:SS.ffffffZ``, from one clock read."""
+    global _second
     t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1e6) % 1_000_000:06d}Z"
+    sec = int(t)
+    cached = _second
+    if cached[0] != sec:
+        cached = _second = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
+    return f"{cached[1]}.{int((t - sec) * 1e6):06d}Z"
 
 
 def _keys(key: KeyRing | MasterKey | bytes | str | os.PathLike[str] | None) -> KeyRing:
@@ -400,8 +426,7 @@ def configure(
     resolver = _Resolver(pol)
     sink = JournalSink(journal, reporter, console=console is not None)
     shared: list[Processor] = [
-        add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        add_logger_name_and_timestamp,
         add_correlation_ids,
         ExceptionShaper(scan),
         PolicyFingerprints(fingerprinter, resolver),

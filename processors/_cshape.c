@@ -35,26 +35,23 @@ typedef struct {
 } Shaper;
 
 static PyObject *one(Shaper *s, PyObject *v, Py_ssize_t depth, Py_ssize_t *budget);
+static int emittable(Shaper *s, PyObject *key);
 
-/* {"t": tag} */
+/* Templates copied for each shape: copying a small dict clones its key table, cheaper than building it. */
+static PyObject *T_str, *T_int, *T_float, *T_bool, *T_null, *T_obj, *T_arr, *T_mixed;
+
+/* {"t": tag}: a new dict from its template */
 static PyObject *
-tagged(PyObject *tag)
+tagged(PyObject *tmpl)
 {
-    PyObject *d = PyDict_New();
-    if (d == NULL)
-        return NULL;
-    if (PyDict_SetItem(d, K_t, tag) < 0) {
-        Py_DECREF(d);
-        return NULL;
-    }
-    return d;
+    return PyDict_Copy(tmpl);
 }
 
-/* {"t": tag, key: n} */
+/* {"t": tag, key: n}: the template holds both keys; n replaces its placeholder */
 static PyObject *
-tagged_n(PyObject *tag, PyObject *key, Py_ssize_t n)
+tagged_n(PyObject *tmpl, PyObject *key, Py_ssize_t n)
 {
-    PyObject *d = tagged(tag);
+    PyObject *d = PyDict_Copy(tmpl);
     if (d == NULL)
         return NULL;
     PyObject *num = PyLong_FromSsize_t(n);
@@ -68,11 +65,22 @@ tagged_n(PyObject *tag, PyObject *key, Py_ssize_t n)
 }
 
 static PyObject *
+template(PyObject *tag, PyObject *key)
+{
+    PyObject *d = PyDict_New();
+    if (d == NULL || PyDict_SetItem(d, K_t, tag) < 0 || (key != NULL && PyDict_SetItem(d, key, Py_None) < 0)) {
+        Py_XDECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+static PyObject *
 obj(Shaper *s, PyObject *v, Py_ssize_t depth, Py_ssize_t *budget)
 {
     Py_ssize_t n = PyDict_GET_SIZE(v);
     if (n == 0)
-        return tagged_n(V_obj, K_n, 0);
+        return tagged_n(T_obj, K_n, 0);
     Py_ssize_t work = *budget;
     if (depth >= s->max_depth || work <= 0)
         return NULL; /* give up: the general walk truncates */
@@ -91,32 +99,16 @@ obj(Shaper *s, PyObject *v, Py_ssize_t depth, Py_ssize_t *budget)
         work--;
         Py_INCREF(key);
         Py_INCREF(value);
-        int ok = 0;
-        if (PyUnicode_CheckExact(key)) {
-            ok = PyDict_Contains(s->accepted, key);
-            if (ok < 0)
-                goto fail_kv;
-            if (ok && s->check_len && PyUnicode_GET_LENGTH(key) > s->check_len)
-                ok = 0;
-        }
-        if (!ok) {
-            PyObject *r = PyObject_CallFunctionObjArgs(s->emittable, key, s->max_len_obj, NULL);
-            if (r == NULL)
-                goto fail_kv;
-            ok = PyObject_IsTrue(r);
-            Py_DECREF(r);
-            if (ok < 0)
-                goto fail_kv;
-            if (PyDict_GET_SIZE(v) != n) /* changed under us (another thread): give up */
-                goto fail_kv;
-        }
+        int ok = emittable(s, key);
+        if (ok < 0 || PyDict_GET_SIZE(v) != n) /* changed under us (another thread): give up */
+            goto fail_kv;
         if (ok) {
             PyObject *shape;
             if (PyUnicode_CheckExact(value)) {
-                shape = tagged_n(V_str, K_len, PyUnicode_GET_LENGTH(value));
+                shape = tagged_n(T_str, K_len, PyUnicode_GET_LENGTH(value));
             }
             else if (PyLong_CheckExact(value)) {
-                shape = tagged(V_int);
+                shape = tagged(T_int);
             }
             else {
                 *budget = work;
@@ -145,7 +137,7 @@ obj(Shaper *s, PyObject *v, Py_ssize_t depth, Py_ssize_t *budget)
     if (PyDict_GET_SIZE(v) != n)
         goto fail;
     *budget = work;
-    out = tagged_n(V_obj, K_n, n);
+    out = tagged_n(T_obj, K_n, n);
     if (out == NULL)
         goto done;
     if (PyDict_GET_SIZE(keys) && PyDict_SetItem(out, K_keys, keys) < 0)
@@ -199,14 +191,14 @@ arr(Shaper *s, Py_ssize_t n, PyObject *sample, Py_ssize_t depth, Py_ssize_t *bud
                 }
                 Py_DECREF(t);
             }
-            PyObject *mixed = tagged(V_mixed);
+            PyObject *mixed = tagged(T_mixed);
             if (mixed == NULL || PyDict_SetItem(mixed, K_types, tags) < 0) {
                 Py_XDECREF(mixed);
                 Py_DECREF(tags);
                 return NULL;
             }
             Py_DECREF(tags);
-            PyObject *out = tagged_n(V_arr, K_len, n);
+            PyObject *out = tagged_n(T_arr, K_len, n);
             if (out == NULL || PyDict_SetItem(out, K_items, mixed) < 0) {
                 Py_XDECREF(out);
                 Py_DECREF(mixed);
@@ -222,7 +214,7 @@ arr(Shaper *s, Py_ssize_t n, PyObject *sample, Py_ssize_t depth, Py_ssize_t *bud
     Py_LeaveRecursiveCall();
     if (inner == NULL)
         return NULL;
-    PyObject *out = tagged_n(V_arr, K_len, n);
+    PyObject *out = tagged_n(T_arr, K_len, n);
     if (out == NULL || PyDict_SetItem(out, K_items, inner) < 0) {
         Py_XDECREF(out);
         Py_DECREF(inner);
@@ -240,7 +232,7 @@ sequence(Shaper *s, PyObject *v, Py_ssize_t depth, Py_ssize_t *budget)
     if (n < 0)
         return NULL;
     if (n == 0)
-        return tagged_n(V_arr, K_len, 0);
+        return tagged_n(T_arr, K_len, 0);
     PyObject *sample;
     if (PyList_CheckExact(v))
         sample = PyList_GetSlice(v, 0, s->max_items);
@@ -282,19 +274,19 @@ one(Shaper *s, PyObject *v, Py_ssize_t depth, Py_ssize_t *budget)
 {
     PyTypeObject *tp = Py_TYPE(v);
     if (tp == &PyUnicode_Type)
-        return tagged_n(V_str, K_len, PyUnicode_GET_LENGTH(v));
+        return tagged_n(T_str, K_len, PyUnicode_GET_LENGTH(v));
     if (tp == &PyLong_Type)
-        return tagged(V_int);
+        return tagged(T_int);
     if (tp == &PyDict_Type)
         return obj(s, v, depth, budget);
     if (tp == &PyList_Type || tp == &PyTuple_Type)
         return sequence(s, v, depth, budget);
     if (tp == &PyFloat_Type)
-        return tagged(V_float);
+        return tagged(T_float);
     if (tp == &PyBool_Type)
-        return tagged(V_bool);
+        return tagged(T_bool);
     if (v == Py_None)
-        return tagged(V_null);
+        return tagged(T_null);
     PyObject *scalar = PyDict_GetItemWithError(s->scalars, (PyObject *)tp); /* borrowed */
     if (scalar != NULL)
         return PyObject_CallOneArg(scalar, v);
@@ -322,9 +314,9 @@ shaper_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject
     PyObject *v = args[0];
     PyTypeObject *tp = Py_TYPE(v);
     if (tp == &PyUnicode_Type)
-        return tagged_n(V_str, K_len, PyUnicode_GET_LENGTH(v));
+        return tagged_n(T_str, K_len, PyUnicode_GET_LENGTH(v));
     if (tp == &PyLong_Type)
-        return tagged(V_int);
+        return tagged(T_int);
     if (tp == &PyDict_Type || tp == &PyList_Type || tp == &PyTuple_Type) {
         Py_ssize_t budget = s->top_work;
         PyObject *out = tp == &PyDict_Type ? obj(s, v, 0, &budget) : sequence(s, v, 0, &budget);
@@ -344,6 +336,82 @@ shaper_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject
         return NULL;
     return general(s, v);
 }
+
+/* Whether a mapping key may be emitted: exact str in the accepted cache (and short enough), else ask. */
+static int
+emittable(Shaper *s, PyObject *key)
+{
+    if (PyUnicode_CheckExact(key)) {
+        int ok = PyDict_Contains(s->accepted, key);
+        if (ok != 0 && (ok < 0 || !s->check_len || PyUnicode_GET_LENGTH(key) <= s->check_len))
+            return ok;
+    }
+    PyObject *r = PyObject_CallFunctionObjArgs(s->emittable, key, s->max_len_obj, NULL);
+    if (r == NULL)
+        return -1;
+    int ok = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return ok;
+}
+
+PyDoc_STRVAR(fields_doc,
+             "fields(event, reserved, /) -> (shapes, hidden, present)\n\n"
+             "Shape every value of the dict ``event`` whose key is not in the frozenset ``reserved``: the\n"
+             "shapes by key (keys that may not be emitted are only counted in ``hidden``), and the reserved\n"
+             "keys present, in order, for the caller to vet.");
+
+static PyObject *
+shaper_fields(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Shaper *s = (Shaper *)self;
+    if (nargs != 2 || !PyDict_CheckExact(args[0]) || !PyFrozenSet_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "fields(event: dict, reserved: frozenset)");
+        return NULL;
+    }
+    PyObject *event = args[0], *reserved = args[1];
+    Py_ssize_t n = PyDict_GET_SIZE(event), pos = 0, hidden = 0;
+    PyObject *out = PyDict_New(), *present = PyList_New(0), *key, *value;
+    if (out == NULL || present == NULL)
+        goto fail;
+    while (PyDict_Next(event, &pos, &key, &value)) {
+        Py_INCREF(key);
+        Py_INCREF(value);
+        int rc = PyUnicode_CheckExact(key) ? PySet_Contains(reserved, key) : 0;
+        if (rc > 0) {
+            rc = PyList_Append(present, key);
+        }
+        else if (rc == 0) {
+            rc = emittable(s, key);
+            if (rc == 0) {
+                hidden++;
+            }
+            else if (rc > 0) {
+                PyObject *args1[1] = {value};
+                PyObject *shape = shaper_vectorcall(self, args1, 1, NULL);
+                rc = shape == NULL ? -1 : PyDict_SetItem(out, key, shape);
+                Py_XDECREF(shape);
+            }
+        }
+        Py_DECREF(key);
+        Py_DECREF(value);
+        if (rc < 0)
+            goto fail;
+        if (PyDict_GET_SIZE(event) != n) {
+            PyErr_SetString(PyExc_RuntimeError, "dictionary changed size during iteration");
+            goto fail;
+        }
+    }
+    return Py_BuildValue("(NnN)", out, hidden, present);
+fail:
+    Py_XDECREF(out);
+    Py_XDECREF(present);
+    return NULL;
+}
+
+static PyMethodDef shaper_methods[] = {
+    {"fields", (PyCFunction)(void (*)(void))shaper_fields, METH_FASTCALL, fields_doc},
+    {NULL, NULL, 0, NULL},
+};
 
 static int
 shaper_traverse(Shaper *s, visitproc visit, void *arg)
@@ -436,6 +504,7 @@ static PyTypeObject ShaperType = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_doc = shaper_doc,
     .tp_traverse = (traverseproc)shaper_traverse,
+    .tp_methods = shaper_methods,
     .tp_clear = (inquiry)shaper_clear,
     .tp_new = shaper_new,
 };
@@ -462,6 +531,11 @@ PyInit__cshape(void)
         intern(&K_types, "types") || intern(&V_str, "str") || intern(&V_int, "int") || intern(&V_obj, "obj") ||
         intern(&V_arr, "arr") || intern(&V_float, "float") || intern(&V_bool, "bool") ||
         intern(&V_null, "null") || intern(&V_mixed, "mixed"))
+        return NULL;
+    if ((T_str = template(V_str, K_len)) == NULL || (T_int = template(V_int, NULL)) == NULL ||
+        (T_float = template(V_float, NULL)) == NULL || (T_bool = template(V_bool, NULL)) == NULL ||
+        (T_null = template(V_null, NULL)) == NULL || (T_obj = template(V_obj, K_n)) == NULL ||
+        (T_arr = template(V_arr, K_len)) == NULL || (T_mixed = template(V_mixed, NULL)) == NULL)
         return NULL;
     if (PyType_Ready(&ShaperType) < 0)
         return NULL;

@@ -256,7 +256,9 @@ class ShapeRecorder:
         TypeError: ``policy`` is neither a ``FieldPolicy`` nor callable.
     """
 
-    __slots__ = ("_limits", "_policy", "_reserved", "_resolve", "_scanner", "_shape", "_validators")
+    __slots__ = (
+        "_fields", "_limits", "_policy", "_reserved", "_resolve", "_scanner", "_shape", "_validators"
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -277,6 +279,9 @@ class ShapeRecorder:
         self._reserved = frozenset(reserved)
         self._limits = limits
         self._shape = _shaper(limits)  # shape_of with these limits, bound once
+        # The compiled shaper also shapes a whole event's fields in one call (plain ``shape`` level).
+        self._fields: Callable[[dict[Any, Any], frozenset[str]], tuple[dict[str, Any], int, list[str]]] | None
+        self._fields = getattr(self._shape, "fields", None)
         self._validators = {k: v for k, v in _reserved_forms(scanner).items() if k in self._reserved}
 
     def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
@@ -300,18 +305,23 @@ class ShapeRecorder:
         metadata = policy.level == "metadata"
         allow = policy.allow if policy.level == "values" else None
         pii = policy.pii
-        reserved, validators, shape = self._reserved, self._validators, self._shape
+        reserved, shape = self._reserved, self._shape
+        fields = self._fields
+        if fields is not None and not metadata and allow is None and not pii and type(event_dict) is dict:
+            # One call shapes every field; the reserved keys present come back to be vetted here.
+            out, hidden, present = fields(event_dict, reserved)
+            for key in present:
+                out[key] = self._vet(key, event_dict[key])
+            if hidden:
+                out["hidden_keys"] = hidden
+            return out
         max_len = self._limits.max_key_len
         accepted = _ACCEPTED_KEYS
-        out: dict[str, Any] = {}
+        out = {}
         hidden = dropped = 0
         for key, value in event_dict.items():
             if type(key) is str and key in reserved:
-                if key == "event":
-                    out[key] = self._scanner.redact(value) if type(value) is str else shape(value)
-                else:
-                    valid = validators.get(key)
-                    out[key] = value if valid is None or valid(value) else shape(value)
+                out[key] = self._vet(key, value)
             elif metadata:
                 dropped += 1
             elif not (  # emittable_key's cache hit, inlined: this loop runs for every key of every event
@@ -327,6 +337,13 @@ class ShapeRecorder:
         if dropped:
             out["dropped_fields"] = dropped
         return out
+
+    def _vet(self, key: str, value: Any) -> Any:
+        """A reserved key's value: the message scanned; others kept if they have their form, else shaped."""
+        if key == "event":
+            return self._scanner.redact(value) if type(value) is str else self._shape(value)
+        valid = self._validators.get(key)
+        return value if valid is None or valid(value) else self._shape(value)
 
     def _annotated(self, shape: Any, value: Any) -> Any:
         """Mark which entity types the shaped strings carried (``"pii": [...]``); never their values."""

@@ -288,13 +288,30 @@ class JournalWriter:
         with self._lock:
             return self._append(record)
 
-    def _append(self, record: Mapping[str, Any], roll: bool = True) -> int:
+    def append_owned(self, record: dict[str, Any]) -> int:
+        """:meth:`append` for a dict the caller hands over: ``seq`` is added to it in place, not to a copy.
+
+        For the logging pipeline, whose records are new dicts that nothing else holds.
+
+        Raises:
+            JournalError: as :meth:`append`.
+        """
+        if "seq" in record or "mac" in record:
+            raise JournalError("record uses a reserved key: 'seq' and 'mac' are set by the journal")
+        with self._lock:
+            return self._append(record, owned=True)
+
+    def _append(self, record: Mapping[str, Any], roll: bool = True, owned: bool = False) -> int:
         """Write one record (the caller holds the lock and has checked reserved names)."""
         if roll and (self._size >= self._max_bytes or self._clock() >= self._deadline):
             self._roll()
         seq = self._seq + 1
         try:
-            data = orjson.dumps({**record, "seq": seq}, option=SORT_KEYS)
+            if owned:
+                record["seq"] = seq  # type: ignore[index]
+            else:
+                record = {**record, "seq": seq}
+            data = orjson.dumps(record, option=SORT_KEYS)
         except TypeError as exc:
             raise JournalError(f"record cannot be serialized: {str(exc)[:200]}") from exc
         if len(data) > MAX_LINE_BYTES:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import hmac
+import json
 import os
 import re
 import shutil
@@ -224,6 +225,23 @@ class TestAppend:
             with pytest.raises(JournalError):
                 w.append(record)
             assert 0 == w.stats.records
+
+    def test_append_owned(self, jdir: Path) -> None:
+        """append_owned adds seq to the caller's dict in place; the line is what append writes."""
+        with JournalWriter(jdir, keys=RING_A, config=cfg()) as w:
+            record: dict[str, Any] = {"b": 1, "a": {"t": "str", "len": 3}}
+            seq = w.append_owned(record)
+            assert {"b": 1, "a": {"t": "str", "len": 3}, "seq": seq} == record
+            assert seq + 1 == w.append({"b": 1, "a": {"t": "str", "len": 3}})
+            with pytest.raises(JournalError, match="reserved"):
+                w.append_owned({"seq": 1})
+        lines = [json.loads(ln) for ln in (jdir / "00000001.jsonl").read_text().splitlines()]
+        mine = [ln for ln in lines if ln.get("b") == 1]
+        assert [seq, seq + 1] == [ln["seq"] for ln in mine]
+        assert {k: v for k, v in mine[0].items() if k not in ("seq", "mac")} == {
+            k: v for k, v in mine[1].items() if k not in ("seq", "mac")
+        }
+        assert verify(jdir, keys=RING_A).ok
 
     def test_closed_writer_refuses_records(self, jdir: Path) -> None:
         """append after close raises JournalError; close is idempotent."""
