@@ -148,6 +148,44 @@ class Guarded:
         return ed
 
 
+def _level_method(name: str) -> Callable[..., Any]:
+    """A log method that builds the event and runs the processors itself: one call, no re-packing."""
+
+    def meth(self: Any, event: Any = None, *args: Any, **kw: Any) -> Any:
+        if args:  # positional arguments interpolate into the message, as in structlog
+            event = event % (args[0] if len(args) == 1 and type(args[0]) is dict and args[0] else args)
+        ed: Any = self._context.copy()
+        ed.update(kw)
+        if event is not None:
+            ed["event"] = event
+        logger = self._logger
+        try:
+            for proc in self._processors:
+                ed = proc(logger, name, ed)
+        except structlog.DropEvent:
+            return None
+        if isinstance(ed, str | bytes | bytearray):
+            return getattr(logger, name)(ed)
+        if isinstance(ed, tuple):  # another chain configured over this wrapper: structlog's conventions
+            return getattr(logger, name)(*ed[0], **ed[1])
+        if isinstance(ed, dict):
+            return getattr(logger, name)(**ed)
+        raise ValueError("the last processor must return a str, bytes, a tuple of (args, kwargs) or a dict")
+
+    meth.__name__ = name
+    return meth
+
+
+class AuditBoundLogger(structlog.make_filtering_bound_logger(logging.DEBUG)):  # type: ignore[misc]
+    """structlog's bound logger with the level methods inlined (``log``, async methods: structlog's own)."""
+
+    debug = _level_method("debug")
+    info = msg = _level_method("info")
+    warning = warn = _level_method("warning")
+    error = err = _level_method("error")
+    critical = fatal = _level_method("critical")
+
+
 class _JournalLogger:
     """A structlog logger that prints the redacted console line (if any) and does nothing else."""
 
@@ -441,7 +479,7 @@ def configure(
     structlog.configure(
         processors=[Guarded(chain, reporter)],
         logger_factory=_LoggerFactory(console),
-        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        wrapper_class=AuditBoundLogger,
         cache_logger_on_first_use=True,
     )
     handle = AuditHandle(

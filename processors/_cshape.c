@@ -355,20 +355,22 @@ emittable(Shaper *s, PyObject *key)
 }
 
 PyDoc_STRVAR(fields_doc,
-             "fields(event, reserved, /) -> (shapes, hidden, present)\n\n"
+             "fields(event, reserved, names, /) -> (out, hidden, present)\n\n"
              "Shape every value of the dict ``event`` whose key is not in the frozenset ``reserved``: the\n"
-             "shapes by key (keys that may not be emitted are only counted in ``hidden``), and the reserved\n"
-             "keys present, in order, for the caller to vet.");
+             "shapes by key (keys that may not be emitted are only counted in ``hidden``). Reserved keys in\n"
+             "``names`` keep their value when it may be emitted as a key could, else it is shaped; the other\n"
+             "reserved keys present are listed, in order, for the caller to vet.");
 
 static PyObject *
 shaper_fields(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Shaper *s = (Shaper *)self;
-    if (nargs != 2 || !PyDict_CheckExact(args[0]) || !PyFrozenSet_CheckExact(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "fields(event: dict, reserved: frozenset)");
+    if (nargs != 3 || !PyDict_CheckExact(args[0]) || !PyFrozenSet_CheckExact(args[1]) ||
+        !PyFrozenSet_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "fields(event: dict, reserved: frozenset, names: frozenset)");
         return NULL;
     }
-    PyObject *event = args[0], *reserved = args[1];
+    PyObject *event = args[0], *reserved = args[1], *names = args[2];
     Py_ssize_t n = PyDict_GET_SIZE(event), pos = 0, hidden = 0;
     PyObject *out = PyDict_New(), *present = PyList_New(0), *key, *value;
     if (out == NULL || present == NULL)
@@ -378,7 +380,22 @@ shaper_fields(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_INCREF(value);
         int rc = PyUnicode_CheckExact(key) ? PySet_Contains(reserved, key) : 0;
         if (rc > 0) {
-            rc = PyList_Append(present, key);
+            rc = PySet_Contains(names, key);
+            if (rc > 0) { /* a name (level, logger): kept when it may be emitted as a key could, else shaped */
+                rc = PyUnicode_CheckExact(value) ? emittable(s, value) : 0;
+                PyObject *kept = NULL;
+                if (rc > 0)
+                    kept = Py_NewRef(value);
+                else if (rc == 0) {
+                    PyObject *args1[1] = {value};
+                    kept = shaper_vectorcall(self, args1, 1, NULL);
+                }
+                rc = kept == NULL ? -1 : PyDict_SetItem(out, key, kept);
+                Py_XDECREF(kept);
+            }
+            else if (rc == 0) {
+                rc = PyList_Append(present, key);
+            }
         }
         else if (rc == 0) {
             rc = emittable(s, key);

@@ -113,6 +113,10 @@ def _name(value: Any) -> bool:
     return type(value) is str and emittable_key(value)
 
 
+_NAMES = frozenset({"level", "logger", "kind"})  # the reserved keys whose validator is `_name`
+_Fields = tuple[dict[str, Any], int, list[str]]
+
+
 def _count(value: Any) -> bool:
     return type(value) is int
 
@@ -257,7 +261,8 @@ class ShapeRecorder:
     """
 
     __slots__ = (
-        "_fields", "_limits", "_policy", "_reserved", "_resolve", "_scanner", "_shape", "_validators"
+        "_fields", "_limits", "_names", "_policy", "_reserved", "_resolve", "_scanner", "_shape",
+        "_validators",
     )  # fmt: skip
 
     def __init__(
@@ -280,8 +285,12 @@ class ShapeRecorder:
         self._limits = limits
         self._shape = _shaper(limits)  # shape_of with these limits, bound once
         # The compiled shaper also shapes a whole event's fields in one call (plain ``shape`` level).
-        self._fields: Callable[[dict[Any, Any], frozenset[str]], tuple[dict[str, Any], int, list[str]]] | None
+        self._fields: Callable[[dict[Any, Any], frozenset[str], frozenset[str]], _Fields] | None
         self._fields = getattr(self._shape, "fields", None)
+        # Reserved names whose values the compiled call vets itself: as `_name` does, with its key length.
+        self._names = (
+            self._reserved & _NAMES if limits.max_key_len == DEFAULT_LIMITS.max_key_len else frozenset()
+        )
         self._validators = {k: v for k, v in _reserved_forms(scanner).items() if k in self._reserved}
 
     def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
@@ -309,7 +318,7 @@ class ShapeRecorder:
         fields = self._fields
         if fields is not None and not metadata and allow is None and not pii and type(event_dict) is dict:
             # One call shapes every field; the reserved keys present come back to be vetted here.
-            out, hidden, present = fields(event_dict, reserved)
+            out, hidden, present = fields(event_dict, reserved, self._names)
             for key in present:
                 out[key] = self._vet(key, event_dict[key])
             if hidden:

@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 
 from processors import _cshape, shapes
 from processors._fastshape import fast_shaper
+from processors.redact import RESERVED_KEYS, FieldPolicy, ShapeRecorder
+from processors.secret_scanner import SecretScanner
 from processors.shapes import DEFAULT_LIMITS, ShapeLimits, shape_of
 from tests.processors.test_shapes_fastpath import KEYS, LIMITS, json_like
 
@@ -220,3 +222,28 @@ class TestHygiene:
         import orjson
 
         assert orjson.loads(shape) == shape_of({"a": [1, "x"], "b": {"c": b"y"}})
+
+
+RESERVED_VALUES = st.one_of(
+    st.sampled_from(["info", "app.orders", "2026-11-22T07:00:00.000001Z", "x" * 80, "4111 1111 1111 1111"]),
+    st.integers(),
+    st.none(),
+    st.dictionaries(st.sampled_from(["a", "b"]), st.integers(), max_size=2),
+)
+
+
+class TestRecorderSameAsPython:
+    @SETTINGS
+    @given(
+        fields=st.dictionaries(KEYS, json_like(KEYS), max_size=6),
+        reserved=st.dictionaries(st.sampled_from(sorted(RESERVED_KEYS)), RESERVED_VALUES, max_size=5),
+        limits=st.one_of(st.just(DEFAULT_LIMITS), LIMITS),
+    )
+    def test_same_event(self, fields: dict[Any, Any], reserved: dict[str, Any], limits: ShapeLimits) -> None:
+        """ShapeRecorder's one compiled call gives the Python loop's event, reserved keys included."""
+        event = {**fields, **reserved}
+        fast = ShapeRecorder(policy=FieldPolicy(), scanner=SecretScanner(), limits=limits)
+        slow = ShapeRecorder(policy=FieldPolicy(), scanner=SecretScanner(), limits=limits)
+        slow._fields = None
+        assert fast._fields is not None
+        assert slow(None, "info", dict(event)) == fast(None, "info", dict(event))
