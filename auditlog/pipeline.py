@@ -19,7 +19,6 @@ import os
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -325,8 +324,10 @@ class AuditHandle:
         Stamps ``ts`` and ``event_id`` when missing and the policy reference. Returns False (and counts
         the drop) when the journal cannot take it; never raises.
         """
-        event.setdefault("ts", _now_iso())
-        event.setdefault("event_id", uuid.uuid4().hex)
+        if "ts" not in event:
+            event["ts"] = _now_iso()
+        if "event_id" not in event:
+            event["event_id"] = os.urandom(16).hex()  # 128 random bits, as uuid4 but a quarter of the cost
         event.setdefault("policy", self.policy.ref)
         try:
             self.journal.append(event)
