@@ -32,6 +32,7 @@ typedef struct {
     PyObject *scalars;     /* dict: type -> (value) -> shape */
     PyObject *accepted;    /* dict: accepted keys (read only here) */
     PyObject *limits;      /* passed to general */
+    PyObject *stamp_key;   /* the interned "timestamp": kept by fields() when in the pipeline's format */
 } Shaper;
 
 static PyObject *one(Shaper *s, PyObject *v, Py_ssize_t depth, Py_ssize_t *budget);
@@ -337,6 +338,21 @@ shaper_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject
     return general(s, v);
 }
 
+/* Whether v is exactly "YYYY-MM-DDTHH:MM:SS.ffffffZ" (ASCII digits), the pipeline's timestamp format. */
+static int
+is_stamp(PyObject *v)
+{
+    if (!PyUnicode_CheckExact(v) || PyUnicode_GET_LENGTH(v) != 27 || PyUnicode_KIND(v) != PyUnicode_1BYTE_KIND)
+        return 0;
+    const Py_UCS1 *c = PyUnicode_1BYTE_DATA(v);
+    static const char form[] = "dddd-dd-ddTdd:dd:dd.ddddddZ";
+    for (int i = 0; i < 27; i++) {
+        if (form[i] == 'd' ? (c[i] < '0' || c[i] > '9') : c[i] != (Py_UCS1)form[i])
+            return 0;
+    }
+    return 1;
+}
+
 /* Whether a mapping key may be emitted: exact str in the accepted cache (and short enough), else ask. */
 static int
 emittable(Shaper *s, PyObject *key)
@@ -358,8 +374,9 @@ PyDoc_STRVAR(fields_doc,
              "fields(event, reserved, names, /) -> (out, hidden, present)\n\n"
              "Shape every value of the dict ``event`` whose key is not in the frozenset ``reserved``: the\n"
              "shapes by key (keys that may not be emitted are only counted in ``hidden``). Reserved keys in\n"
-             "``names`` keep their value when it may be emitted as a key could, else it is shaped; the other\n"
-             "reserved keys present are listed, in order, for the caller to vet.");
+             "``names`` keep their value when it may be emitted as a key could, else it is shaped; a\n"
+             "``timestamp`` in the pipeline's format is kept; the other reserved keys present are listed, in\n"
+             "order, for the caller to vet.");
 
 static PyObject *
 shaper_fields(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -392,6 +409,9 @@ shaper_fields(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 }
                 rc = kept == NULL ? -1 : PyDict_SetItem(out, key, kept);
                 Py_XDECREF(kept);
+            }
+            else if (rc == 0 && s->stamp_key != NULL && key == s->stamp_key && is_stamp(value)) {
+                rc = PyDict_SetItem(out, key, value); /* the pipeline's own timestamp format */
             }
             else if (rc == 0) {
                 rc = PyList_Append(present, key);
@@ -440,6 +460,7 @@ shaper_traverse(Shaper *s, visitproc visit, void *arg)
     Py_VISIT(s->scalars);
     Py_VISIT(s->accepted);
     Py_VISIT(s->limits);
+    Py_VISIT(s->stamp_key);
     return 0;
 }
 
@@ -453,6 +474,7 @@ shaper_clear(Shaper *s)
     Py_CLEAR(s->scalars);
     Py_CLEAR(s->accepted);
     Py_CLEAR(s->limits);
+    Py_CLEAR(s->stamp_key);
     return 0;
 }
 
@@ -504,6 +526,11 @@ shaper_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     s->tag = Py_NewRef(tag);
     s->scalars = Py_NewRef(scalars);
     s->accepted = Py_NewRef(accepted);
+    s->stamp_key = PyUnicode_InternFromString("timestamp");
+    if (s->stamp_key == NULL) {
+        Py_DECREF(s);
+        return NULL;
+    }
     return (PyObject *)s;
 }
 

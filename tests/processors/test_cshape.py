@@ -225,7 +225,10 @@ class TestHygiene:
 
 
 RESERVED_VALUES = st.one_of(
-    st.sampled_from(["info", "app.orders", "2026-11-22T07:00:00.000001Z", "x" * 80, "4111 1111 1111 1111"]),
+    st.sampled_from(["info", "app.orders", "x" * 80, "4111 1111 1111 1111", "2026-11-22T07:00:00.000001Z"]),
+    st.sampled_from(
+        ["2026-11-22T07:00:00.00000Z1", "\u0662026-11-22T07:00:00.000001Z", "2026-11-22 07:00:00Z"]
+    ),
     st.integers(),
     st.none(),
     st.dictionaries(st.sampled_from(["a", "b"]), st.integers(), max_size=2),
@@ -247,3 +250,21 @@ class TestRecorderSameAsPython:
         slow._fields = None
         assert fast._fields is not None
         assert slow(None, "info", dict(event)) == fast(None, "info", dict(event))
+
+    @pytest.mark.parametrize(
+        ("stamp", "kept"),
+        [
+            ("2026-11-22T07:00:00.000001Z", True),
+            ("2026-11-22T07:00:00Z", True),  # not the pipeline's format: vetted in Python, still a timestamp
+            ("\u0662026-11-22T07:00:00.000001Z", False),  # a non-ASCII digit
+            ("2026-11-22T07:00:00.00000Z1", False),
+            ("sk_live_4eC39HqLyjWDarjtT1zdp7dc", False),
+        ],
+    )
+    def test_timestamps(self, stamp: str, kept: bool) -> None:
+        fast = ShapeRecorder(policy=FieldPolicy(), scanner=SecretScanner())
+        slow = ShapeRecorder(policy=FieldPolicy(), scanner=SecretScanner())
+        slow._fields = None
+        out = fast(None, "info", {"event": "e", "timestamp": stamp})
+        assert slow(None, "info", {"event": "e", "timestamp": stamp}) == out
+        assert (stamp == out["timestamp"]) is kept
