@@ -80,15 +80,20 @@ def _copy(events: list[Event]) -> list[Event]:
 
 
 def _timed(fn: Callable[[list[Event]], None], events: list[Event], repeats: int) -> float:
-    """Best-of-N seconds for fn over the whole list (fresh copies each time)."""
+    """Best-of-N CPU seconds of this process for fn over the whole list (fresh copies each time).
+
+    CPU time, not wall time: every approach here is single-threaded and CPU-bound (the journal's and the
+    files' writes are system time, which is counted), and on a shared machine other processes' load moves
+    wall time far more than it moves this process's CPU time.
+    """
     best = float("inf")
     for _ in range(repeats):
         batch = _copy(events)
         gc.collect()
         gc.disable()
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         fn(batch)
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, time.process_time() - t0)
         gc.enable()
     return best
 
@@ -211,14 +216,14 @@ def run_presidio(path: Path, redact: Callable[[str], str]) -> Callable[[list[Eve
 
 def journal_throughput(directory: Path, key: MasterKey, records: list[dict[str, Any]], chain: bool) -> float:
     best = float("inf")
-    for i in range(3):
-        d = directory / f"{'chained' if chain else 'plain'}-{i}"
+    for _ in range(3):
+        d = Path(tempfile.mkdtemp(prefix="chained-" if chain else "plain-", dir=directory))
         w = JournalWriter(d, keys=KeyRing(key), config=JournalConfig(chain=chain, fsync="never"))
         gc.collect()
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         for r in records:
             w.append(r)
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, time.process_time() - t0)
         w.close()
     return len(records) / best
 
@@ -227,7 +232,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--presidio-sample", type=int, default=400)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     c = load_canaries()
     events = make_events(args.events, c)
@@ -236,12 +241,7 @@ def main() -> None:
         t = Path(tmp)
         results: dict[str, tuple[float, int, int]] = {}
         plain = t / "plain.jsonl"
-        secs = _timed(run_plain(plain), events, args.repeats)
-        results["(a) structlog + orjson, no redaction"] = (
-            secs,
-            count_leaks(plain.open("rb"), c),
-            len(events),
-        )
+        scrubbed = t / "scrubbed.jsonl"
         jdirs: list[Path] = []
 
         def audit_run(evs: list[Event]) -> None:
@@ -249,20 +249,25 @@ def main() -> None:
             jdirs.append(d)
             run_auditlog(d, key)(evs)
 
-        secs = _timed(audit_run, events, args.repeats)
+        # Rounds interleave (a), (b) and (c), so a slow spell of the machine hits all three alike.
+        best = {"a": float("inf"), "b": float("inf"), "c": float("inf")}
+        for _ in range(args.repeats):
+            best["a"] = min(best["a"], _timed(run_plain(plain), events, 1))
+            best["b"] = min(best["b"], _timed(audit_run, events, 1))
+            best["c"] = min(best["c"], _timed(run_scrubber(scrubbed), events, 1))
         lines = [ln for p in sorted(jdirs[-1].glob("*.jsonl")) for ln in p.open("rb")]
-        results["(b) auditlog pipeline + chained journal"] = (secs, count_leaks(lines, c), len(events))
-        scrubbed = t / "scrubbed.jsonl"
-        secs = _timed(run_scrubber(scrubbed), events, args.repeats)
+        leaks_a = count_leaks(plain.open("rb"), c)
+        results["(a) structlog + orjson, no redaction"] = (best["a"], leaks_a, len(events))
+        results["(b) auditlog pipeline + chained journal"] = (best["b"], count_leaks(lines, c), len(events))
         results["(c) key-denylist scrubber (Sentry style)"] = (
-            secs,
+            best["c"],
             count_leaks(scrubbed.open("rb"), c),
             len(events),
         )
         sample = events[: args.presidio_sample]
         redact = make_presidio()
         pres = t / "presidio.jsonl"
-        secs = _timed(run_presidio(pres, redact), sample, 1) * len(events) / len(sample)
+        secs = _timed(run_presidio(pres, redact), sample, 2) * len(events) / len(sample)
         results["(d) presidio analyzer + anonymizer per line"] = (
             secs,
             count_leaks(pres.open("rb"), c),
@@ -279,13 +284,16 @@ def main() -> None:
         b = results["(b) auditlog pipeline + chained journal"][0]
         d = results["(d) presidio analyzer + anonymizer per line"][0]
         print(f"\n(b)/(a) = {b / base:.2f}x (target <= 1.5x); (d)/(b) = {d / b:.0f}x faster (target >= 300x)")
+        print("(CPU time of this process, best of the interleaved rounds)")
 
         shaped = [orjson.loads(ln) for ln in lines[:20_000]]
         for r in shaped:
             r.pop("seq", None)
             r.pop("mac", None)
-        chained = journal_throughput(t, key, shaped, chain=True)
-        unchained = journal_throughput(t, key, shaped, chain=False)
+        chained = unchained = 0.0
+        for _ in range(2):  # interleaved, best of each
+            chained = max(chained, journal_throughput(t, key, shaped, chain=True))
+            unchained = max(unchained, journal_throughput(t, key, shaped, chain=False))
         print("\n| journal append (fsync=never) | records/s |")
         print("|---|---:|")
         print(f"| chained (HMAC-SHA256 chain) | {chained:,.0f} |")
