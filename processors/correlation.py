@@ -24,17 +24,19 @@ _INVALID = "<invalid>"
 
 _otel_loaded = False
 _get_current_span: Callable[[], Any] | None = None
+_get_current_context: Callable[[], Any] = dict
 
 
 def _load_otel() -> Callable[[], Any] | None:
     """Import ``opentelemetry.trace.get_current_span`` on first use (27 ms: not at package import)."""
-    global _otel_loaded, _get_current_span
+    global _otel_loaded, _get_current_span, _get_current_context
     try:
+        from opentelemetry.context import get_current
         from opentelemetry.trace import get_current_span
     except ImportError:
         _get_current_span = None
     else:
-        _get_current_span = get_current_span
+        _get_current_span, _get_current_context = get_current_span, get_current
     _otel_loaded = True
     return _get_current_span
 
@@ -44,6 +46,8 @@ def _current_span_ids() -> tuple[str, str] | None:
     if get_current_span is None:
         return None
     try:
+        if not _get_current_context():  # an empty OpenTelemetry context holds no span: skip the lookups
+            return None
         ctx = get_current_span().get_span_context()
         if not ctx.is_valid:
             return None
