@@ -153,8 +153,8 @@ def _level_method(name: str) -> Callable[..., Any]:
     def meth(self: Any, event: Any = None, *args: Any, **kw: Any) -> Any:
         if args:  # positional arguments interpolate into the message, as in structlog
             event = event % (args[0] if len(args) == 1 and type(args[0]) is dict and args[0] else args)
-        ed: Any = self._context.copy()
-        ed.update(kw)
+        context = self._context
+        ed: Any = {**context, **kw} if context else kw  # kw is this call's own new dict
         if event is not None:
             ed["event"] = event
         logger = self._logger
@@ -234,6 +234,52 @@ def add_logger_name_and_timestamp(
             event_dict["logger"] = name
     event_dict["timestamp"] = _now_iso()
     return event_dict
+
+
+_LEVELS = {"warn": "warning", "exception": "error"}  # structlog's map_method_name
+
+
+class EventStamper:
+    """The structlog path's first processor: seven steps in one call, each as its own processor does it.
+
+    structlog's ``merge_contextvars`` (bound context fills in what the call did not pass) and
+    ``add_log_level``, then :func:`add_logger_name_and_timestamp`, :func:`processors.add_correlation_ids`,
+    the exception shaper (only when the event carries ``exc_info`` or ``exception``) and the policy's
+    fingerprints (only when the matching rule names fields).
+    """
+
+    __slots__ = ("_exceptions", "_fingerprints", "_resolve", "_vars")
+
+    def __init__(self, exceptions: Processor, fingerprints: PolicyFingerprints) -> None:
+        self._exceptions = exceptions
+        self._fingerprints = fingerprints
+        self._resolve = fingerprints._resolve
+        # structlog's registry of bound context variables (name -> ContextVar); when a structlog release
+        # moves it, merge_contextvars runs instead.
+        self._vars: dict[str, Any] | None = getattr(structlog.contextvars, "_CONTEXT_VARS", None)
+
+    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+        registry = self._vars
+        if registry is None:
+            event_dict = structlog.contextvars.merge_contextvars(logger, method_name, event_dict)
+        elif registry:
+            prefix = len(structlog.contextvars.STRUCTLOG_KEY_PREFIX)
+            for name, var in tuple(registry.items()):
+                value = var.get(Ellipsis)
+                if value is not Ellipsis:
+                    event_dict.setdefault(name[prefix:], value)
+        event_dict["level"] = _LEVELS.get(method_name, method_name)
+        if "logger" not in event_dict:
+            name = getattr(logger, "name", None)
+            if name:
+                event_dict["logger"] = name
+        event_dict["timestamp"] = _now_iso()
+        event_dict = add_correlation_ids(logger, method_name, event_dict)
+        if "exc_info" in event_dict or "exception" in event_dict:
+            event_dict = self._exceptions(logger, method_name, event_dict)
+        if self._resolve(event_dict).fingerprint:
+            event_dict = self._fingerprints(logger, method_name, event_dict)
+        return event_dict
 
 
 class PolicyFingerprints:
@@ -373,18 +419,17 @@ class AuditHandle:
         self.shutdown()
 
 
-_second: tuple[int, str] = (-1, "")  # the last whole second and its formatted prefix, swapped as one
+_second: tuple[int, str] = (-1, "")  # the last whole second and its prefix (``...:SS.``), swapped as one
 
 
 def _now_iso() -> str:
     """The current UTC time, ``YYYY-MM-DDTHH:MM:SS.ffffffZ``, from one clock read."""
     global _second
-    t = time.time()
-    sec = int(t)
+    sec, us = divmod(time.time_ns() // 1000, 1_000_000)
     cached = _second
     if cached[0] != sec:
-        cached = _second = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
-    return f"{cached[1]}.{int((t - sec) * 1e6):06d}Z"
+        cached = _second = (sec, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(sec)))
+    return "%s%06dZ" % (cached[1], us)  # noqa: UP031  (the fastest formatting here)
 
 
 def _keys(key: KeyRing | MasterKey | bytes | str | os.PathLike[str] | None) -> KeyRing:
@@ -464,19 +509,18 @@ def configure(
     fingerprinter = Fingerprinter(key=ring.active.derive("fingerprint"), key_id=ring.active.key_id, fields=())
     resolver = _Resolver(pol)
     sink = JournalSink(journal, reporter, console=console is not None)
+    exceptions = ExceptionShaper(scan)
+    fingerprints = PolicyFingerprints(fingerprinter, resolver)
+    recorder = ShapeRecorder(policy=resolver, scanner=scan)
     shared: list[Processor] = [
         add_logger_name_and_timestamp,
         add_correlation_ids,
-        ExceptionShaper(scan),
-        PolicyFingerprints(fingerprinter, resolver),
-        ShapeRecorder(policy=resolver, scanner=scan),
+        exceptions,
+        fingerprints,
+        recorder,
     ]
-    chain: list[Processor] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        *shared,
-        sink,
-    ]
+    # structlog's contextvars and level, then `shared` up to the recorder, in one call
+    chain: list[Processor] = [EventStamper(exceptions, fingerprints), recorder, sink]
     structlog.configure(
         processors=[Guarded(chain, reporter)],
         logger_factory=_LoggerFactory(console),

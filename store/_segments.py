@@ -1,6 +1,7 @@
 """The journal's on-disk format: file names, line encoding, seals, and bounded reading (private).
 
-Every line of a segment is one record: its canonical JSON (``orjson``, sorted keys, ``seq`` included) with
+Every line of a segment is one record: its JSON (``orjson``, serialized once, ``seq`` included; headers and
+seals with sorted keys, records in their own key order, which nothing depends on) with
 ``,"mac":"<64 hex>"`` spliced in before the closing brace. The MAC is taken over the line minus that field,
 so a verifier cuts at the last ``,"mac":"`` and re-appends ``}``; nothing is re-canonicalised. A quote
 inside a JSON string is always escaped, so that marker can only be the real field.

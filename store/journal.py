@@ -9,11 +9,12 @@ A journal is a directory::
 
 Chain. Every line has a global, consecutive ``seq`` and ``mac = HMAC-SHA256(k, prev_mac || body)``:
 ``k = master.derive("journal")`` for the master key named by the segment's ``kid``, ``body`` is the
-canonical JSON of the record with its ``seq`` (the line without its ``mac`` field), ``prev_mac`` the MAC of
-the line before, across segments (32 zero bytes before the very first). Each segment opens with a header
-(``kind: "journal.segment_opened"``; ``segment``, ``kid``, ``source``, ``prev_segment``, ``prev_last_seq``,
-``reason``, ``ts``, and ``recovered`` after a crash) that takes the next ``seq``, so removing a whole
-segment breaks the chain at the next header. A line is the record's canonical bytes with
+JSON of the record with its ``seq``, serialized once (the line without its ``mac`` field), ``prev_mac``
+the MAC of the line before, across segments (32 zero bytes before the very first). Each segment opens with
+a header (``kind: "journal.segment_opened"``; ``segment``, ``kid``, ``source``, ``prev_segment``,
+``prev_last_seq``, ``reason``, ``ts``, and ``recovered`` after a crash) that takes the next ``seq``, so
+removing a whole
+segment breaks the chain at the next header. A line is the record's serialized bytes with
 ``,"mac":"<hex>"`` spliced in before the closing brace, so verifying never re-serializes anything.
 ``seq`` and ``mac`` are reserved keys.
 
@@ -25,7 +26,8 @@ error, or recovery) the writer writes ``NNNNNNNN.seal.json``: ``count`` (lines, 
 A sealed segment is complete: any truncation, extension or change shows.
 
 Crash recovery. The writer appends each record with one ``write`` on an ``O_APPEND`` descriptor, so a killed
-process leaves whole lines. On open, an unsealed last segment is scanned: the longest valid prefix is
+process leaves whole lines, but for a kill that lands inside a write spanning a page boundary, which can
+leave part of the last line. On open, an unsealed last segment is scanned: the longest valid prefix is
 sealed, whatever follows it (a torn write) stays in place as evidence and is recorded in the seal, and
 writing continues in a new segment whose header says what was recovered. :func:`verify` reports an
 acknowledged torn tail as a warning when it is at most one line, as a problem otherwise. A failed write
@@ -100,7 +102,6 @@ from store._segments import (
     MAC_CLOSE,
     MAC_OPEN,
     MAX_LINE_BYTES,
-    SORT_KEYS,
     KeyCache,
     MacKey,
     Seal,
@@ -264,7 +265,7 @@ class JournalWriter:
     def append(self, record: Mapping[str, Any]) -> int:
         """Append one record and return its ``seq``.
 
-        The record is serialized once (sorted keys, ``seq`` added), chained, and written with one
+        The record is serialized once (its own key order, ``seq`` added last), chained, and written with one
         ``write``; it is then synced according to ``JournalConfig.fsync``.
 
         Args:
@@ -311,7 +312,7 @@ class JournalWriter:
                 record["seq"] = seq  # type: ignore[index]
             else:
                 record = {**record, "seq": seq}
-            data = orjson.dumps(record, option=SORT_KEYS)
+            data = orjson.dumps(record)
         except TypeError as exc:
             raise JournalError(f"record cannot be serialized: {str(exc)[:200]}") from exc
         if len(data) > MAX_LINE_BYTES:
