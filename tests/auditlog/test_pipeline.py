@@ -403,3 +403,66 @@ class TestPiiAnnotation:
         assert {"t": "str", "len": len(comment), "pii": ["EMAIL_ADDRESS"]} == rec["comment"]
         assert "pii" not in rec["other"]
         assert [] == CANARIES.leaks_in(journal_bytes(tmp_path / "j"))
+
+
+class TestEventStamper:
+    """The fused first processor gives what the processors it stands for give, one after another."""
+
+    POLICY = TestPolicy.POLICY
+
+    @staticmethod
+    def separate(handle: auditlog.AuditHandle) -> list[Any]:
+        from auditlog.pipeline import add_logger_name_and_timestamp
+        from processors import add_correlation_ids
+
+        exceptions, fingerprints = handle.processors[0]._exceptions, handle.processors[0]._fingerprints
+        return [
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            add_logger_name_and_timestamp,
+            add_correlation_ids,
+            exceptions,
+            fingerprints,
+        ]
+
+    @pytest.mark.parametrize("method", ["info", "warn", "exception", "debug"])
+    @pytest.mark.parametrize(
+        ("logger_name", "bound", "event"),
+        [
+            ("svc", {}, {"event": "plain", "n": 1}),
+            ("svc", {"correlation_id": "abc-1", "user": "u"}, {"event": "bound", "user": "mine"}),
+            ("svc", {"correlation_id": "bad id!"}, {"event": "invalid id"}),
+            ("svc", {}, {"event": "own id", "correlation_id": "x" * 129}),
+            ("shop.payments", {}, {"event": "paid", "email": "ann@example.org", "amount": 3}),
+            ("shop.payments", {}, {"event": "caller fp", "email": "a@b.example", "fp": {"x": 1}}),
+            (None, {}, {"event": "named", "logger": "given.name", "level": "caller's"}),
+        ],
+    )
+    def test_same_event_as_the_separate_processors(
+        self,
+        tmp_path: Path,
+        method: str,
+        logger_name: str | None,
+        bound: dict[str, Any],
+        event: dict[str, Any],
+    ) -> None:
+        """Context merge, level, logger name, correlation ids, exceptions and fingerprints all agree."""
+        handle = auditlog.configure(
+            journal_dir=tmp_path / "j", key=KeyRing(KEY), policy=loads(self.POLICY), stdlib=False
+        )
+        try:
+            stamper = handle.processors[0]
+            logger = structlog.get_logger(logger_name)._logger if logger_name else None
+            try:
+                raise ValueError("boom")
+            except ValueError:
+                extra = {"exc_info": True} if method == "exception" else {}
+                with structlog.contextvars.bound_contextvars(**bound):
+                    fused = stamper(logger, method, {**event, **extra})
+                    one_by_one: Any = {**event, **extra}
+                    for proc in self.separate(handle):
+                        one_by_one = proc(logger, method, one_by_one)
+        finally:
+            handle.shutdown()
+        assert fused.pop("timestamp")[:19] == one_by_one.pop("timestamp")[:19]
+        assert one_by_one == fused
