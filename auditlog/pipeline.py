@@ -250,7 +250,7 @@ class EventStamper:
 
     __slots__ = ("_exceptions", "_fingerprints", "_resolve", "_vars")
 
-    def __init__(self, exceptions: Processor, fingerprints: PolicyFingerprints) -> None:
+    def __init__(self, exceptions: ExceptionShaper, fingerprints: PolicyFingerprints) -> None:
         self._exceptions = exceptions
         self._fingerprints = fingerprints
         self._resolve = fingerprints._resolve
@@ -264,10 +264,10 @@ class EventStamper:
             event_dict = structlog.contextvars.merge_contextvars(logger, method_name, event_dict)
         elif registry:
             prefix = len(structlog.contextvars.STRUCTLOG_KEY_PREFIX)
-            for name, var in tuple(registry.items()):
+            for var_name, var in tuple(registry.items()):
                 value = var.get(Ellipsis)
                 if value is not Ellipsis:
-                    event_dict.setdefault(name[prefix:], value)
+                    event_dict.setdefault(var_name[prefix:], value)
         event_dict["level"] = _LEVELS.get(method_name, method_name)
         if "logger" not in event_dict:
             name = getattr(logger, "name", None)
