@@ -422,7 +422,7 @@ class AuditHandle:
 _second: tuple[int, str] = (-1, "")  # the last whole second and its prefix (``...:SS.``), swapped as one
 
 
-def _now_iso() -> str:
+def _py_now_iso() -> str:
     """The current UTC time, ``YYYY-MM-DDTHH:MM:SS.ffffffZ``, from one clock read."""
     global _second
     sec, us = divmod(time.time_ns() // 1000, 1_000_000)
@@ -430,6 +430,20 @@ def _now_iso() -> str:
     if cached[0] != sec:
         cached = _second = (sec, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(sec)))
     return "%s%06dZ" % (cached[1], us)  # noqa: UP031  (the fastest formatting here)
+
+
+def _compiled_now_iso() -> Callable[[], str] | None:
+    """The same timestamp from the compiled module (a tenth of the cost), when it was built."""
+    if os.environ.get("AUDITLOG_PURE_PYTHON"):
+        return None
+    try:
+        from processors._cshape import utc_timestamp
+    except ImportError:
+        return None
+    return utc_timestamp
+
+
+_now_iso: Callable[[], str] = _compiled_now_iso() or _py_now_iso
 
 
 def _keys(key: KeyRing | MasterKey | bytes | str | os.PathLike[str] | None) -> KeyRing:
@@ -511,7 +525,7 @@ def configure(
     sink = JournalSink(journal, reporter, console=console is not None)
     exceptions = ExceptionShaper(scan)
     fingerprints = PolicyFingerprints(fingerprinter, resolver)
-    recorder = ShapeRecorder(policy=resolver, scanner=scan)
+    recorder = ShapeRecorder(policy=resolver, scanner=scan, render=True)  # the sink serializes with orjson
     shared: list[Processor] = [
         add_logger_name_and_timestamp,
         add_correlation_ids,

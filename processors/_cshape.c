@@ -17,6 +17,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stddef.h>
+#include <time.h>
 
 static PyObject *K_t, *K_len, *K_n, *K_keys, *K_hidden, *K_truncated, *K_items, *K_types;
 static PyObject *V_str, *V_int, *V_obj, *V_arr, *V_float, *V_bool, *V_null, *V_mixed;
@@ -33,7 +34,13 @@ typedef struct {
     PyObject *accepted;    /* dict: accepted keys (read only here) */
     PyObject *limits;      /* passed to general */
     PyObject *stamp_key;   /* the interned "timestamp": kept by fields() when in the pipeline's format */
+    PyObject *fragment;    /* orjson.Fragment, or NULL: render_fields() wraps rendered JSON in it */
+    /* render_fields' shapes of scalar fields, made on first use and shared (a Fragment is immutable):
+     * int, float, bool, null, then str of length 0..STR_CACHED-1 */
+    PyObject *scalar_frags[4 + 256]; /* 4 + STR_CACHED */
 } Shaper;
+
+#define STR_CACHED 256
 
 static PyObject *one(Shaper *s, PyObject *v, Py_ssize_t depth, Py_ssize_t *budget);
 static int emittable(Shaper *s, PyObject *key);
@@ -370,6 +377,382 @@ emittable(Shaper *s, PyObject *key)
     return ok;
 }
 
+/* ---- rendering: the same shapes written straight to JSON bytes, for a sink that serializes with orjson ----
+ *
+ * r_one / r_obj / r_seq / r_arr follow one / obj / sequence / arr step by step (the same budget, the same
+ * points of giving up, the same keys in the same order) but append JSON text to a buffer instead of
+ * building dicts. They return 1 when written, 0 to give up (the caller then shapes that value through the
+ * dict path, which gives up the same way and runs the general walk), -1 on an error. Scalar types with a
+ * callback (bytes and friends) give up here too: their shapes come from Python.
+ */
+
+typedef struct {
+    char *p;
+    Py_ssize_t len, cap;
+    char small[1024];
+} Buf;
+
+static void
+buf_init(Buf *b)
+{
+    b->p = b->small;
+    b->len = 0;
+    b->cap = (Py_ssize_t)sizeof(b->small);
+}
+
+static void
+buf_free(Buf *b)
+{
+    if (b->p != b->small)
+        PyMem_Free(b->p);
+}
+
+static int
+buf_grow(Buf *b, Py_ssize_t need)
+{
+    Py_ssize_t cap = b->cap;
+    while (cap - b->len < need) {
+        if (cap > PY_SSIZE_T_MAX / 2) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        cap *= 2;
+    }
+    char *p = b->p == b->small ? PyMem_Malloc((size_t)cap) : PyMem_Realloc(b->p, (size_t)cap);
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (b->p == b->small)
+        memcpy(p, b->small, (size_t)b->len);
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+static inline int
+buf_put(Buf *b, const char *s, Py_ssize_t n)
+{
+    if (b->cap - b->len < n && buf_grow(b, n) < 0)
+        return -1;
+    memcpy(b->p + b->len, s, (size_t)n);
+    b->len += n;
+    return 0;
+}
+
+#define PUT_LIT(b, lit) buf_put((b), (lit), (Py_ssize_t)(sizeof(lit) - 1))
+
+/* A non-negative count in decimal (lengths and key counts; never negative here). */
+static int
+buf_num(Buf *b, Py_ssize_t n)
+{
+    char tmp[24];
+    char *end = tmp + sizeof(tmp), *p = end;
+    size_t u = n < 0 ? 0 : (size_t)n;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    return buf_put(b, p, end - p);
+}
+
+/* A JSON string (quotes included). 0: the str cannot be encoded as UTF-8 (a lone surrogate): give up. */
+static int
+buf_str(Buf *b, PyObject *str)
+{
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(str, &n);
+    if (s == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeError))
+            return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    if (b->cap - b->len < 6 * n + 2 && buf_grow(b, 6 * n + 2) < 0)
+        return -1;
+    char *o = b->p + b->len;
+    *o++ = '"';
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            *o++ = '\\';
+            *o++ = (char)c;
+        }
+        else if (c < 0x20) {
+            static const char hex[] = "0123456789abcdef";
+            *o++ = '\\';
+            switch (c) {
+            case '\n': *o++ = 'n'; break;
+            case '\r': *o++ = 'r'; break;
+            case '\t': *o++ = 't'; break;
+            case '\b': *o++ = 'b'; break;
+            case '\f': *o++ = 'f'; break;
+            default:
+                *o++ = 'u';
+                *o++ = '0';
+                *o++ = '0';
+                *o++ = hex[c >> 4];
+                *o++ = hex[c & 15];
+            }
+        }
+        else {
+            *o++ = (char)c;
+        }
+    }
+    *o++ = '"';
+    b->len = o - b->p;
+    return 1;
+}
+
+/* {"t":"<tag>","len":N} and friends, as tagged / tagged_n write them */
+static int
+r_str(Buf *b, Py_ssize_t n)
+{
+    return PUT_LIT(b, "{\"t\":\"str\",\"len\":") < 0 || buf_num(b, n) < 0 || PUT_LIT(b, "}") < 0 ? -1 : 1;
+}
+
+static int r_one(Shaper *s, PyObject *v, Py_ssize_t depth, Py_ssize_t *budget, Buf *b);
+
+static int
+r_obj(Shaper *s, PyObject *v, Py_ssize_t depth, Py_ssize_t *budget, Buf *b)
+{
+    Py_ssize_t n = PyDict_GET_SIZE(v);
+    if (PUT_LIT(b, "{\"t\":\"obj\",\"n\":") < 0 || buf_num(b, n) < 0)
+        return -1;
+    if (n == 0)
+        return PUT_LIT(b, "}") < 0 ? -1 : 1;
+    Py_ssize_t work = *budget;
+    if (depth >= s->max_depth || work <= 0)
+        return 0;
+    if (Py_EnterRecursiveCall(" while shaping a value"))
+        return -1;
+    Py_ssize_t hidden = 0, pos = 0, seen = 0, emitted = 0;
+    Py_ssize_t mark = b->len; /* where ,"keys":{ starts: taken back when no key is emitted */
+    PyObject *key, *value;
+    int rc = 1;
+    if (PUT_LIT(b, ",\"keys\":{") < 0) {
+        rc = -1;
+        goto done;
+    }
+    while (seen < s->max_keys && PyDict_Next(v, &pos, &key, &value)) {
+        seen++;
+        if (work <= 0) {
+            rc = 0;
+            goto done;
+        }
+        work--;
+        Py_INCREF(key);
+        Py_INCREF(value);
+        int ok = emittable(s, key);
+        if (ok < 0 || PyDict_GET_SIZE(v) != n) {
+            rc = ok < 0 ? -1 : 0;
+        }
+        else if (ok) {
+            rc = emitted && PUT_LIT(b, ",") < 0 ? -1 : buf_str(b, key);
+            if (rc > 0)
+                rc = PUT_LIT(b, ":") < 0 ? -1 : 1;
+            if (rc > 0) {
+                if (PyUnicode_CheckExact(value)) {
+                    rc = r_str(b, PyUnicode_GET_LENGTH(value));
+                }
+                else if (PyLong_CheckExact(value)) {
+                    rc = PUT_LIT(b, "{\"t\":\"int\"}") < 0 ? -1 : 1;
+                }
+                else {
+                    *budget = work;
+                    rc = r_one(s, value, depth + 1, budget, b);
+                    work = *budget;
+                }
+            }
+            emitted++;
+        }
+        else {
+            hidden++;
+        }
+        Py_DECREF(key);
+        Py_DECREF(value);
+        if (rc <= 0)
+            goto done;
+    }
+    if (PyDict_GET_SIZE(v) != n) {
+        rc = 0;
+        goto done;
+    }
+    *budget = work;
+    if (emitted)
+        rc = PUT_LIT(b, "}") < 0 ? -1 : 1;
+    else
+        b->len = mark;
+    if (rc > 0 && hidden)
+        rc = PUT_LIT(b, ",\"hidden_keys\":") < 0 || buf_num(b, hidden) < 0 ? -1 : 1;
+    if (rc > 0 && n > s->max_keys)
+        rc = PUT_LIT(b, ",\"truncated\":true") < 0 ? -1 : 1;
+    if (rc > 0)
+        rc = PUT_LIT(b, "}") < 0 ? -1 : 1;
+done:
+    Py_LeaveRecursiveCall();
+    return rc;
+}
+
+static int
+r_arr(Shaper *s, Py_ssize_t n, PyObject *sample, Py_ssize_t depth, Py_ssize_t *budget, Buf *b)
+{
+    Py_ssize_t work = *budget;
+    if (depth >= s->max_depth || work <= 0)
+        return 0;
+    Py_ssize_t m = PySequence_Fast_GET_SIZE(sample);
+    PyObject **items = PySequence_Fast_ITEMS(sample);
+    *budget = work - m;
+    if (PUT_LIT(b, "{\"t\":\"arr\",\"len\":") < 0 || buf_num(b, n) < 0 || PUT_LIT(b, ",\"items\":") < 0)
+        return -1;
+    PyTypeObject *tp = Py_TYPE(items[0]);
+    for (Py_ssize_t i = 1; i < m; i++) {
+        if (Py_TYPE(items[i]) != tp) {
+            PyObject *tags = PyList_New(0);
+            if (tags == NULL)
+                return -1;
+            int rc = 1;
+            for (Py_ssize_t j = 0; j < m && rc > 0; j++) {
+                PyObject *t = PyObject_CallOneArg(s->tag, (PyObject *)Py_TYPE(items[j]));
+                if (t == NULL || !PyUnicode_Check(t)) {
+                    rc = t == NULL ? -1 : 0;
+                    Py_XDECREF(t);
+                    break;
+                }
+                int has = PySequence_Contains(tags, t);
+                if (has < 0 || (!has && PyList_Append(tags, t) < 0))
+                    rc = -1;
+                Py_DECREF(t);
+            }
+            if (rc > 0)
+                rc = PUT_LIT(b, "{\"t\":\"mixed\",\"types\":[") < 0 ? -1 : 1;
+            for (Py_ssize_t j = 0; rc > 0 && j < PyList_GET_SIZE(tags); j++) {
+                rc = j && PUT_LIT(b, ",") < 0 ? -1 : buf_str(b, PyList_GET_ITEM(tags, j));
+            }
+            Py_DECREF(tags);
+            if (rc > 0)
+                rc = PUT_LIT(b, "]}}") < 0 ? -1 : 1;
+            return rc;
+        }
+    }
+    if (Py_EnterRecursiveCall(" while shaping a value"))
+        return -1;
+    int rc = r_one(s, items[0], depth + 1, budget, b);
+    Py_LeaveRecursiveCall();
+    if (rc > 0)
+        rc = PUT_LIT(b, "}") < 0 ? -1 : 1;
+    return rc;
+}
+
+static int
+r_seq(Shaper *s, PyObject *v, Py_ssize_t depth, Py_ssize_t *budget, Buf *b)
+{
+    Py_ssize_t n = PyObject_Length(v);
+    if (n < 0)
+        return -1;
+    if (n == 0)
+        return PUT_LIT(b, "{\"t\":\"arr\",\"len\":0}") < 0 ? -1 : 1;
+    PyObject *sample;
+    if (PyList_CheckExact(v))
+        sample = PyList_GetSlice(v, 0, s->max_items);
+    else if (PyTuple_CheckExact(v))
+        sample = PyTuple_GetSlice(v, 0, s->max_items);
+    else
+        return 0; /* sets: the dict path samples them */
+    if (sample == NULL)
+        return -1;
+    int rc = PySequence_Fast_GET_SIZE(sample) == 0 ? 0 : r_arr(s, n, sample, depth, budget, b);
+    Py_DECREF(sample);
+    return rc;
+}
+
+static int
+r_one(Shaper *s, PyObject *v, Py_ssize_t depth, Py_ssize_t *budget, Buf *b)
+{
+    PyTypeObject *tp = Py_TYPE(v);
+    if (tp == &PyUnicode_Type)
+        return r_str(b, PyUnicode_GET_LENGTH(v));
+    if (tp == &PyLong_Type)
+        return PUT_LIT(b, "{\"t\":\"int\"}") < 0 ? -1 : 1;
+    if (tp == &PyDict_Type)
+        return r_obj(s, v, depth, budget, b);
+    if (tp == &PyList_Type || tp == &PyTuple_Type)
+        return r_seq(s, v, depth, budget, b);
+    if (tp == &PyFloat_Type)
+        return PUT_LIT(b, "{\"t\":\"float\"}") < 0 ? -1 : 1;
+    if (tp == &PyBool_Type)
+        return PUT_LIT(b, "{\"t\":\"bool\"}") < 0 ? -1 : 1;
+    if (v == Py_None)
+        return PUT_LIT(b, "{\"t\":\"null\"}") < 0 ? -1 : 1;
+    return 0; /* scalars with a callback, sets, anything else: the dict path */
+}
+
+static PyObject *
+to_fragment(Shaper *s, Buf *b)
+{
+    PyObject *bytes = PyBytes_FromStringAndSize(b->p, b->len);
+    if (bytes == NULL)
+        return NULL;
+    PyObject *frag = PyObject_CallOneArg(s->fragment, bytes);
+    Py_DECREF(bytes);
+    return frag;
+}
+
+/* The shared Fragment of a scalar's shape (slot: 0 int, 1 float, 2 bool, 3 null, 4 + n str of length n). */
+static PyObject *
+scalar_fragment(Shaper *s, Py_ssize_t slot, Py_ssize_t len, Buf *b)
+{
+    PyObject *frag = s->scalar_frags[slot];
+    if (frag == NULL) {
+        static const char *const lits[] = {"{\"t\":\"int\"}", "{\"t\":\"float\"}", "{\"t\":\"bool\"}",
+                                           "{\"t\":\"null\"}"};
+        b->len = 0;
+        int rc = slot < 4 ? buf_put(b, lits[slot], (Py_ssize_t)strlen(lits[slot])) : r_str(b, len) < 0 ? -1 : 0;
+        if (rc < 0 || (frag = to_fragment(s, b)) == NULL)
+            return NULL;
+        s->scalar_frags[slot] = frag;
+    }
+    return Py_NewRef(frag);
+}
+
+/* The shape of one field's value: a Fragment of its JSON when rendered, else the dict path's shape. */
+static PyObject *
+render_value(Shaper *s, PyObject *v, Buf *b)
+{
+    PyTypeObject *tp = Py_TYPE(v);
+    int rc = 0;
+    b->len = 0;
+    if (tp == &PyUnicode_Type) {
+        Py_ssize_t n = PyUnicode_GET_LENGTH(v);
+        if (n < STR_CACHED)
+            return scalar_fragment(s, 4 + n, n, b);
+        return r_str(b, n) < 0 ? NULL : to_fragment(s, b);
+    }
+    if (tp == &PyLong_Type)
+        return scalar_fragment(s, 0, 0, b);
+    if (tp == &PyFloat_Type)
+        return scalar_fragment(s, 1, 0, b);
+    if (tp == &PyBool_Type)
+        return scalar_fragment(s, 2, 0, b);
+    if (v == Py_None)
+        return scalar_fragment(s, 3, 0, b);
+    if (tp == &PyDict_Type || tp == &PyList_Type || tp == &PyTuple_Type) {
+        Py_ssize_t budget = s->top_work;
+        rc = tp == &PyDict_Type ? r_obj(s, v, 0, &budget, b) : r_seq(s, v, 0, &budget, b);
+        if (rc < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_Exception))
+                return NULL;
+            PyErr_Clear();
+            rc = 0;
+        }
+    }
+    if (rc == 0) {
+        PyObject *args1[1] = {v};
+        return shaper_vectorcall((PyObject *)s, args1, 1, NULL);
+    }
+    return to_fragment(s, b);
+}
+
 PyDoc_STRVAR(fields_doc,
              "fields(event, reserved, names, /) -> (out, hidden, present)\n\n"
              "Shape every value of the dict ``event`` whose key is not in the frozenset ``reserved``: the\n"
@@ -379,7 +762,7 @@ PyDoc_STRVAR(fields_doc,
              "order, for the caller to vet.");
 
 static PyObject *
-shaper_fields(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+fields_impl(PyObject *self, PyObject *const *args, Py_ssize_t nargs, int render)
 {
     Shaper *s = (Shaper *)self;
     if (nargs != 3 || !PyDict_CheckExact(args[0]) || !PyFrozenSet_CheckExact(args[1]) ||
@@ -387,6 +770,12 @@ shaper_fields(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "fields(event: dict, reserved: frozenset, names: frozenset)");
         return NULL;
     }
+    if (render && s->fragment == NULL) {
+        PyErr_SetString(PyExc_TypeError, "render_fields needs a Shaper made with fragment=orjson.Fragment");
+        return NULL;
+    }
+    Buf buf;
+    buf_init(&buf);
     PyObject *event = args[0], *reserved = args[1], *names = args[2];
     Py_ssize_t n = PyDict_GET_SIZE(event), pos = 0, hidden = 0;
     PyObject *out = PyDict_New(), *present = PyList_New(0), *key, *value;
@@ -424,7 +813,8 @@ shaper_fields(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             }
             else if (rc > 0) {
                 PyObject *args1[1] = {value};
-                PyObject *shape = shaper_vectorcall(self, args1, 1, NULL);
+                PyObject *shape =
+                    render ? render_value(s, value, &buf) : shaper_vectorcall(self, args1, 1, NULL);
                 rc = shape == NULL ? -1 : PyDict_SetItem(out, key, shape);
                 Py_XDECREF(shape);
             }
@@ -438,15 +828,36 @@ shaper_fields(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             goto fail;
         }
     }
+    buf_free(&buf);
     return Py_BuildValue("(NnN)", out, hidden, present);
 fail:
+    buf_free(&buf);
     Py_XDECREF(out);
     Py_XDECREF(present);
     return NULL;
 }
 
+static PyObject *
+shaper_fields(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return fields_impl(self, args, nargs, 0);
+}
+
+PyDoc_STRVAR(render_fields_doc,
+             "render_fields(event, reserved, names, /) -> (out, hidden, present)\n\n"
+             "As fields(), but a container's shape comes as an orjson.Fragment of its JSON (the same text\n"
+             "orjson writes for the dict fields() gives) wherever the fast path answers; elsewhere, and for\n"
+             "scalars, the dict itself.");
+
+static PyObject *
+shaper_render_fields(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return fields_impl(self, args, nargs, 1);
+}
+
 static PyMethodDef shaper_methods[] = {
     {"fields", (PyCFunction)(void (*)(void))shaper_fields, METH_FASTCALL, fields_doc},
+    {"render_fields", (PyCFunction)(void (*)(void))shaper_render_fields, METH_FASTCALL, render_fields_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -461,6 +872,9 @@ shaper_traverse(Shaper *s, visitproc visit, void *arg)
     Py_VISIT(s->accepted);
     Py_VISIT(s->limits);
     Py_VISIT(s->stamp_key);
+    Py_VISIT(s->fragment);
+    for (size_t i = 0; i < sizeof(s->scalar_frags) / sizeof(s->scalar_frags[0]); i++)
+        Py_VISIT(s->scalar_frags[i]);
     return 0;
 }
 
@@ -475,6 +889,9 @@ shaper_clear(Shaper *s)
     Py_CLEAR(s->accepted);
     Py_CLEAR(s->limits);
     Py_CLEAR(s->stamp_key);
+    Py_CLEAR(s->fragment);
+    for (size_t i = 0; i < sizeof(s->scalar_frags) / sizeof(s->scalar_frags[0]); i++)
+        Py_CLEAR(s->scalar_frags[i]);
     return 0;
 }
 
@@ -490,13 +907,26 @@ static PyObject *
 shaper_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"limits", "max_depth", "max_keys", "max_items", "max_key_len", "max_work",
-                             "check_len", "general", "emittable", "tag", "scalars", "accepted", NULL};
-    Py_ssize_t max_depth, max_keys, max_items, max_len, max_work, check_len;
-    PyObject *limits, *general_, *emittable, *tag, *scalars, *accepted;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OnnnnnnOOOO!O!:Shaper", kwlist, &limits, &max_depth,
+                             "check_len", "general", "emittable", "tag", "scalars", "accepted", "fragment",
+                             NULL};
+    Py_ssize_t max_depth = 0, max_keys = 0, max_items = 0, max_len = 0, max_work = 0, check_len = -1;
+    PyObject *limits = NULL, *general_ = NULL, *emittable = NULL, *tag = NULL, *scalars = NULL;
+    PyObject *accepted = NULL, *fragment = Py_None;
+    /* every argument is keyword-only; all but fragment are required (checked below) */
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$OnnnnnnOOOO!O!O:Shaper", kwlist, &limits, &max_depth,
                                      &max_keys, &max_items, &max_len, &max_work, &check_len, &general_,
-                                     &emittable, &tag, &PyDict_Type, &scalars, &PyDict_Type, &accepted))
+                                     &emittable, &tag, &PyDict_Type, &scalars, &PyDict_Type, &accepted,
+                                     &fragment))
         return NULL;
+    if (limits == NULL || general_ == NULL || emittable == NULL || tag == NULL || scalars == NULL ||
+        accepted == NULL) {
+        PyErr_SetString(PyExc_TypeError, "Shaper needs limits, general, emittable, tag, scalars and accepted");
+        return NULL;
+    }
+    if (fragment != Py_None && !PyCallable_Check(fragment)) {
+        PyErr_SetString(PyExc_TypeError, "fragment must be callable (orjson.Fragment) or None");
+        return NULL;
+    }
     if (max_depth < 1 || max_keys < 1 || max_items < 1 || max_len < 1 || max_work < 1 || check_len < 0) {
         PyErr_SetString(PyExc_ValueError, "Shaper limits must be positive");
         return NULL;
@@ -526,6 +956,7 @@ shaper_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     s->tag = Py_NewRef(tag);
     s->scalars = Py_NewRef(scalars);
     s->accepted = Py_NewRef(accepted);
+    s->fragment = fragment == Py_None ? NULL : Py_NewRef(fragment);
     s->stamp_key = PyUnicode_InternFromString("timestamp");
     if (s->stamp_key == NULL) {
         Py_DECREF(s);
@@ -536,7 +967,7 @@ shaper_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 
 PyDoc_STRVAR(shaper_doc,
              "Shaper(*, limits, max_depth, max_keys, max_items, max_key_len, max_work, check_len, general,\n"
-             "       emittable, tag, scalars, accepted)\n\n"
+             "       emittable, tag, scalars, accepted, fragment=None)\n\n"
              "shape_of's fast path for one set of limits; call it with one value. See processors/_fastshape.py.");
 
 static PyTypeObject ShaperType = {
@@ -553,11 +984,56 @@ static PyTypeObject ShaperType = {
     .tp_new = shaper_new,
 };
 
+/* utc_timestamp(): the pipeline's timestamp, "YYYY-MM-DDTHH:MM:SS.ffffffZ", from one clock read. The
+ * formatted second is cached (the GIL serialises callers); the microseconds are written digit by digit. */
+static time_t stamp_second = (time_t)-1;
+static char stamp_prefix[20]; /* "YYYY-MM-DDTHH:MM:SS" */
+
+PyDoc_STRVAR(utc_timestamp_doc,
+             "utc_timestamp() -> str\n\n"
+             "The current UTC time as YYYY-MM-DDTHH:MM:SS.ffffffZ (always microseconds), one clock read.");
+
+static PyObject *
+utc_timestamp(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    struct timespec ts;
+    struct tm tm;
+    if (clock_gettime(CLOCK_REALTIME, &ts) != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    if (ts.tv_sec != stamp_second) {
+        if (gmtime_r(&ts.tv_sec, &tm) == NULL || tm.tm_year + 1900 < 0 || tm.tm_year + 1900 > 9999 ||
+            strftime(stamp_prefix, sizeof(stamp_prefix), "%Y-%m-%dT%H:%M:%S", &tm) != 19) {
+            PyErr_SetString(PyExc_OverflowError, "the clock is outside years 0-9999");
+            return NULL;
+        }
+        stamp_second = ts.tv_sec;
+    }
+    PyObject *out = PyUnicode_New(27, 127);
+    if (out == NULL)
+        return NULL;
+    Py_UCS1 *c = PyUnicode_1BYTE_DATA(out);
+    memcpy(c, stamp_prefix, 19);
+    c[19] = '.';
+    long us = ts.tv_nsec / 1000;
+    for (int i = 25; i >= 20; i--) {
+        c[i] = (Py_UCS1)('0' + us % 10);
+        us /= 10;
+    }
+    c[26] = 'Z';
+    return out;
+}
+
+static PyMethodDef module_methods[] = {
+    {"utc_timestamp", utc_timestamp, METH_NOARGS, utc_timestamp_doc},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "processors._cshape",
-    .m_doc = "The compiled fast path of processors.shapes.shape_of.",
+    .m_doc = "The compiled fast paths of processors.shapes.shape_of and of the pipeline's timestamp.",
     .m_size = -1,
+    .m_methods = module_methods,
 };
 
 static int

@@ -19,8 +19,15 @@ class Shaper:
         tag: Callable[[type], str],
         scalars: Mapping[type, Callable[[Any], Any]],
         accepted: Mapping[str, None],
+        fragment: Callable[[bytes], Any] | None = None,
     ) -> None: ...
     def __call__(self, value: Any, /) -> dict[str, Any] | str: ...
     def fields(
         self, event: dict[Any, Any], reserved: frozenset[str], names: frozenset[str], /
     ) -> tuple[dict[str, dict[str, Any] | str], int, list[str]]: ...
+    def render_fields(
+        self, event: dict[Any, Any], reserved: frozenset[str], names: frozenset[str], /
+    ) -> tuple[dict[str, Any], int, list[str]]: ...
+
+def utc_timestamp() -> str:
+    """The current UTC time, ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (always microseconds), from one clock read."""

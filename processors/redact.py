@@ -106,6 +106,7 @@ _FRAME = re.compile(r"[A-Za-z0-9_./<>-]{1,200}:-?[0-9]{1,9}:[A-Za-z0-9_.<>-]{1,1
 _EXCEPTION_KEYS = frozenset(
     {"type", "message", "frames", "frames_omitted", "chain_truncated", "cause", "context"}
 )
+_EXCEPTION_COUNTS = ("frames_omitted", "chain_truncated")
 _FORMATTED = "<formatted-exception>"
 
 
@@ -117,8 +118,13 @@ _NAMES = frozenset({"level", "logger", "kind"})  # the reserved keys whose valid
 _Fields = tuple[dict[str, Any], int, list[str]]
 
 
+def _json_int(value: Any) -> bool:
+    """An int a journal line can carry: orjson writes 64-bit ints only (past them, the event is lost)."""
+    return type(value) is int and -(1 << 63) <= value < 1 << 64
+
+
 def _count(value: Any) -> bool:
-    return type(value) is int
+    return _json_int(value) and value >= 0
 
 
 def _timestamp(value: Any) -> bool:
@@ -137,7 +143,7 @@ def _policy(value: Any) -> bool:
     if type(value) is str:
         return _name(value)
     return type(value) is dict and all(
-        _name(k) and (type(v) is int or _name(v) or (type(v) is str and _DIGEST.fullmatch(v)))
+        _name(k) and (_json_int(v) or _name(v) or (type(v) is str and _DIGEST.fullmatch(v)))
         for k, v in value.items()
     )
 
@@ -173,7 +179,7 @@ def _reserved_forms(scanner: Scanner) -> dict[str, Callable[[Any], bool]]:
             return False
         if type(frames) is not list or not all(type(f) is str and _FRAME.fullmatch(f) for f in frames):
             return False
-        if not all(type(value.get(k, 0)) in (int, bool) for k in ("frames_omitted", "chain_truncated")):
+        if not all(type(value.get(k, 0)) is bool or _count(value.get(k, 0)) for k in _EXCEPTION_COUNTS):
             return False
         nested = value.get("cause", value.get("context"))
         return nested is None or exception(nested, depth + 1)
@@ -255,6 +261,10 @@ class ShapeRecorder:
         scanner: masks the message and allowlisted values.
         reserved: keys that pass through when their values have the expected form.
         limits: bounds for each shape.
+        render: for a sink that serializes with orjson (the journal): where the compiled shaper runs, a
+            field's shape comes as an ``orjson.Fragment`` holding its JSON (the text orjson writes for the
+            shape's dict) instead of the dict; scalar fields share one Fragment per shape. Off by default:
+            the event then holds plain dicts only.
 
     Raises:
         TypeError: ``policy`` is neither a ``FieldPolicy`` nor callable.
@@ -272,6 +282,7 @@ class ShapeRecorder:
         scanner: Scanner,
         reserved: Iterable[str] = RESERVED_KEYS,
         limits: ShapeLimits = DEFAULT_LIMITS,
+        render: bool = False,
     ) -> None:
         if isinstance(policy, FieldPolicy):
             self._policy: FieldPolicy | None = policy
@@ -286,7 +297,7 @@ class ShapeRecorder:
         self._shape = _shaper(limits)  # shape_of with these limits, bound once
         # The compiled shaper also shapes a whole event's fields in one call (plain ``shape`` level).
         self._fields: Callable[[dict[Any, Any], frozenset[str], frozenset[str]], _Fields] | None
-        self._fields = getattr(self._shape, "fields", None)
+        self._fields = getattr(self._shape, "render_fields" if render else "fields", None)
         # Reserved names whose values the compiled call vets itself: as `_name` does, with its key length.
         self._names = (
             self._reserved & _NAMES if limits.max_key_len == DEFAULT_LIMITS.max_key_len else frozenset()

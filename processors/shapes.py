@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from itertools import chain, islice
 from typing import Any
 
+import orjson
+
 from processors._fastshape import fast_shaper
 from processors.secret_scanner import SecretScanner, base64ish_letters
 
@@ -450,6 +452,7 @@ def _fast_shaper(limits: ShapeLimits) -> Callable[[Any], Shape]:
             tag=_tag,
             scalars=_SCALARS,
             accepted=_ACCEPTED_KEYS,
+            fragment=orjson.Fragment,
         )
     return fast_shaper(
         limits,

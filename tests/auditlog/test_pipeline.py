@@ -466,3 +466,17 @@ class TestEventStamper:
             handle.shutdown()
         assert fused.pop("timestamp")[:19] == one_by_one.pop("timestamp")[:19]
         assert one_by_one == fused
+
+
+class TestReservedValues:
+    def test_ints_past_64_bits_are_shaped_not_lost(self, tmp_path: Path) -> None:
+        """A reserved key holding an int orjson cannot write is shaped, and the event is journaled."""
+        d = tmp_path / "j"
+        handle = auditlog.configure(journal_dir=d, key=KeyRing(KEY), stdlib=False)
+        structlog.get_logger("svc").info("big", dropped_fields=2**70, hidden_keys=-1, policy={"v": -(2**64)})
+        stats = handle.stats.as_dict()
+        handle.shutdown()
+        (event,) = records(d)
+        assert (1, 0) == (stats["written"], stats["dropped"])
+        shaped = [event["dropped_fields"], event["hidden_keys"], event["policy"]["keys"]["v"]]
+        assert [{"t": "int"}] * 3 == shaped

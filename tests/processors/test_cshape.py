@@ -268,3 +268,133 @@ class TestRecorderSameAsPython:
         out = fast(None, "info", {"event": "e", "timestamp": stamp})
         assert slow(None, "info", {"event": "e", "timestamp": stamp}) == out
         assert (stamp == out["timestamp"]) is kept
+
+
+def rendering(limits: ShapeLimits, emittable: Any = None) -> Any:
+    import orjson
+
+    shaper = compiled(limits, emittable=emittable)
+    return _cshape.Shaper(
+        limits=limits,
+        max_depth=limits.max_depth,
+        max_keys=limits.max_keys,
+        max_items=limits.max_items_sampled,
+        max_key_len=limits.max_key_len,
+        max_work=limits.max_work,
+        check_len=0 if limits.max_key_len >= shapes._CACHED_KEY_LEN else limits.max_key_len,
+        general=shapes._general,
+        emittable=emittable or shapes.emittable_key,
+        tag=shapes._tag,
+        scalars=shapes._SCALARS,
+        accepted=shapes._ACCEPTED_KEYS,
+        fragment=orjson.Fragment,
+    ), shaper
+
+
+class TestRender:
+    """render_fields writes the JSON text orjson writes for the dicts fields() builds."""
+
+    @SETTINGS
+    @given(
+        fields=st.dictionaries(KEYS, json_like(KEYS), max_size=6),
+        reserved=st.dictionaries(st.sampled_from(sorted(RESERVED_KEYS)), RESERVED_VALUES, max_size=5),
+        limits=st.one_of(st.just(DEFAULT_LIMITS), LIMITS),
+    )
+    def test_same_json_as_the_dicts(
+        self, fields: dict[Any, Any], reserved: dict[str, Any], limits: ShapeLimits
+    ) -> None:
+        """Byte for byte the dicts' JSON; the Python loop's event (its key order may differ)."""
+        import orjson
+
+        event = {**fields, **reserved}
+        rendered = ShapeRecorder(policy=FieldPolicy(), scanner=SecretScanner(), limits=limits, render=True)
+        dicts = ShapeRecorder(policy=FieldPolicy(), scanner=SecretScanner(), limits=limits)
+        slow = ShapeRecorder(policy=FieldPolicy(), scanner=SecretScanner(), limits=limits)
+        slow._fields = None
+        assert rendered._fields is not None and rendered._fields.__name__ == "render_fields"
+        expected = orjson.dumps(dicts(None, "info", dict(event)))
+        assert expected == orjson.dumps(rendered(None, "info", dict(event)))
+        assert slow(None, "info", dict(event)) == orjson.loads(expected)
+
+    @pytest.mark.parametrize(
+        "key", ['quo"te', "back\\slash", "tab\there", "nl\n", "\x01ctl\x1f", "é-ü", "\u2028", "😀", ""]
+    )
+    def test_key_escaping(self, key: str) -> None:
+        """Any key the emittable check lets through is written as orjson writes it."""
+        import orjson
+
+        render, shaper = rendering(DEFAULT_LIMITS, emittable=lambda k, n: isinstance(k, str))
+        event = {"f": {key: [{key: 1}, {key: "x"}], "n": {key: None}}}
+        out, _, _ = render.render_fields(event, frozenset(), frozenset())
+        assert "Fragment" == type(out["f"]).__name__
+        assert orjson.dumps(shaper(event["f"])) == orjson.dumps(out["f"])
+
+    def test_lone_surrogate_key_falls_back_to_the_dict(self) -> None:
+        """A key that is not valid UTF-8 text is shaped by the dict path (which the caller's check sees)."""
+        render, shaper = rendering(DEFAULT_LIMITS, emittable=lambda k, n: isinstance(k, str))
+        out, _, _ = render.render_fields({"f": {"\ud800": 1}}, frozenset(), frozenset())
+        assert shaper({"\ud800": 1}) == out["f"]
+
+    def test_scalar_shapes_are_shared(self) -> None:
+        """Scalar fields share one Fragment per shape; long strings get their own."""
+        render, _ = rendering(DEFAULT_LIMITS)
+        event = {"a": 1, "b": 2, "c": "xy", "d": "zw", "e": "q" * 300, "f": "r" * 300}
+        out, _, _ = render.render_fields(event, frozenset(), frozenset())
+        assert (True, True, False) == (out["a"] is out["b"], out["c"] is out["d"], out["e"] is out["f"])
+
+    def test_gives_up_like_the_dicts(self) -> None:
+        """Sets, bytes, subclasses and bounds: the field's shape is the dict path's dict."""
+        render, shaper = rendering(ShapeLimits(max_depth=2))
+        sub = type("L", (list,), {})()
+        event = {"s": {1, 2}, "b": {"raw": b"x"}, "deep": {"a": {"b": {"c": 1}}}, "sub": [sub]}
+        out, _, _ = render.render_fields(event, frozenset(), frozenset())
+        assert {k: shaper(v) for k, v in event.items()} == out
+
+    def test_needs_a_fragment_type(self) -> None:
+        with pytest.raises(TypeError):
+            compiled(DEFAULT_LIMITS).render_fields({"a": {}}, frozenset(), frozenset())
+        with pytest.raises(TypeError):
+            _cshape.Shaper(limits=DEFAULT_LIMITS)  # the other arguments are required
+
+    def test_no_reference_leaks(self) -> None:
+        render, _ = rendering(DEFAULT_LIMITS)
+        event = {
+            "request": {"headers": {"accept": "*/*"}, "params": {"page": 1}},
+            "items": [{"sku": "A", "qty": 1}] * 3,
+            "mixed": [1, "a", None],
+            "raw": b"xyz",
+            "n": 1,
+            "s": "x" * 300,
+            "token-9f8a7b6c5d4e3f2a1b0c": 1,
+        }
+        for _ in range(200):
+            render.render_fields(event, frozenset(), frozenset())
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(5000):
+                render.render_fields(event, frozenset(), frozenset())
+            gc.collect()
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert grown < 64 * 1024
+
+
+class TestTimestamp:
+    def test_format_and_clock(self) -> None:
+        """utc_timestamp is the pipeline's format, from the wall clock, and agrees with the Python one."""
+        import re
+        import time
+
+        from auditlog.pipeline import _now_iso, _py_now_iso
+
+        assert _cshape.utc_timestamp is _now_iso
+        before = time.time()
+        stamp = _cshape.utc_timestamp()
+        after = time.time()
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp)
+        parsed = time.mktime(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+        assert int(before) <= parsed + float("0." + stamp[20:26]) <= after + 1e-6
+        assert _py_now_iso()[:17] == stamp[:17]
