@@ -179,9 +179,10 @@ class EncryptedBodyStore:
 
         Raises:
             InvalidCorrelationId: the id is malformed (journaled as a refused read).
-            AccessDenied: no purpose, no ``bodies:read`` scope, or the body's tenant is not the reader's.
+            AccessDenied: no purpose, or no ``bodies:read`` scope.
             AuditUnavailable: the audit sink could not record the read (or the refusal).
-            BodyNotFound: nothing is stored under the id.
+            BodyNotFound: nothing is stored under the id, or the body belongs to a tenant the reader may
+                not read (the same error, word for word; the journal records which it was).
             BodyExpired: the body is past its retention; it has now been purged.
             BodyIntegrityError: the envelope fails to verify (journaled as ``body.integrity_failed``).
         """
@@ -207,19 +208,14 @@ class EncryptedBodyStore:
         try:
             header, ciphertext = self.backend.read_envelope(cid)
             env = Envelope.from_parts(header, b"", correlation_id=cid)
-        except BodyNotFound as exc:
-            self._refuse(cid, reader, why, "not_found", exc)
+        except BodyNotFound:
+            self._refuse(cid, reader, why, "not_found", _not_found(cid))
         except BodyIntegrityError as exc:
             self._integrity_failed(cid, reader, why, exc)
         tenant = env.meta.get("tenant")
         if not reader.reads_tenant(tenant):
-            self._refuse(
-                cid,
-                reader,
-                why,
-                "tenant",
-                AccessDenied(f"reader {reader.name!r} may not read this body's tenant"),
-            )
+            # Told apart in the journal only: to the reader, another tenant's body is a missing one.
+            self._refuse(cid, reader, why, "tenant", _not_found(cid))
         if self._expired(env):
             self._refuse_expired(cid, reader, why, env)
         try:
@@ -429,3 +425,8 @@ class EncryptedBodyStore:
             part=exc.part,
         )
         raise exc
+
+
+def _not_found(cid: str) -> BodyNotFound:
+    """The one refusal a reader sees for a missing body and for another tenant's."""
+    return BodyNotFound(f"body {cid!r}: not found")

@@ -99,8 +99,12 @@ class TestPolicyReaders:
         )
 
     @pytest.mark.parametrize(
-        ("reader", "reason"),
-        [("auditor", "missing_scope"), ("mallory", "missing_scope"), ("acme_support", "tenant")],
+        ("reader", "reason", "error"),
+        [
+            ("auditor", "missing_scope", AccessDenied),
+            ("mallory", "missing_scope", AccessDenied),
+            ("acme_support", "tenant", BodyNotFound),  # another tenant's body reads as a missing one
+        ],
     )
     def test_refused_readers_are_journaled(
         self,
@@ -110,10 +114,11 @@ class TestPolicyReaders:
         tmp_path: Path,
         reader: str,
         reason: str,
+        error: type[Exception],
     ) -> None:
         """No scope, an undeclared name, another tenant: refused, and the refusal is in the journal."""
         bodies.put("req-1", b"x", meta=body_meta(policy.defaults, tenant="beta"))
-        with pytest.raises(AccessDenied):
+        with pytest.raises(error):
             bodies.get("req-1", reader=reader, purpose="INC-1")
         handle.flush()
         (ev,) = journal_events(tmp_path / "journal", "body.read_denied")

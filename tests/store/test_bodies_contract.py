@@ -165,11 +165,6 @@ class TestAccess:
         ("reader", "purpose", "reason"),
         [
             (NOSCOPE, "INC-1", "missing_scope"),
-            (
-                Principal(name="beta-support", scopes=frozenset(ONCALL_READ), tenants=frozenset({"beta"})),
-                "INC-1",
-                "tenant",
-            ),
             (ONCALL, "", "no_purpose"),
             (ONCALL, "   ", "no_purpose"),
             (ONCALL, "line\nbreak", "no_purpose"),
@@ -197,12 +192,28 @@ class TestAccess:
         )
         assert "body.read" not in factory.audit.kinds()
 
+    def test_another_tenants_body_reads_as_missing(
+        self, factory: StoreFactory, store: EncryptedBodyStore
+    ) -> None:
+        """A reader of another tenant gets the missing body's error, word for word; the journal knows."""
+        beta = Principal(name="beta-support", scopes=frozenset(ONCALL_READ), tenants=frozenset({"beta"}))
+        store.put("req-1", BODY, meta=meta())
+        with pytest.raises(BodyNotFound) as other_tenant:
+            store.get("req-1", reader=beta, purpose="INC-1")
+        with pytest.raises(BodyNotFound) as missing:
+            store.get("req-2", reader=beta, purpose="INC-1")
+        assert str(missing.value).replace("req-2", "req-1") == str(other_tenant.value)
+        assert not isinstance(other_tenant.value, AccessDenied)
+        denied = [(e["decision"]["reason"], e["correlation_id"]) for e in factory.audit.events[-2:]]
+        assert [("tenant", "req-1"), ("not_found", "req-2")] == denied
+        assert "body.read" not in factory.audit.kinds()
+
     def test_tenant_reader_reads_its_tenant_only(self, store: EncryptedBodyStore) -> None:
         """A reader scoped to one tenant reads that tenant's bodies; a body without tenant needs '*'."""
         store.put("mine", BODY, meta=meta(tenant="acme"))
         store.put("none", BODY, meta=meta(tenant=None))
         assert BODY == store.get("mine", reader=ACME, purpose="INC-1")
-        with pytest.raises(AccessDenied):
+        with pytest.raises(BodyNotFound):
             store.get("none", reader=ACME, purpose="INC-1")
         assert BODY == store.get("none", reader=ONCALL, purpose="INC-1")
 
