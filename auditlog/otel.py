@@ -5,6 +5,7 @@ see the copy::
 
     provider.add_span_processor(RedactingSpanProcessor(BatchSpanProcessor(OTLPSpanExporter())))
     logger_provider.add_log_record_processor(RedactingLogRecordProcessor(BatchLogRecordProcessor(exporter)))
+    meter_provider = MeterProvider(metric_readers=[reader], views=redacting_views())  # metrics: see below
 
 Ended spans are immutable, so :class:`RedactingSpanProcessor` builds a new ``ReadableSpan`` for the inner
 processor; the live span (and any other processor on the provider) is untouched, and the inner processor's
@@ -31,6 +32,10 @@ body is shaped; the record's exception object is not passed on.
 
 A failure while redacting never reaches the application and never lets the original through: the span or
 record is dropped and counted in :attr:`RedactingSpanProcessor.dropped`.
+
+Metrics: :func:`redacting_views` keeps only the attribute keys in :data:`METRIC_ATTRIBUTES` (method,
+status, scheme, route template, port...) before aggregation; the Host-derived ``http.server_name`` and
+``http.host``, targets and URLs are dropped (``auditlog/_otel_metrics.py``).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from typing import Any, Literal
 
 import orjson
 
+from auditlog._otel_metrics import METRIC_ATTRIBUTES, redacting_views
 from auditlog.urls import collapse_path, redact_target
 from processors import Scanner, SecretScanner, shape_of
 from processors.shapes import emittable_key
@@ -62,10 +68,12 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 __all__ = [
     "ALLOWED_ATTRIBUTES",
     "ALLOWED_PREFIXES",
+    "METRIC_ATTRIBUTES",
     "URL_ATTRIBUTES",
     "RedactingLogRecordProcessor",
     "RedactingSpanProcessor",
     "redact_url",
+    "redacting_views",
 ]
 
 ALLOWED_ATTRIBUTES: frozenset[str] = frozenset(
