@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from auditlog.actor import Actor
-from processors import Scanner, ShapeLimits, shape_of
+from processors import Scanner, ShapeLimits, rendered_shape, shape_of
 
 if TYPE_CHECKING:
     from auditlog.pipeline import AuditHandle
@@ -195,7 +195,8 @@ def shape_value(
     """Apply ``rule``'s level to arguments or a result: ``(shape or None, fingerprints)``.
 
     - ``none`` / ``metadata``: no shape.
-    - ``shape``: :func:`processors.shape_of`.
+    - ``shape``: :func:`processors.rendered_shape` (the shape as an ``orjson.Fragment`` of its JSON where
+      the compiled shaper answers: the event goes to the journal as it is).
     - ``values``: the shape, plus ``"v"`` on each top-level field the rule allowlists whose value is a
       scalar; strings pass ``scanner.redact`` first and are cut at 256 characters.
 
@@ -214,6 +215,8 @@ def shape_value(
                     fps[name] = fingerprint(v)
         if level == "metadata":
             return None, fps
+        if level == "shape":  # nothing is added to it: rendered for the journal (orjson), no dicts built
+            return rendered_shape(value, limits=limits), fps
         shape = shape_of(value, limits=limits)
         if level == "values" and rule.allow and isinstance(value, Mapping) and isinstance(shape, dict):
             keys = shape.get("keys")

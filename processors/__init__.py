@@ -19,7 +19,7 @@ from processors.pii import PIIScanner
 from processors.redact import RESERVED_KEYS, FieldPolicy, ShapeRecorder
 from processors.scanning import Finding, Scanner, mask
 from processors.secret_scanner import SecretScanner
-from processors.shapes import ShapeLimits, shape_of
+from processors.shapes import ShapeLimits, rendered_shape, shape_of
 from processors.tracebacks import ExceptionShaper, safe_exception
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "bind_correlation_id",
     "mask",
     "new_correlation_id",
+    "rendered_shape",
     "safe_exception",
     "shape_of",
 ]

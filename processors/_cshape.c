@@ -855,9 +855,30 @@ shaper_render_fields(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return fields_impl(self, args, nargs, 1);
 }
 
+PyDoc_STRVAR(render_doc,
+             "render(value, /) -> Fragment | shape\n\n"
+             "The value's shape as an orjson.Fragment of its JSON where the fast path answers (the text\n"
+             "orjson writes for the shape's dict); elsewhere the shape itself, as calling the shaper gives.");
+
+static PyObject *
+shaper_render(PyObject *self, PyObject *value)
+{
+    Shaper *s = (Shaper *)self;
+    if (s->fragment == NULL) {
+        PyErr_SetString(PyExc_TypeError, "render needs a Shaper made with fragment=orjson.Fragment");
+        return NULL;
+    }
+    Buf buf;
+    buf_init(&buf);
+    PyObject *out = render_value(s, value, &buf);
+    buf_free(&buf);
+    return out;
+}
+
 static PyMethodDef shaper_methods[] = {
     {"fields", (PyCFunction)(void (*)(void))shaper_fields, METH_FASTCALL, fields_doc},
     {"render_fields", (PyCFunction)(void (*)(void))shaper_render_fields, METH_FASTCALL, render_fields_doc},
+    {"render", (PyCFunction)shaper_render, METH_O, render_doc},
     {NULL, NULL, 0, NULL},
 };
 

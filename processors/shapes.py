@@ -48,7 +48,15 @@ else:
     except ImportError:
         _cshape = None
 
-__all__ = ["DEFAULT_LIMITS", "ShapeLimits", "emittable_key", "safe_type_name", "shape_of", "unshapeable"]
+__all__ = [
+    "DEFAULT_LIMITS",
+    "ShapeLimits",
+    "emittable_key",
+    "rendered_shape",
+    "safe_type_name",
+    "shape_of",
+    "unshapeable",
+]
 
 Shape = dict[str, Any] | str
 
@@ -516,3 +524,27 @@ def shape_of(value: object, *, limits: ShapeLimits = DEFAULT_LIMITS) -> Shape:
     if limits is DEFAULT_LIMITS:
         return _DEFAULT_SHAPER(value)
     return _shaper(limits)(value)
+
+
+def rendered_shape(value: object, *, limits: ShapeLimits = DEFAULT_LIMITS) -> Any:
+    """:func:`shape_of` for a value that goes straight to an orjson sink (the journal).
+
+    Where the compiled shaper answers, the shape comes as an ``orjson.Fragment`` holding its JSON (the
+    text orjson writes for the shape's dict), so no dicts are built only to be serialized; elsewhere, and
+    without the compiled shaper, it is the shape itself. Never raises.
+
+    Args:
+        value: anything.
+        limits: bounds on depth, width and total work.
+
+    Returns:
+        An ``orjson.Fragment`` or a shape, either way the same JSON once serialized.
+    """
+    shaper = _shaper(limits)
+    render = getattr(shaper, "render", None)
+    if render is None:
+        return shaper(value)
+    try:
+        return render(value)
+    except Exception:  # MemoryError while rendering: the dict path fails closed on its own
+        return shaper(value)

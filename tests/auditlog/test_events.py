@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -16,7 +17,7 @@ from auditlog.actor import ANONYMOUS, Actor, actor_from_claims, default_actor, w
 from auditlog.canaries import load_canaries
 from auditlog.events import Action, Outcome, build_event, decide, shape_value
 from auditlog.policy import loads
-from processors import SecretScanner
+from processors import SecretScanner, shape_of
 
 CANARIES = load_canaries()
 SCANNER = SecretScanner()
@@ -115,7 +116,9 @@ class TestShapeValue:
         shape, fps = shape_value(args, rule=POLICY.match(tool="meta"), scanner=SCANNER, fingerprint=fp)
         assert (None, {"email": fp(args["email"])}) == (shape, fps)
         plain, _ = shape_value(args, rule=POLICY.defaults, scanner=SCANNER)
-        assert {"t": "str", "len": 9} == plain["keys"]["q"]
+        assert "Fragment" == type(plain).__name__  # rendered for the journal: the JSON of shape_of(args)
+        assert orjson.dumps(shape_of(args)) == orjson.dumps(plain)
+        assert {"t": "str", "len": 9} == orjson.loads(orjson.dumps(plain))["keys"]["q"]
         vals, _ = shape_value(args, rule=POLICY.match(tool="vals"), scanner=SCANNER, fingerprint=fp)
         assert ("red shoes", 3) == (vals["keys"]["q"]["v"], vals["keys"]["n"]["v"])
         assert "v" not in vals["keys"]["other"] and "v" not in vals["keys"]["blob"]

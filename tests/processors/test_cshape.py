@@ -316,6 +316,17 @@ class TestRender:
         assert expected == orjson.dumps(rendered(None, "info", dict(event)))
         assert slow(None, "info", dict(event)) == orjson.loads(expected)
 
+    @SETTINGS
+    @given(value=json_like(KEYS), limits=st.one_of(st.just(DEFAULT_LIMITS), LIMITS))
+    def test_rendered_shape_is_shape_of_as_json(self, value: Any, limits: ShapeLimits) -> None:
+        """processors.rendered_shape serializes to shape_of's JSON, byte for byte, for any value."""
+        import orjson
+
+        from processors import rendered_shape
+
+        expected = orjson.dumps(shape_of(value, limits=limits))
+        assert expected == orjson.dumps(rendered_shape(value, limits=limits))
+
     @pytest.mark.parametrize(
         "key", ['quo"te', "back\\slash", "tab\there", "nl\n", "\x01ctl\x1f", "é-ü", "\u2028", "😀", ""]
     )
