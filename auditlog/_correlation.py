@@ -24,6 +24,9 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from opentelemetry import trace  # opentelemetry-api is a core dependency
+from opentelemetry.context import get_current
+
 from processors import Scanner
 
 __all__ = [
@@ -104,9 +107,7 @@ def valid_request_id(value: object, scanner: Scanner | None = None) -> str | Non
 
 def otel_ids() -> tuple[str, str] | None:
     """``(trace_id, span_id)`` of the current OpenTelemetry span as hex, if one is valid."""
-    try:
-        from opentelemetry import trace
-    except ImportError:  # pragma: no cover - opentelemetry-api is a core dependency
+    if not get_current():  # an empty OpenTelemetry context holds no span: skip the lookups
         return None
     ctx = trace.get_current_span().get_span_context()
     if not ctx.is_valid:
