@@ -181,6 +181,21 @@ class TestCorrelation:
         assert b.correlation_id != c.correlation_id
         assert a.request_key == f"{a.correlation_id}.{a.span_id}"
 
+    def test_current_span(self) -> None:
+        """Inside a recording span the ids are the span's (before x-request-id); outside, a new id."""
+        from opentelemetry.sdk.trace import TracerProvider
+
+        with TracerProvider().get_tracer("tests").start_as_current_span("request") as span:
+            ctx = span.get_span_context()
+            inside = resolve(request_id="req-12345678")
+        outside = resolve(request_id="req-12345678")
+        assert ("otel", f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}") == (
+            inside.source,
+            inside.correlation_id,
+            inside.span_id,
+        )
+        assert "x-request-id" == outside.source
+
 
 class TestActor:
     def test_scope_user_and_auth(self) -> None:
