@@ -174,3 +174,20 @@ def write_key_file(ring: KeyRing, path: Path) -> Path:
     """Write ``ring``'s active key to ``path`` in the CLI's ``--key-file`` form; return ``path``."""
     path.write_text(ring.active.to_b64() + "\n")
     return path
+
+
+def semconv_mode(monkeypatch: Any, mode: str) -> None:
+    """Put the OpenTelemetry HTTP instrumentations in semantic-convention ``mode`` for one test.
+
+    They read ``OTEL_SEMCONV_STABILITY_OPT_IN`` once per process; this resets that reading. ``mode`` is
+    ``"default"`` (the keys before 1.21) or a value of the variable (``"http/dup"``).
+    """
+    import opentelemetry.instrumentation._semconv as semconv
+
+    stability = semconv._OpenTelemetrySemanticConventionStability
+    monkeypatch.setattr(stability, "_initialized", False)
+    monkeypatch.setattr(stability, "_OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING", {})
+    if mode == "default":
+        monkeypatch.delenv("OTEL_SEMCONV_STABILITY_OPT_IN", raising=False)
+    else:
+        monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", mode)

@@ -31,7 +31,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from auditlog.otel import RedactingSpanProcessor, redact_url
-from tests._support import START_TIMEOUT, serve_uvicorn
+from tests._support import START_TIMEOUT, semconv_mode, serve_uvicorn
 from tests.conftest import Canaries
 
 Scope = MutableMapping[str, Any]
@@ -77,17 +77,9 @@ class Served:
 @pytest.fixture(params=["default", "http/dup"])
 def served(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
     """uvicorn on 127.0.0.1 (port 0) running the real middleware in one semantic-convention mode."""
-    import opentelemetry.instrumentation._semconv as semconv
     import opentelemetry.instrumentation.asgi as asgi
 
-    # The instrumentation reads OTEL_SEMCONV_STABILITY_OPT_IN once per process; reset it for this test.
-    stability = semconv._OpenTelemetrySemanticConventionStability
-    monkeypatch.setattr(stability, "_initialized", False)
-    monkeypatch.setattr(stability, "_OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING", {})
-    if request.param == "default":
-        monkeypatch.delenv("OTEL_SEMCONV_STABILITY_OPT_IN", raising=False)
-    else:
-        monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", request.param)
+    semconv_mode(monkeypatch, request.param)
     # uvicorn logs the app's exception with its message; this test is about spans, keep it quiet.
     monkeypatch.setattr(logging.getLogger("uvicorn.error"), "disabled", True)
 

@@ -20,7 +20,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from auditlog.otel import METRIC_ATTRIBUTES, redacting_views
-from tests._support import serve_uvicorn
+from tests._support import semconv_mode, serve_uvicorn
 from tests.conftest import Canaries
 
 Scope = MutableMapping[str, Any]
@@ -49,15 +49,7 @@ def attributes(reader: InMemoryMetricReader) -> list[tuple[str, dict[str, Any]]]
 @pytest.fixture(params=["default", "http/dup"])
 def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """The instrumentation's semantic-convention mode (it reads the variable once per process)."""
-    import opentelemetry.instrumentation._semconv as semconv
-
-    stability = semconv._OpenTelemetrySemanticConventionStability
-    monkeypatch.setattr(stability, "_initialized", False)
-    monkeypatch.setattr(stability, "_OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING", {})
-    if request.param == "default":
-        monkeypatch.delenv("OTEL_SEMCONV_STABILITY_OPT_IN", raising=False)
-    else:
-        monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", request.param)
+    semconv_mode(monkeypatch, request.param)
     monkeypatch.setattr(logging.getLogger("uvicorn.error"), "disabled", True)
     return str(request.param)
 

@@ -42,7 +42,7 @@ def python_fast(limits: ShapeLimits, general: Any = None) -> Any:
     )
 
 
-def compiled(limits: ShapeLimits, general: Any = None, emittable: Any = None) -> Any:
+def compiled(limits: ShapeLimits, general: Any = None, emittable: Any = None, fragment: Any = None) -> Any:
     return _cshape.Shaper(
         limits=limits,
         max_depth=limits.max_depth,
@@ -56,6 +56,7 @@ def compiled(limits: ShapeLimits, general: Any = None, emittable: Any = None) ->
         tag=shapes._tag,
         scalars=shapes._SCALARS,
         accepted=shapes._ACCEPTED_KEYS,
+        fragment=fragment,
     )
 
 
@@ -235,13 +236,17 @@ RESERVED_VALUES = st.one_of(
 )
 
 
+# an event: fields of any JSON-like values, reserved keys of valid and invalid forms, and the limits
+EVENT_PARTS = {
+    "fields": st.dictionaries(KEYS, json_like(KEYS), max_size=6),
+    "reserved": st.dictionaries(st.sampled_from(sorted(RESERVED_KEYS)), RESERVED_VALUES, max_size=5),
+    "limits": st.one_of(st.just(DEFAULT_LIMITS), LIMITS),
+}
+
+
 class TestRecorderSameAsPython:
     @SETTINGS
-    @given(
-        fields=st.dictionaries(KEYS, json_like(KEYS), max_size=6),
-        reserved=st.dictionaries(st.sampled_from(sorted(RESERVED_KEYS)), RESERVED_VALUES, max_size=5),
-        limits=st.one_of(st.just(DEFAULT_LIMITS), LIMITS),
-    )
+    @given(**EVENT_PARTS)
     def test_same_event(self, fields: dict[Any, Any], reserved: dict[str, Any], limits: ShapeLimits) -> None:
         """ShapeRecorder's one compiled call gives the Python loop's event, reserved keys included."""
         event = {**fields, **reserved}
@@ -270,36 +275,19 @@ class TestRecorderSameAsPython:
         assert (stamp == out["timestamp"]) is kept
 
 
-def rendering(limits: ShapeLimits, emittable: Any = None) -> Any:
+def rendering(limits: ShapeLimits, emittable: Any = None) -> tuple[Any, Any]:
+    """A rendering shaper and the plain one, for the same limits."""
     import orjson
 
-    shaper = compiled(limits, emittable=emittable)
-    return _cshape.Shaper(
-        limits=limits,
-        max_depth=limits.max_depth,
-        max_keys=limits.max_keys,
-        max_items=limits.max_items_sampled,
-        max_key_len=limits.max_key_len,
-        max_work=limits.max_work,
-        check_len=0 if limits.max_key_len >= shapes._CACHED_KEY_LEN else limits.max_key_len,
-        general=shapes._general,
-        emittable=emittable or shapes.emittable_key,
-        tag=shapes._tag,
-        scalars=shapes._SCALARS,
-        accepted=shapes._ACCEPTED_KEYS,
-        fragment=orjson.Fragment,
-    ), shaper
+    plain = compiled(limits, emittable=emittable)
+    return compiled(limits, emittable=emittable, fragment=orjson.Fragment), plain
 
 
 class TestRender:
     """render_fields writes the JSON text orjson writes for the dicts fields() builds."""
 
     @SETTINGS
-    @given(
-        fields=st.dictionaries(KEYS, json_like(KEYS), max_size=6),
-        reserved=st.dictionaries(st.sampled_from(sorted(RESERVED_KEYS)), RESERVED_VALUES, max_size=5),
-        limits=st.one_of(st.just(DEFAULT_LIMITS), LIMITS),
-    )
+    @given(**EVENT_PARTS)
     def test_same_json_as_the_dicts(
         self, fields: dict[Any, Any], reserved: dict[str, Any], limits: ShapeLimits
     ) -> None:
