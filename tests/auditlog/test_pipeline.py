@@ -480,3 +480,57 @@ class TestReservedValues:
         assert (1, 0) == (stats["written"], stats["dropped"])
         shaped = [event["dropped_fields"], event["hidden_keys"], event["policy"]["keys"]["v"]]
         assert [{"t": "int"}] * 3 == shaped
+
+
+class Hostile:
+    """An object whose every reading raises."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr")
+
+    def __str__(self) -> str:
+        raise RuntimeError("str")
+
+    def __len__(self) -> int:
+        raise RuntimeError("len")
+
+
+class TestPathologicalThroughConfigure:
+    def test_hostile_values_are_journaled_bounded_and_never_raise(self, tmp_path: Path) -> None:
+        """configure()'s rendered shapes: deep, wide, cyclic, binary and hostile values; every event lands."""
+        deep_dict: Any = {"leaf": 1}
+        deep_list: Any = [1]
+        for _ in range(10_000):
+            deep_dict, deep_list = {"k": deep_dict}, [deep_list]
+        cyclic: dict[str, Any] = {"a": [1, 2]}
+        cyclic["self"] = cyclic
+        cyclic["a"].append(cyclic)
+        wide = {f"k{i}": i for i in range(10**6)}
+        secret = CANARIES.values["api_key"]
+        values = {
+            "deep_dict": deep_dict,
+            "deep_list": deep_list,
+            "cyclic": cyclic,
+            "wide": wide,
+            "bytes": b"\xff\xfe" + secret.encode(),
+            "surrogate_value": "\ud800" + secret,
+            "surrogate_key": {"\udcff" + secret: 1, "ok": [secret]},
+            "hostile": Hostile(),
+            "hostile_nested": {"x": [Hostile(), {"y": Hostile()}]},
+            "sets": {"s": {secret, "b"}, "f": frozenset({1})},
+        }
+        d = tmp_path / "j"
+        handle = auditlog.configure(journal_dir=d, key=KeyRing(KEY), stdlib=False)
+        log = structlog.get_logger("svc")
+        for name, value in values.items():
+            log.info("hostile", **{name: value})
+        stats = handle.stats.as_dict()
+        handle.shutdown()
+        got = records(d)
+        assert (len(values), 0) == (stats["written"], stats["dropped"])
+        assert [next(iter(values.keys() & r.keys())) for r in got] == list(values)
+        assert [] == CANARIES.leaks_in(journal_bytes(d))
+        assert verify(d, keys=KeyRing(KEY)).ok
+        assert {"t": "obj", "n": 10**6, "truncated": True} == {
+            k: got[3]["wide"][k] for k in ("t", "n", "truncated")
+        }
