@@ -43,6 +43,7 @@ import orjson
 import structlog
 
 from auditlog._correlation import Correlation, resolve
+from auditlog._routes import RouteIndex, find_routes
 from auditlog.actor import ANONYMOUS, Actor, ActorResolver, default_actor
 from auditlog.events import (
     Action,
@@ -197,43 +198,6 @@ def _form(text: str) -> dict[str, object]:
         else:
             out[k] = [prev, v]
     return out
-
-
-def _find_routes(app: object) -> list[Any] | None:
-    """The route list of a Starlette/FastAPI router found by following ``.app`` through middleware."""
-    node = app
-    for _ in range(16):
-        routes = getattr(node, "routes", None)
-        if isinstance(routes, list):
-            return routes
-        router = getattr(node, "router", None)
-        if router is not None and isinstance(getattr(router, "routes", None), list):
-            return list(router.routes)
-        node = getattr(node, "app", None)
-        if node is None:
-            return None
-    return None
-
-
-def _template(routes: list[Any], scope: Scope, prefix: str = "", depth: int = 0) -> str | None:
-    """The route template that will serve ``scope`` (Starlette ``Route.matches``), if any."""
-    partial: str | None = None
-    for route in routes:
-        matches = getattr(route, "matches", None)
-        path = getattr(route, "path", None)
-        if matches is None or not isinstance(path, str):
-            continue
-        match, child = matches(scope)
-        kind = getattr(match, "name", "")
-        if kind == "FULL":
-            inner = getattr(route, "routes", None)
-            if isinstance(inner, list) and inner and depth < 4:
-                sub = _template(inner, {**scope, **child}, prefix + path, depth + 1)
-                return sub if sub is not None else prefix + path
-            return prefix + path
-        if kind == "PARTIAL" and partial is None:
-            partial = prefix + path
-    return partial
 
 
 class _Recorder:
@@ -590,7 +554,7 @@ class AuditMiddleware(_Recorder):
         ValueError: a limit is not a positive int.
     """
 
-    __slots__ = ("_routes", "_routes_known", "app")
+    __slots__ = ("_routes", "_routes_known", "app")  # _routes: a RouteIndex once the app's routes are known
 
     def __init__(
         self,
@@ -618,7 +582,7 @@ class AuditMiddleware(_Recorder):
             limits=limits,
         )
         self.app = app
-        self._routes: list[Any] | None = None
+        self._routes: RouteIndex | None = None
         self._routes_known = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -697,7 +661,8 @@ class AuditMiddleware(_Recorder):
 
     def _begin(self, scope: Scope, handle: AuditHandle | None) -> _Request:
         if not self._routes_known:
-            self._routes = _find_routes(self.app)
+            routes = find_routes(self.app)
+            self._routes = RouteIndex(routes) if routes else None
             self._routes_known = True
         path = scope.get("path") or "/"
         raw = scope.get("raw_path")
@@ -710,7 +675,7 @@ class AuditMiddleware(_Recorder):
             path=path,
             target=raw.decode("latin-1") if isinstance(raw, bytes) else path,
             query=(scope.get("query_string") or b"").decode("latin-1"),
-            template=_template(self._routes, scope) if self._routes else None,
+            template=self._routes.template(scope) if self._routes is not None else None,
             context=scope,
         )
 

@@ -4,9 +4,10 @@
 
 HTTP: uvicorn (one server process) serves a small JSON endpoint (a) bare, (b) behind ``AuditMiddleware``
 writing the chained journal, (c) behind a typical ``BaseHTTPMiddleware`` that logs method, path, status and
-duration through stdlib ``logging`` to a file. The load comes from a separate process: a minimal
-keep-alive HTTP/1.1 client on asyncio streams over loopback, a bounded number of requests. Variants are
-run twice, interleaved; the better run counts.
+duration through stdlib ``logging`` to a file; (a') and (b') repeat (a) and (b) in an app whose router tries
+100 other routes first (the middleware finds the route template before the app runs). The load comes
+from a separate process: a minimal keep-alive HTTP/1.1 client on asyncio streams over loopback, a bounded
+number of requests. Variants are run twice, interleaved; the better run counts.
 
 Memory: a 512 MiB streamed response through (b) with body capture on (cap 1 MiB): the server's peak
 RSS growth. MCP: tool calls per second through an in-memory client session with and without
@@ -77,7 +78,11 @@ def build_app(variant: str, workdir: Path) -> Any:
             {"rss_kib": _rss_kib(), "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
         )
 
-    app: Any = Starlette(routes=[Route("/orders/{order_id}", order), Route("/big", big), Route("/rss", rss)])
+    routes = [Route("/orders/{order_id}", order), Route("/big", big), Route("/rss", rss)]
+    if variant.endswith("-100"):  # a larger app: 100 routes tried before the one the load requests
+        routes = [Route(f"/section{i}/{{item_id}}", order) for i in range(100)] + routes
+        variant = variant[: -len("-100")]
+    app: Any = Starlette(routes=routes)
     if variant == "audit":
         import auditlog
         from auditlog.asgi import AuditMiddleware
@@ -214,7 +219,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def run_http(requests: int, connections: int) -> dict[str, dict[str, Any]]:
     best: dict[str, dict[str, Any]] = {}
     for _round in range(2):
-        for variant in ("bare", "audit", "logging"):
+        for variant in ("bare", "audit", "logging", "bare-100", "audit-100"):
             proc, port = _start(variant)
             try:
                 cmd = [sys.executable, __file__, "--load", "--port", str(port)]
@@ -335,6 +340,20 @@ def main() -> None:
             f"{c['rps'] / a['rps']:.2f}",
             f"{c['p50_ms']:.2f}",
             f"{c['p99_ms']:.2f}",
+        ),
+        (
+            "(a') bare uvicorn, 100 routes before the one served",
+            f"{http['bare-100']['rps']:.0f} req/s",
+            "1.00",
+            f"{http['bare-100']['p50_ms']:.2f}",
+            f"{http['bare-100']['p99_ms']:.2f}",
+        ),
+        (
+            "(b') AuditMiddleware, 100 routes before the one served",
+            f"{http['audit-100']['rps']:.0f} req/s",
+            f"{http['audit-100']['rps'] / http['bare-100']['rps']:.2f}",
+            f"{http['audit-100']['p50_ms']:.2f}",
+            f"{http['audit-100']['p99_ms']:.2f}",
         ),
         ("MCP tool calls, bare", f"{mcp['bare']:.0f} calls/s", "1.00", "", ""),
         (
