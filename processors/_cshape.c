@@ -710,7 +710,13 @@ scalar_fragment(Shaper *s, Py_ssize_t slot, Py_ssize_t len, Buf *b)
         int rc = slot < 4 ? buf_put(b, lits[slot], (Py_ssize_t)strlen(lits[slot])) : r_str(b, len) < 0 ? -1 : 0;
         if (rc < 0 || (frag = to_fragment(s, b)) == NULL)
             return NULL;
-        s->scalar_frags[slot] = frag;
+        if (s->scalar_frags[slot] != NULL) { /* made meanwhile by another caller: keep that one */
+            Py_DECREF(frag);
+            frag = s->scalar_frags[slot];
+        }
+        else {
+            s->scalar_frags[slot] = frag;
+        }
     }
     return Py_NewRef(frag);
 }
