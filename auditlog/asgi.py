@@ -385,7 +385,12 @@ class _Recorder:
             query: Any = _EMPTY_OBJ
             if req.query:
                 query, fq = shape_value(
-                    _form(req.query), rule=rule, scanner=scanner, fingerprint=fingerprint, limits=self._limits
+                    _form(req.query),
+                    rule=rule,
+                    scanner=scanner,
+                    fingerprint=fingerprint,
+                    limits=self._limits,
+                    render=True,
                 )
                 fps.update(fq)
             body: Any = {"t": "bytes", "len": req.req_bytes}
@@ -393,7 +398,12 @@ class _Recorder:
                 parsed = _parse_body(bytes(req.req_buf), req.req_ctype)
                 if not isinstance(parsed, bytes):
                     body, fb = shape_value(
-                        parsed, rule=rule, scanner=scanner, fingerprint=fingerprint, limits=self._limits
+                        parsed,
+                        rule=rule,
+                        scanner=scanner,
+                        fingerprint=fingerprint,
+                        limits=self._limits,
+                        render=True,
                     )
                     fps.update(fb)
             args_shape = {"query": query, "body": body}
@@ -401,7 +411,9 @@ class _Recorder:
             if req.resp_buf is not None and req.complete and req.resp_bytes:
                 parsed = _parse_body(bytes(req.resp_buf), req.resp_ctype)
                 if not isinstance(parsed, bytes):
-                    result_shape, _ = shape_value(parsed, rule=rule, scanner=scanner, limits=self._limits)
+                    result_shape, _ = shape_value(
+                        parsed, rule=rule, scanner=scanner, limits=self._limits, render=True
+                    )
         body_ref = self._store_body(req)
         status: Status
         if req.error_type is not None:

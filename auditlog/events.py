@@ -191,12 +191,13 @@ def shape_value(
     scanner: Scanner,
     fingerprint: Callable[[object], str] | None = None,
     limits: ShapeLimits = _DEFAULT_LIMITS,
+    render: bool = False,
 ) -> tuple[Any, dict[str, str]]:
     """Apply ``rule``'s level to arguments or a result: ``(shape or None, fingerprints)``.
 
     - ``none`` / ``metadata``: no shape.
-    - ``shape``: :func:`processors.rendered_shape` (the shape as an ``orjson.Fragment`` of its JSON where
-      the compiled shaper answers: the event goes to the journal as it is).
+    - ``shape``: :func:`processors.shape_of`; with ``render=True`` (the middleware, whose events go to the
+      journal as they are) :func:`processors.rendered_shape`, an ``orjson.Fragment`` of the same JSON.
     - ``values``: the shape, plus ``"v"`` on each top-level field the rule allowlists whose value is a
       scalar; strings pass ``scanner.redact`` first and are cut at 256 characters.
 
@@ -215,7 +216,7 @@ def shape_value(
                     fps[name] = fingerprint(v)
         if level == "metadata":
             return None, fps
-        if level == "shape":  # nothing is added to it: rendered for the journal (orjson), no dicts built
+        if level == "shape" and render:  # nothing is added to it: rendered for the journal, no dicts built
             return rendered_shape(value, limits=limits), fps
         shape = shape_of(value, limits=limits)
         if level == "values" and rule.allow and isinstance(value, Mapping) and isinstance(shape, dict):

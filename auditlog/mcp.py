@@ -302,10 +302,13 @@ class MCPAuditor:
                     scanner=scanner,
                     fingerprint=fingerprint,
                     limits=self._limits,
+                    render=True,
                 )
             result_shape = None
             if result is not None:
-                result_shape, _ = shape_value(result, rule=call.rule, scanner=scanner, limits=self._limits)
+                result_shape, _ = shape_value(
+                    result, rule=call.rule, scanner=scanner, limits=self._limits, render=True
+                )
             info = dict(call.mcp or {})
             if is_error is not None:
                 info["is_error"] = is_error
