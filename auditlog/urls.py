@@ -50,9 +50,33 @@ def _random_looking(seg: str) -> bool:
     return capitals * 10 >= len(letters) * 3 and flips * 4 >= len(letters)
 
 
-def _segment(seg: str, scanner: Scanner | None) -> str:
-    if not seg:
+# Segments that came back unchanged (route words: "orders", "v1"), per scanner: the same scanner gives the
+# same answer, and these words are written out verbatim anyway. Ids, tokens and anything the scanner
+# flagged are never kept. The scanner itself is held, so its id names it while it is cached.
+_ACCEPTED: dict[int, tuple[Scanner | None, set[str]]] = {}
+_MAX_SCANNERS = 8
+_MAX_WORDS = 4096
+
+
+def _accepted(scanner: Scanner | None) -> set[str]:
+    entry = _ACCEPTED.get(id(scanner))
+    if entry is None or entry[0] is not scanner:
+        if len(_ACCEPTED) >= _MAX_SCANNERS:
+            _ACCEPTED.clear()
+        entry = _ACCEPTED[id(scanner)] = (scanner, set())
+    return entry[1]
+
+
+def _segment(seg: str, scanner: Scanner | None, accepted: set[str] | None = None) -> str:
+    if not seg or (accepted is not None and seg in accepted):
         return seg
+    out = _judge(seg, scanner)
+    if out is seg and accepted is not None and len(accepted) < _MAX_WORDS:
+        accepted.add(seg)
+    return out
+
+
+def _judge(seg: str, scanner: Scanner | None) -> str:
     if seg.startswith("{") and seg.endswith("}"):
         return "{id}"  # a literal placeholder from a client is still not trusted
     if _NUMBER.match(seg):
@@ -75,7 +99,8 @@ def collapse_path(path: str, *, scanner: Scanner | None = None) -> str:
     """Collapse id-like segments of a URL path (numbers, UUIDs, emails, tokens) to placeholders."""
     decoded = urllib.parse.unquote(path, errors="replace")
     parts = decoded.split("/")
-    out = [_segment(p, scanner) for p in parts[:_MAX_SEGMENTS]]
+    accepted = _accepted(scanner)
+    out = [_segment(p, scanner, accepted) for p in parts[:_MAX_SEGMENTS]]
     if len(parts) > _MAX_SEGMENTS:
         out.append("{...}")
     return "/".join(out)
@@ -96,8 +121,7 @@ def query_keys(query: str) -> tuple[list[str], int]:
 
 
 def _looks_like_token(k: str) -> bool:
-    digits = sum(c.isdigit() for c in k)
-    return len(k) >= 12 and digits >= 3
+    return len(k) >= 12 and sum(c.isdigit() for c in k) >= 3
 
 
 def redact_target(target: str, *, scanner: Scanner | None = None) -> str:

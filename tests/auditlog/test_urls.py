@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from auditlog.urls import collapse_path, query_keys, redact_target
+from processors import SecretScanner
 
 
 class TestCollapsePath:
@@ -112,3 +113,29 @@ class TestRedactTarget:
         out = redact_target(f"/x?q={secret}&r=1")
         assert out.startswith("/x?")
         assert secret not in out.split("?", 1)[1] or secret in "q=&r="
+
+
+class TestAcceptedWords:
+    def test_each_scanner_decides_for_itself(self) -> None:
+        """Route words are remembered per scanner: one that flags a word still collapses it."""
+        from processors import Finding
+
+        class Strict:
+            def findings(self, text: str) -> list[Finding]:
+                return [Finding("ROUTE_WORD", 0, len(text))] if text == "orders" else []
+
+            def redact(self, text: str) -> str:
+                return text
+
+        lenient = SecretScanner()
+        assert "/orders/{n}" == collapse_path("/orders/42", scanner=lenient)
+        assert "/orders/{n}" == collapse_path("/orders/43", scanner=lenient)  # from the cache
+        assert "/{id}/{n}" == collapse_path("/orders/42", scanner=Strict())
+
+    def test_only_unchanged_words_are_kept(self) -> None:
+        """Numbers, tokens and flagged segments are never remembered."""
+        from auditlog import urls
+
+        scanner = SecretScanner()
+        collapse_path("/users/42/reset/wJalrXUtnFEMIK7MDENGbPxRfiCY/ann@example.org", scanner=scanner)
+        assert {"users", "reset"} == urls._accepted(scanner)
