@@ -24,16 +24,13 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from opentelemetry import trace  # opentelemetry-api is a core dependency
-from opentelemetry.context import get_current
-
 from processors import Scanner
+from processors.correlation import current_span_ids
 
 __all__ = [
     "Correlation",
     "new_correlation_id",
     "new_span_id",
-    "otel_ids",
     "parse_traceparent",
     "resolve",
     "valid_request_id",
@@ -105,16 +102,6 @@ def valid_request_id(value: object, scanner: Scanner | None = None) -> str | Non
     return value
 
 
-def otel_ids() -> tuple[str, str] | None:
-    """``(trace_id, span_id)`` of the current OpenTelemetry span as hex, if one is valid."""
-    if not get_current():  # an empty OpenTelemetry context holds no span: skip the lookups
-        return None
-    ctx = trace.get_current_span().get_span_context()
-    if not ctx.is_valid:
-        return None
-    return f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
-
-
 def resolve(
     *,
     traceparent: object = None,
@@ -123,7 +110,7 @@ def resolve(
 ) -> Correlation:
     """Decide the correlation id of one request (see the module docstring for the precedence)."""
     parsed = parse_traceparent(traceparent) if traceparent is not None else None
-    current = otel_ids()
+    current = current_span_ids()
     span_id = current[1] if current is not None else new_span_id()
     if parsed is not None:
         return Correlation(

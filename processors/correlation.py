@@ -16,7 +16,13 @@ from typing import Any
 
 import structlog
 
-__all__ = ["VALID_CORRELATION_ID", "add_correlation_ids", "bind_correlation_id", "new_correlation_id"]
+__all__ = [
+    "VALID_CORRELATION_ID",
+    "add_correlation_ids",
+    "bind_correlation_id",
+    "current_span_ids",
+    "new_correlation_id",
+]
 
 VALID_CORRELATION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _INVALID = "<invalid>"
@@ -41,7 +47,11 @@ def _load_otel() -> Callable[[], Any] | None:
     return _get_current_span
 
 
-def _current_span_ids() -> tuple[str, str] | None:
+def current_span_ids() -> tuple[str, str] | None:
+    """``(trace_id, span_id)`` of the current OpenTelemetry span as hex (32 and 16 characters), if valid.
+
+    None without OpenTelemetry, in an empty context, for an invalid span, or when the tracer raises.
+    """
     get_current_span = _get_current_span if _otel_loaded else _load_otel()
     if get_current_span is None:
         return None
@@ -76,7 +86,7 @@ def add_correlation_ids(
         if type(cid) is not str or not VALID_CORRELATION_ID.fullmatch(cid):
             event_dict["correlation_id"] = _INVALID
         return event_dict
-    ids = _current_span_ids()
+    ids = current_span_ids()
     if ids is not None:
         event_dict["correlation_id"] = event_dict["trace_id"] = ids[0]
         event_dict["span_id"] = ids[1]
