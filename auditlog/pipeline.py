@@ -269,11 +269,7 @@ class EventStamper:
                 if value is not Ellipsis:
                     event_dict.setdefault(var_name[prefix:], value)
         event_dict["level"] = _LEVELS.get(method_name, method_name)
-        if "logger" not in event_dict:
-            name = getattr(logger, "name", None)
-            if name:
-                event_dict["logger"] = name
-        event_dict["timestamp"] = _now_iso()
+        event_dict = add_logger_name_and_timestamp(logger, method_name, event_dict)
         event_dict = add_correlation_ids(logger, method_name, event_dict)
         if "exc_info" in event_dict or "exception" in event_dict:
             event_dict = self._exceptions(logger, method_name, event_dict)
