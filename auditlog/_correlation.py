@@ -111,6 +111,9 @@ def resolve(
     """Decide the correlation id of one request (see the module docstring for the precedence)."""
     parsed = parse_traceparent(traceparent) if traceparent is not None else None
     current = current_span_ids()
+    if parsed is None and current is None and request_id is None:  # the usual case: both ids new, one read
+        ids = os.urandom(24).hex()
+        return Correlation(correlation_id=ids[:32], span_id=ids[32:], source="new")
     span_id = current[1] if current is not None else new_span_id()
     if parsed is not None:
         return Correlation(

@@ -95,10 +95,24 @@ def first_segment(route: object, matchers: frozenset[Any]) -> str | None:
     return segment
 
 
+def _path_only(routes: list[Any], matchers: frozenset[Any], depth: int = 0) -> bool:
+    for route in routes:
+        if getattr(type(route), "matches", None) not in matchers:
+            return False
+        inner = getattr(route, "routes", None)
+        if isinstance(inner, list) and inner and (depth >= 4 or not _path_only(inner, matchers, depth + 1)):
+            return False
+    return True
+
+
 class RouteIndex:
     """The routes that may match a path, in the router's order (see the module docstring)."""
 
-    __slots__ = ("_any", "_by_segment", "routes")
+    __slots__ = ("_any", "_by_segment", "path_only", "routes")
+
+    path_only: bool
+    """Whether every route (inside mounts too) matches by path and method alone, so that the template of
+    a request follows from its method, path and root path (no ``Host`` route, no custom ``matches``)."""
 
     def __init__(self, routes: list[Any]) -> None:
         self.routes = routes
@@ -107,6 +121,7 @@ class RouteIndex:
         segments = {seg for seg, _ in keyed if seg is not None}
         self._any = [route for seg, route in keyed if seg is None]
         self._by_segment = {s: [route for seg, route in keyed if seg is None or seg == s] for s in segments}
+        self.path_only = _path_only(routes, matchers)
 
     def candidates(self, scope: Scope) -> list[Any]:
         """Every route that may serve ``scope``, in order; all of them when the scope is unusual."""

@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from processors import Scanner
 
 __all__ = [
@@ -48,6 +50,7 @@ class Actor:
     tenant: str | None = None
     client_id: str | None = None
     scopes: frozenset[str] = field(default_factory=frozenset)
+    _json: orjson.Fragment | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def authenticated(self) -> bool:
@@ -63,9 +66,19 @@ class Actor:
             "scopes": sorted(self.scopes),
         }
 
+    def as_json(self) -> orjson.Fragment:
+        """:meth:`as_dict` as JSON, serialized on first use and kept (an actor never changes)."""
+        out = self._json
+        if out is None:
+            out = orjson.Fragment(orjson.dumps(self.as_dict()))
+            object.__setattr__(self, "_json", out)
+        return out
+
     def redacted(self, scanner: Scanner, fingerprint: Callable[[str], str] | None = None) -> Actor:
         """A copy safe to journal: an identifier that is not label-like, or that the scanner flags (an
         email address as subject, say), is replaced by its fingerprint (or dropped without one)."""
+        if self.subject is None and self.tenant is None and self.client_id is None and not self.scopes:
+            return self  # nothing to redact (the anonymous actor)
         subject = _safe(self.subject, scanner, fingerprint)
         tenant = _safe(self.tenant, scanner, fingerprint)
         client_id = _safe(self.client_id, scanner, fingerprint)

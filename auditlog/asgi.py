@@ -46,6 +46,7 @@ from auditlog._correlation import Correlation, resolve
 from auditlog._routes import RouteIndex, find_routes
 from auditlog.actor import ANONYMOUS, Actor, ActorResolver, default_actor
 from auditlog.events import (
+    SCHEMA_VERSION,
     Action,
     Decision,
     EventKind,
@@ -82,7 +83,34 @@ _KNOWN_MEDIA_TYPES = {
     "application/x-www-form-urlencoded": "application/x-www-form-urlencoded",
 }
 _FALLBACK_SCANNER = SecretScanner()
-_EMPTY_OBJ: dict[str, Any] = {"t": "obj", "n": 0}
+_EMPTY_OBJ = orjson.Fragment(b'{"t":"obj","n":0}')
+_NO_BYTES = orjson.Fragment(b'{"t":"bytes","len":0}')
+
+
+_Route = tuple[str, str, str, Rule, orjson.Fragment]  # method, name, redacted target, rule, action JSON
+_HIDES = re.compile(r"\{(?:email|token|id|\.\.\.)\}")  # placeholders that stand for a hidden segment
+_LONG_DIGITS = re.compile(r"[0-9]{12}")  # a card or phone number is an {n} segment too, but is not kept
+_MAX_KNOWN_ROUTES = 4096
+
+
+class _KnownRoutes:
+    """Method, name, target and rule per (method, path, raw path, root path), under one policy and scanner."""
+
+    __slots__ = ("policy", "routes", "scanner")
+
+    def __init__(self) -> None:
+        self.policy: Policy | None = None
+        self.scanner: Scanner | None = None
+        self.routes: dict[tuple[object, ...], _Route] = {}
+
+    def reset(self, policy: Policy, scanner: Scanner) -> None:
+        self.routes = {}
+        self.policy, self.scanner = policy, scanner
+
+    def put(self, key: tuple[object, ...], route: _Route) -> None:
+        if len(self.routes) >= _MAX_KNOWN_ROUTES:
+            self.routes = {}
+        self.routes[key] = route
 
 
 class BodySink(Protocol):
@@ -97,6 +125,7 @@ class _Request:
     """What one request has shown so far. One per call; never shared between requests."""
 
     __slots__ = (
+        "action",
         "actor",
         "committed",
         "complete",
@@ -142,6 +171,7 @@ class _Request:
 
     def __init__(self) -> None:
         self.start = time.perf_counter()
+        self.action: orjson.Fragment | None = None  # the action's JSON, when the route was known
         self.status: int | None = None
         self.started = False
         self.forwarded = False
@@ -264,12 +294,16 @@ class _Recorder:
         query: str,
         template: str | None,
         context: object,
+        route: _Route | None = None,
     ) -> _Request:
-        """Read the request's head (header names are lower case) and decide; the app has not run yet."""
+        """Read the request's head (header names are lower case) and decide; the app has not run yet.
+
+        ``route``: the name, redacted target and rule already found for this method and path (the
+        caller's cache); ``path``, ``target``, ``query`` and ``template`` are then not looked at.
+        """
         req = _Request()
         req.handle = handle
         req.context = context
-        policy = self._policy or (handle.policy if handle is not None else DEFAULT_POLICY)
         scanner = handle.scanner if handle is not None else _FALLBACK_SCANNER
         traceparent = request_id = None
         hidden = 0
@@ -292,12 +326,16 @@ class _Recorder:
         req.headers = names
         req.hidden_headers = hidden
         req.corr = resolve(traceparent=traceparent, request_id=request_id, scanner=scanner)
-        method = method.upper()
-        req.method = method if method.isalpha() and len(method) <= 16 else "OTHER"
-        req.name = template if template is not None else collapse_path(path or "/", scanner=scanner)
-        req.query = query
-        req.target = redact_target(f"{target}?{query}" if query else target, scanner=scanner)
-        req.rule = policy.match(route=req.name, method=req.method)
+        if route is not None:
+            req.method, req.name, req.target, req.rule, req.action = route
+        else:
+            policy = self._policy or (handle.policy if handle is not None else DEFAULT_POLICY)
+            method = method.upper()
+            req.method = method if method.isalpha() and len(method) <= 16 else "OTHER"
+            req.name = template if template is not None else collapse_path(path or "/", scanner=scanner)
+            req.query = query
+            req.target = redact_target(f"{target}?{query}" if query else target, scanner=scanner)
+            req.rule = policy.match(route=req.name, method=req.method)
         try:
             actor = self._actor(context) or ANONYMOUS
         except Exception as exc:
@@ -374,17 +412,27 @@ class _Recorder:
         return emit_event(req.handle, event, self.stats)
 
     def _event(self, req: _Request) -> dict[str, Any]:
+        """The request's ``http.request`` event, as :func:`auditlog.events.build_event` lays it out, with
+        the shapes, actor, decision and action already JSON (the event goes to the journal as it is)."""
         handle = req.handle
         scanner: Scanner = handle.scanner if handle is not None else _FALLBACK_SCANNER
         fingerprint = handle.fingerprinter.fingerprint if handle is not None else None
         rule = req.rule
-        fps: dict[str, str] = {}
-        args_shape: dict[str, Any] | None = None
-        result_shape: Any = None
+        fps: dict[str, str] | None = None
+        event: dict[str, Any] = {
+            "v": SCHEMA_VERSION,
+            "kind": "http.request",
+            "correlation_id": req.corr.correlation_id,
+            "span_id": req.corr.span_id,
+            "actor": req.actor.redacted(scanner, fingerprint).as_json(),
+            "action": req.action or {"name": req.name, "method": req.method, "target": req.target},
+            "decision": req.decision.as_json(),
+            "outcome": None,
+        }
         if rule.level in ("shape", "values"):
             query: Any = _EMPTY_OBJ
             if req.query:
-                query, fq = shape_value(
+                query, fps = shape_value(
                     _form(req.query),
                     rule=rule,
                     scanner=scanner,
@@ -392,8 +440,7 @@ class _Recorder:
                     limits=self._limits,
                     render=True,
                 )
-                fps.update(fq)
-            body: Any = {"t": "bytes", "len": req.req_bytes}
+            body: Any = _NO_BYTES if not req.req_bytes else {"t": "bytes", "len": req.req_bytes}
             if req.req_buf is not None and req.req_bytes:
                 parsed = _parse_body(bytes(req.req_buf), req.req_ctype)
                 if not isinstance(parsed, bytes):
@@ -405,16 +452,21 @@ class _Recorder:
                         limits=self._limits,
                         render=True,
                     )
-                    fps.update(fb)
-            args_shape = {"query": query, "body": body}
-            result_shape = {"t": "bytes", "len": req.resp_bytes}
+                    fps = {**fps, **fb} if fps else fb
+            event["args_shape"] = {"query": query, "body": body}
+            result_shape: Any = {"t": "bytes", "len": req.resp_bytes}
             if req.resp_buf is not None and req.complete and req.resp_bytes:
                 parsed = _parse_body(bytes(req.resp_buf), req.resp_ctype)
                 if not isinstance(parsed, bytes):
                     result_shape, _ = shape_value(
                         parsed, rule=rule, scanner=scanner, limits=self._limits, render=True
                     )
+            event["result_shape"] = result_shape
         body_ref = self._store_body(req)
+        if body_ref is not None:
+            event["body_ref"] = body_ref
+        if fps:
+            event["fp"] = fps
         status: Status
         if req.error_type is not None:
             status = "cancelled" if req.error_type == "CancelledError" else "error"
@@ -422,6 +474,12 @@ class _Recorder:
             status = "error"
         else:
             status = "ok"
+        event["outcome"] = {
+            "status": status,
+            "http_status": req.status,
+            "error_type": req.error_type,
+            "duration_ms": round((time.perf_counter() - req.start) * 1000.0, 3),
+        }
         http: dict[str, Any] = {
             "headers": req.headers,
             "request_bytes": req.req_bytes,
@@ -435,25 +493,8 @@ class _Recorder:
             http["cookies"] = req.cookies
         if req.partial:
             http["partial"] = True
-        return build_event(
-            "http.request",
-            correlation_id=req.corr.correlation_id,
-            span_id=req.corr.span_id,
-            actor=req.actor.redacted(scanner, fingerprint),
-            action=Action(name=req.name, method=req.method, target=req.target),
-            decision=req.decision,
-            outcome=Outcome(
-                status=status,
-                http_status=req.status,
-                error_type=req.error_type,
-                duration_ms=(time.perf_counter() - req.start) * 1000.0,
-            ),
-            args_shape=args_shape,
-            result_shape=result_shape,
-            body_ref=body_ref,
-            fp=fps,
-            extra={"http": http},
-        )
+        event["http"] = http
+        return event
 
     def _store_body(self, req: _Request) -> dict[str, Any] | None:
         cap = req.resp_capture
@@ -511,6 +552,7 @@ class _Recorder:
                     duration_ms=(time.perf_counter() - req.start) * 1000.0,
                 ),
                 extra={"http": {"headers": req.headers}},
+                render=True,
             )
             if handle is not None:
                 emit_event(handle, event, self.stats)
@@ -566,7 +608,8 @@ class AuditMiddleware(_Recorder):
         ValueError: a limit is not a positive int.
     """
 
-    __slots__ = ("_routes", "_routes_known", "app")  # _routes: a RouteIndex once the app's routes are known
+    # _routes: a RouteIndex once the app's routes are known; _known: what each known path decided
+    __slots__ = ("_known", "_routes", "_routes_known", "app")
 
     def __init__(
         self,
@@ -596,6 +639,7 @@ class AuditMiddleware(_Recorder):
         self.app = app
         self._routes: RouteIndex | None = None
         self._routes_known = False
+        self._known = _KnownRoutes()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -678,18 +722,49 @@ class AuditMiddleware(_Recorder):
             self._routes_known = True
         path = scope.get("path") or "/"
         raw = scope.get("raw_path")
-        return self._start(
+        method = str(scope.get("method", "GET"))
+        query = scope.get("query_string") or b""
+        headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers") or ()]
+        # Method, name, target and rule follow from method, path and root path alone when the query is
+        # empty and the routes match by path (see RouteIndex.path_only): found once, kept per policy and
+        # scanner. Only paths whose redacted target hides nothing are kept (route words, short numbers,
+        # UUIDs), so no token, email, card number or flagged segment is held longer than its request.
+        index = self._routes
+        key = None
+        if not query and (index is None or index.path_only) and "fastapi" not in scope:
+            key = (method, path, raw, scope.get("root_path", ""))
+            policy = self._policy or (handle.policy if handle is not None else DEFAULT_POLICY)
+            scanner = handle.scanner if handle is not None else _FALLBACK_SCANNER
+            known = self._known
+            if known.policy is not policy or known.scanner is not scanner:
+                known.reset(policy, scanner)
+            route = known.routes.get(key)
+            if route is not None:
+                return self._start(
+                    handle=handle,
+                    headers=headers,
+                    method=method,
+                    path=path,
+                    target=path,
+                    query="",
+                    template=None,
+                    context=scope,
+                    route=route,
+                )
+        req = self._start(
             handle=handle,
-            headers=[
-                (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers") or ()
-            ],
-            method=str(scope.get("method", "GET")),
+            headers=headers,
+            method=method,
             path=path,
             target=raw.decode("latin-1") if isinstance(raw, bytes) else path,
-            query=(scope.get("query_string") or b"").decode("latin-1"),
-            template=self._routes.template(scope) if self._routes is not None else None,
+            query=query.decode("latin-1"),
+            template=index.template(scope) if index is not None else None,
             context=scope,
         )
+        if key is not None and not _HIDES.search(req.target) and not _LONG_DIGITS.search(path):
+            action = orjson.dumps({"name": req.name, "method": req.method, "target": req.target})
+            self._known.put(key, (req.method, req.name, req.target, req.rule, orjson.Fragment(action)))
+        return req
 
     def _on_send(self, req: _Request, message: Message) -> Message:
         kind = message["type"]

@@ -28,6 +28,8 @@ from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+import orjson
+
 from auditlog.actor import Actor
 from processors import Scanner, ShapeLimits, rendered_shape, shape_of
 
@@ -71,6 +73,9 @@ _SCALARS = (int, float, bool, type(None))
 _MAX_VALUE_CHARS = 256
 _DEFAULT_LIMITS = ShapeLimits()
 _log = logging.getLogger("auditlog.middleware")
+# The decision of each rule that requires nothing, by rule (held, so its id names it while cached).
+_ALLOWED: dict[int, tuple[Rule, Decision]] = {}
+_MAX_ALLOWED = 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,12 +99,21 @@ class Decision:
     rule: str
     required: tuple[str, ...] = ()
     missing: tuple[str, ...] = ()
+    _json: orjson.Fragment | None = field(default=None, init=False, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"allowed": self.allowed, "reason": self.reason, "rule": self.rule}
         out["required"] = list(self.required)
         if self.missing:
             out["missing"] = list(self.missing)
+        return out
+
+    def as_json(self) -> orjson.Fragment:
+        """:meth:`as_dict` as JSON, serialized on first use and kept (a decision never changes)."""
+        out = self._json
+        if out is None:
+            out = orjson.Fragment(orjson.dumps(self.as_dict()))
+            object.__setattr__(self, "_json", out)
         return out
 
 
@@ -126,6 +140,15 @@ def decide(rule: Rule, actor: Actor, *, enforce: bool) -> Decision:
 
     With ``enforce=False`` missing scopes are recorded (``not_enforced``) and the call is allowed.
     """
+    if not rule.required_scopes and not rule.disabled:  # most rules: one decision, made once per rule
+        entry = _ALLOWED.get(id(rule))
+        if entry is not None and entry[0] is rule:
+            return entry[1]
+        decision = Decision(allowed=True, reason="allowed", rule=rule.id)
+        if len(_ALLOWED) >= _MAX_ALLOWED:
+            _ALLOWED.clear()
+        _ALLOWED[id(rule)] = (rule, decision)
+        return decision
     required = tuple(sorted(rule.required_scopes))
     if rule.disabled:
         return Decision(allowed=False, reason="disabled", rule=rule.id, required=required)
@@ -155,19 +178,22 @@ def build_event(
     body_ref: Mapping[str, Any] | None = None,
     fp: Mapping[str, str] | None = None,
     extra: Mapping[str, Any] | None = None,
+    render: bool = False,
 ) -> dict[str, Any]:
     """Assemble one audit event (``ts``, ``event_id`` and ``policy`` are stamped by ``emit``).
 
-    ``extra`` adds transport sections (``http``, ``mcp``); it cannot replace a schema field.
+    ``extra`` adds transport sections (``http``, ``mcp``); it cannot replace a schema field. With
+    ``render=True`` (the middleware, whose events go to the journal as they are) ``actor`` and
+    ``decision`` are their kept JSON (``orjson.Fragment``), not dicts.
     """
     event: dict[str, Any] = {
         "v": SCHEMA_VERSION,
         "kind": kind,
         "correlation_id": correlation_id,
         "span_id": span_id,
-        "actor": actor.as_dict(),
+        "actor": actor.as_json() if render else actor.as_dict(),
         "action": action.as_dict(),
-        "decision": decision.as_dict(),
+        "decision": decision.as_json() if render else decision.as_dict(),
         "outcome": outcome.as_dict(),
     }
     if args_shape is not None:

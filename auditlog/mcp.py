@@ -38,13 +38,11 @@ import structlog
 from auditlog._correlation import Correlation, resolve
 from auditlog.actor import ANONYMOUS, Actor, ActorResolver, actor_from_token, default_actor
 from auditlog.events import (
-    Action,
+    SCHEMA_VERSION,
     Decision,
     EventKind,
     MiddlewareStats,
-    Outcome,
     Status,
-    build_event,
     decide,
     emit_event,
     shape_value,
@@ -110,11 +108,30 @@ def resource_template(uri: object, scanner: Scanner | None = None) -> tuple[str 
     return scheme, f"{scheme}:" + collapse_path(rest, scanner=scanner)
 
 
+# Labels (client names and versions, session ids) that passed, per scanner: a client sends the same ones
+# on every call. Only labels the scanner found nothing in are kept, and they are written out verbatim.
+_ACCEPTED_LABELS: dict[int, tuple[Scanner, set[str]]] = {}
+_MAX_LABELS = 1024
+
+
 def _label(value: object, scanner: Scanner) -> str | None:
-    if isinstance(value, int) and not isinstance(value, bool):
+    if type(value) is int:
         return str(value)
-    if isinstance(value, str) and _LABEL.fullmatch(value) and not scanner.findings(value):
-        return value
+    if isinstance(value, str):
+        entry = _ACCEPTED_LABELS.get(id(scanner))
+        if entry is not None and entry[0] is scanner and value in entry[1]:
+            return value
+        if _LABEL.fullmatch(value) and not scanner.findings(value):
+            if entry is None or entry[0] is not scanner:
+                if len(_ACCEPTED_LABELS) >= 8:
+                    _ACCEPTED_LABELS.clear()
+                entry = _ACCEPTED_LABELS[id(scanner)] = (scanner, set())
+            if len(entry[1]) < _MAX_LABELS:
+                entry[1].add(value)
+            return value
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(int(value))
     return None
 
 
@@ -179,7 +196,7 @@ class MCPAuditor:
         handle = self._handle if self._handle is not None else current_handle()
         policy = self._policy or (handle.policy if handle is not None else DEFAULT_POLICY)
         scanner = handle.scanner if handle is not None else _FALLBACK_SCANNER
-        method = method if _METHOD.fullmatch(method) else "<invalid>"
+        method = method if method in _KINDS or _METHOD.fullmatch(method) else "<invalid>"
         kind = _KINDS.get(method, "mcp.request")
         params = params or {}
         name = method
@@ -309,28 +326,33 @@ class MCPAuditor:
                 result_shape, _ = shape_value(
                     result, rule=call.rule, scanner=scanner, limits=self._limits, render=True
                 )
-            info = dict(call.mcp or {})
+            info = dict(call.mcp) if call.mcp else {}
             if is_error is not None:
                 info["is_error"] = is_error
             if code is not None:
                 info["error_code"] = code
-            event = build_event(
-                kind,
-                correlation_id=call.corr.correlation_id,
-                span_id=call.corr.span_id,
-                actor=call.actor.redacted(scanner, fingerprint),
-                action=Action(name=call.name, method=call.method),
-                decision=call.decision,
-                outcome=Outcome(
-                    status=status,
-                    error_type=error_type,
-                    duration_ms=(time.perf_counter() - call.start) * 1000.0,
-                ),
-                args_shape=args_shape,
-                result_shape=result_shape,
-                fp=fps,
-                extra={"mcp": info},
-            )
+            event: dict[str, Any] = {  # build_event's layout, with the actor and decision as JSON
+                "v": SCHEMA_VERSION,
+                "kind": kind,
+                "correlation_id": call.corr.correlation_id,
+                "span_id": call.corr.span_id,
+                "actor": call.actor.redacted(scanner, fingerprint).as_json(),
+                "action": {"name": call.name, "method": call.method, "target": None},
+                "decision": call.decision.as_json(),
+                "outcome": {
+                    "status": status,
+                    "http_status": None,
+                    "error_type": error_type,
+                    "duration_ms": round((time.perf_counter() - call.start) * 1000.0, 3),
+                },
+            }
+            if args_shape is not None:
+                event["args_shape"] = args_shape
+            if result_shape is not None:
+                event["result_shape"] = result_shape
+            if fps:
+                event["fp"] = fps
+            event["mcp"] = info
         except Exception as exc:
             self.stats.error("event", exc)
             return False
@@ -389,14 +411,24 @@ def tool_result(result: object) -> tuple[object, bool | None]:
     return body, is_error if isinstance(is_error, bool) else None
 
 
+_get_access_token: Callable[[], Any] | None = None
+
+
+def _access_token_getter() -> Callable[[], Any]:
+    global _get_access_token
+    if _get_access_token is None:
+        try:
+            from mcp.server.auth.middleware.auth_context import get_access_token
+        except ImportError:  # pragma: no cover - the SDK is there when this runs
+            _get_access_token = lambda: None  # noqa: E731
+        else:
+            _get_access_token = get_access_token
+    return _get_access_token
+
+
 def mcp_actor(ctx: Any) -> Actor | None:
     """The default MCP resolver: the SDK's verified access token, else the HTTP request's auth scope."""
-    try:
-        from mcp.server.auth.middleware.auth_context import get_access_token
-    except ImportError:  # pragma: no cover - the SDK is there when this runs
-        token = None
-    else:
-        token = get_access_token()
+    token = (_get_access_token or _access_token_getter())()
     if token is not None:
         return actor_from_token(token)
     request = getattr(ctx, "request", None)

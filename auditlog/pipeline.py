@@ -363,16 +363,21 @@ class AuditHandle:
     def emit(self, event: MutableMapping[str, Any]) -> bool:
         """Append an already-redacted audit event (built by the middleware) to the journal.
 
-        Stamps ``ts`` and ``event_id`` when missing and the policy reference. Returns False (and counts
-        the drop) when the journal cannot take it; never raises.
+        Stamps ``ts`` and ``event_id`` when missing, the policy reference and (a dict) the journal's
+        ``seq``, all in place. Returns False (and counts the drop) when the journal cannot take it; never
+        raises.
         """
         if "ts" not in event:
             event["ts"] = _now_iso()
         if "event_id" not in event:
             event["event_id"] = os.urandom(16).hex()  # 128 random bits, as uuid4 but a quarter of the cost
-        event.setdefault("policy", self.policy.ref)
+        if "policy" not in event:
+            event["policy"] = self.policy.ref_json
         try:
-            self.journal.append(event)
+            if type(event) is dict:
+                self.journal.append_owned(event)  # stamped in place already; ``seq`` joins the stamps
+            else:
+                self.journal.append(event)
         except Exception as exc:
             self._reporter.drop(type(exc.__cause__ or exc).__name__)
             return False

@@ -74,6 +74,7 @@ MATCH_FIELDS: tuple[str, ...] = ("route", "tool", "method", "logger")
 DAY = 86_400.0
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
 _UNITS = {None: 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": DAY, "w": 7 * DAY}
+_MAX_MATCHED = 4096
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
 _SCOPE = re.compile(r"^[A-Za-z0-9_.:/*\-]{1,128}$")
 SENSITIVE_NAME = re.compile(
@@ -167,6 +168,16 @@ class Policy:
     rules: tuple[Rule, ...] = ()
     readers: Mapping[str, Reader] = field(default_factory=dict)
     source: str | None = None
+    # What match() answered, per attributes: a policy never changes, and its rules are tried in order on
+    # every request otherwise. Keys are route templates or collapsed paths, tool names and methods (never
+    # raw paths or values); bounded, cleared when full.
+    _matched: dict[tuple[str | None, ...], Rule] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _ref: orjson.Fragment = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_ref", orjson.Fragment(orjson.dumps(self.ref)))
 
     def match(
         self,
@@ -177,10 +188,19 @@ class Policy:
         logger: str | None = None,
     ) -> Rule:
         """Return the first rule matching the given attributes, else the defaults."""
+        key = (route, tool, method, logger)
+        found = self._matched.get(key)
+        if found is not None:
+            return found
+        found = self.defaults
         for rule in self.rules:
             if rule.matches(route=route, tool=tool, method=method, logger=logger):
-                return rule
-        return self.defaults
+                found = rule
+                break
+        if len(self._matched) >= _MAX_MATCHED:
+            self._matched.clear()
+        self._matched[key] = found
+        return found
 
     def for_logger(self, name: str | None) -> Rule:
         """The rule for an application log line: rules with only a ``logger`` match apply."""
@@ -200,6 +220,11 @@ class Policy:
     def ref(self) -> dict[str, str]:
         """The ``policy`` field stamped on audit events: id and hash prefix."""
         return {"id": self.id, "hash": self.hash[:16]}
+
+    @property
+    def ref_json(self) -> orjson.Fragment:
+        """:attr:`ref` as JSON, serialized once (for events written to the journal as they are)."""
+        return self._ref
 
 
 def load(path: str | os.PathLike[str]) -> Policy:

@@ -239,3 +239,72 @@ class TestActor:
 def test_mcp_modules_import(name: str) -> None:
     """The MCP adapters import with the extra installed."""
     __import__(name)
+
+
+class TestKeptJson:
+    @given(
+        subject=st.one_of(st.none(), st.text(max_size=8)),
+        tenant=st.one_of(st.none(), st.text(max_size=8)),
+        scopes=st.frozensets(st.text(min_size=1, max_size=6), max_size=4),
+    )
+    def test_actor_json_is_its_dict(
+        self, subject: str | None, tenant: str | None, scopes: frozenset[str]
+    ) -> None:
+        """Actor.as_json holds the JSON of as_dict, on first use and after."""
+        actor = Actor(subject=subject, tenant=tenant, scopes=scopes)
+        for _ in range(2):
+            assert orjson.dumps(actor.as_dict()) == orjson.dumps(actor.as_json())
+        assert actor == Actor(subject=subject, tenant=tenant, scopes=scopes)  # the kept JSON is not compared
+
+    @pytest.mark.parametrize("tool", ["anything", "admin_x", "off"])
+    @pytest.mark.parametrize("scopes", [frozenset(), frozenset({"admin"}), frozenset({"admin", "write"})])
+    @pytest.mark.parametrize("enforce", [True, False])
+    def test_decision_json_and_kept_decisions(self, tool: str, scopes: frozenset[str], enforce: bool) -> None:
+        """decide answers as the rule says whether or not it kept the decision; as_json is as_dict's JSON."""
+        rule = POLICY.match(tool=tool)
+        actor = Actor(subject="u", scopes=scopes)
+        first, second = decide(rule, actor, enforce=enforce), decide(rule, actor, enforce=enforce)
+        assert first == second
+        assert orjson.dumps(first.as_dict()) == orjson.dumps(first.as_json())
+        missing = tuple(sorted(rule.required_scopes - scopes))
+        assert (not rule.disabled and (not missing or not enforce)) == first.allowed
+        if rule.disabled:
+            assert "disabled" == first.reason
+        elif not rule.required_scopes:
+            assert "allowed" == first.reason
+            assert first is second  # one decision per rule that requires nothing
+        elif not missing:
+            assert "scopes_ok" == first.reason
+        else:
+            assert ("missing_scopes" if enforce else "not_enforced") == first.reason
+            assert missing == first.missing
+
+    def test_rendered_event_serializes_as_the_dict_event(self) -> None:
+        """build_event(render=True) writes the same JSON as the dict form."""
+        kw: dict[str, Any] = {
+            "correlation_id": "c" * 32,
+            "span_id": "s" * 16,
+            "actor": Actor(subject="u1", tenant="t", scopes=frozenset({"b", "a"})),
+            "action": Action(name="t", method="tools/call"),
+            "decision": decide(POLICY.match(tool="admin_x"), ANONYMOUS, enforce=True),
+            "outcome": Outcome(status="ok", duration_ms=1.23456),
+            "args_shape": {"t": "obj"},
+            "extra": {"mcp": {"is_error": False}},
+        }
+        plain = build_event("mcp.tool_call", **kw)
+        rendered = build_event("mcp.tool_call", **kw, render=True)
+        assert orjson.dumps(plain) == orjson.dumps(rendered)
+        assert isinstance(rendered["actor"], orjson.Fragment) and isinstance(plain["actor"], dict)
+
+
+class TestNewIds:
+    def test_new_ids_are_fresh_hex(self) -> None:
+        """With nothing to go on, the correlation and span ids are new random hex, different per call."""
+        seen = set()
+        for _ in range(200):
+            corr = resolve()
+            assert "new" == corr.source
+            assert 32 == len(corr.correlation_id) and 16 == len(corr.span_id)
+            int(corr.correlation_id, 16), int(corr.span_id, 16)
+            seen.add((corr.correlation_id, corr.span_id))
+        assert 200 == len(seen)

@@ -325,6 +325,22 @@ class TestHandle:
         assert {"kind", "outcome", "ts", "event_id", "policy"} <= set(rec)
         assert "default" == rec["policy"]["id"]
 
+    def test_emit_takes_dicts_in_place_and_other_mappings_by_copy(
+        self, configured: tuple[auditlog.AuditHandle, Path, io.StringIO]
+    ) -> None:
+        """A dict is stamped in place (its seq too); another mutable mapping is journaled from a copy."""
+        import collections
+
+        handle, d, _ = configured
+        owned: dict[str, object] = {"kind": "http.request"}
+        other = collections.UserDict({"kind": "mcp.tool_call"})
+        assert handle.emit(owned) and handle.emit(other)
+        handle.shutdown()
+        first, second = records(d)
+        assert owned["seq"] == first["seq"] and owned["event_id"] == first["event_id"]
+        assert "seq" not in other and second["seq"] == first["seq"] + 1
+        assert ("http.request", "mcp.tool_call") == (first["kind"], second["kind"])
+
     def test_records_serialize_as_json_lines(
         self, configured: tuple[auditlog.AuditHandle, Path, io.StringIO]
     ) -> None:

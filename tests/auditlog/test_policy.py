@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,7 +13,9 @@ from hypothesis import strategies as st
 from auditlog.policy import (
     DAY,
     DEFAULT_POLICY,
+    Policy,
     PolicyError,
+    Rule,
     load,
     loads,
     parse_duration,
@@ -201,3 +204,68 @@ class TestWarnings:
         """allow has no effect below level values, and the check says so."""
         pol = loads("[[rules]]\nmatch={tool='x'}\nallow=['amount']")
         assert ["rules[0].allow: has no effect unless level = 'values'"] == sensitive_allowlist_warnings(pol)
+
+
+MEMO = loads(
+    """
+version = 1
+[[rules]]
+id = "orders-post"
+match = { route = "/orders/*", method = "POST" }
+[[rules]]
+id = "orders"
+match = { route = "/orders/*" }
+[[rules]]
+id = "tools"
+match = { tool = "admin_*" }
+[[rules]]
+id = "payments"
+match = { logger = "shop.payments" }
+"""
+)
+
+
+def _scan(policy: Policy, **given: str | None) -> Rule:
+    """What ``match`` answers without its memo: the first matching rule, in order, else the defaults."""
+    attrs = {k: given.get(k) for k in ("route", "tool", "method", "logger")}
+    found = [r for r in policy.rules if r.matches(**attrs)]
+    return found[0] if found else policy.defaults
+
+
+class TestMatchMemo:
+    @settings(max_examples=200, deadline=None)
+    @given(
+        route=st.one_of(st.none(), st.sampled_from(["/orders/1", "/orders/{id}", "/users/2", "/"])),
+        tool=st.one_of(st.none(), st.sampled_from(["admin_reset", "lookup", "admin"])),
+        method=st.one_of(st.none(), st.sampled_from(["GET", "POST", "post", "tools/call"])),
+        logger=st.one_of(st.none(), st.sampled_from(["shop.payments", "shop.payments.card", "shop"])),
+    )
+    def test_answers_as_the_rules_in_order(
+        self, route: str | None, tool: str | None, method: str | None, logger: str | None
+    ) -> None:
+        """The memo returns the rule a scan of the rules returns, the first time and every time after."""
+        expected = _scan(MEMO, route=route, tool=tool, method=method, logger=logger)
+        for _ in range(2):
+            assert expected is MEMO.match(route=route, tool=tool, method=method, logger=logger)
+
+    def test_bounded_and_still_right(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Past its bound the memo starts over; answers stay those of the rules."""
+        import auditlog.policy
+
+        monkeypatch.setattr(auditlog.policy, "_MAX_MATCHED", 4)
+        policy = loads(GOOD.replace('id = "shop"', 'id = "memo-bound"'))
+        for i in range(50):
+            route = "/login" if i % 3 == 0 else f"/x/{i}"
+            expected = _scan(policy, route=route, method="POST")
+            assert expected is policy.match(route=route, method="POST")
+            assert len(policy._matched) <= 4
+        assert "login" == policy.match(route="/login", method="POST").id
+
+    def test_memo_is_not_part_of_the_policy(self) -> None:
+        """Matching changes neither the snapshot, the hash nor equality with a fresh load."""
+        text = GOOD.replace('id = "shop"', 'id = "memo-eq"')
+        used, fresh = loads(text), loads(text)
+        used.match(route="/orders/1", method="GET")
+        assert used == fresh
+        assert used.snapshot() == fresh.snapshot() and used.hash == fresh.hash
+        assert orjson.dumps(used.ref) == orjson.dumps(used.ref_json)

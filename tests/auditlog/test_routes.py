@@ -154,3 +154,19 @@ class TestRouteIndex:
         scope = scope_of("/orders/7", "GET", "http", "")
         assert "/orders/{order_id}" == index.template(scope)
         assert all(getattr(r, "path", None) != "/users/{user_id}" for r in index.candidates(scope))
+
+
+class TestPathOnly:
+    @pytest.mark.parametrize(
+        ("routes", "expected"),
+        [
+            ([Route("/a/{x}", endpoint), WebSocketRoute("/ws", endpoint)], True),
+            ([Mount("/v1", routes=[Route("/u/{x}", endpoint)])], True),
+            ([Route("/a", endpoint), Host("{sub}.example.org", app=Mount("", routes=[]))], False),
+            ([Mount("/v1", routes=[Mount("/in", routes=[Anything()])])], False),
+            ([Anything()], False),
+        ],
+    )
+    def test_path_only(self, routes: list[Any], expected: bool) -> None:
+        """True only when every route, inside mounts too, matches by path and method alone."""
+        assert expected is RouteIndex(routes).path_only

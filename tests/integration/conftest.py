@@ -145,6 +145,9 @@ class RefusingJournal:
     def append(self, record: Any) -> int:
         raise JournalError("journal refused the record (simulated)")
 
+    def append_owned(self, record: Any) -> int:
+        raise JournalError("journal refused the record (simulated)")
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 

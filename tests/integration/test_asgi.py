@@ -504,3 +504,115 @@ class TestCanaries:
         assert before + 1 == len(kit.wait_events(sinks.handle, sinks.directory, before + 1))
         sinks.assert_no_leaks()
         assert [] == CANARIES.leaks_in(json.dumps(sinks.handle.stats.as_dict()).encode())
+
+
+def _orders_app(handle: AuditHandle, **kw: Any) -> AuditMiddleware:
+    async def order(request: Any) -> JSONResponse:
+        return JSONResponse({"id": request.path_params["order_id"], "status": "shipped"})
+
+    async def ping(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("pong")
+
+    app = Starlette(routes=[Route("/orders/{order_id}", order), Route("/ping", ping), Route("/open", ping)])
+    return AuditMiddleware(app, handle=handle, **kw)
+
+
+_PER_REQUEST = ("correlation_id", "span_id", "ts", "event_id", "seq", "mac")
+
+
+class TestKnownRoutes:
+    """What a path decided (name, target, rule) is kept per policy and scanner; nothing changes in events."""
+
+    def test_kept_route_gives_the_same_event(self, kit: SimpleNamespace, pipeline: Any) -> None:
+        """The second request to a path writes the event the first one wrote, ids and times aside."""
+        handle, directory = pipeline
+        mw = _orders_app(handle)
+        with kit.serve_asgi(mw) as base:
+            for path in ("/orders/7", "/orders/7", "/orders/8", "/ping", "/ping"):
+                assert 200 == httpx.get(f"{base}{path}", timeout=TIMEOUT).status_code
+        found = kit.wait_events(handle, directory, 5)
+        assert 5 == len(found)
+        same = [{k: v for k, v in e.items() if k not in _PER_REQUEST} for e in found]
+        for e in same:
+            e["outcome"].pop("duration_ms")
+        assert same[0] == same[1] == same[2]
+        assert same[3] == same[4]
+        assert "/orders/{order_id}" == found[0]["action"]["name"]
+        assert "/orders/{n}" == found[0]["action"]["target"]
+        assert {("GET", "/orders/7"), ("GET", "/orders/8"), ("GET", "/ping")} == {
+            (k[0], k[1]) for k in mw._known.routes
+        }
+
+    def test_hidden_segments_and_queries_are_not_kept(self, kit: SimpleNamespace, pipeline: Any) -> None:
+        """No canary planted in a path segment or a query is held in the kept routes (nor journaled)."""
+        handle, directory = pipeline
+        mw = _orders_app(handle)
+        values = sorted(CANARIES.values.values())
+        paths = [f"/orders/{urllib.parse.quote(v, safe='')}" for v in values]
+        paths += [f"/orders/7?q={urllib.parse.quote(v, safe='')}" for v in values]
+        with kit.serve_asgi(mw) as base:
+            for path in [*paths, *paths, "/orders/7"]:
+                httpx.get(f"{base}{path}", timeout=TIMEOUT)
+        found = kit.wait_events(handle, directory, 2 * len(paths) + 1)
+        assert 2 * len(paths) + 1 == len(found)
+        assert [] == CANARIES.leaks_in(repr(mw._known.routes).encode())
+        assert [] == CANARIES.leaks_in(kit.journal_bytes(directory))
+        assert [("GET", "/orders/7")] == [k[:2] for k in mw._known.routes]
+        assert {"/orders/{token}", "/orders/{email}"} <= {e["action"]["target"] for e in found}
+
+    def test_set_policy_applies_to_kept_paths(self, kit: SimpleNamespace, pipeline: Any) -> None:
+        """A kill switch set at run time answers 503 on a path already kept, and lifting it serves again."""
+        handle, directory = pipeline
+        mw = _orders_app(handle)
+        off = gate_policy("asgi-off", key="route", admin="/admin/*", disabled="/open", closed="/closed")
+        with kit.serve_asgi(mw) as base:
+            before = [httpx.get(f"{base}/open", timeout=TIMEOUT).status_code for _ in range(2)]
+            mw.set_policy(off)
+            during = httpx.get(f"{base}/open", timeout=TIMEOUT)
+            mw.set_policy(None)
+            after = httpx.get(f"{base}/open", timeout=TIMEOUT).status_code
+        assert [200, 200] == before and 503 == during.status_code and 200 == after
+        assert "disabled" == during.json()["error"]
+        found = kit.wait_events(handle, directory, 4)
+        assert ["allowed", "allowed", "disabled", "allowed"] == [e["decision"]["reason"] for e in found]
+        assert ["defaults", "defaults", "kill", "defaults"] == [e["decision"]["rule"] for e in found]
+
+    def test_host_routes_are_never_kept(self, kit: SimpleNamespace, pipeline: Any) -> None:
+        """With a Host route what serves a path depends on more than the path: nothing is kept."""
+        from starlette.routing import Host, Mount
+
+        handle, directory = pipeline
+
+        async def ok(request: Any) -> PlainTextResponse:
+            return PlainTextResponse("ok")
+
+        app = Starlette(
+            routes=[
+                Host("api.example.org", app=Mount("", routes=[Route("/v/{a}", ok)])),
+                Route("/v/{b}", ok),
+            ]
+        )
+        mw = AuditMiddleware(app, handle=handle)
+        with kit.serve_asgi(mw) as base:
+            for host in ("api.example.org", "other.example.org", "api.example.org"):
+                httpx.get(f"{base}/v/1", headers={"host": host}, timeout=TIMEOUT)
+        found = kit.wait_events(handle, directory, 3)
+        assert 3 == len(found)
+        assert mw._routes is not None and not mw._routes.path_only
+        assert {} == mw._known.routes
+
+    def test_kept_routes_are_bounded(
+        self, kit: SimpleNamespace, pipeline: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Past the bound the kept routes start over; every event stays right."""
+        import auditlog.asgi
+
+        monkeypatch.setattr(auditlog.asgi, "_MAX_KNOWN_ROUTES", 3)
+        handle, directory = pipeline
+        mw = _orders_app(handle)
+        with kit.serve_asgi(mw) as base:
+            for i in range(10):
+                httpx.get(f"{base}/orders/{i % 5}", timeout=TIMEOUT)
+                assert len(mw._known.routes) <= 3
+        found = kit.wait_events(handle, directory, 10)
+        assert ["/orders/{order_id}"] * 10 == [e["action"]["name"] for e in found]

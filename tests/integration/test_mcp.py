@@ -294,6 +294,26 @@ class TestResourceTemplate:
         assert (None, "<invalid>") == resource_template(None)
 
 
+class TestLabels:
+    def test_flagged_labels_are_refused_every_time_and_never_kept(self) -> None:
+        """Client names, versions and session ids: a canary is refused on every call and never remembered;
+        a plain label passes every time."""
+        from auditlog import mcp as audit_mcp
+        from processors import SecretScanner
+
+        scanner = SecretScanner()
+        for _ in range(3):
+            assert "claude-desktop" == audit_mcp._label("claude-desktop", scanner)
+            assert "1.2.3" == audit_mcp._label("1.2.3", scanner)
+            assert "7" == audit_mcp._label(7, scanner)
+            assert audit_mcp._label(True, scanner) is None
+            for value in CANARIES.values.values():
+                assert audit_mcp._label(value, scanner) is None
+        kept = audit_mcp._ACCEPTED_LABELS[id(scanner)][1]
+        assert {"claude-desktop", "1.2.3"} == kept
+        assert [] == CANARIES.leaks_in(repr(kept).encode())
+
+
 PLACES = (*MCP_PLACES, "arg_value", "resource_uri")
 
 
