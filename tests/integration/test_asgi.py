@@ -459,8 +459,8 @@ def _send(client: httpx.Client, canary: str, where: str) -> httpx.Response:
             return client.get(f"/whoami?{q}=1")
         case "path":
             return client.get(f"/files/{q}")
-        case "error":
-            return client.post("/boom", content=canary.encode())
+        case "error":  # uvicorn closes the connection after an app error: do not reuse it
+            return client.post("/boom", content=canary.encode(), headers={"connection": "close"})
         case "cookie":
             return client.get("/whoami", headers={"cookie": f"session={q}"})
         case "cookie_name":
