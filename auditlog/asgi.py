@@ -91,6 +91,7 @@ _Route = tuple[str, str, str, Rule, orjson.Fragment]  # method, name, redacted t
 _HIDES = re.compile(r"\{(?:email|token|id|\.\.\.)\}")  # placeholders that stand for a hidden segment
 _LONG_DIGITS = re.compile(r"[0-9]{12}")  # a card or phone number is an {n} segment too, but is not kept
 _MAX_KNOWN_ROUTES = 4096
+_MAX_KNOWN_PATH = 512  # longer paths are decided afresh: the kept routes stay a few MiB at most
 
 
 class _KnownRoutes:
@@ -761,7 +762,12 @@ class AuditMiddleware(_Recorder):
             template=index.template(scope) if index is not None else None,
             context=scope,
         )
-        if key is not None and not _HIDES.search(req.target) and not _LONG_DIGITS.search(path):
+        if (
+            key is not None
+            and len(path) <= _MAX_KNOWN_PATH
+            and not _HIDES.search(req.target)
+            and not _LONG_DIGITS.search(path)
+        ):
             action = orjson.dumps({"name": req.name, "method": req.method, "target": req.target})
             self._known.put(key, (req.method, req.name, req.target, req.rule, orjson.Fragment(action)))
         return req

@@ -550,6 +550,7 @@ class TestKnownRoutes:
         values = sorted(CANARIES.values.values())
         paths = [f"/orders/{urllib.parse.quote(v, safe='')}" for v in values]
         paths += [f"/orders/7?q={urllib.parse.quote(v, safe='')}" for v in values]
+        paths.append("/orders/" + "/".join(["abcdefghijklmnopqrst"] * 30))  # plain words, but past the length
         with kit.serve_asgi(mw) as base:
             for path in [*paths, *paths, "/orders/7"]:
                 httpx.get(f"{base}{path}", timeout=TIMEOUT)
