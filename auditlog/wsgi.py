@@ -31,8 +31,8 @@ from typing import Any, Protocol
 
 import structlog
 
+from auditlog._recorder import BodySink, _Recorder, _Request
 from auditlog.actor import ANONYMOUS, ActorResolver, wsgi_actor
-from auditlog.asgi import BodySink, _Recorder, _Request
 from auditlog.pipeline import AuditHandle, current_handle
 from auditlog.policy import Policy
 from processors import ShapeLimits
