@@ -68,11 +68,7 @@ class Actor:
 
     def as_json(self) -> orjson.Fragment:
         """:meth:`as_dict` as JSON, serialized on first use and kept (an actor never changes)."""
-        out = self._json
-        if out is None:
-            out = orjson.Fragment(orjson.dumps(self.as_dict()))
-            object.__setattr__(self, "_json", out)
-        return out
+        return _kept_json(self)
 
     def redacted(self, scanner: Scanner, fingerprint: Callable[[str], str] | None = None) -> Actor:
         """A copy safe to journal: an identifier that is not label-like, or that the scanner flags (an
@@ -86,6 +82,16 @@ class Actor:
         if (subject, tenant, client_id, scopes) == (self.subject, self.tenant, self.client_id, self.scopes):
             return self
         return Actor(subject=subject, tenant=tenant, client_id=client_id, scopes=scopes)
+
+
+def _kept_json(obj: Any) -> orjson.Fragment:
+    """``obj.as_dict()`` as JSON, kept in ``obj._json`` (a frozen dataclass's non-compared field) after the
+    first call: for values that never change and are journaled often (actors, decisions)."""
+    out: orjson.Fragment | None = obj._json
+    if out is None:
+        out = orjson.Fragment(orjson.dumps(obj.as_dict()))
+        object.__setattr__(obj, "_json", out)
+    return out
 
 
 ANONYMOUS = Actor()

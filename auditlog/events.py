@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from auditlog.actor import Actor
+from auditlog.actor import Actor, _kept_json
 from processors import Scanner, ShapeLimits, rendered_shape, shape_of
 
 if TYPE_CHECKING:
@@ -110,11 +110,7 @@ class Decision:
 
     def as_json(self) -> orjson.Fragment:
         """:meth:`as_dict` as JSON, serialized on first use and kept (a decision never changes)."""
-        out = self._json
-        if out is None:
-            out = orjson.Fragment(orjson.dumps(self.as_dict()))
-            object.__setattr__(self, "_json", out)
-        return out
+        return _kept_json(self)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

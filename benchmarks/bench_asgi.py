@@ -136,6 +136,17 @@ def serve(variant: str, port_file: Path) -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> None:
+    """Send one request on a keep-alive connection and read its whole response."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    await reader.readexactly(length)
+
+
 async def _load(port: int, total: int, connections: int, path: str) -> dict[str, Any]:
     request = f"GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n".encode()
     latencies: list[float] = []
@@ -149,13 +160,7 @@ async def _load(port: int, total: int, connections: int, path: str) -> dict[str,
             while remaining > 0:
                 remaining -= 1
                 t0 = time.perf_counter()
-                writer.write(request)
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line[:15].lower() == b"content-length:":
-                        length = int(line[15:])
-                await reader.readexactly(length)
+                await _exchange(reader, writer, request)
                 latencies.append(time.perf_counter() - t0)
         finally:
             writer.close()
@@ -204,13 +209,7 @@ async def _paced(port: int, rate: float, total: int, connections: int, path: str
                     await asyncio.sleep(due - now)
                 sent = time.perf_counter()
                 begin = sent - (now - due) if now > due else sent  # busy past due: the wait counts
-                writer.write(request)
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line[:15].lower() == b"content-length:":
-                        length = int(line[15:])
-                await reader.readexactly(length)
+                await _exchange(reader, writer, request)
                 latencies.append(time.perf_counter() - begin)
         finally:
             writer.close()
