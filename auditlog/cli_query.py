@@ -405,10 +405,14 @@ def compact_cmd(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Layout root (default: DIR/parquet).")] = None,
     key_file: KeyFileOpt = None,
     batch_mb: Annotated[int, typer.Option("--batch-mb", min=1, help="Segment MiB per batch.")] = 512,
+    prune_purged: Annotated[
+        bool,
+        typer.Option("--prune", help="Then delete the batches of segments the journal's retention purged."),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Compact sealed segments into hive-partitioned Parquet (date=/source=), with manifests. Idempotent."""
-    from auditlog.compact import LayoutError, compact
+    from auditlog.compact import LayoutError, compact, prune
 
     ring = key_ring(key_file)
     with _progress() as bar:
@@ -422,16 +426,25 @@ def compact_cmd(
         except LayoutError as exc:
             hint = "" if "verify" in str(exc) else f"; `auditlog verify {directory}` says more"
             raise fail(f"{exc}{hint}", 1) from None
-    summary = {
+    recovered = list(report.recovered)
+    summary: dict[str, object] = {
         "out": str(report.out),
         "compacted_segments": report.compacted,
         "rows": report.rows,
         "already_compacted": report.skipped,
         "pending_unsealed": list(report.pending),
-        "recovered": list(report.recovered),
+        "recovered": recovered,
         "batches": [m.batch for m in report.manifests],
         "seconds": round(report.seconds, 3),
     }
+    if prune_purged:
+        try:
+            pruned = prune(directory, out_dir, keys=ring)
+        except LayoutError as exc:
+            raise fail(str(exc), 1) from None
+        summary["pruned_batches"] = list(pruned.pruned)
+        summary["pruned_rows"] = pruned.rows
+        recovered += pruned.recovered
     _print_summary("compact", summary, as_json)
 
 

@@ -23,6 +23,12 @@ are read only when their seal's MAC checks out, and the batch commits only when 
 segment's sealed bytes and every row count match the seals. Re-running compacts only what is new
 (idempotent); a segment whose seal changed after it was compacted is an error.
 
+Retention. The journal deletes sealed segments past ``JournalConfig.retention`` on the record
+(``journal.retention_purged``); :func:`prune` (``auditlog compact --prune``) then deletes the batches
+compacted from them, so the Parquet copies do not outlive the journal by more than one batch. It prunes
+only a journal that verifies. Copies shipped to S3 are not pruned here: give the bucket a lifecycle rule
+no longer than the journal's retention.
+
 Errors::
 
     LayoutError                           the audit data layout cannot be used
@@ -63,13 +69,14 @@ from auditlog._layout import STAGING_DIR as STAGING_DIR
 from auditlog._layout import parse_manifest as parse_manifest
 from auditlog._layout import partition_value as partition_value
 from auditlog._layout import read_lines_sql as read_lines_sql
-from store._segments import KeyCache, Seal, list_journal, read_seal
+from store._segments import KeyCache, Seal, list_journal, read_seal, split_mac
 from store.exceptions import JournalCorrupt, JournalError
 from store.keys import KeyRing
 
 __all__ = [
     "COLUMNS",
     "CompactReport",
+    "PruneReport",
     "CompactionError",
     "FileEntry",
     "LayoutError",
@@ -80,6 +87,7 @@ __all__ = [
     "compact",
     "default_out",
     "load_manifests",
+    "prune",
 ]
 
 
@@ -106,6 +114,27 @@ class CompactReport:
     pending: tuple[str, ...]
     recovered: tuple[str, ...]
     seconds: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PruneReport:
+    """What :func:`prune` did.
+
+    Attributes:
+        out: the layout root.
+        pruned: the batches deleted (manifest and Parquet files), oldest first.
+        files: Parquet files deleted.
+        rows: rows those files held.
+        kept: batches of this journal kept (some segment of theirs is still in the journal).
+        recovered: what an interrupted run left, finished now (see :class:`CompactReport`).
+    """
+
+    out: Path
+    pruned: tuple[str, ...]
+    files: int
+    rows: int
+    kept: int
+    recovered: tuple[str, ...]
 
 
 Progress = Callable[[str, int, int], None]
@@ -199,6 +228,65 @@ def compact(
         pending=tuple(pending),
         recovered=tuple(recovered),
         seconds=time.monotonic() - started,
+    )
+
+
+def prune(
+    journal_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *, keys: KeyRing
+) -> PruneReport:
+    """Delete the Parquet copies of what the journal's retention has purged.
+
+    A batch goes when every segment it was compacted from lies below the journal's first remaining
+    segment, and the journal verifies: ``verify`` then vouches, through the journal's own retention
+    records, that everything below that segment was purged on the record. A journal that does not verify
+    prunes nothing, so a segment someone deleted is never taken for an expired one (its copy is the
+    evidence). Only batches of this journal's ``source`` are considered; a batch with one segment still in
+    the journal stays whole (copies outlive the journal by at most one batch).
+
+    Deleting a batch renames its manifest to ``NAME.json.pruned`` first (queries stop seeing it: that is
+    the commit point), then deletes its files, then the renamed manifest; an interrupted run is finished by
+    the next :func:`compact` or :func:`prune`.
+
+    Raises:
+        CompactionError: the journal cannot be read, does not verify, or a file cannot be deleted.
+    """
+    from store.journal import verify
+
+    jdir = Path(journal_dir)
+    root = Path(out) if out is not None else default_out(jdir)
+    recovered = _recover(root)
+    try:
+        report = verify(jdir, keys=keys)
+        listing = list_journal(jdir)
+    except JournalError as exc:
+        raise CompactionError(str(exc)) from exc
+    if not report.ok:
+        first = report.first_problem
+        where = f" ({first.segment}: {first.reason})" if first is not None else ""
+        raise CompactionError(
+            f"journal {jdir} does not verify{where}: nothing pruned; run `auditlog verify` on it"
+        )
+    present = sorted(listing.segments)
+    source = _journal_source(listing.segments[present[0]]) if present else None
+    pruned: list[str] = []
+    files = rows = kept = 0
+    for manifest in load_manifests(root):
+        if source is None or manifest.source != source or manifest.path is None:
+            continue
+        if any(_number(s.segment) >= present[0] for s in manifest.segments):
+            kept += 1
+            continue
+        marker = manifest.path.with_name(manifest.path.name + _PRUNED)
+        try:
+            _replace(manifest.path, marker)
+        except OSError as exc:
+            raise CompactionError(f"cannot retire manifest {manifest.path}: {exc.strerror}") from exc
+        _delete_batch(manifest, root, marker)
+        pruned.append(manifest.batch)
+        files += len(manifest.files)
+        rows += manifest.rows
+    return PruneReport(
+        out=root, pruned=tuple(pruned), files=files, rows=rows, kept=kept, recovered=tuple(recovered)
     )
 
 
@@ -390,11 +478,49 @@ def _roll_forward(manifest: Manifest, root: Path, staging: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
+_PRUNED = ".pruned"
+
+
+def _journal_source(first_segment: Path) -> str | None:
+    """The ``source`` in a segment's header (its first line), or None when it cannot be read."""
+    try:
+        with open(first_segment, "rb") as fh:
+            line = fh.readline().rstrip(b"\n")
+        split = split_mac(line)
+        header = orjson.loads(split[0]) if split is not None else None
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    source = header.get("source") if isinstance(header, dict) else None
+    return source if isinstance(source, str) else None
+
+
+def _delete_batch(manifest: Manifest, root: Path, marker: Path) -> None:
+    """Delete a retired batch's Parquet files (and partition folders left empty), then its manifest."""
+    try:
+        for entry in manifest.files:
+            path = root / entry.path
+            path.unlink(missing_ok=True)
+            for folder in (path.parent, path.parent.parent):
+                if folder != root and folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+        marker.unlink(missing_ok=True)
+    except OSError as exc:
+        raise CompactionError(f"cannot delete batch {manifest.batch}: {exc.strerror}") from exc
+
+
 def _recover(root: Path) -> list[str]:
-    """Finish or discard what an interrupted run left in ``_staging``."""
+    """Finish or discard what an interrupted run left in ``_staging``; finish interrupted prunes."""
+    done_prunes: list[str] = []
+    for marker in sorted((root / MANIFEST_DIR).glob(f"source=*/*.json{_PRUNED}")):
+        try:
+            retired = parse_manifest(marker.read_bytes(), path=marker)
+        except (OSError, LayoutError):
+            continue  # unreadable: left for a person to look at (queries do not read it)
+        _delete_batch(retired, root, marker)
+        done_prunes.append(f"{marker.parent.name}/{retired.batch}: pruning finished")
     base = root / STAGING_DIR
     if not base.is_dir():
-        return []
+        return done_prunes
     committed = {(m.path.parent.name, m.batch): m for m in load_manifests(root) if m.path is not None}
     done: list[str] = []
     for staging in sorted(base.glob("source=*/*")):
@@ -408,4 +534,4 @@ def _recover(root: Path) -> list[str]:
             done.append(f"{key[0]}/{key[1]}: discarded")
     for tmp in (root / MANIFEST_DIR).glob("source=*/*.json.tmp"):
         tmp.unlink(missing_ok=True)
-    return done
+    return done_prunes + done

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -332,3 +333,134 @@ class TestCLI:
         assert 1 == res.exit_code
         err = " ".join(res.stderr.split())
         assert f"segment {seg.name} does not match its seal" in err and "auditlog verify" in err
+
+
+class _Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def aged_journal(root: Path, *, source: str = "web-1", segments: int = 4) -> tuple[Path, Any, Any, _Clock]:
+    """A journal of ``segments`` sealed segments, 10 s apart, under a 100 s retention, and a writer on it."""
+    from store.keys import KeyRing, MasterKey
+
+    ring = KeyRing(MasterKey.generate())
+    clock = _Clock(1_795_168_800.0)  # 2026-11-20T10:00:00Z: headers and records fall on one day
+    jdir = root / f"journal-{source}"
+    config = JournalConfig(fsync="never", source=source, retention=100.0)
+    w = JournalWriter(jdir, keys=ring, config=config, clock=clock)
+    for s in range(segments):
+        for i in range(3):
+            ts = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(clock.now + i))
+            w.append({"v": 1, "kind": "http.request", "ts": ts, "correlation_id": f"c-{s}-{i}"})
+        clock.now += 10
+        w.rotate()
+    return jdir, ring, w, clock
+
+
+def rows_by_batch(root: Path) -> dict[str, int]:
+    return {m.batch: m.rows for m in load_manifests(root)}
+
+
+class TestPrune:
+    def test_purged_batches_go_the_rest_stay(self, tmp_path: Path) -> None:
+        """After retention purges segments 1-3, their batches (manifest and files) go; batch 4 stays."""
+        jdir, ring, w, clock = aged_journal(tmp_path)
+        compact(jdir, keys=ring, max_batch_bytes=1)  # one batch per segment
+        root = jdir / "parquet"
+        assert ["00000001-00000001", "00000002-00000002", "00000003-00000003", "00000004-00000004"] == sorted(
+            rows_by_batch(root)
+        )
+        before = {f.path for m in load_manifests(root) for f in m.files}
+        with w:
+            assert 3 == len(w.enforce_retention(now=clock.now + 95))
+        report = compact_mod.prune(jdir, keys=ring)
+        assert ("00000001-00000001", "00000002-00000002", "00000003-00000003") == report.pruned
+        assert (3, 1) == (report.files, report.kept) and 12 == report.rows  # 3 records + header, x3
+        assert ["00000004-00000004"] == list(rows_by_batch(root))
+        left = {str(p.relative_to(root)) for p in root.glob("date=*/source=*/*.parquet")}
+        assert left == {f.path for m in load_manifests(root) for f in m.files} and left < before
+        folders = [d for d in root.glob("date=*/**") if d.is_dir()]
+        assert folders and all(any(d.iterdir()) for d in folders)  # no partition folder left empty
+        assert () == compact_mod.prune(jdir, keys=ring).pruned  # idempotent
+        compact(jdir, keys=ring)  # and compaction carries on with what is new
+        assert len(load_manifests(root)) == 2
+
+    def test_a_segment_deleted_by_hand_prunes_nothing(self, tmp_path: Path) -> None:
+        """A segment gone without a retention record fails verify: no copy is deleted (it is evidence)."""
+        jdir, ring, w, _clock = aged_journal(tmp_path)
+        w.close()
+        compact(jdir, keys=ring, max_batch_bytes=1)
+        state = layout_state(jdir / "parquet")
+        (jdir / "00000001.jsonl").unlink()
+        (jdir / "00000001.seal.json").unlink()
+        with pytest.raises(CompactionError, match=r"does not verify.*nothing pruned"):
+            compact_mod.prune(jdir, keys=ring)
+        assert state == layout_state(jdir / "parquet")
+
+    def test_a_batch_with_a_remaining_segment_stays_whole(self, tmp_path: Path) -> None:
+        """One batch over segments 1-4 with 1-3 purged is kept, rows and all."""
+        jdir, ring, w, clock = aged_journal(tmp_path)
+        compact(jdir, keys=ring)
+        state = layout_state(jdir / "parquet")
+        with w:
+            w.enforce_retention(now=clock.now + 95)
+        report = compact_mod.prune(jdir, keys=ring)
+        assert ((), 1) == (report.pruned, report.kept)
+        assert state == layout_state(jdir / "parquet")
+
+    def test_other_sources_in_the_same_root_are_left_alone(self, tmp_path: Path) -> None:
+        """Batches of another journal compacted into the same root are never pruned by this one."""
+        out = tmp_path / "layout"
+        ja, ring_a, wa, clock_a = aged_journal(tmp_path, source="web-1")
+        jb, ring_b, wb, _ = aged_journal(tmp_path, source="web-2")
+        wb.close()
+        compact(ja, out, keys=ring_a, max_batch_bytes=1)
+        compact(jb, out, keys=ring_b, max_batch_bytes=1)
+        with wa:
+            wa.enforce_retention(now=clock_a.now + 95)
+        web2 = [m.batch for m in load_manifests(out) if m.source == "web-2"]
+        report = compact_mod.prune(ja, out, keys=ring_a)
+        assert 3 == len(report.pruned)
+        assert ["00000004-00000004"] == [m.batch for m in load_manifests(out) if m.source == "web-1"]
+        assert web2 == [m.batch for m in load_manifests(out) if m.source == "web-2"] and web2
+
+    def test_an_interrupted_prune_is_finished(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A run stopped after retiring a manifest (before deleting files) is finished by the next run."""
+        jdir, ring, w, clock = aged_journal(tmp_path)
+        compact(jdir, keys=ring, max_batch_bytes=1)
+        with w:
+            w.enforce_retention(now=clock.now + 95)
+
+        def crash(manifest: Any, root: Path, marker: Path) -> None:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(compact_mod, "_delete_batch", crash)
+        with pytest.raises(KeyboardInterrupt):
+            compact_mod.prune(jdir, keys=ring)
+        root = jdir / "parquet"
+        assert 3 == len(load_manifests(root))  # the retired one is no longer seen by queries
+        assert 4 == len(list(root.glob("date=*/source=*/*.parquet")))  # its file is still there
+        monkeypatch.undo()
+        report = compact_mod.prune(jdir, keys=ring)
+        assert ("source=web-1/00000001-00000001: pruning finished",) == report.recovered
+        assert ("00000002-00000002", "00000003-00000003") == report.pruned
+        assert ["part-00000004-00000004.parquet"] == [p.name for p in root.glob("date=*/source=*/*.parquet")]
+        assert not list((root / "_manifest").rglob("*.pruned"))
+
+    def test_cli_compact_prune(self, tmp_path: Path) -> None:
+        """`auditlog compact --prune --json` compacts, then names the pruned batches."""
+        jdir, ring, w, clock = aged_journal(tmp_path)
+        compact(jdir, keys=ring, max_batch_bytes=1)
+        with w:
+            w.enforce_retention(now=clock.now + 95)
+        key = write_key_file(ring, tmp_path / "k")
+        result = CliRunner().invoke(
+            query_cli(), ["compact", str(jdir), "--key-file", str(key), "--prune", "--json"]
+        )
+        assert 0 == result.exit_code, result.output
+        summary = orjson.loads(result.stdout)
+        assert 3 == len(summary["pruned_batches"]) and 12 == summary["pruned_rows"]
