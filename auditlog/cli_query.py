@@ -457,11 +457,28 @@ def ship_cmd(
     endpoint_url: Annotated[
         str | None, typer.Option("--endpoint-url", help="S3-compatible endpoint.")
     ] = None,
+    expire_after: Annotated[
+        str | None,
+        typer.Option(
+            "--expire-after",
+            help="Also expire the shipped copies this long after upload (bucket lifecycle rule), e.g. 400d.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Upload sealed segments, seals and Parquet to S3: idempotent, resumable, checksums verified."""
+    import math
+
     from auditlog.compact import LayoutError
+    from auditlog.policy import PolicyError, parse_duration
     from auditlog.ship import ShipError, ship
+
+    days = None
+    if expire_after is not None:
+        try:
+            days = max(1, math.ceil(parse_duration(expire_after, where="--expire-after") / 86_400))
+        except PolicyError as exc:
+            raise fail(str(exc)) from None
 
     with _progress() as bar:
         task = bar.add_task("shipping", total=None)
@@ -472,6 +489,7 @@ def ship_cmd(
                 layout=layout,
                 endpoint_url=endpoint_url,
                 progress=lambda s, d, t: bar.update(task, completed=d, total=t or None),
+                expire_after_days=days,
             )
         except (ShipError, LayoutError) as exc:
             raise fail(str(exc), 1) from None
@@ -484,6 +502,8 @@ def ship_cmd(
         "bytes": report.bytes,
         "seconds": round(report.seconds, 3),
     }
+    if report.expire_after_days is not None:
+        summary["expire_after_days"] = report.expire_after_days
     _print_summary("ship", summary, as_json)
 
 

@@ -26,8 +26,8 @@ segment's sealed bytes and every row count match the seals. Re-running compacts 
 Retention. The journal deletes sealed segments past ``JournalConfig.retention`` on the record
 (``journal.retention_purged``); :func:`prune` (``auditlog compact --prune``) then deletes the batches
 compacted from them, so the Parquet copies do not outlive the journal by more than one batch. It prunes
-only a journal that verifies. Copies shipped to S3 are not pruned here: give the bucket a lifecycle rule
-no longer than the journal's retention.
+only a journal that verifies. Copies shipped to S3 are not pruned here: ``auditlog ship --expire-after``
+gives them a lifecycle rule (set it to the journal's retention).
 
 Errors::
 

@@ -41,6 +41,7 @@ from typing import Any
 import orjson
 
 from auditlog.compact import FileEntry, Manifest, default_out, load_manifests, parse_manifest, partition_value
+from store._s3_lifecycle import merge_rules
 from store._segments import list_journal, read_seal
 from store.exceptions import JournalCorrupt, JournalError
 
@@ -67,6 +68,7 @@ class ShipReport:
     skipped: int
     bytes: int
     seconds: float
+    expire_after_days: int | None = None
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -125,6 +127,7 @@ def ship(
     endpoint_url: str | None = None,
     recheck: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
+    expire_after_days: int | None = None,
 ) -> ShipReport:
     """Upload sealed segments, seals and the compacted layout to ``s3://bucket/prefix``.
 
@@ -137,6 +140,9 @@ def ship(
         endpoint_url: an S3-compatible endpoint, when no client is given.
         recheck: ignore the ledger and check every object with a HEAD (uploads what differs).
         progress: ``progress(stage, done, total)`` in objects.
+        expire_after_days: also give the bucket a lifecycle rule expiring every object under the prefix
+            this many days after its upload, so the shipped copies follow the journal's retention (set it
+            to ``journal_retention``). The bucket's other lifecycle rules are kept.
 
     Returns:
         A :class:`ShipReport`.
@@ -151,6 +157,8 @@ def ship(
     bucket, prefix = parse_s3_url(url)
     if journal_dir is None and layout is None:
         raise ValueError("ship needs a journal directory or a layout root")
+    if expire_after_days is not None and (type(expire_after_days) is not int or expire_after_days < 1):
+        raise ValueError("expire_after_days: expected a positive integer")
     root = Path(layout) if layout is not None else default_out(Path(journal_dir))  # type: ignore[arg-type]
     s3 = _client(client, endpoint_url)
     plan = list(_plan(Path(journal_dir) if journal_dir is not None else None, root))
@@ -177,13 +185,37 @@ def ship(
         sent += size
     if progress is not None:
         progress("ship", len(plan), len(plan))
+    if expire_after_days is not None:
+        _expire(s3, bucket, prefix, expire_after_days)
     return ShipReport(
         url=f"s3://{bucket}/{prefix}",
         uploaded=tuple(uploaded),
         skipped=skipped,
         bytes=sent,
         seconds=time.monotonic() - started,
+        expire_after_days=expire_after_days,
     )
+
+
+def _expire(s3: Any, bucket: str, prefix: str, days: int) -> None:
+    """The lifecycle rule that expires the shipped copies (merged into the bucket's other rules)."""
+    rule = {
+        "ID": f"auditlog-ship-{prefix or 'root'}"[:255],
+        "Status": "Enabled",
+        "Filter": {"Prefix": f"{prefix}/" if prefix else ""},
+        "Expiration": {"Days": days},
+        "NoncurrentVersionExpiration": {"NoncurrentDays": 1},
+    }
+
+    def call(what: str, fn: Callable[..., Any], **kw: Any) -> Any:
+        try:
+            return fn(**kw)
+        except Exception as exc:
+            if _aws_code(exc) == "NoSuchLifecycleConfiguration":
+                raise
+            raise ShipError(f"{what} on s3://{bucket} failed: {_aws_error(exc)}") from exc
+
+    merge_rules(s3, bucket, [rule], call=call)
 
 
 def _plan(journal: Path | None, root: Path) -> Iterator[tuple[str, Path]]:

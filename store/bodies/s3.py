@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal
 
+from store._s3_lifecycle import merge_rules
 from store.bodies._crypto import WrappedKey
 from store.bodies._model import DEFAULT_MAX_BODY_BYTES
 from store.bodies._store import AuditSink, EncryptedBodyStore
@@ -343,7 +344,8 @@ class S3BodyStore(EncryptedBodyStore):
         self.s3 = backend
 
     def ensure_bucket(self, *, lifecycle_days: int = 8) -> None:
-        """Create the bucket if missing, set default encryption and a lifecycle rule for the prefix.
+        """Create the bucket if missing, set default encryption and a lifecycle rule for the prefix (the
+        bucket's other lifecycle rules are kept).
 
         Args:
             lifecycle_days: objects tagged ``auditlog-expiry=auto`` under the prefix expire after this
@@ -379,24 +381,26 @@ class S3BodyStore(EncryptedBodyStore):
             ServerSideEncryptionConfiguration={"Rules": [{"ApplyServerSideEncryptionByDefault": rule}]},
         )
         k, v = EXPIRY_TAG.split("=")
-        b._call(
-            "S3 put bucket lifecycle",
-            b.client.put_bucket_lifecycle_configuration,
-            LifecycleConfiguration={
-                "Rules": [
-                    {
-                        "ID": f"auditlog-bodies-{self.prefix.strip('/') or 'root'}"[:255],
-                        "Status": "Enabled",
-                        "Filter": {"And": {"Prefix": self.prefix, "Tags": [{"Key": k, "Value": v}]}},
-                        "Expiration": {"Days": lifecycle_days},
-                        "NoncurrentVersionExpiration": {"NoncurrentDays": 1},
-                    },
-                    {
-                        "ID": f"auditlog-bodies-mpu-{self.prefix.strip('/') or 'root'}"[:255],
-                        "Status": "Enabled",
-                        "Filter": {"Prefix": self.prefix},
-                        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
-                    },
-                ]
+        name = self.prefix.strip("/") or "root"
+        rules = [
+            {
+                "ID": f"auditlog-bodies-{name}"[:255],
+                "Status": "Enabled",
+                "Filter": {"And": {"Prefix": self.prefix, "Tags": [{"Key": k, "Value": v}]}},
+                "Expiration": {"Days": lifecycle_days},
+                "NoncurrentVersionExpiration": {"NoncurrentDays": 1},
             },
+            {
+                "ID": f"auditlog-bodies-mpu-{name}"[:255],
+                "Status": "Enabled",
+                "Filter": {"Prefix": self.prefix},
+                "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+            },
+        ]
+        # The bucket's other lifecycle rules (a shared bucket's) are kept; ours replace ours.
+        merge_rules(
+            b.client,
+            self.bucket,
+            rules,
+            call=lambda what, fn, **kw: b._call(what, fn, **{n: x for n, x in kw.items() if n != "Bucket"}),
         )

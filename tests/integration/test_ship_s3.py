@@ -119,6 +119,32 @@ class TestShip:
             body = s3.get_object(Bucket=bucket, Key=f"audit/_journal/source=web-1/{seg}")["Body"].read()
             assert (incident.journal / seg).read_bytes() == body
 
+    def test_expire_after_sets_a_lifecycle_rule_and_keeps_others(
+        self, incident: Incident, s3: Any, bucket: str
+    ) -> None:
+        """--expire-after puts one rule expiring the prefix; the bucket's other rules stay; a re-run
+        replaces the rule, never duplicates it."""
+        foreign = {"ID": "other-team", "Status": "Enabled", "Filter": {"Prefix": "logs/"}}
+        foreign["Expiration"] = {"Days": 3}
+        s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [foreign]})
+        report = ship(incident.journal, f"s3://{bucket}/audit", client=s3, expire_after_days=30)
+        assert 30 == report.expire_after_days
+        argv = ["ship", str(incident.journal), f"s3://{bucket}/audit", "--expire-after", "400d", "--json"]
+        out = CliRunner().invoke(query_cli(), [*argv, "--endpoint-url", s3.meta.endpoint_url])
+        assert 0 == out.exit_code, out.output
+        assert 400 == orjson.loads(out.stdout)["expire_after_days"]
+        rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}
+        assert {"other-team", "auditlog-ship-audit"} == set(rules)
+        assert 3 == rules["other-team"]["Expiration"]["Days"]
+        ours = rules["auditlog-ship-audit"]
+        assert (400, "audit/") == (ours["Expiration"]["Days"], ours["Filter"]["Prefix"])
+        with pytest.raises(ValueError, match="positive integer"):
+            ship(incident.journal, f"s3://{bucket}/audit", client=s3, expire_after_days=0)
+        bad = CliRunner().invoke(
+            query_cli(), ["ship", str(incident.journal), f"s3://{bucket}/audit", "--expire-after", "soon"]
+        )
+        assert 0 != bad.exit_code and "--expire-after" in bad.output
+
     def test_idempotent(self, incident: Incident, s3: Any, bucket: str) -> None:
         """A second run uploads nothing; so does a run without the local ledger (HEAD checks)."""
         url = f"s3://{bucket}/p"

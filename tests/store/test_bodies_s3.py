@@ -87,6 +87,35 @@ class TestBucketSetup:
             rule["Filter"]["And"]["Tags"],
         )
 
+    def test_ensure_bucket_keeps_the_buckets_other_lifecycle_rules(self, moto_endpoint: MotoEndpoint) -> None:
+        """A shared bucket's own lifecycle rules survive ensure_bucket; ours are there once each."""
+        bucket = f"shared-{os.getpid()}-{time.monotonic_ns()}"
+        s3 = moto_endpoint.s3()
+        s3.create_bucket(Bucket=bucket)
+        foreign = {"ID": "logs-30d", "Status": "Enabled", "Filter": {"Prefix": "logs/"}}
+        foreign["Expiration"] = {"Days": 30}
+        s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [foreign]})
+        store = s3_store(moto_endpoint.url, bucket, new_ring())
+        store.ensure_bucket(lifecycle_days=9)
+        store.ensure_bucket(lifecycle_days=10)
+        rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+        assert ["auditlog-bodies-bodies", "auditlog-bodies-mpu-bodies", "logs-30d"] == sorted(
+            r["ID"] for r in rules
+        )
+        by_id = {r["ID"]: r for r in rules}
+        assert (30, 10) == (
+            by_id["logs-30d"]["Expiration"]["Days"],
+            by_id["auditlog-bodies-bodies"]["Expiration"]["Days"],
+        )
+
+    def test_lifecycle_rules_need_distinct_ids(self) -> None:
+        """merge_rules refuses rules without an ID or sharing one (it could not tell ours apart)."""
+        from store._s3_lifecycle import merge_rules
+
+        for rules in ([{"Status": "Enabled"}], [{"ID": "a"}, {"ID": "a"}]):
+            with pytest.raises(ValueError, match="distinct"):
+                merge_rules(None, "b", rules)
+
     def test_objects_are_server_side_encrypted_and_held_ones_exempt(
         self, moto_endpoint: MotoEndpoint
     ) -> None:
