@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import orjson
@@ -70,6 +70,12 @@ class Actor:
         """:meth:`as_dict` as JSON, serialized on first use and kept (an actor never changes)."""
         return _kept_json(self)
 
+    def __getstate__(self) -> list[Any]:
+        return _state(self)
+
+    def __setstate__(self, state: list[Any]) -> None:
+        _set_state(self, state)
+
     def redacted(self, scanner: Scanner, fingerprint: Callable[[str], str] | None = None) -> Actor:
         """A copy safe to journal: an identifier that is not label-like, or that the scanner flags (an
         email address as subject, say), is replaced by its fingerprint (or dropped without one)."""
@@ -82,6 +88,16 @@ class Actor:
         if (subject, tenant, client_id, scopes) == (self.subject, self.tenant, self.client_id, self.scopes):
             return self
         return Actor(subject=subject, tenant=tenant, client_id=client_id, scopes=scopes)
+
+
+def _state(obj: Any) -> list[Any]:
+    """Pickle / copy state of a frozen slots dataclass with kept JSON: its fields, the kept JSON left out."""
+    return [None if f.name == "_json" else getattr(obj, f.name) for f in fields(obj)]
+
+
+def _set_state(obj: Any, state: list[Any]) -> None:
+    for f, value in zip(fields(obj), state, strict=True):
+        object.__setattr__(obj, f.name, value)
 
 
 def _kept_json(obj: Any) -> orjson.Fragment:

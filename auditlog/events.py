@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from auditlog.actor import Actor, _kept_json
+from auditlog.actor import Actor, _kept_json, _set_state, _state
 from processors import Scanner, ShapeLimits, rendered_shape, shape_of
 
 if TYPE_CHECKING:
@@ -111,6 +111,12 @@ class Decision:
     def as_json(self) -> orjson.Fragment:
         """:meth:`as_dict` as JSON, serialized on first use and kept (a decision never changes)."""
         return _kept_json(self)
+
+    def __getstate__(self) -> list[Any]:
+        return _state(self)
+
+    def __setstate__(self, state: list[Any]) -> None:
+        _set_state(self, state)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -45,7 +45,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -178,6 +178,15 @@ class Policy:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_ref", orjson.Fragment(orjson.dumps(self.ref)))
+
+    def __getstate__(self) -> list[Any]:  # copies and pickles: the fields, not the memo or the kept JSON
+        return [getattr(self, f.name) for f in fields(self) if f.init]
+
+    def __setstate__(self, state: list[Any]) -> None:
+        for f, value in zip([f for f in fields(self) if f.init], state, strict=True):
+            object.__setattr__(self, f.name, value)
+        object.__setattr__(self, "_matched", {})
+        self.__post_init__()
 
     def match(
         self,

@@ -279,6 +279,19 @@ class TestKeptJson:
             assert ("missing_scopes" if enforce else "not_enforced") == first.reason
             assert missing == first.missing
 
+    def test_copies_and_pickles_leave_the_kept_json_behind(self) -> None:
+        """An actor or decision whose JSON was kept still copies and pickles (orjson.Fragment does not)."""
+        import copy
+        import pickle
+
+        actor = Actor(subject="u1", tenant="t", scopes=frozenset({"a"}))
+        decision = decide(POLICY.match(tool="admin_x"), actor, enforce=True)
+        for value in (actor, decision):
+            value.as_json()
+            for twin in (copy.deepcopy(value), copy.copy(value), pickle.loads(pickle.dumps(value))):
+                assert value == twin
+                assert orjson.dumps(value.as_json()) == orjson.dumps(twin.as_json())
+
     def test_rendered_event_serializes_as_the_dict_event(self) -> None:
         """build_event(render=True) writes the same JSON as the dict form."""
         kw: dict[str, Any] = {

@@ -261,6 +261,17 @@ class TestMatchMemo:
             assert len(policy._matched) <= 4
         assert "login" == policy.match(route="/login", method="POST").id
 
+    def test_copies_and_pickles_start_a_fresh_memo(self) -> None:
+        """A policy that has matched still copies and pickles, and the copy matches as the original."""
+        import copy
+        import pickle
+
+        MEMO.match(route="/orders/1", method="POST")
+        for twin in (copy.deepcopy(MEMO), pickle.loads(pickle.dumps(MEMO))):
+            assert twin == MEMO and twin.hash == MEMO.hash
+            assert "orders-post" == twin.match(route="/orders/1", method="POST").id
+            assert orjson.dumps(MEMO.ref_json) == orjson.dumps(twin.ref_json)
+
     def test_memo_is_not_part_of_the_policy(self) -> None:
         """Matching changes neither the snapshot, the hash nor equality with a fresh load."""
         text = GOOD.replace('id = "shop"', 'id = "memo-eq"')
