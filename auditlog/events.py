@@ -298,9 +298,10 @@ class MiddlewareStats:
 
 
 def emit_event(handle: AuditHandle, event: MutableMapping[str, Any], stats: MiddlewareStats) -> bool:
-    """Hand ``event`` to ``handle.emit``; count it written or dropped. Never raises."""
+    """Hand ``event`` (a new dict the caller gives up) to ``handle.emit``; count it written or dropped.
+    Never raises."""
     try:
-        ok = handle.emit(event)
+        ok = handle.emit(event, owned=True) if type(event) is dict else handle.emit(event)
     except Exception as exc:
         stats.error("emit", exc)
         ok = False

@@ -360,23 +360,27 @@ class AuditHandle:
         self._handlers: list[tuple[logging.Logger, logging.Handler, int, bool, list[logging.Handler]]] = []
         self._closed = False
 
-    def emit(self, event: MutableMapping[str, Any]) -> bool:
+    def emit(self, event: MutableMapping[str, Any], *, owned: bool = False) -> bool:
         """Append an already-redacted audit event (built by the middleware) to the journal.
 
-        Stamps ``ts`` and ``event_id`` when missing, the policy reference and (a dict) the journal's
-        ``seq``, all in place. Returns False (and counts the drop) when the journal cannot take it; never
+        Stamps ``ts`` and ``event_id`` (when missing) and the policy reference, in place. With
+        ``owned=True`` the caller hands a dict over (the middleware's own, new events): it is journaled
+        without a copy, ``seq`` is added to it and the policy reference is kept JSON; the caller must not
+        use it afterwards. Returns False (and counts the drop) when the journal cannot take it; never
         raises.
         """
         if "ts" not in event:
             event["ts"] = _now_iso()
         if "event_id" not in event:
             event["event_id"] = os.urandom(16).hex()  # 128 random bits, as uuid4 but a quarter of the cost
-        if "policy" not in event:
-            event["policy"] = self.policy.ref_json
         try:
-            if type(event) is dict:
-                self.journal.append_owned(event)  # stamped in place already; ``seq`` joins the stamps
+            if owned and type(event) is dict:
+                if "policy" not in event:
+                    event["policy"] = self.policy.ref_json
+                self.journal.append_owned(event)
             else:
+                if "policy" not in event:
+                    event["policy"] = self.policy.ref
                 self.journal.append(event)
         except Exception as exc:
             self._reporter.drop(type(exc.__cause__ or exc).__name__)

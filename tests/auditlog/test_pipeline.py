@@ -325,21 +325,31 @@ class TestHandle:
         assert {"kind", "outcome", "ts", "event_id", "policy"} <= set(rec)
         assert "default" == rec["policy"]["id"]
 
-    def test_emit_takes_dicts_in_place_and_other_mappings_by_copy(
+    def test_emit_copies_unless_the_event_is_handed_over(
         self, configured: tuple[auditlog.AuditHandle, Path, io.StringIO]
     ) -> None:
-        """A dict is stamped in place (its seq too); another mutable mapping is journaled from a copy."""
+        """By default the journal takes a copy (the caller's dict gets ts and event_id only, and can be
+        emitted again); ``owned=True`` journals the dict itself, seq included."""
         import collections
 
         handle, d, _ = configured
-        owned: dict[str, object] = {"kind": "http.request"}
+        mine: dict[str, object] = {"kind": "http.request"}
         other = collections.UserDict({"kind": "mcp.tool_call"})
-        assert handle.emit(owned) and handle.emit(other)
+        given: dict[str, object] = {"kind": "authz.denied"}
+        assert handle.emit(mine) and handle.emit(other) and handle.emit(given, owned=True)
+        assert "seq" not in mine and "seq" not in other and {"ts", "event_id", "policy"} <= set(mine)
+        assert '"id"' in orjson.dumps(mine).decode()  # still plain JSON-ready data
+        del mine["event_id"]
+        assert handle.emit(mine)  # the same dict again: a second event
         handle.shutdown()
-        first, second = records(d)
-        assert owned["seq"] == first["seq"] and owned["event_id"] == first["event_id"]
-        assert "seq" not in other and second["seq"] == first["seq"] + 1
-        assert ("http.request", "mcp.tool_call") == (first["kind"], second["kind"])
+        first, second, third, fourth = records(d)
+        seqs = [r["seq"] for r in (first, second, third, fourth)]
+        assert seqs == list(range(seqs[0], seqs[0] + 4))  # after the segment header
+        assert given["seq"] == third["seq"] and given["event_id"] == third["event_id"]
+        assert ("http.request", "mcp.tool_call", "authz.denied", "http.request") == tuple(
+            r["kind"] for r in (first, second, third, fourth)
+        )
+        assert third["policy"] == first["policy"]
 
     def test_records_serialize_as_json_lines(
         self, configured: tuple[auditlog.AuditHandle, Path, io.StringIO]
