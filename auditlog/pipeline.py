@@ -212,19 +212,11 @@ class _LoggerFactory:
         return _JournalLogger(name, self._stream)
 
 
-def add_logger_name(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
-    """Add ``logger``: the structlog logger's name, or the stdlib record's."""
-    if "logger" not in event_dict:
-        name = getattr(logger, "name", None)
-        if name:
-            event_dict["logger"] = name
-    return event_dict
-
-
 def add_logger_name_and_timestamp(
     logger: WrappedLogger, method_name: str, event_dict: EventDict
 ) -> EventDict:
-    """:func:`add_logger_name`, then ``timestamp``: UTC, ISO 8601 with microseconds (``...00.000123Z``).
+    """Add ``logger`` (the structlog logger's name, or the stdlib record's), then ``timestamp``: UTC,
+    ISO 8601 with microseconds (``...00.000123Z``).
 
     One processor for two, on every event; the timestamp replaces a caller's field of that name.
     """
