@@ -10,7 +10,9 @@ route is indexed only when its class matches by that regex alone (Starlette's ``
 ``WebSocketRoute``; FastAPI's routes before FastAPI's router has run, which is where the middleware
 stands); every other route (``Host``, a custom ``BaseRoute``, a parameter or regex in the first segment,
 ``Mount("")``) is a candidate for every path. A scope with a ``root_path`` (the app is mounted) is matched
-against every route, as before. Inside a ``Mount`` the inner routes are tried in order.
+against every route, as before. Inside a ``Mount`` the inner routes are tried in order. A ``Host`` route
+matches by the ``host`` header alone, as Starlette's does: once it matches, the template is the one inside
+it that serves the path, or none (Starlette answers 404 there, whatever routes come after).
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ def template(routes: list[Any], scope: Scope, prefix: str = "", depth: int = 0) 
     for route in routes:
         matches = getattr(route, "matches", None)
         path = getattr(route, "path", None)
+        if matches is not None and path is None and isinstance(getattr(route, "host", None), str):
+            match, child = matches(scope)  # a Host route matches by host alone and adds no path
+            if getattr(match, "name", "") == "FULL":
+                return _host_template(route, {**scope, **child}, prefix, depth)  # served inside, or 404
+            continue
         if matches is None or not isinstance(path, str):
             continue
         match, child = matches(scope)
@@ -59,6 +66,20 @@ def template(routes: list[Any], scope: Scope, prefix: str = "", depth: int = 0) 
         if kind == "PARTIAL" and partial is None:
             partial = prefix + path
     return partial
+
+
+def _host_template(route: Any, scope: Scope, prefix: str, depth: int) -> str | None:
+    """The template inside a Starlette ``Host`` route whose host matched ``scope`` (None: it answers 404)."""
+    if depth >= 4:
+        return None
+    app = getattr(route, "app", None)
+    if isinstance(getattr(app, "path", None), str) and hasattr(app, "matches"):
+        inner: object = [app]  # a Mount: its own path prefixes the routes inside it
+    else:
+        inner = getattr(app, "routes", None)  # a Router
+    if not isinstance(inner, list):
+        return None
+    return template(inner, scope, prefix, depth + 1)
 
 
 def _regex_matchers() -> frozenset[Any]:

@@ -8,7 +8,7 @@ import pytest
 from fastapi import FastAPI
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from starlette.routing import BaseRoute, Host, Match, Mount, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Host, Match, Mount, Route, Router, WebSocketRoute
 
 from auditlog._routes import RouteIndex, find_routes, first_segment, template
 
@@ -170,3 +170,53 @@ class TestPathOnly:
     def test_path_only(self, routes: list[Any], expected: bool) -> None:
         """True only when every route, inside mounts too, matches by path and method alone."""
         assert expected is RouteIndex(routes).path_only
+
+
+def _named(name: str) -> Any:
+    async def serve(request: Any) -> Any:
+        from starlette.responses import PlainTextResponse
+
+        return PlainTextResponse(name)
+
+    return serve
+
+
+HOSTED = [
+    Host("api.example.org", app=Mount("/api", routes=[Route("/v/{a}", _named("/api/v/{a}"))])),
+    Host("r.example.org", app=Router(routes=[Route("/v/{c}", _named("/v/{c}"))])),
+    Route("/v/{b}", _named("/v/{b}")),
+    Route("/api/v/{d}", _named("/api/v/{d}")),
+]
+
+
+class TestHostRoutes:
+    @pytest.mark.parametrize(
+        ("host", "path", "expected"),
+        [
+            ("api.example.org", "/api/v/1", "/api/v/{a}"),
+            ("api.example.org", "/v/1", None),  # the Host takes it, and nothing inside matches: 404
+            ("other.example.org", "/api/v/1", "/api/v/{d}"),
+            ("r.example.org", "/v/1", "/v/{c}"),
+            ("other.example.org", "/v/1", "/v/{b}"),
+        ],
+    )
+    def test_template_is_the_route_starlette_serves(self, host: str, path: str, expected: str | None) -> None:
+        """Through a Host route (by host alone, no path of its own) to the route Starlette's router runs."""
+        import asyncio
+
+        from starlette.applications import Starlette
+
+        scope = {**scope_of(path, "GET", "http", ""), "headers": [(b"host", host.encode())]}
+        assert expected == RouteIndex(HOSTED).template(scope) == template(HOSTED, scope)
+        sent: list[Any] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b""}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        full = {**scope, "http_version": "1.1", "scheme": "http", "server": ("t", 80), "client": ("c", 1)}
+        asyncio.run(Starlette(routes=HOSTED)(full, receive, send))
+        body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+        assert (expected.encode() if expected else b"Not Found") == body
