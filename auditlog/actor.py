@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -38,10 +38,32 @@ __all__ = [
     "wsgi_actor",
 ]
 
+_T = TypeVar("_T")
+
+
+def _state(obj: Any) -> list[Any]:
+    """Pickle / copy state of a frozen slots dataclass with kept JSON: its fields, the kept JSON left out."""
+    return [None if f.name == "_json" else getattr(obj, f.name) for f in fields(obj)]
+
+
+def _set_state(obj: Any, state: list[Any]) -> None:
+    for f, value in zip(fields(obj), state, strict=True):
+        object.__setattr__(obj, f.name, value)
+
+
+def _pickles_without_kept_json(cls: type[_T]) -> type[_T]:
+    """Outside ``@dataclass``: copies and pickles carry the fields, not the kept JSON (an
+    ``orjson.Fragment``, which does not pickle); the copy serializes its own on first use."""
+    setattr(cls, "__getstate__", _state)  # noqa: B010 - replaces the dataclass's own, after it
+    setattr(cls, "__setstate__", _set_state)  # noqa: B010
+    return cls
+
+
 _LABEL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/+@=|-]{0,127}", re.ASCII)
 _MAX_SCOPES = 64
 
 
+@_pickles_without_kept_json
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Actor:
     """The verified caller: subject, tenant, OAuth client id and granted scopes."""
@@ -70,12 +92,6 @@ class Actor:
         """:meth:`as_dict` as JSON, serialized on first use and kept (an actor never changes)."""
         return _kept_json(self)
 
-    def __getstate__(self) -> list[Any]:
-        return _state(self)
-
-    def __setstate__(self, state: list[Any]) -> None:
-        _set_state(self, state)
-
     def redacted(self, scanner: Scanner, fingerprint: Callable[[str], str] | None = None) -> Actor:
         """A copy safe to journal: an identifier that is not label-like, or that the scanner flags (an
         email address as subject, say), is replaced by its fingerprint (or dropped without one)."""
@@ -88,16 +104,6 @@ class Actor:
         if (subject, tenant, client_id, scopes) == (self.subject, self.tenant, self.client_id, self.scopes):
             return self
         return Actor(subject=subject, tenant=tenant, client_id=client_id, scopes=scopes)
-
-
-def _state(obj: Any) -> list[Any]:
-    """Pickle / copy state of a frozen slots dataclass with kept JSON: its fields, the kept JSON left out."""
-    return [None if f.name == "_json" else getattr(obj, f.name) for f in fields(obj)]
-
-
-def _set_state(obj: Any, state: list[Any]) -> None:
-    for f, value in zip(fields(obj), state, strict=True):
-        object.__setattr__(obj, f.name, value)
 
 
 def _kept_json(obj: Any) -> orjson.Fragment:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from auditlog.actor import Actor, _kept_json, _set_state, _state
+from auditlog.actor import Actor, _kept_json, _pickles_without_kept_json
 from processors import Scanner, ShapeLimits, rendered_shape, shape_of
 
 if TYPE_CHECKING:
@@ -90,6 +90,7 @@ class Action:
         return {"name": self.name, "method": self.method, "target": self.target}
 
 
+@_pickles_without_kept_json
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Decision:
     """The policy decision: allowed or not, why, under which rule, what it required."""
@@ -111,12 +112,6 @@ class Decision:
     def as_json(self) -> orjson.Fragment:
         """:meth:`as_dict` as JSON, serialized on first use and kept (a decision never changes)."""
         return _kept_json(self)
-
-    def __getstate__(self) -> list[Any]:
-        return _state(self)
-
-    def __setstate__(self, state: list[Any]) -> None:
-        _set_state(self, state)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
