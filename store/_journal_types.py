@@ -34,6 +34,9 @@ class JournalConfig:
         fsync_interval: seconds between syncs for ``fsync="interval"``.
         retention: seconds a sealed segment is kept by :meth:`JournalWriter.enforce_retention`; ``None``
             keeps everything.
+        retention_check_interval: with ``retention`` set, seconds between the writer's own retention runs,
+            in its background thread (the first a minute after it opens, or sooner if the interval is
+            shorter); ``None``: only explicit :meth:`JournalWriter.enforce_retention` calls.
         chain: ``False`` writes plain lines without MACs, for benchmarks only; :func:`verify` rejects them.
         source: the host name recorded in headers and seals.
     """
@@ -44,6 +47,7 @@ class JournalConfig:
     fsync_every: int = 1000
     fsync_interval: float = 1.0
     retention: float | None = None
+    retention_check_interval: float | None = 3600.0
     chain: bool = True
     source: str = field(default_factory=socket.gethostname)
 
@@ -56,6 +60,8 @@ class JournalConfig:
         _positive("fsync_interval", self.fsync_interval, integer=False)
         if self.retention is not None:
             _positive("retention", self.retention, integer=False)
+        if self.retention_check_interval is not None:
+            _positive("retention_check_interval", self.retention_check_interval, integer=False)
         if type(self.chain) is not bool:
             raise ValueError("JournalConfig.chain must be a bool")
         if type(self.source) is not str or not self.source or len(self.source) > 255:
@@ -80,12 +86,15 @@ class JournalRecovery:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JournalStats:
     """Counters since the writer opened: records appended (headers excluded), bytes written (headers
-    included), segments opened, and writes or syncs that failed."""
+    included), segments opened, writes or syncs that failed, segments its retention runs deleted, and
+    retention runs of its background thread that failed (the next run retries)."""
 
     records: int
     bytes: int
     segments: int
     write_errors: int
+    purged_segments: int = 0
+    retention_errors: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

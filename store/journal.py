@@ -39,7 +39,9 @@ checked) is older than ``retention``: a contiguous run from the start, never the
 starts a new segment (header ``reason: "retention"``) whose second line is a ``journal.retention_purged``
 record (segment names, count, first and last seq, and for each purged segment its last seq and last MAC),
 syncs it, and only then deletes the segments and their seals, oldest first. So a crash leaves either
-nothing deleted or a deletion that is on the record (a leftover seal is a warning).
+nothing deleted or a deletion that is on the record (a leftover seal is a warning). With ``retention`` set
+the writer runs it itself, in its background thread, every ``retention_check_interval`` seconds (the first
+a minute after opening); a run that fails is counted in :attr:`JournalWriter.stats` and retried.
 
 :func:`verify` accepts that the first present segment chains from a segment that is gone only when a purge
 record vouches for it: the record must sit at line 2 of a ``reason: "retention"`` segment, with a valid MAC,
@@ -70,6 +72,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import math
 import os
 import threading
 import time
@@ -182,7 +185,9 @@ class JournalWriter:
         "_next_number",
         "_outer",
         "_prev_name",
+        "_purged",
         "_recovery",
+        "_retention_errors",
         "_seg_name",
         "_segments_opened",
         "_seq",
@@ -224,7 +229,7 @@ class JournalWriter:
         self._next_number = 1
         self._seg_name = ""
         self._size = self._first_seq = self._headers = self._closed_bytes = 0
-        self._segments_opened = self._write_errors = 0
+        self._segments_opened = self._write_errors = self._purged = self._retention_errors = 0
         self._created = 0.0
         self._deadline = _OVERDUE
         self._sha = hashlib.sha256()
@@ -251,10 +256,12 @@ class JournalWriter:
             os.close(self._lock_fd)
             raise
         _live.add(self)
-        if cfg.fsync == "interval":
+        sync_every = cfg.fsync_interval if cfg.fsync == "interval" else None
+        purge_every = cfg.retention_check_interval if cfg.retention is not None else None
+        if sync_every is not None or purge_every is not None:
             self._thread = threading.Thread(
-                target=_sync_periodically,
-                args=(weakref.ref(self), self._stop, cfg.fsync_interval),
+                target=_maintain,
+                args=(weakref.ref(self), self._stop, sync_every, purge_every),
                 name="auditlog-journal-fsync",
                 daemon=True,
             )
@@ -534,6 +541,14 @@ class JournalWriter:
                 with contextlib.suppress(JournalError):  # counted; the next append rolls over
                     self._sync()
 
+    def _background_retention(self) -> None:
+        try:
+            self.enforce_retention()
+        except JournalError:
+            if not self._closed:
+                with self._lock:
+                    self._retention_errors += 1  # counted in stats; the next run retries
+
     def close(self) -> None:
         """Seal the active segment, release the directory and stop the sync thread. Idempotent.
 
@@ -593,7 +608,9 @@ class JournalWriter:
             self._append(purge_record(victims, retention=retention, ts=self._clock()), roll=False)
             if self._durable:
                 self._sync()
-            return delete_purged(self._dir, listing, victims, durable=self._durable)
+            deleted = delete_purged(self._dir, listing, victims, durable=self._durable)
+            self._purged += len(deleted)
+            return deleted
 
     def _disown(self) -> None:
         """In a forked child: never touch the parent's segment; fail every later call instead."""
@@ -638,6 +655,8 @@ class JournalWriter:
                 bytes=self._closed_bytes + (self._size if self._fd >= 0 else 0),
                 segments=self._segments_opened,
                 write_errors=self._write_errors,
+                purged_segments=self._purged,
+                retention_errors=self._retention_errors,
             )
 
     def __enter__(self) -> JournalWriter:
@@ -652,13 +671,29 @@ class JournalWriter:
         return f"JournalWriter({str(self._dir)!r}, segment={self._seg_name!r}, seq={self._seq})"
 
 
-def _sync_periodically(ref: weakref.ref[JournalWriter], stop: threading.Event, interval: float) -> None:
-    """The ``fsync="interval"`` thread: sync the writer's dirty segment every ``interval`` seconds."""
-    while not stop.wait(interval):
+def _maintain(
+    ref: weakref.ref[JournalWriter],
+    stop: threading.Event,
+    sync_every: float | None,
+    purge_every: float | None,
+) -> None:
+    """The writer's background thread: sync the dirty segment every ``sync_every`` seconds
+    (``fsync="interval"``) and enforce retention every ``purge_every`` seconds (the first run a minute
+    after opening, or sooner if the interval is shorter). Holds no reference to the writer while waiting."""
+    start = time.monotonic()
+    next_sync = start + sync_every if sync_every is not None else math.inf
+    next_purge = start + min(60.0, purge_every) if purge_every is not None else math.inf
+    while not stop.wait(max(0.0, min(next_sync, next_purge) - time.monotonic())):
         writer = ref()
         if writer is None:
             return
-        writer._background_sync()
+        now = time.monotonic()
+        if sync_every is not None and now >= next_sync:
+            writer._background_sync()
+            next_sync = now + sync_every
+        if purge_every is not None and now >= next_purge:
+            writer._background_retention()
+            next_purge = time.monotonic() + purge_every
         del writer
 
 

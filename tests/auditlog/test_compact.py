@@ -350,7 +350,7 @@ def aged_journal(root: Path, *, source: str = "web-1", segments: int = 4) -> tup
     ring = KeyRing(MasterKey.generate())
     clock = _Clock(1_795_168_800.0)  # 2026-11-20T10:00:00Z: headers and records fall on one day
     jdir = root / f"journal-{source}"
-    config = JournalConfig(fsync="never", source=source, retention=100.0)
+    config = JournalConfig(fsync="never", source=source, retention=100.0, retention_check_interval=None)
     w = JournalWriter(jdir, keys=ring, config=config, clock=clock)
     for s in range(segments):
         for i in range(3):

@@ -59,8 +59,9 @@ class FakeClock:
 
 
 def cfg(**kw: Any) -> JournalConfig:
-    """A test config: no fsync, a fixed source, overrides from ``kw``."""
-    return JournalConfig(**{"fsync": "never", "source": "test-host", **kw})
+    """A test config: no fsync, a fixed source, retention only when a test enforces it, overrides from
+    ``kw``."""
+    return JournalConfig(**{"fsync": "never", "source": "test-host", "retention_check_interval": None, **kw})
 
 
 def write(directory: Path, n: int, *, ring: KeyRing = RING_A, start: int = 0, **kw: Any) -> list[int]:
@@ -854,6 +855,61 @@ class TestKeyRotation:
 
 
 class TestRetention:
+    def test_the_writer_enforces_retention_itself(self, jdir: Path) -> None:
+        """With retention set, the writer's own thread purges expired segments on the record."""
+        clock = FakeClock(1000.0)
+        config = cfg(retention=100.0, retention_check_interval=0.05)
+        with JournalWriter(jdir, keys=RING_A, config=config, clock=clock) as w:
+            for s in range(4):
+                w.append({"s": s})
+                clock.advance(10)
+                w.rotate()
+            assert w._thread is not None  # started for retention alone (fsync="never")
+            clock.advance(95)  # segments 1-3 sealed more than 100 s ago
+            deadline = time.monotonic() + 10
+            while w.stats.purged_segments < 3 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert (3, 0) == (w.stats.purged_segments, w.stats.retention_errors)
+        assert not (jdir / "00000001.jsonl").exists() and (jdir / "00000004.jsonl").exists()
+        assert verify(jdir, keys=RING_A).ok
+
+    def test_failed_retention_runs_are_counted_and_retried(
+        self, jdir: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A run that cannot delete is counted; appends go on; a later run finishes the purge."""
+        clock = FakeClock(1000.0)
+        config = cfg(retention=100.0, retention_check_interval=0.05)
+        real = journal.delete_purged
+
+        def refuse(*a: Any, **kw: Any) -> list[str]:
+            raise JournalError("cannot delete (simulated)")
+
+        monkeypatch.setattr(journal, "delete_purged", refuse)
+        with JournalWriter(jdir, keys=RING_A, config=config, clock=clock) as w:
+            for s in range(2):
+                w.append({"s": s})
+                clock.advance(10)
+                w.rotate()
+            clock.advance(200)
+            deadline = time.monotonic() + 10
+            while w.stats.retention_errors < 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert w.stats.retention_errors >= 1
+            w.append({"after": True})
+            monkeypatch.setattr(journal, "delete_purged", real)
+            while w.stats.purged_segments < 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert w.stats.purged_segments >= 1
+        assert verify(jdir, keys=RING_A).ok
+
+    def test_no_thread_without_retention_or_interval_sync(self, jdir: Path) -> None:
+        """fsync other than "interval" and no retention: no background thread."""
+        with JournalWriter(jdir, keys=RING_A, config=cfg()) as w:
+            assert w._thread is None
+        for bad in (0, -1.0, float("nan")):
+            with pytest.raises(ValueError, match="retention_check_interval"):
+                JournalConfig(retention_check_interval=bad)
+
     @pytest.fixture
     def aged(self, jdir: Path) -> tuple[JournalWriter, FakeClock]:
         """A writer with four sealed segments, sealed 10 s apart, and retention of 100 s."""
