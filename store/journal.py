@@ -41,7 +41,8 @@ record (segment names, count, first and last seq, and for each purged segment it
 syncs it, and only then deletes the segments and their seals, oldest first. So a crash leaves either
 nothing deleted or a deletion that is on the record (a leftover seal is a warning). With ``retention`` set
 the writer runs it itself, in its background thread, every ``retention_check_interval`` seconds (the first
-a minute after opening); a run that fails is counted in :attr:`JournalWriter.stats` and retried.
+a minute after opening), at most 256 segments a run (a backlog continues a second later); a run that fails
+is counted in :attr:`JournalWriter.stats` and retried.
 
 :func:`verify` accepts that the first present segment chains from a segment that is gone only when a purge
 record vouches for it: the record must sit at line 2 of a ``reason: "retention"`` segment, with a valid MAC,
@@ -541,13 +542,15 @@ class JournalWriter:
                 with contextlib.suppress(JournalError):  # counted; the next append rolls over
                     self._sync()
 
-    def _background_retention(self) -> None:
+    def _background_retention(self) -> bool:
+        """One bounded retention run; True when it stopped at its bound (more segments are due)."""
         try:
-            self.enforce_retention()
+            return len(self.enforce_retention(limit=_PURGE_PER_RUN)) >= _PURGE_PER_RUN
         except JournalError:
             if not self._closed:
                 with self._lock:
                     self._retention_errors += 1  # counted in stats; the next run retries
+            return False
 
     def close(self) -> None:
         """Seal the active segment, release the directory and stop the sync thread. Idempotent.
@@ -574,7 +577,7 @@ class JournalWriter:
                     self._fd = -1
                 os.close(self._lock_fd)
 
-    def enforce_retention(self, now: float | None = None) -> list[str]:
+    def enforce_retention(self, now: float | None = None, *, limit: int | None = None) -> list[str]:
         """Delete sealed segments (and seals) whose seal is older than ``JournalConfig.retention``.
 
         Deletes a contiguous run of the oldest sealed segments, never the active one. First it rotates and
@@ -584,6 +587,8 @@ class JournalWriter:
 
         Args:
             now: the current time (defaults to the writer's clock).
+            limit: purge at most this many segments (the oldest); the next call takes the rest. Appends
+                wait while a purge runs, so the background thread bounds each run.
 
         Returns:
             The deleted segment file names, oldest first.
@@ -600,6 +605,8 @@ class JournalWriter:
                 raise JournalError(f"journal writer for {self._dir} is closed")
             cutoff = (self._clock() if now is None else now) - retention
             listing, victims = retention_victims(self._dir, self._keys, active=self._seg_name, cutoff=cutoff)
+            if limit is not None:
+                victims = victims[: max(0, limit)]
             if not victims:
                 return []
             if self._fd >= 0:
@@ -682,7 +689,7 @@ def _maintain(
     after opening, or sooner if the interval is shorter). Holds no reference to the writer while waiting."""
     start = time.monotonic()
     next_sync = start + sync_every if sync_every is not None else math.inf
-    next_purge = start + min(60.0, purge_every) if purge_every is not None else math.inf
+    next_purge = start + min(_FIRST_PURGE_DELAY, purge_every) if purge_every is not None else math.inf
     while not stop.wait(max(0.0, min(next_sync, next_purge) - time.monotonic())):
         writer = ref()
         if writer is None:
@@ -692,10 +699,14 @@ def _maintain(
             writer._background_sync()
             next_sync = now + sync_every
         if purge_every is not None and now >= next_purge:
-            writer._background_retention()
-            next_purge = time.monotonic() + purge_every
+            more = writer._background_retention()  # a backlog goes a bounded run at a time, a second apart
+            next_purge = time.monotonic() + (min(_BACKLOG_PURGE_DELAY, purge_every) if more else purge_every)
         del writer
 
+
+_PURGE_PER_RUN = 256  # segments per background retention run: bounds how long appends wait for one
+_FIRST_PURGE_DELAY = 60.0  # seconds from opening to the first background run (interval permitting)
+_BACKLOG_PURGE_DELAY = 1.0  # seconds between runs while a backlog lasts
 
 _live: weakref.WeakSet[JournalWriter] = weakref.WeakSet()
 

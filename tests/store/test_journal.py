@@ -902,6 +902,41 @@ class TestRetention:
             assert w.stats.purged_segments >= 1
         assert verify(jdir, keys=RING_A).ok
 
+    def test_a_limited_purge_takes_the_oldest_and_leaves_the_rest_for_later(
+        self, jdir: Path, aged: tuple[JournalWriter, FakeClock]
+    ) -> None:
+        """limit bounds one run; successive runs purge the backlog oldest first, verifying after each."""
+        w, _ = aged
+        with w:
+            assert ["00000001.jsonl", "00000002.jsonl"] == w.enforce_retention(now=1135.0, limit=2)
+            assert verify(jdir, keys=RING_A).ok
+            assert ["00000003.jsonl"] == w.enforce_retention(now=1135.0, limit=2)
+            assert [] == w.enforce_retention(now=1135.0, limit=2)
+            assert 3 == w.stats.purged_segments
+        assert verify(jdir, keys=RING_A).ok
+
+    def test_the_background_thread_works_through_a_backlog(
+        self, jdir: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """More expired segments than one run takes: the thread comes back soon, not an interval later."""
+        monkeypatch.setattr(journal, "_PURGE_PER_RUN", 2)
+        monkeypatch.setattr(journal, "_FIRST_PURGE_DELAY", 0.05)
+        monkeypatch.setattr(journal, "_BACKLOG_PURGE_DELAY", 0.05)
+        clock = FakeClock(1000.0)
+        with JournalWriter(jdir, keys=RING_A, config=cfg(retention=100.0), clock=clock) as w:
+            for s in range(6):
+                w.append({"s": s})
+                clock.advance(10)
+                w.rotate()
+        clock.advance(500)  # six sealed segments past retention before the writer below opens
+        config = cfg(retention=100.0, retention_check_interval=600.0)  # an interval the test never sees
+        with JournalWriter(jdir, keys=RING_A, config=config, clock=clock) as w:
+            deadline = time.monotonic() + 15
+            while w.stats.purged_segments < 7 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert 7 == w.stats.purged_segments  # the six, and the segment the first writer sealed on close
+        assert verify(jdir, keys=RING_A).ok
+
     def test_no_thread_without_retention_or_interval_sync(self, jdir: Path) -> None:
         """fsync other than "interval" and no retention: no background thread."""
         with JournalWriter(jdir, keys=RING_A, config=cfg()) as w:
