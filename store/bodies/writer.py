@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import queue
 import threading
@@ -46,6 +47,7 @@ log = logging.getLogger("store.bodies")
 _SUFFIX = ".env"
 _TMP = ".tmp-"
 _RETRYABLE = (BodyStoreUnavailable, AccessDenied)
+_FIRST_PURGE_DELAY = 60.0  # seconds from start to the worker's first retention run (interval permitting)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,6 +69,10 @@ class WriterConfig:
         nice: niceness added to the worker thread (Linux; 0 leaves it alone). A positive value makes
             sealing and storing yield the CPU to the threads serving requests, at the price of more
             drops when the queue fills under load.
+        purge_interval: seconds between the worker's own :meth:`~store.bodies.EncryptedBodyStore.
+            purge_expired` runs (the first a minute after the writer starts, or sooner if the interval is
+            shorter), so bodies past their retention go without a cron job; each run is journaled as
+            ``body.purged`` (the store needs its audit sink). None: only explicit purges.
     """
 
     spool_dir: str | os.PathLike[str] | None = None
@@ -79,6 +85,7 @@ class WriterConfig:
     replay_batch: int = 64
     fsync: bool = False
     nice: int = 0
+    purge_interval: float | None = 3600.0
 
     def __post_init__(self) -> None:
         if self.on_full not in ("drop", "block"):
@@ -87,6 +94,10 @@ class WriterConfig:
             raise ValueError("max_queue, max_queue_bytes and replay_batch must be positive")
         if not 0 < self.backoff_initial <= self.backoff_max or self.block_timeout < 0:
             raise ValueError("expected 0 < backoff_initial <= backoff_max and block_timeout >= 0")
+        if self.purge_interval is not None and not (
+            isinstance(self.purge_interval, int | float) and 0 < self.purge_interval < float("inf")
+        ):
+            raise ValueError("purge_interval: expected a positive number of seconds, or None")
 
 
 @dataclass(slots=True)
@@ -102,6 +113,8 @@ class WriterStats:
     dropped_error: int = 0
     conflicts: int = 0
     quarantined: int = 0
+    purged: int = 0
+    purge_errors: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     last_error: str | None = None
 
@@ -138,6 +151,8 @@ class BodyWriter:
         self._backoff = cfg.backoff_initial
         self._next_replay = 0.0
         self._closed = threading.Event()
+        interval = cfg.purge_interval
+        self._next_purge = time.monotonic() + min(_FIRST_PURGE_DELAY, interval) if interval else math.inf
         if self._spool is not None:
             self._spool.mkdir(mode=0o700, parents=True, exist_ok=True)
             for tmp in self._spool.glob(f"{_TMP}*"):  # half-written by a killed writer: never counted
@@ -231,9 +246,10 @@ class BodyWriter:
             with contextlib.suppress(OSError):
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.config.nice)
         while True:
-            wait = None
+            due = self._next_purge
             if self._degraded:
-                wait = max(0.0, self._next_replay - time.monotonic())
+                due = min(due, self._next_replay)
+            wait = None if due == math.inf else max(0.0, due - time.monotonic())
             try:
                 item = self._queue.get(timeout=wait)
             except queue.Empty:
@@ -252,6 +268,21 @@ class BodyWriter:
                     self._done(len(item.body))
             if self._degraded and time.monotonic() >= self._next_replay:
                 self._replay(limit=self.config.replay_batch)
+            if time.monotonic() >= self._next_purge:
+                self._purge()
+
+    def _purge(self) -> None:
+        """One retention run of the store, journaled by it; failures are counted (the next run retries)."""
+        interval = self.config.purge_interval
+        self._next_purge = time.monotonic() + interval if interval else math.inf
+        try:
+            report = self.store.purge_expired(actor="retention")
+        except Exception as exc:  # the worker must survive anything, a missing audit sink included
+            msg = str(exc) if isinstance(exc, BodyStoreError) else None
+            self._count("purge_errors", f"purge:{type(exc).__name__}", msg)
+            return
+        with self._lock:
+            self.stats.purged += report.purged
 
     def _handle(self, item: _Item) -> None:
         if self._degraded:  # spooling: seal locally, replay re-wraps for the preferred wrapper (KMS)

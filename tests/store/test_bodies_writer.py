@@ -244,8 +244,51 @@ class TestBodyWriter:
         writer.put("req-1", b"x", meta=META)
         assert 1 == writer.stats.dropped_full
 
+    def test_the_worker_purges_expired_bodies_itself(
+        self, ring: KeyRing, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With purge_interval, bodies past their retention go without a cron job, on the record."""
+        import store.bodies.writer as writer_mod
+        from tests.store.bodies_fixtures import FakeClock
+
+        monkeypatch.setattr(writer_mod, "_FIRST_PURGE_DELAY", 0.05)
+        clock, audit = FakeClock(), AuditRecorder()
+        store = EncryptedBodyStore(MemoryBackend(), keys=ring, audit=audit, clock=clock)
+        with BodyWriter(store, config=WriterConfig(purge_interval=0.05)) as w:
+            w.put("short-1", b"a", meta=BodyMeta(tenant="acme", retention=10))
+            w.put("short-2", b"b", meta=BodyMeta(tenant="acme", retention=10))
+            w.put("long", b"c", meta=BodyMeta(tenant="acme", retention=10_000))
+            assert w.flush(5)
+            clock.advance(60)
+            assert wait_until(lambda: w.stats.purged >= 2)
+            assert (2, 0) == (w.stats.purged, w.stats.purge_errors)
+        assert ["long"] == sorted(store.backend.ids())
+        purges = [e for e in audit.events if e["kind"] == "body.purged"]
+        assert purges and 2 == sum(e["purged"] for e in purges)
+        assert all(e["actor"]["subject"] == "retention" for e in purges)
+
+    def test_purges_of_a_store_without_audit_are_counted_not_raised(
+        self, ring: KeyRing, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A store that cannot journal a purge cannot purge: the worker counts it and keeps writing."""
+        import store.bodies.writer as writer_mod
+
+        monkeypatch.setattr(writer_mod, "_FIRST_PURGE_DELAY", 0.05)
+        store = EncryptedBodyStore(MemoryBackend(), keys=ring)
+        with BodyWriter(store, config=WriterConfig(purge_interval=0.05)) as w:
+            assert wait_until(lambda: w.stats.purge_errors >= 1)
+            w.put("after", b"x", meta=META)
+            assert w.flush(5) and 1 == w.stats.stored
+        assert "purge:AuditUnavailable" in w.stats.errors
+
     def test_config_is_validated(self) -> None:
         """Nonsense settings fail at construction."""
-        for bad in ({"on_full": "explode"}, {"max_queue": 0}, {"backoff_initial": 0}):
+        for bad in (
+            {"on_full": "explode"},
+            {"max_queue": 0},
+            {"backoff_initial": 0},
+            {"purge_interval": 0},
+            {"purge_interval": float("nan")},
+        ):
             with pytest.raises(ValueError):
                 WriterConfig(**bad)  # type: ignore[arg-type]
