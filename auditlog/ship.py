@@ -29,6 +29,7 @@ Errors::
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import re
@@ -323,6 +324,8 @@ class _Ledger:
 class S3Layout:
     """Read side of a shipped layout: its manifests, and Parquet files fetched into a local cache.
 
+    Each listing of the manifests also drops cached copies of batches the bucket no longer holds.
+
     Args:
         url: ``s3://bucket/prefix``.
         cache_dir: the local cache root (default: ``$XDG_CACHE_HOME/auditlog/s3/<bucket>/<prefix>``).
@@ -374,7 +377,26 @@ class S3Layout:
             if not page.get("IsTruncated"):
                 break
             token = page.get("NextContinuationToken")
+        self._prune_cache(found)
         return sorted(found, key=lambda m: (m.source, m.batch))
+
+    def _prune_cache(self, manifests: list[Manifest]) -> None:
+        """Drop cached manifests and Parquet files the bucket no longer has (expired by its lifecycle rule,
+        or pruned), so the cache does not outlive the copies it was fetched from. Only the layout's own
+        files are touched (``_manifest/source=*/*.json``, ``date=*/source=*/*.parquet``)."""
+        keep = {m.path for m in manifests} | {self.cache / f.path for m in manifests for f in m.files}
+        stale = [
+            *self.cache.glob("_manifest/source=*/*.json"),
+            *self.cache.glob("date=*/source=*/*.parquet"),
+        ]
+        for path in stale:
+            if path not in keep:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    self._verified.discard(str(path.relative_to(self.cache)))
+        for folder in [*self.cache.glob("date=*/source=*"), *self.cache.glob("date=*")]:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
 
     def fetch(self, entry: FileEntry) -> Path:
         """The local path of a manifest's Parquet file, downloaded and checked against its SHA-256.

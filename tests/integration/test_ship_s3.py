@@ -253,6 +253,36 @@ class TestQueryS3:
             assert expected == inv.denials()
         assert good == hashlib.sha256(victim.read_bytes()).hexdigest()
 
+    def test_cache_drops_batches_the_bucket_no_longer_has(
+        self, incident: Incident, s3: Any, bucket: str, tmp_path: Path
+    ) -> None:
+        """When a batch expires from the bucket, the next listing drops its cached copies too."""
+        from auditlog.ship import S3Layout
+
+        ship(incident.journal, f"s3://{bucket}/e", client=s3)
+        cache = tmp_path / "cache"
+        layout = S3Layout(f"s3://{bucket}/e", cache_dir=cache, client=s3)
+        manifests = layout.manifests()
+        for m in manifests:
+            for f in m.files:
+                layout.fetch(f)
+        (cache / "notes.txt").write_text("the analyst's own file")
+        gone = manifests[0]
+        for f in gone.files:
+            s3.delete_object(Bucket=bucket, Key=f"e/{f.path}")
+        s3.delete_object(Bucket=bucket, Key=f"e/_manifest/source=web-1/{gone.batch}.json")
+        left = S3Layout(f"s3://{bucket}/e", cache_dir=cache, client=s3).manifests()
+        assert [m.batch for m in manifests[1:]] == [m.batch for m in left]
+        cached = {str(p.relative_to(cache)) for p in cache.rglob("*.parquet")}
+        assert cached == {f.path for m in left for f in m.files}
+        assert not (cache / "_manifest" / "source=web-1" / f"{gone.batch}.json").exists()
+        assert (cache / "notes.txt").exists()
+        with Investigation(
+            f"s3://{bucket}/e", audit=Sink(incident.ring), s3_client=s3, cache_dir=cache
+        ) as inv:
+            [(rows,)] = inv.sql("SELECT count(*) FROM events").rows
+        assert sum(m.rows for m in left) == rows  # queries read exactly what is left
+
 
 class TestEvidenceFromS3:
     def test_pack_from_a_shipped_layout(
