@@ -19,7 +19,6 @@ import orjson
 from auditlog._correlation import Correlation, resolve
 from auditlog.actor import ANONYMOUS, Actor, ActorResolver
 from auditlog.events import (
-    SCHEMA_VERSION,
     Action,
     Decision,
     EventKind,
@@ -29,6 +28,8 @@ from auditlog.events import (
     build_event,
     decide,
     emit_event,
+    event_dict,
+    outcome_dict,
     shape_value,
 )
 from auditlog.pipeline import AuditHandle
@@ -358,16 +359,8 @@ class _Recorder:
         fingerprint = handle.fingerprinter.fingerprint if handle is not None else None
         rule = req.rule
         fps: dict[str, str] | None = None
-        event: dict[str, Any] = {
-            "v": SCHEMA_VERSION,
-            "kind": "http.request",
-            "correlation_id": req.corr.correlation_id,
-            "span_id": req.corr.span_id,
-            "actor": req.actor.redacted(scanner, fingerprint).as_json(),
-            "action": req.action or {"name": req.name, "method": req.method, "target": req.target},
-            "decision": req.decision.as_json(),
-            "outcome": None,
-        }
+        args_shape: Any = None
+        result_shape: Any = None
         if rule.level in ("shape", "values"):
             query: Any = _EMPTY_OBJ
             if req.query:
@@ -392,20 +385,15 @@ class _Recorder:
                         render=True,
                     )
                     fps = {**fps, **fb} if fps else fb
-            event["args_shape"] = {"query": query, "body": body}
-            result_shape: Any = {"t": "bytes", "len": req.resp_bytes}
+            args_shape = {"query": query, "body": body}
+            result_shape = {"t": "bytes", "len": req.resp_bytes}
             if req.resp_buf is not None and req.complete and req.resp_bytes:
                 parsed = _parse_body(bytes(req.resp_buf), req.resp_ctype)
                 if not isinstance(parsed, bytes):
                     result_shape, _ = shape_value(
                         parsed, rule=rule, scanner=scanner, limits=self._limits, render=True
                     )
-            event["result_shape"] = result_shape
         body_ref = self._store_body(req)
-        if body_ref is not None:
-            event["body_ref"] = body_ref
-        if fps:
-            event["fp"] = fps
         status: Status
         if req.error_type is not None:
             status = "cancelled" if req.error_type == "CancelledError" else "error"
@@ -413,12 +401,24 @@ class _Recorder:
             status = "error"
         else:
             status = "ok"
-        event["outcome"] = {
-            "status": status,
-            "http_status": req.status,
-            "error_type": req.error_type,
-            "duration_ms": round((time.perf_counter() - req.start) * 1000.0, 3),
-        }
+        event = event_dict(
+            "http.request",
+            correlation_id=req.corr.correlation_id,
+            span_id=req.corr.span_id,
+            actor=req.actor.redacted(scanner, fingerprint).as_json(),
+            action=req.action or {"name": req.name, "method": req.method, "target": req.target},
+            decision=req.decision.as_json(),
+            outcome=outcome_dict(
+                status,
+                (time.perf_counter() - req.start) * 1000.0,
+                http_status=req.status,
+                error_type=req.error_type,
+            ),
+            args_shape=args_shape,
+            result_shape=result_shape,
+            body_ref=body_ref,
+            fp=fps,
+        )
         http: dict[str, Any] = {
             "headers": req.headers,
             "request_bytes": req.req_bytes,

@@ -48,6 +48,8 @@ __all__ = [
     "build_event",
     "decide",
     "emit_event",
+    "event_dict",
+    "outcome_dict",
     "shape_value",
 ]
 
@@ -124,12 +126,21 @@ class Outcome:
     error_type: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "http_status": self.http_status,
-            "error_type": self.error_type,
-            "duration_ms": round(self.duration_ms, 3),
-        }
+        return outcome_dict(
+            self.status, self.duration_ms, http_status=self.http_status, error_type=self.error_type
+        )
+
+
+def outcome_dict(
+    status: Status, duration_ms: float, *, http_status: int | None = None, error_type: str | None = None
+) -> dict[str, Any]:
+    """The ``outcome`` field of an event (:meth:`Outcome.as_dict` without building an ``Outcome``)."""
+    return {
+        "status": status,
+        "http_status": http_status,
+        "error_type": error_type,
+        "duration_ms": round(duration_ms, 3),
+    }
 
 
 def decide(rule: Rule, actor: Actor, *, enforce: bool) -> Decision:
@@ -183,27 +194,63 @@ def build_event(
     ``render=True`` (the middleware, whose events go to the journal as they are) ``actor`` and
     ``decision`` are their kept JSON (``orjson.Fragment``), not dicts.
     """
+    event = event_dict(
+        kind,
+        correlation_id=correlation_id,
+        span_id=span_id,
+        actor=actor.as_json() if render else actor.as_dict(),
+        action=action.as_dict(),
+        decision=decision.as_json() if render else decision.as_dict(),
+        outcome=outcome.as_dict(),
+        args_shape=args_shape,
+        result_shape=result_shape,
+        body_ref=dict(body_ref) if body_ref else None,
+        fp=dict(fp) if fp else None,
+    )
+    if extra:
+        for k, v in extra.items():
+            event.setdefault(k, v)
+    return event
+
+
+def event_dict(
+    kind: EventKind,
+    *,
+    correlation_id: str,
+    span_id: str | None,
+    actor: Any,
+    action: Any,
+    decision: Any,
+    outcome: Any,
+    args_shape: Any = None,
+    result_shape: Any = None,
+    body_ref: Any = None,
+    fp: Any = None,
+) -> dict[str, Any]:
+    """The event's layout from parts already in their journaled form (dicts, or ``orjson.Fragment``s of
+    their JSON): what :func:`build_event` and the middleware's own event builders share.
+
+    ``args_shape`` and ``result_shape`` are left out when None, ``body_ref`` and ``fp`` when empty;
+    transport sections (``http``, ``mcp``) are the caller's to add.
+    """
     event: dict[str, Any] = {
         "v": SCHEMA_VERSION,
         "kind": kind,
         "correlation_id": correlation_id,
         "span_id": span_id,
-        "actor": actor.as_json() if render else actor.as_dict(),
-        "action": action.as_dict(),
-        "decision": decision.as_json() if render else decision.as_dict(),
-        "outcome": outcome.as_dict(),
+        "actor": actor,
+        "action": action,
+        "decision": decision,
+        "outcome": outcome,
     }
     if args_shape is not None:
         event["args_shape"] = args_shape
     if result_shape is not None:
         event["result_shape"] = result_shape
     if body_ref:
-        event["body_ref"] = dict(body_ref)
+        event["body_ref"] = body_ref
     if fp:
-        event["fp"] = dict(fp)
-    if extra:
-        for k, v in extra.items():
-            event.setdefault(k, v)
+        event["fp"] = fp
     return event
 
 

@@ -38,13 +38,14 @@ import structlog
 from auditlog._correlation import Correlation, resolve
 from auditlog.actor import ANONYMOUS, Actor, ActorResolver, actor_from_token, default_actor
 from auditlog.events import (
-    SCHEMA_VERSION,
     Decision,
     EventKind,
     MiddlewareStats,
     Status,
     decide,
     emit_event,
+    event_dict,
+    outcome_dict,
     shape_value,
 )
 from auditlog.pipeline import AuditHandle, current_handle
@@ -331,27 +332,20 @@ class MCPAuditor:
                 info["is_error"] = is_error
             if code is not None:
                 info["error_code"] = code
-            event: dict[str, Any] = {  # build_event's layout, with the actor and decision as JSON
-                "v": SCHEMA_VERSION,
-                "kind": kind,
-                "correlation_id": call.corr.correlation_id,
-                "span_id": call.corr.span_id,
-                "actor": call.actor.redacted(scanner, fingerprint).as_json(),
-                "action": {"name": call.name, "method": call.method, "target": None},
-                "decision": call.decision.as_json(),
-                "outcome": {
-                    "status": status,
-                    "http_status": None,
-                    "error_type": error_type,
-                    "duration_ms": round((time.perf_counter() - call.start) * 1000.0, 3),
-                },
-            }
-            if args_shape is not None:
-                event["args_shape"] = args_shape
-            if result_shape is not None:
-                event["result_shape"] = result_shape
-            if fps:
-                event["fp"] = fps
+            event = event_dict(
+                kind,
+                correlation_id=call.corr.correlation_id,
+                span_id=call.corr.span_id,
+                actor=call.actor.redacted(scanner, fingerprint).as_json(),
+                action={"name": call.name, "method": call.method, "target": None},
+                decision=call.decision.as_json(),
+                outcome=outcome_dict(
+                    status, (time.perf_counter() - call.start) * 1000.0, error_type=error_type
+                ),
+                args_shape=args_shape,
+                result_shape=result_shape,
+                fp=fps,
+            )
             event["mcp"] = info
         except Exception as exc:
             self.stats.error("event", exc)
