@@ -222,7 +222,7 @@ class AuditMiddleware(_Recorder):
         # scanner. Only paths whose redacted target hides nothing are kept (route words, short numbers,
         # UUIDs), so no token, email, card number or flagged segment is held longer than its request.
         index = self._routes
-        key = None
+        key = route = None
         if not query and (index is None or index.path_only) and "fastapi" not in scope:
             key = (method, path, raw, scope.get("root_path", ""))
             policy = self._policy or (handle.policy if handle is not None else DEFAULT_POLICY)
@@ -231,30 +231,20 @@ class AuditMiddleware(_Recorder):
             if known.policy is not policy or known.scanner is not scanner:
                 known.reset(policy, scanner)
             route = known.routes.get(key)
-            if route is not None:
-                return self._start(
-                    handle=handle,
-                    headers=headers,
-                    method=method,
-                    path=path,
-                    target=path,
-                    query="",
-                    template=None,
-                    context=scope,
-                    route=route,
-                )
         req = self._start(
             handle=handle,
             headers=headers,
             method=method,
             path=path,
-            target=raw.decode("latin-1") if isinstance(raw, bytes) else path,
-            query=query.decode("latin-1"),
-            template=index.template(scope) if index is not None else None,
+            target=raw.decode("latin-1") if route is None and isinstance(raw, bytes) else path,
+            query=query.decode("latin-1") if query else "",  # a kept route: these three are not read
+            template=index.template(scope) if route is None and index is not None else None,
             context=scope,
+            route=route,
         )
         if (
-            key is not None
+            route is None
+            and key is not None
             and len(path) <= _MAX_KNOWN_PATH
             and not _HIDES.search(req.target)
             and not _LONG_DIGITS.search(path)

@@ -343,7 +343,7 @@ def emit_event(handle: AuditHandle, event: MutableMapping[str, Any], stats: Midd
     """Hand ``event`` (a new dict the caller gives up) to ``handle.emit``; count it written or dropped.
     Never raises."""
     try:
-        ok = handle.emit(event, owned=True) if type(event) is dict else handle.emit(event)
+        ok = handle.emit(event, owned=True)  # emit itself takes only a plain dict without a copy
     except Exception as exc:
         stats.error("emit", exc)
         ok = False
