@@ -50,7 +50,7 @@ from auditlog.events import (
 )
 from auditlog.pipeline import AuditHandle, current_handle
 from auditlog.policy import DEFAULT_POLICY, Policy, Rule
-from auditlog.urls import collapse_path
+from auditlog.urls import accepted_by, collapse_path
 from processors import Scanner, SecretScanner, ShapeLimits
 from processors.shapes import emittable_key
 
@@ -111,7 +111,7 @@ def resource_template(uri: object, scanner: Scanner | None = None) -> tuple[str 
 
 # Labels (client names and versions, session ids) that passed, per scanner: a client sends the same ones
 # on every call. Only labels the scanner found nothing in are kept, and they are written out verbatim.
-_ACCEPTED_LABELS: dict[int, tuple[Scanner, set[str]]] = {}
+_ACCEPTED_LABELS: dict[int, tuple[Scanner | None, set[str]]] = {}
 _MAX_LABELS = 1024
 
 
@@ -119,16 +119,12 @@ def _label(value: object, scanner: Scanner) -> str | None:
     if type(value) is int:
         return str(value)
     if isinstance(value, str):
-        entry = _ACCEPTED_LABELS.get(id(scanner))
-        if entry is not None and entry[0] is scanner and value in entry[1]:
+        accepted = accepted_by(scanner, _ACCEPTED_LABELS)
+        if value in accepted:
             return value
         if _LABEL.fullmatch(value) and not scanner.findings(value):
-            if entry is None or entry[0] is not scanner:
-                if len(_ACCEPTED_LABELS) >= 8:
-                    _ACCEPTED_LABELS.clear()
-                entry = _ACCEPTED_LABELS[id(scanner)] = (scanner, set())
-            if len(entry[1]) < _MAX_LABELS:
-                entry[1].add(value)
+            if len(accepted) < _MAX_LABELS:
+                accepted.add(value)
             return value
         return None
     if isinstance(value, int) and not isinstance(value, bool):

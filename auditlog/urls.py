@@ -58,12 +58,19 @@ _MAX_SCANNERS = 8
 _MAX_WORDS = 4096
 
 
-def _accepted(scanner: Scanner | None) -> set[str]:
-    entry = _ACCEPTED.get(id(scanner))
+def accepted_by(
+    scanner: Scanner | None, registry: dict[int, tuple[Scanner | None, set[str]]] | None = None
+) -> set[str]:
+    """The set of words ``scanner`` let through, kept in ``registry`` (default: route words) per scanner.
+
+    Callers add only what the scanner found nothing in; the registry holds at most 8 scanners.
+    """
+    table = _ACCEPTED if registry is None else registry
+    entry = table.get(id(scanner))
     if entry is None or entry[0] is not scanner:
-        if len(_ACCEPTED) >= _MAX_SCANNERS:
-            _ACCEPTED.clear()
-        entry = _ACCEPTED[id(scanner)] = (scanner, set())
+        if len(table) >= _MAX_SCANNERS:
+            table.clear()
+        entry = table[id(scanner)] = (scanner, set())
     return entry[1]
 
 
@@ -99,7 +106,7 @@ def collapse_path(path: str, *, scanner: Scanner | None = None) -> str:
     """Collapse id-like segments of a URL path (numbers, UUIDs, emails, tokens) to placeholders."""
     decoded = urllib.parse.unquote(path, errors="replace")
     parts = decoded.split("/")
-    accepted = _accepted(scanner)
+    accepted = accepted_by(scanner)
     out = [_segment(p, scanner, accepted) for p in parts[:_MAX_SEGMENTS]]
     if len(parts) > _MAX_SEGMENTS:
         out.append("{...}")

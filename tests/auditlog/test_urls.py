@@ -138,4 +138,4 @@ class TestAcceptedWords:
 
         scanner = SecretScanner()
         collapse_path("/users/42/reset/wJalrXUtnFEMIK7MDENGbPxRfiCY/ann@example.org", scanner=scanner)
-        assert {"users", "reset"} == urls._accepted(scanner)
+        assert {"users", "reset"} == urls.accepted_by(scanner)
