@@ -42,7 +42,7 @@ from typing import Any
 import orjson
 
 from auditlog.compact import FileEntry, Manifest, default_out, load_manifests, parse_manifest, partition_value
-from store._s3_lifecycle import merge_rules
+from store._s3_lifecycle import aws_code, merge_rules
 from store._segments import list_journal, read_seal
 from store.exceptions import JournalCorrupt, JournalError
 
@@ -207,16 +207,10 @@ def _expire(s3: Any, bucket: str, prefix: str, days: int) -> None:
         "Expiration": {"Days": days},
         "NoncurrentVersionExpiration": {"NoncurrentDays": 1},
     }
-
-    def call(what: str, fn: Callable[..., Any], **kw: Any) -> Any:
-        try:
-            return fn(**kw)
-        except Exception as exc:
-            if _aws_code(exc) == "NoSuchLifecycleConfiguration":
-                raise
-            raise ShipError(f"{what} on s3://{bucket} failed: {_aws_error(exc)}") from exc
-
-    merge_rules(s3, bucket, [rule], call=call)
+    try:
+        merge_rules(s3, bucket, [rule])
+    except Exception as exc:  # botocore's and the network's errors, translated at this one boundary
+        raise ShipError(f"setting the lifecycle rule of s3://{bucket} failed: {_aws_error(exc)}") from exc
 
 
 def _plan(journal: Path | None, root: Path) -> Iterator[tuple[str, Path]]:
@@ -264,7 +258,7 @@ def _matches(s3: Any, bucket: str, key: str, sha: str, md5: str, size: int) -> b
     try:
         head = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
     except Exception as exc:
-        if _aws_code(exc) in ("404", "NoSuchKey", "NotFound"):
+        if aws_code(exc) in ("404", "NoSuchKey", "NotFound"):
             return False
         raise ShipError(f"cannot check s3://{bucket}/{key}: {_aws_error(exc)}") from exc
     if int(head.get("ContentLength", -1)) != size:
@@ -275,15 +269,8 @@ def _matches(s3: Any, bucket: str, key: str, sha: str, md5: str, size: int) -> b
     return bool(str(head.get("ETag", "")).strip('"') == md5 and head.get("Metadata", {}).get("sha256") == sha)
 
 
-def _aws_code(exc: Exception) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code", ""))
-    return ""
-
-
 def _aws_error(exc: Exception) -> str:
-    code = _aws_code(exc)
+    code = aws_code(exc)
     return f"{type(exc).__name__} {code}".strip()
 
 

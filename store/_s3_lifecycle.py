@@ -7,58 +7,44 @@ those with the IDs being written (ours, from an earlier run) and writes the rest
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["merge_rules"]
-
-_NONE = ("NoSuchLifecycleConfiguration",)
+__all__ = ["aws_code", "merge_rules"]
 
 
-def merge_rules(
-    client: Any, bucket: str, rules: Sequence[dict[str, Any]], *, call: Callable[..., Any] | None = None
-) -> list[dict[str, Any]]:
+def merge_rules(client: Any, bucket: str, rules: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Put ``rules`` on ``bucket``, replacing rules of the same ``ID`` and keeping every other rule.
 
     Args:
         client: a boto3 S3 client.
         bucket: the bucket.
         rules: lifecycle rules, each with an ``ID``.
-        call: ``call(what, fn, **kw)`` to run each request through (the caller's error translation);
-            default: call ``fn(**kw)`` directly.
 
     Returns:
         The rules now on the bucket.
 
     Raises:
         ValueError: a rule has no ``ID``, or two share one.
-        Whatever ``call`` (or boto3) raises for a failed request.
+        Whatever boto3 raises for a failed request (the caller translates it).
     """
     ids = [r.get("ID") for r in rules]
     if any(not isinstance(i, str) or not i for i in ids) or len(set(ids)) != len(ids):
         raise ValueError("lifecycle rules need distinct, non-empty IDs")
-    run = call or (lambda _what, fn, **kw: fn(**kw))
     try:
-        current = run("S3 get bucket lifecycle", client.get_bucket_lifecycle_configuration, Bucket=bucket)
-        existing = list(current.get("Rules", []))
+        existing = list(client.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules", []))
     except Exception as exc:
-        if _code(exc) not in _NONE:
+        if aws_code(exc) != "NoSuchLifecycleConfiguration":
             raise
         existing = []
     merged = [r for r in existing if r.get("ID") not in ids] + [dict(r) for r in rules]
-    run(
-        "S3 put bucket lifecycle",
-        client.put_bucket_lifecycle_configuration,
-        Bucket=bucket,
-        LifecycleConfiguration={"Rules": merged},
-    )
+    client.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": merged})
     return merged
 
 
-def _code(exc: BaseException) -> str:
-    """The AWS error code of a botocore ``ClientError`` (or of what a ``call`` wrapper raised from one)."""
-    for e in (exc, exc.__cause__):
-        response = getattr(e, "response", None)
-        if isinstance(response, dict):
-            return str(response.get("Error", {}).get("Code", ""))
+def aws_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ``ClientError`` (``""`` for any other exception)."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", ""))
     return ""

@@ -398,9 +398,7 @@ class S3BodyStore(EncryptedBodyStore):
             },
         ]
         # The bucket's other lifecycle rules (a shared bucket's) are kept; ours replace ours.
-        merge_rules(
-            b.client,
-            self.bucket,
-            rules,
-            call=lambda what, fn, **kw: b._call(what, fn, **{n: x for n, x in kw.items() if n != "Bucket"}),
-        )
+        try:
+            merge_rules(b.client, self.bucket, rules)
+        except (errors.ClientError, errors.BotoCoreError) as exc:
+            raise translate(exc, "S3 bucket lifecycle") from exc
