@@ -13,8 +13,7 @@ JSON of the record with its ``seq``, serialized once (the line without its ``mac
 the MAC of the line before, across segments (32 zero bytes before the very first). Each segment opens with
 a header (``kind: "journal.segment_opened"``; ``segment``, ``kid``, ``source``, ``prev_segment``,
 ``prev_last_seq``, ``reason``, ``ts``, and ``recovered`` after a crash) that takes the next ``seq``, so
-removing a whole
-segment breaks the chain at the next header. A line is the record's serialized bytes with
+removing a whole segment breaks the chain at the next header. A line is the record's serialized bytes with
 ``,"mac":"<hex>"`` spliced in before the closing brace, so verifying never re-serializes anything.
 ``seq`` and ``mac`` are reserved keys.
 
