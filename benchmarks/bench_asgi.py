@@ -4,10 +4,13 @@
 
 HTTP: uvicorn (one server process) serves a small JSON endpoint (a) bare, (b) behind ``AuditMiddleware``
 writing the chained journal, (c) behind a typical ``BaseHTTPMiddleware`` that logs method, path, status and
-duration through stdlib ``logging`` to a file; (a') and (b') repeat (a) and (b) in an app whose router tries
-100 other routes first (the middleware finds the route template before the app runs). The load comes
-from a separate process: a minimal keep-alive HTTP/1.1 client on asyncio streams over loopback, a bounded
-number of requests. Variants are run twice, interleaved; the better run counts.
+duration through stdlib ``logging`` to a file. (f), a reference, appends one minimal record per request
+(correlation id, method, path, status, bytes, duration) to the same chained journal and does nothing else:
+(f)/(a) bounds what any middleware that journals each request synchronously can reach. (a') and (b')
+repeat (a) and (b) in an app whose router tries 100 other routes first (the middleware finds the route
+template before the app runs). The load comes from a separate process: a minimal keep-alive HTTP/1.1
+client on asyncio streams over loopback, a bounded number of requests. Variants are run twice,
+interleaved; the better run counts.
 
 Latency is also measured under a fixed request rate well below either variant's capacity (open loop,
 ``--paced-rate``): with 32 connections at saturation, latency is connections / throughput, so the closed
@@ -15,8 +18,8 @@ loop's p99 follows the throughput gap; the paced p99 is what one request waits f
 
 Memory: a 512 MiB streamed response through (b) with body capture on (cap 1 MiB): the server's peak
 RSS growth. MCP: tool calls per second through an in-memory client session with and without
-``MCPAuditMiddleware``. Targets: (b)/(a) >= 0.90, (b) faster than (c), p99 added < 1 ms, RSS growth
-< 32 MiB, MCP ratio >= 0.90.
+``MCPAuditMiddleware``, and with the reference (f) as the server's middleware. Targets: (b)/(a) >= 0.90,
+(b) faster than (c), p99 added < 1 ms, RSS growth < 32 MiB, MCP ratio >= 0.90.
 """
 
 from __future__ import annotations
@@ -56,6 +59,57 @@ class _Sink:
         self.last = len(body)
 
 
+def _handle(workdir: Path, policy: Any = None) -> Any:
+    import auditlog
+    from store.keys import KeyRing, MasterKey
+
+    key = KeyRing(MasterKey.generate())
+    return auditlog.configure(journal_dir=workdir / "journal", key=key, policy=policy, stdlib=False)
+
+
+class JournalOnly:
+    """Reference (f): the journal alone. A pure ASGI wrapper that appends one minimal record per request
+    (correlation id, method, path, status, bytes, duration) to the same chained journal through
+    ``handle.emit``; no route, actor, decision, redaction or shape. What (b) would cost if auditing were
+    nothing but the append: the ceiling for any middleware that journals each request before it is done."""
+
+    def __init__(self, app: Any, handle: Any) -> None:
+        self.app, self.handle = app, handle
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        cid = os.urandom(16).hex()
+        seen = [0, 0]
+
+        async def audited_send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                seen[0] = message["status"]
+                headers = [*message.get("headers", ()), (b"x-correlation-id", cid.encode())]
+                message = {**message, "headers": headers}
+            else:
+                seen[1] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, audited_send)
+        finally:
+            self.handle.emit(
+                {
+                    "kind": "http.request",
+                    "correlation_id": cid,
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": seen[0],
+                    "bytes": seen[1],
+                    "duration_ms": (time.perf_counter() - start) * 1000,
+                },
+                owned=True,
+            )
+
+
 def build_app(variant: str, workdir: Path) -> Any:
     import logging
 
@@ -87,19 +141,16 @@ def build_app(variant: str, workdir: Path) -> Any:
         routes = [Route(f"/section{i}/{{item_id}}", order) for i in range(100)] + routes
         variant = variant[: -len("-100")]
     app: Any = Starlette(routes=routes)
+    if variant == "journal":
+        return JournalOnly(app, _handle(workdir))
     if variant == "audit":
-        import auditlog
         from auditlog.asgi import AuditMiddleware
         from auditlog.policy import loads
-        from store.keys import KeyRing, MasterKey
 
         policy = loads(
             'version = 1\n[[rules]]\nid = "big"\nmatch = { route = "/big" }\ncapture_body = true\n'
         )
-        handle = auditlog.configure(
-            journal_dir=workdir / "journal", key=KeyRing(MasterKey.generate()), policy=policy, stdlib=False
-        )
-        app = AuditMiddleware(app, handle=handle, body_store=_Sink(), capture_limit=1 << 20)
+        app = AuditMiddleware(app, handle=_handle(workdir, policy), body_store=_Sink(), capture_limit=1 << 20)
     elif variant == "logging":
         log = logging.getLogger("bench.access")
         log.propagate = False
@@ -267,7 +318,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def run_http(requests: int, connections: int) -> dict[str, dict[str, Any]]:
     best: dict[str, dict[str, Any]] = {}
     for _round in range(2):
-        for variant in ("bare", "audit", "logging", "bare-100", "audit-100"):
+        for variant in ("bare", "audit", "logging", "journal", "bare-100", "audit-100"):
             proc, port = _start(variant)
             try:
                 cmd = [sys.executable, __file__, "--load", "--port", str(port)]
@@ -344,10 +395,33 @@ def run_mcp(calls: int) -> dict[str, float]:
         journal_dir=workdir / "journal", key=KeyRing(MasterKey.generate()), stdlib=False
     )
 
-    def server(audited: bool) -> MCPServer:
-        s = MCPServer(
-            "bench", middleware=[MCPAuditMiddleware(handle=handle)] if audited else [], log_level="ERROR"
-        )
+    async def journal_only(ctx: Any, call_next: Any) -> Any:
+        """Reference (f): one minimal record per request appended to the same journal, nothing else."""
+        if ctx.request_id is None:
+            return await call_next(ctx)
+        start = time.perf_counter()
+        try:
+            return await call_next(ctx)
+        finally:
+            handle.emit(
+                {
+                    "kind": "mcp.request",
+                    "correlation_id": os.urandom(16).hex(),
+                    "method": ctx.method,
+                    "request_id": ctx.request_id,
+                    "duration_ms": (time.perf_counter() - start) * 1000,
+                },
+                owned=True,
+            )
+
+    middleware: dict[str, list[Any]] = {
+        "bare": [],
+        "audit": [MCPAuditMiddleware(handle=handle)],
+        "journal": [journal_only],
+    }
+
+    def server(variant: str) -> MCPServer:
+        s = MCPServer("bench", middleware=middleware[variant], log_level="ERROR")
 
         @s.tool()
         def lookup(order_id: int, fields: list[str]) -> dict[str, Any]:
@@ -355,8 +429,8 @@ def run_mcp(calls: int) -> dict[str, float]:
 
         return s
 
-    async def rate(audited: bool) -> float:
-        async with Client(server(audited)) as client:
+    async def rate(variant: str) -> float:
+        async with Client(server(variant)) as client:
             for i in range(200):
                 await client.call_tool("lookup", {"order_id": i, "fields": ["status"]})
             t0 = time.perf_counter()
@@ -364,10 +438,10 @@ def run_mcp(calls: int) -> dict[str, float]:
                 await client.call_tool("lookup", {"order_id": i, "fields": ["status", "total"]})
             return calls / (time.perf_counter() - t0)
 
-    results: dict[str, float] = {"bare": 0.0, "audit": 0.0}
+    results = dict.fromkeys(middleware, 0.0)
     for _round in range(3):
-        for name, audited in (("bare", False), ("audit", True)):
-            results[name] = max(results[name], anyio.run(rate, audited))
+        for variant in middleware:
+            results[variant] = max(results[variant], anyio.run(rate, variant))
     handle.shutdown()
     return results
 
@@ -397,7 +471,7 @@ def main() -> None:
     paced = run_paced(args.paced_rate, args.paced_requests, args.paced_connections)
     mem = run_memory(args.stream_mib)
     mcp = run_mcp(args.mcp_calls)
-    a, b, c = http["bare"], http["audit"], http["logging"]
+    a, b, c, f = http["bare"], http["audit"], http["logging"], http["journal"]
     rows = [
         ("(a) bare uvicorn", f"{a['rps']:.0f} req/s", "1.00", f"{a['p50_ms']:.2f}", f"{a['p99_ms']:.2f}"),
         (
@@ -413,6 +487,13 @@ def main() -> None:
             f"{c['rps'] / a['rps']:.2f}",
             f"{c['p50_ms']:.2f}",
             f"{c['p99_ms']:.2f}",
+        ),
+        (
+            "(f) reference: the journal alone, one minimal record per request",
+            f"{f['rps']:.0f} req/s",
+            f"{f['rps'] / a['rps']:.2f}",
+            f"{f['p50_ms']:.2f}",
+            f"{f['p99_ms']:.2f}",
         ),
         (
             "(a') bare uvicorn, 100 routes before the one served",
@@ -436,6 +517,13 @@ def main() -> None:
             "",
             "",
         ),
+        (
+            "MCP tool calls, reference: the journal alone",
+            f"{mcp['journal']:.0f} calls/s",
+            f"{mcp['journal'] / mcp['bare']:.2f}",
+            "",
+            "",
+        ),
     ]
     print(
         f"requests per variant: {args.requests}, connections: {args.connections}, best of 2 interleaved runs"
@@ -455,6 +543,11 @@ def main() -> None:
         f"p99 added {pb['p99_ms'] - pa['p99_ms']:.3f} ms (target < 1 ms)"
     )
     print(f"(b) vs (c) throughput: {b['rps'] / c['rps']:.2f}x (target > 1)")
+    print(
+        f"the journal alone (f): {f['rps'] / a['rps']:.2f} of bare over HTTP, "
+        f"{mcp['journal'] / mcp['bare']:.2f} over MCP; (b)/(f) = {b['rps'] / f['rps']:.2f}, "
+        f"MCP {mcp['audit'] / mcp['journal']:.2f} (what redaction, decisions and shapes cost beyond it)"
+    )
     print(
         f"{mem['bytes'] / (1 << 20):.0f} MiB streamed through (b) with capture (cap 1 MiB) "
         f"in {mem['seconds']:.1f} s: peak RSS growth {mem['peak_growth_mib']:.1f} MiB, "
