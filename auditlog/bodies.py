@@ -135,14 +135,14 @@ class PolicyBodyStore:
     def hold(self, correlation_id: str, *, reason: str, actor: str = "operator") -> BodyInfo:
         return self.store.hold(correlation_id, reason=reason, actor=actor)
 
-    def release(self, correlation_id: str, *, actor: str = "operator") -> BodyInfo:
-        return self.store.release(correlation_id, actor=actor)
+    def release(self, correlation_id: str, *, reason: str | None = None, actor: str = "operator") -> BodyInfo:
+        return self.store.release(correlation_id, reason=reason, actor=actor)
 
     def purge_expired(self, *, actor: str = "retention") -> PurgeReport:
         return self.store.purge_expired(actor=actor)
 
-    def erase(self, *, subject: str, actor: str = "operator") -> EraseReport:
-        return self.store.erase(subject=subject, actor=actor)
+    def erase(self, *, subject: str, reason: str | None = None, actor: str = "operator") -> EraseReport:
+        return self.store.erase(subject=subject, reason=reason, actor=actor)
 
     def iter_info(self) -> Iterator[BodyInfo]:
         return self.store.iter_info()

@@ -143,12 +143,15 @@ def erase_cmd(
     journal: JournalOpt,
     policy: PolicyOpt = None,
     key_file: KeyOpt = None,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="The erasure request's ticket id (journaled).")
+    ] = None,
 ) -> None:
     """Crypto-shred every body of a data subject (journaled as body.erased, with a keyed fingerprint)."""
     if subject == "-":
         subject = sys.stdin.readline().rstrip("\n")
     with _opened(store, journal, policy, key_file) as bodies:
-        r = bodies.erase(subject=subject, actor=_operator())
+        r = bodies.erase(subject=subject, reason=reason, actor=_operator())
     typer.echo(f"erased {r.erased} bodies; kept {r.held} on legal hold")
     for cid in r.held_ids:
         typer.echo(f"  on hold: {cid}")
@@ -176,9 +179,12 @@ def release_cmd(
     journal: JournalOpt,
     policy: PolicyOpt = None,
     key_file: KeyOpt = None,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why the hold ends (a case or ticket id; journaled).")
+    ] = None,
 ) -> None:
     """Lift a legal hold (journaled as body.released); an expired body goes at the next purge."""
     with _opened(store, journal, policy, key_file) as bodies:
-        info = bodies.release(correlation_id, actor=_operator())
+        info = bodies.release(correlation_id, reason=reason, actor=_operator())
     state = "expired, purged at the next purge" if info.expired else "retention running"
     typer.echo(f"{info.correlation_id}: released ({state})")

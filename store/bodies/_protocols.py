@@ -40,7 +40,7 @@ class HoldBody(Protocol):
         """Put a legal hold on a body: it outlives its retention until released."""
         ...
 
-    def release(self, correlation_id: str, *, actor: str = ...) -> BodyInfo:
+    def release(self, correlation_id: str, *, reason: str | None = ..., actor: str = ...) -> BodyInfo:
         """Lift a legal hold."""
         ...
 
@@ -54,7 +54,7 @@ class PurgeBodies(Protocol):
 
 @runtime_checkable
 class EraseBodies(Protocol):
-    def erase(self, *, subject: str, actor: str = ...) -> EraseReport:
+    def erase(self, *, subject: str, reason: str | None = ..., actor: str = ...) -> EraseReport:
         """Crypto-shred every body of a data subject."""
         ...
 

@@ -251,13 +251,19 @@ class EncryptedBodyStore:
         self._record("body.held", cid, actor=actor, reason=why)
         return self._info(env)
 
-    def release(self, correlation_id: str, *, actor: str = "operator") -> BodyInfo:
-        """Lift a legal hold; an already expired body goes at the next purge. Journals ``body.released``."""
+    def release(self, correlation_id: str, *, reason: str | None = None, actor: str = "operator") -> BodyInfo:
+        """Lift a legal hold; an already expired body goes at the next purge. Journals ``body.released``,
+        with ``reason`` (the case or ticket closing the hold) when given.
+
+        Raises:
+            ValueError: ``reason`` is given but empty or not printable ASCII of at most 200 characters.
+        """
         cid = validate_correlation_id(correlation_id)
+        why = None if reason is None else validate_note(reason, "reason")
         self._require_audit("release bodies")
         env = replace(self._envelope_header(cid), hold=None)
         self.backend.replace_header(cid, env.header_bytes(), blob=blob_name(cid, env.nonce), held=False)
-        self._record("body.released", cid, actor=actor)
+        self._record("body.released", cid, actor=actor, **_reason(why))
         return self._info(env)
 
     def purge_expired(self, *, actor: str = "retention") -> PurgeReport:
@@ -286,13 +292,21 @@ class EncryptedBodyStore:
         )  # fmt: skip
         return report
 
-    def erase(self, *, subject: str, actor: str = "operator") -> EraseReport:
+    def erase(self, *, subject: str, reason: str | None = None, actor: str = "operator") -> EraseReport:
         """Crypto-shred every body of a data subject (bodies on legal hold are kept and counted).
 
-        Journals ``body.erased`` with the subject's keyed fingerprint and the counts, never the subject.
+        Journals ``body.erased`` with the subject's keyed fingerprint and the counts, never the subject,
+        and ``reason`` (the erasure request's ticket) when given.
+
+        Raises:
+            ValueError: ``subject`` is empty, or ``reason`` is given but empty, not printable ASCII of at
+                most 200 characters, or contains the subject (nothing is erased).
         """
         if not isinstance(subject, str) or not subject:
             raise ValueError("subject: expected a non-empty string")
+        why = None if reason is None else validate_note(reason, "reason")
+        if why is not None and subject.strip().lower() in why.lower():
+            raise ValueError("reason: must not name the subject (the journal keeps only its fingerprint)")
         self._require_audit("erase bodies")
         wanted = {self._fingerprint(subject, kid) for kid in self._subject_keys}
         erased = 0
@@ -315,6 +329,7 @@ class EncryptedBodyStore:
             subject_fp=self._fingerprint(subject, self.keys.active.key_id),
             erased=erased,
             held=len(held),
+            **_reason(why),
         )
         return EraseReport(erased=erased, held=len(held), held_ids=tuple(sorted(held)))
 
@@ -425,6 +440,11 @@ class EncryptedBodyStore:
             part=exc.part,
         )
         raise exc
+
+
+def _reason(why: str | None) -> dict[str, Any]:
+    """The ``reason`` field of an operator's event, when one was given."""
+    return {} if why is None else {"reason": why}
 
 
 def _not_found(cid: str) -> BodyNotFound:

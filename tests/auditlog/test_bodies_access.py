@@ -260,14 +260,18 @@ class TestCli:
         seed(tmp_path, ring, policy)
         app = root_app()
         assert 0 == cli.invoke(app, ["bodies", "hold", "req-1", "--reason", "CASE-3"]).exit_code
-        assert 0 == cli.invoke(app, ["bodies", "release", "req-1"]).exit_code
+        assert 0 == cli.invoke(app, ["bodies", "release", "req-1", "--reason", "CASE-3"]).exit_code
         r = cli.invoke(app, ["bodies", "purge"])
         assert (0, "scanned 2, purged 0, kept on hold 0, unreadable 0\n") == (r.exit_code, r.stdout)
-        r = cli.invoke(app, ["bodies", "erase", "--subject", "-"], input="bob\n")
+        erase = ["bodies", "erase", "--subject", "-", "--reason"]
+        r = cli.invoke(app, [*erase, "DSR for bob"], input="bob\n")
+        assert 2 == r.exit_code and "must not name the subject" in r.stderr and "bob" not in r.stderr
+        r = cli.invoke(app, [*erase, "DSR-4"], input="bob\n")
         assert (0, "erased 2 bodies; kept 0 on legal hold\n") == (r.exit_code, r.stdout)
         records = list(iter_records(tmp_path / "journal-cli"))
-        kinds = [rec["kind"] for rec in records if str(rec.get("kind", "")).startswith("body.")]
-        assert ["body.held", "body.released", "body.purged", "body.erased"] == kinds
+        body = [rec for rec in records if str(rec.get("kind", "")).startswith("body.")]
+        assert ["body.held", "body.released", "body.purged", "body.erased"] == [rec["kind"] for rec in body]
+        assert ["CASE-3", "CASE-3", "DSR-4"] == [rec.get("reason") for rec in body if "reason" in rec]
         assert '"bob"' not in json.dumps(records)
 
     def test_missing_key_is_bad_usage(self, cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:

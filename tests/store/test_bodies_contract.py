@@ -312,6 +312,24 @@ class TestRetention:
         with pytest.raises(BodyNotFound):
             store.head("req-1")
 
+    def test_release_journals_its_reason_when_given(
+        self, factory: StoreFactory, store: EncryptedBodyStore
+    ) -> None:
+        """``reason`` closes the hold on record; without one the event has none; a bad one changes nothing."""
+        store.put("req-1", BODY, meta=meta())
+        store.put("req-2", BODY, meta=meta())
+        store.hold("req-1", reason="CASE-9")
+        store.hold("req-2", reason="CASE-9")
+        with pytest.raises(ValueError, match="reason"):
+            store.release("req-1", reason="line\nbreak")
+        assert store.head("req-1").hold == "CASE-9"
+        assert "body.released" not in factory.audit.kinds()
+        store.release("req-1", reason=" CASE-9 closed ", actor="legal")
+        ev = factory.audit.last("body.released")
+        assert ("CASE-9 closed", {"subject": "legal"}) == (ev["reason"], ev["actor"])
+        store.release("req-2")
+        assert "reason" not in factory.audit.last("body.released")
+
     def test_hold_needs_a_reason_and_an_existing_body(self, store: EncryptedBodyStore) -> None:
         """No reason or no body: refused."""
         store.put("req-1", BODY, meta=meta())
@@ -341,6 +359,22 @@ class TestErasure:
         assert 3 == ev["erased"]
         assert "alice" not in json.dumps(factory.audit.events)
         assert ev["subject_fp"].startswith(factory.keys.active.key_id + ":")
+
+    def test_erase_journals_its_ticket_but_never_the_subject(
+        self, factory: StoreFactory, store: EncryptedBodyStore
+    ) -> None:
+        """The erasure request's ticket is journaled; a reason naming the subject is refused before
+        anything is erased (the journal keeps only the subject's fingerprint)."""
+        store.put("a-0", BODY, meta=meta(subject="Alice@Example.com"))
+        for bad in ("DSR for alice@example.com", "", "tab\there"):
+            with pytest.raises(ValueError, match="reason"):
+                store.erase(subject="Alice@Example.com", reason=bad)
+        assert [] == factory.audit.kinds()
+        assert BODY == store.get("a-0", reader=ONCALL, purpose="DSR-7")
+        report = store.erase(subject="Alice@Example.com", reason="DSR-7")
+        assert 1 == report.erased
+        assert "DSR-7" == factory.audit.last("body.erased")["reason"]
+        assert "alice" not in json.dumps(factory.audit.events).lower()
 
     def test_erase_deletes_the_wrapped_key(self, factory: StoreFactory, store: EncryptedBodyStore) -> None:
         """After erasure no header (wrapped key) is left: any surviving ciphertext copy is noise."""
