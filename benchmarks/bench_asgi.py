@@ -386,14 +386,9 @@ def run_mcp(calls: int) -> dict[str, float]:
     from mcp import Client
     from mcp.server.mcpserver import MCPServer
 
-    import auditlog
     from auditlog.mcp import MCPAuditMiddleware
-    from store.keys import KeyRing, MasterKey
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-mcp-"))
-    handle = auditlog.configure(
-        journal_dir=workdir / "journal", key=KeyRing(MasterKey.generate()), stdlib=False
-    )
+    handle = _handle(Path(tempfile.mkdtemp(prefix="bench-mcp-")))
 
     async def journal_only(ctx: Any, call_next: Any) -> Any:
         """Reference (f): one minimal record per request appended to the same journal, nothing else."""
