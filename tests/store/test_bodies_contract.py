@@ -375,6 +375,7 @@ class TestErasure:
         assert 1 == report.erased
         assert "DSR-7" == factory.audit.last("body.erased")["reason"]
         assert "alice" not in json.dumps(factory.audit.events).lower()
+        assert 0 == store.erase(subject="  ", reason="DSR-8").erased  # a blank subject names nothing
 
     def test_erase_deletes_the_wrapped_key(self, factory: StoreFactory, store: EncryptedBodyStore) -> None:
         """After erasure no header (wrapped key) is left: any surviving ciphertext copy is noise."""
