@@ -7,7 +7,8 @@ in, and then only after a secret/PII scan.
 
 from __future__ import annotations
 
-from auditlog.pipeline import AuditHandle, Stats, configure, current_handle
+from auditlog._configure import configure
+from auditlog.handle import AuditHandle, Stats, current_handle
 from auditlog.policy import Policy, PolicyError, Rule
 
 __all__ = ["AuditHandle", "Policy", "PolicyError", "Rule", "Stats", "configure", "current_handle"]

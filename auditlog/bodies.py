@@ -18,7 +18,7 @@ from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 from auditlog.events import SCHEMA_VERSION
-from auditlog.pipeline import AuditHandle
+from auditlog.handle import AuditHandle
 from auditlog.policy import DAY, Policy, Rule
 from store.bodies import (
     AuditSink,

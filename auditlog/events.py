@@ -34,7 +34,7 @@ from auditlog.actor import Actor, _kept_json, _pickles_without_kept_json
 from processors import Scanner, ShapeLimits, rendered_shape, shape_of
 
 if TYPE_CHECKING:
-    from auditlog.pipeline import AuditHandle
+    from auditlog.handle import AuditHandle
     from auditlog.policy import Rule
 
 __all__ = [

@@ -144,7 +144,7 @@ def build_app(variant: str, workdir: Path) -> Any:
     if variant == "journal":
         return JournalOnly(app, _handle(workdir))
     if variant == "audit":
-        from auditlog.asgi import AuditMiddleware
+        from auditlog.integrations.asgi import AuditMiddleware
         from auditlog.policy import loads
 
         policy = loads(
@@ -386,7 +386,7 @@ def run_mcp(calls: int) -> dict[str, float]:
     from mcp import Client
     from mcp.server.mcpserver import MCPServer
 
-    from auditlog.mcp import MCPAuditMiddleware
+    from auditlog.integrations.mcp import MCPAuditMiddleware
 
     handle = _handle(Path(tempfile.mkdtemp(prefix="bench-mcp-")))
 

@@ -224,7 +224,7 @@ def serve(port: int, config: str, directory: Path, size: int) -> None:
     import uvicorn
 
     from auditlog import configure
-    from auditlog.asgi import AuditMiddleware
+    from auditlog.integrations.asgi import AuditMiddleware
     from auditlog.policy import loads
     from store.bodies import BodyWriter, WriterConfig
 

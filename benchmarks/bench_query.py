@@ -6,10 +6,10 @@ four per correlation id, spread over three days) through the real chained ``Jour
 
 (a) ``grep -F`` over the JSONL segments (a subprocess per lookup);
 (b) DuckDB over the raw JSONL (``read_ndjson`` with the needed columns, one connection);
-(c) ``auditlog.query.Investigation.timeline`` over the compacted Parquet (sandboxed, each lookup journaled
+(c) ``Investigation.timeline`` over the compacted Parquet (sandboxed, each lookup journaled
     as ``query.run`` through a real ``AuditHandle``).
 
-It also times ``auditlog.compact.compact`` (events/s) and measures the peak memory of (c) as the peak RSS
+It also times ``auditlog.lake.compact.compact`` (events/s) and measures the peak memory of (c) as the peak RSS
 (``VmHWM``) of a child process that does nothing else: opens the Investigation and runs the lookups (the
 interpreter, duckdb and pyarrow included). Prints a table and writes the ``## Query (bench_query.py)``
 section of ``benchmarks/RESULTS.md``.
@@ -171,7 +171,7 @@ def lookups_duckdb_jsonl(segments: list[Path], cids: list[str]) -> list[float]:
 def child_investigation(source: str, audit_dir: str, cids: list[str]) -> None:
     """Run in a child process: open the Investigation, time the lookups, print JSON."""
     import auditlog
-    from auditlog.query import Investigation
+    from auditlog.investigate import Investigation
 
     handle = auditlog.configure(journal_dir=audit_dir, key=KeyRing(KEY), stdlib=False)
     t0 = time.perf_counter()
@@ -234,7 +234,7 @@ def main() -> None:
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-query-"))
     journal = work / "journal"
     try:
-        from auditlog.compact import compact
+        from auditlog.lake.compact import compact
 
         print(f"writing {args.events:,} events through JournalWriter into {journal} ...", flush=True)
         sample, write_s = write_journal(journal, args.events)

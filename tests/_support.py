@@ -18,7 +18,7 @@ import typer
 import uvicorn
 
 from auditlog.canaries import load_canaries
-from auditlog.cli_query import register
+from auditlog.cli.query import register
 from auditlog.policy import Policy, loads
 from store.keys import KeyRing
 

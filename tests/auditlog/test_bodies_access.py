@@ -12,9 +12,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from auditlog import AuditHandle, configure
 from auditlog.bodies import PolicyBodyStore, body_meta, lifecycle_days, open_body_store, principal_for
-from auditlog.cli_bodies import bodies_app
-from auditlog.pipeline import AuditHandle, configure
+from auditlog.cli.bodies import bodies_app
 from auditlog.policy import Policy, loads
 from store.bodies import AccessDenied, AuditUnavailable, BodyNotFound, Principal
 from store.journal import iter_records, verify
@@ -187,7 +187,7 @@ class TestJournalAfterErasure:
 
 @pytest.fixture
 def cli(tmp_path: Path, ring: KeyRing, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
-    """A root Typer app with ``bodies`` registered, as ``auditlog.cli`` does, and its environment."""
+    """A root Typer app with ``bodies`` registered, as ``auditlog.cli.app`` does, and its environment."""
     (tmp_path / "policy.toml").write_text(POLICY)
     monkeypatch.setenv("AUDITLOG_KEY", ring.active.to_b64())
     monkeypatch.setenv("AUDITLOG_BODY_STORE", f"file://{tmp_path}/bodies")

@@ -13,9 +13,9 @@ import structlog
 from typer.testing import CliRunner
 
 import auditlog
-from auditlog.cli import app
+from auditlog.cli.app import app
+from auditlog.demo.selftest import run_selftest
 from auditlog.policy import loads
-from auditlog.selftest import run_selftest
 from processors import Finding
 from store.keys import KeyRing
 

@@ -1,4 +1,4 @@
-"""auditlog.compact: sealed segments to hive-partitioned Parquet with manifests; idempotent and resumable."""
+"""auditlog.lake.compact: sealed segments to hive-partitioned Parquet with manifests; resumable."""
 
 from __future__ import annotations
 
@@ -17,13 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-import auditlog.compact as compact_mod
-from auditlog.compact import (
-    CompactionError,
-    SegmentMismatch,
-    compact,
-    load_manifests,
-)
+import auditlog.lake.compact as compact_mod
+from auditlog.lake.compact import compact
+from auditlog.lake.layout import CompactionError, SegmentMismatch, load_manifests
 from store._segments import GENESIS_MAC, MacKey, list_journal, mac_matches, read_seal, split_mac
 from store.journal import JournalConfig, JournalWriter
 from tests._support import query_cli, write_key_file
@@ -232,7 +228,7 @@ class TestResumable:
         key.write_text(incident.ring.active.to_b64() + "\n")
         script = (
             "import os, signal, sys\n"
-            "import auditlog.compact as c\n"
+            "import auditlog.lake.compact as c\n"
             "from store.keys import KeyRing\n"
             "real = os.replace\n"
             "def die(src, dst):\n"

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 import auditlog.actor
 import auditlog.events
-from auditlog._correlation import parse_traceparent, resolve, valid_request_id
 from auditlog.actor import ANONYMOUS, Actor, actor_from_claims, default_actor, wsgi_actor
 from auditlog.canaries import load_canaries
+from auditlog.correlation import parse_traceparent, resolve, valid_request_id
 from auditlog.events import Action, Outcome, build_event, decide, shape_value
 from auditlog.policy import loads
 from processors import SecretScanner, shape_of
@@ -235,7 +235,7 @@ class TestActor:
         assert None is Actor(subject=CANARIES.values["api_key"]).redacted(SCANNER, None).subject
 
 
-@pytest.mark.parametrize("name", ["auditlog.mcp", "auditlog.fastmcp"])
+@pytest.mark.parametrize("name", ["auditlog.integrations.mcp", "auditlog.integrations.fastmcp"])
 def test_mcp_modules_import(name: str) -> None:
     """The MCP adapters import with the extra installed."""
     __import__(name)

@@ -16,8 +16,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from auditlog.compact import compact
 from auditlog.evidence import PackInvalid, export, signer_public_key, verify_pack
+from auditlog.lake.compact import compact
 from store.journal import iter_records
 from store.keys import KeyRing, MasterKey
 from tests._support import query_cli, write_key_file

@@ -1,4 +1,4 @@
-"""auditlog.otel: exporters only ever receive redacted spans and log records.
+"""auditlog.integrations.otel: exporters only ever receive redacted spans and log records.
 
 Every test uses its own ``TracerProvider`` / ``LoggerProvider`` (the global providers are never set) with
 in-memory exporters behind the redacting processors, and scans what the exporters received for the
@@ -36,7 +36,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from auditlog.canaries import load_canaries
-from auditlog.otel import (
+from auditlog.integrations.otel import (
     ALLOWED_ATTRIBUTES,
     RedactingLogRecordProcessor,
     RedactingSpanProcessor,

@@ -1,4 +1,4 @@
-"""auditlog.otel behind the real ``opentelemetry-instrumentation-asgi`` middleware, served by uvicorn.
+"""auditlog.integrations.otel behind the real `opentelemetry-instrumentation-asgi` middleware, under uvicorn.
 
 ``test_otel.py`` emulates the attribute sets of the ASGI instrumentation; here the installed
 ``OpenTelemetryMiddleware`` itself wraps a small ASGI app under uvicorn on 127.0.0.1, with a local
@@ -30,7 +30,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from auditlog.otel import RedactingSpanProcessor, redact_url
+from auditlog.integrations.otel import RedactingSpanProcessor, redact_url
 from tests._support import START_TIMEOUT, semconv_mode, serve_uvicorn
 from tests.conftest import Canaries
 

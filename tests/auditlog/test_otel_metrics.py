@@ -1,4 +1,4 @@
-"""auditlog.otel.redacting_views behind the real ``opentelemetry-instrumentation-asgi`` under uvicorn.
+"""auditlog.integrations.otel.redacting_views behind the real `opentelemetry-instrumentation-asgi`.
 
 The installed ``OpenTelemetryMiddleware`` records ``http.server.*`` metrics for a small ASGI app served on
 127.0.0.1. Two meter providers, one per server: with :func:`redacting_views` (what must hold no canary)
@@ -19,7 +19,7 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from auditlog.otel import METRIC_ATTRIBUTES, redacting_views
+from auditlog.integrations.otel import METRIC_ATTRIBUTES, redacting_views
 from tests._support import semconv_mode, serve_uvicorn
 from tests.conftest import Canaries
 

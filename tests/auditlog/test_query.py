@@ -1,4 +1,4 @@
-"""auditlog.query: the Investigation API over journal segments and Parquet, its sandbox, and its journaling.
+"""auditlog.investigate: the Investigation API over journal segments and Parquet, its sandbox, its journaling.
 
 The incident here is generated through the real pipeline (``auditlog.configure``, ``AuditHandle.emit``,
 structlog) into a real chained journal; :func:`write_incident` is shared with the other test modules.
@@ -26,9 +26,7 @@ from typer.testing import CliRunner
 
 import auditlog
 from auditlog.canaries import load_canaries
-from auditlog.compact import compact
-from auditlog.policy import loads
-from auditlog.query import (
+from auditlog.investigate import (
     BadTimeRange,
     CorruptSource,
     EmptySource,
@@ -39,6 +37,8 @@ from auditlog.query import (
     UnknownCorrelationId,
     parse_time,
 )
+from auditlog.lake.compact import compact
+from auditlog.policy import loads
 from processors import Fingerprinter
 from store.journal import JournalConfig, JournalWriter, iter_records
 from store.keys import KeyRing, MasterKey
@@ -617,7 +617,7 @@ class TestJournaling:
 
     def test_needs_an_audit_handle(self, incident: Incident, monkeypatch: pytest.MonkeyPatch) -> None:
         """Without a handle (and none configured) an investigation cannot start."""
-        monkeypatch.setattr("auditlog.pipeline._current", None)
+        monkeypatch.setattr("auditlog.handle._current", None)
         with pytest.raises(NotJournaled, match="journaled"):
             Investigation(incident.journal)
 
@@ -719,7 +719,8 @@ class TestImports:
         """Importing query, compaction, shipping, evidence and CLI modules loads no duckdb, pyarrow, boto3."""
         code = (
             "import sys\n"
-            "import auditlog.query, auditlog.compact, auditlog.ship, auditlog.evidence, auditlog.cli_query\n"
+            "import auditlog.investigate, auditlog.lake.compact, auditlog.lake.ship, auditlog.evidence\n"
+            "import auditlog.cli, auditlog.integrations.asgi, auditlog.demo.workload\n"
             "print(','.join(m for m in ('duckdb', 'pyarrow', 'boto3') if m in sys.modules))"
         )
         proc = subprocess.run(
@@ -731,7 +732,7 @@ class TestImports:
         """Without duckdb, an investigation fails with the extra to install."""
         code = (
             "import sys\nsys.modules['duckdb'] = None\n"
-            "from auditlog.query import Investigation\n"
+            "from auditlog.investigate import Investigation\n"
             "class S:\n    keys = None\n    def emit(self, e): return True\n"
             "try:\n    Investigation(sys.argv[1], audit=S())\n"
             "except ImportError as exc:\n    print(exc)\n"

@@ -1,4 +1,4 @@
-"""auditlog._routes: the indexed route lookup finds the template a scan of every route finds."""
+"""auditlog.integrations._routes: the indexed route lookup finds the template a scan of every route finds."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.routing import BaseRoute, Host, Match, Mount, Route, Router, WebSocketRoute
 
-from auditlog._routes import RouteIndex, find_routes, first_segment, template
+from auditlog.integrations._routes import RouteIndex, find_routes, first_segment, template
 
 
 async def endpoint(request: Any) -> None:  # never called: only matched
@@ -132,7 +132,7 @@ class TestRouteIndex:
         ],
     )
     def test_first_segment(self, route: Any, segment: str | None) -> None:
-        from auditlog._routes import _regex_matchers
+        from auditlog.integrations._routes import _regex_matchers
 
         assert segment == first_segment(route, _regex_matchers())
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auditlog.urls import collapse_path, query_keys, redact_target
+from auditlog.integrations.urls import collapse_path, query_keys, redact_target
 from processors import SecretScanner
 
 

@@ -22,7 +22,7 @@ import pytest
 
 import auditlog
 from auditlog.canaries import Canaries, load_canaries
-from auditlog.pipeline import AuditHandle
+from auditlog.handle import AuditHandle
 from auditlog.policy import Policy
 from store.exceptions import JournalError
 from store.journal import iter_records

@@ -24,9 +24,9 @@ from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
-from auditlog.asgi import AuditMiddleware
 from auditlog.canaries import load_canaries
-from auditlog.pipeline import AuditHandle
+from auditlog.handle import AuditHandle
+from auditlog.integrations.asgi import AuditMiddleware
 from tests._support import gate_policy
 
 CANARIES = load_canaries()
@@ -606,9 +606,9 @@ class TestKnownRoutes:
         self, kit: SimpleNamespace, pipeline: Any, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Past the bound the kept routes start over; every event stays right."""
-        import auditlog.asgi
+        import auditlog.integrations.asgi
 
-        monkeypatch.setattr(auditlog.asgi, "_MAX_KNOWN_ROUTES", 3)
+        monkeypatch.setattr(auditlog.integrations.asgi, "_MAX_KNOWN_ROUTES", 3)
         handle, directory = pipeline
         mw = _orders_app(handle)
         with kit.serve_asgi(mw) as base:

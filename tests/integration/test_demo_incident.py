@@ -1,7 +1,7 @@
 """`auditlog demo`, then the investigation it prints: the incident's timeline, its denials, and ``find``.
 
 The demo runs as a subprocess (its own servers on 127.0.0.1); the follow-up commands are taken from its
-output, exactly as printed, and run through the real CLI (``auditlog.cli.app``) with ``--json``.
+output, exactly as printed, and run through the real CLI (``auditlog.cli.app.app``) with ``--json``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from auditlog.canaries import load_canaries
-from auditlog.cli import app
+from auditlog.cli.app import app
 
 ROOT = Path(__file__).resolve().parents[2]
 FIND_LEAKS = ROOT.parent / "shared" / "canaries" / "find_leaks.py"

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from mcp.shared.exceptions import MCPError
 
 from auditlog.canaries import load_canaries
-from auditlog.fastmcp import FastMCPAuditMiddleware
-from auditlog.mcp import CLOSED_MESSAGE, DENIED_MESSAGE, DISABLED_MESSAGE
+from auditlog.integrations.fastmcp import FastMCPAuditMiddleware
+from auditlog.integrations.mcp import CLOSED_MESSAGE, DENIED_MESSAGE, DISABLED_MESSAGE
 from tests._support import MCP_PLACES, SECRETS, add_mcp_tools, gate_policy, plant_in_mcp
 
 CANARIES = load_canaries()

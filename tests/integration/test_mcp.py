@@ -21,7 +21,7 @@ from mcp.shared.exceptions import MCPError
 
 from auditlog.actor import Actor
 from auditlog.canaries import load_canaries
-from auditlog.mcp import (
+from auditlog.integrations.mcp import (
     CLOSED_MESSAGE,
     DENIED_MESSAGE,
     DISABLED_MESSAGE,

@@ -15,9 +15,10 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 
-from auditlog._sandbox import arrow_schema
-from auditlog.compact import COLUMNS, compact
-from auditlog.query import Investigation
+from auditlog.investigate import Investigation
+from auditlog.lake.compact import compact
+from auditlog.lake.engine import arrow_schema
+from auditlog.lake.layout import COLUMNS
 from tests.auditlog.test_query import Incident, Sink, write_incident
 
 

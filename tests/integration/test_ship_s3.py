@@ -1,4 +1,4 @@
-"""auditlog.ship against moto's S3 server over HTTP: layout, idempotence, resume, checksums, queries on s3://."""
+"""auditlog.lake.ship against moto's S3 server over HTTP: layout, idempotence, resume, checksums, queries on s3://."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ import pytest
 from moto.server import ThreadedMotoServer
 from typer.testing import CliRunner
 
-from auditlog.compact import compact, load_manifests
 from auditlog.evidence import export, verify_pack
-from auditlog.query import CorruptSource, Investigation
-from auditlog.ship import ChecksumMismatch, ShipError, ship
+from auditlog.investigate import CorruptSource, Investigation
+from auditlog.lake.compact import compact
+from auditlog.lake.layout import load_manifests
+from auditlog.lake.ship import ChecksumMismatch, ShipError, ship
 from tests._support import query_cli, write_key_file
 from tests.auditlog.test_query import Incident, Sink, write_incident
 
@@ -257,7 +258,7 @@ class TestQueryS3:
         self, incident: Incident, s3: Any, bucket: str, tmp_path: Path
     ) -> None:
         """When a batch expires from the bucket, the next listing drops its cached copies too."""
-        from auditlog.ship import S3Layout
+        from auditlog.lake.ship import S3Layout
 
         ship(incident.journal, f"s3://{bucket}/e", client=s3)
         cache = tmp_path / "cache"

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from auditlog.canaries import load_canaries
-from auditlog.pipeline import AuditHandle
-from auditlog.wsgi import AuditWSGIMiddleware
+from auditlog.handle import AuditHandle
+from auditlog.integrations.wsgi import AuditWSGIMiddleware
 from tests._support import gate_policy
 
 CANARIES = load_canaries()

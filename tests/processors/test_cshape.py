@@ -387,7 +387,8 @@ class TestTimestamp:
         import re
         import time
 
-        from auditlog.pipeline import _now_iso, _py_now_iso
+        from auditlog.handle import now_iso as _now_iso
+        from auditlog.handle import py_now_iso as _py_now_iso
 
         assert _cshape.utc_timestamp is _now_iso
         before = time.time()

@@ -1,0 +1,257 @@
+"""The ``auditlog`` command line.
+
+Exit codes: 0 success, 1 a check failed (verify, selftest, policy check), 2 bad usage or input.
+Nothing here prints a logged value: verification names files and positions, fingerprints are one-way.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from auditlog.cli._options import err, fail, key_ring
+from auditlog.cli.bodies import bodies_app
+from auditlog.cli.query import register as register_query_commands
+from auditlog.policy import PolicyError, sensitive_allowlist_warnings
+from auditlog.policy import load as load_policy
+from store.exceptions import JournalError, KeyError_
+from store.keys import generate_key_file, rotate_key_file
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="auditlog",
+    help="Audit logging that redacts at the source: shapes not values, a tamper-evident journal.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+policy_app = typer.Typer(help="Validate and inspect policy files.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+app.add_typer(bodies_app, name="bodies")
+
+out = Console(highlight=False)
+
+KeyFileOpt = Annotated[
+    Path | None,
+    typer.Option("--key-file", help="Key file (default: AUDITLOG_KEY or AUDITLOG_KEY_FILE)."),
+]
+
+
+@app.command()
+def demo(
+    dir: Annotated[Path, typer.Option("--dir", help="Where the demo writes its journal and key.")] = Path(
+        "demo-out"
+    ),
+) -> None:
+    """Run a scripted workload with planted secrets through the real pipeline, then verify and summarise."""
+    from auditlog.demo.workload import example_record, follow_up, run_demo, summary_rows
+
+    try:
+        result = run_demo(dir)
+    except FileExistsError as exc:
+        raise fail(str(exc)) from None
+    out.print(
+        "[bold]auditlog demo[/bold]: application logs with every synthetic secret planted, then a "
+        "scripted incident against a FastAPI app and an MCP server on 127.0.0.1\n"
+    )
+    out.print("One journal record, as written (shapes and fingerprints, no values):")
+    out.print(example_record(dir).decode(), markup=False, soft_wrap=True)
+    out.print()
+    table = Table(title="What the journal shows", show_header=False)
+    for label, value in summary_rows(result):
+        table.add_row(label, value)
+    out.print(table)
+    script = Table(title="The incident, as the journal recorded it")
+    for col in ("channel", "caller", "call", "outcome"):
+        script.add_column(col)
+    for step in result.incident.get("script", []):
+        script.add_row(step["channel"], step["who"], step["call"], str(step["status"]))
+    out.print(script)
+    refusals = Table(title="Refusals (authz.denied)")
+    for col in ("who", "action", "reason", "missing scopes"):
+        refusals.add_column(col)
+    for r in result.incident.get("refusals", []):
+        refusals.add_row(str(r["who"]), str(r["action"]), str(r["reason"]), ", ".join(r["missing"]))
+    out.print(refusals)
+    events = Table(title="Journal records by event / kind")
+    events.add_column("event")
+    events.add_column("records", justify="right")
+    for name, count in sorted(result.by_event.items()):
+        events.add_row(name, str(count))
+    out.print(events)
+    out.print(
+        "Next steps, with the virtualenv active (`. .venv/bin/activate` after `make demo`); the demo "
+        "keeps its key beside the journal, a real deployment keeps it elsewhere:",
+        markup=False,
+    )
+    steps = [
+        ("check the chain", f"auditlog verify {dir}/journal --key-file {dir}/demo.key"),
+        *follow_up(result),
+    ]
+    for label, command in steps:
+        out.print(f"  # {label.removeprefix('next: ')}", markup=False)
+        out.print(f"  {command}", markup=False, soft_wrap=True)  # one line, copyable at any width
+    if not result.verified or result.leaks or result.dropped or not result.incident.get("exactly_once"):
+        raise typer.Exit(1)
+
+
+@app.command("verify")
+def verify_cmd(
+    directory: Annotated[Path, typer.Argument(help="Journal directory.")],
+    key_file: KeyFileOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check every segment, seal and chain link; name the first bad record (segment and seq)."""
+    from store.journal import verify
+
+    ring = key_ring(key_file)
+    try:
+        report = verify(directory, keys=ring)
+    except JournalError as exc:
+        raise fail(str(exc)) from None
+    if json_out:
+        import orjson
+
+        out.print(
+            orjson.dumps(
+                {
+                    "ok": report.ok,
+                    "records": report.records,
+                    "segments": len(report.segments),
+                    "problems": [_problem_dict(p) for p in report.problems],
+                    "torn_tails": [str(t) for t in report.torn_tails],
+                },
+                option=orjson.OPT_INDENT_2,
+            ).decode(),
+            markup=False,
+        )
+    else:
+        out.print(f"{directory}: {report.records} records in {len(report.segments)} segments")
+        for t in report.torn_tails:
+            out.print(f"[yellow]warning:[/yellow] torn tail after a crash: {t}")
+        for p in report.problems:
+            out.print(f"[red]FAIL[/red] {_problem_text(p)}", markup=True, soft_wrap=True)
+        out.print("[green]OK[/green]: chain intact" if report.ok else "[red]verification failed[/red]")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _problem_dict(p: object) -> dict[str, object]:
+    return {k: getattr(p, k, None) for k in ("segment", "seq", "line", "reason")}
+
+
+def _problem_text(p: object) -> str:
+    d = _problem_dict(p)
+    seq = f" seq {d['seq']}" if d["seq"] is not None else ""
+    line = f" (line {d['line']})" if d["line"] is not None else ""
+    return f"{d['segment']}{seq}{line}: {d['reason']}"
+
+
+@app.command()
+def fingerprint(
+    value: Annotated[str, typer.Argument(help="The value to fingerprint, or '-' to read it from stdin.")],
+    key_file: KeyFileOpt = None,
+) -> None:
+    """Print the keyed fingerprint of VALUE, as journaled in ``fp`` fields (to ask "did it appear?")."""
+    from processors import Fingerprinter
+
+    ring = key_ring(key_file)
+    if value == "-":
+        value = sys.stdin.readline().rstrip("\n")
+    fp = Fingerprinter(key=ring.active.derive("fingerprint"), key_id=ring.active.key_id, fields=())
+    out.print(fp.fingerprint(value), markup=False)
+
+
+@app.command()
+def keygen(
+    path: Annotated[Path, typer.Argument(help="Key file to write (mode 0600).")] = Path("auditlog.key"),
+    rotate: Annotated[
+        bool, typer.Option("--rotate", help="Prepend a new active key, keep old ones.")
+    ] = False,
+) -> None:
+    """Write a new 32-byte master key; prints its key id, never the key."""
+    try:
+        key = rotate_key_file(path) if rotate else generate_key_file(path)
+    except KeyError_ as exc:
+        raise fail(str(exc)) from None
+    except FileNotFoundError:
+        raise fail(f"{path} does not exist; run without --rotate first") from None
+    out.print(f"wrote {path} (key id {key.key_id}); use it with AUDITLOG_KEY_FILE={path}")
+
+
+@policy_app.command("check")
+def policy_check(
+    file: Annotated[Path, typer.Argument(help="Policy TOML file.")],
+    strict: Annotated[bool, typer.Option("--strict", help="Treat warnings as errors.")] = False,
+) -> None:
+    """Validate a policy file; warn when a sensitive-looking field is allowlisted."""
+    try:
+        pol = load_policy(file)
+    except PolicyError as exc:
+        raise fail(str(exc), 1) from None
+    out.print(f"{file}: policy {pol.id!r} ok, {len(pol.rules)} rules, hash {pol.hash[:16]}")
+    table = Table("rule", "match", "level", "allow", "fingerprint", "scopes", "flags")
+    for r in (pol.defaults, *pol.rules):
+        flags = ", ".join(
+            f
+            for f, on in (
+                ("capture_body", r.capture_body),
+                ("disabled", r.disabled),
+                ("fail closed", r.fail_mode == "closed"),
+            )
+            if on
+        )
+        table.add_row(
+            r.id,
+            " ".join(f"{k}={v}" for k, v in r.match.items()) or "*",
+            r.level,
+            ", ".join(sorted(r.allow)),
+            ", ".join(sorted(r.fingerprint)),
+            ", ".join(sorted(r.required_scopes)),
+            flags,
+        )
+    out.print(table)
+    warnings = sensitive_allowlist_warnings(pol)
+    for w in warnings:
+        err.print(f"[yellow]warning:[/yellow] {w}", markup=True, soft_wrap=True)
+    if strict and warnings:
+        raise typer.Exit(1)
+
+
+@app.command()
+def selftest(
+    policy: Annotated[
+        Path | None, typer.Option("--policy", help="Policy file to test (default: safe default).")
+    ] = None,
+) -> None:
+    """Plant every canary through the configured pipeline; fail if any comes out."""
+    from auditlog.demo.selftest import run_selftest
+
+    try:
+        pol = load_policy(policy) if policy else None
+    except PolicyError as exc:
+        raise fail(str(exc), 2) from None
+    result = run_selftest(pol)
+    out.print(f"planted {result.planted} times, {result.records} journal records scanned")
+    for canary, logger, where in result.leaks:
+        out.print(f"[red]LEAK[/red] canary {canary!r} via logger {logger!r} in field {where!r}", markup=True)
+    if not result.ok:
+        out.print("[red]selftest failed[/red]")
+        raise typer.Exit(1)
+    out.print("[green]OK[/green]: no planted value reached the journal or the console")
+
+
+register_query_commands(app)  # compact, ship, query, export, verify-pack: listed after the commands above
+
+
+def main() -> None:
+    """Console-script entry point."""
+    os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+    app()

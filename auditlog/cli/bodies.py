@@ -1,0 +1,190 @@
+"""``auditlog bodies``: read, hold, release, purge and erase captured bodies. Every action is journaled.
+
+Each command opens the body store (``--store`` or ``AUDITLOG_BODY_STORE``) and a journal of its own
+(``--journal`` or ``AUDITLOG_JOURNAL_DIR``; a journal has one writer, so point the CLI at a directory the
+server is not writing, e.g. ``journal/cli``). Readers come from the policy (``--policy`` or
+``AUDITLOG_POLICY``). Exit codes: 0 done, 1 refused / not found / expired / failed integrity, 2 bad usage.
+Nothing but ``get`` prints body bytes, and ``get`` prints them only to ``--out`` or stdout as asked.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from auditlog._configure import configure
+from auditlog.bodies import PolicyBodyStore, open_body_store
+from auditlog.cli._options import fail, key_ring
+from auditlog.policy import DEFAULT_POLICY, Policy, PolicyError
+from auditlog.policy import load as load_policy
+from store.bodies import (
+    AccessDenied,
+    BodyIntegrityError,
+    BodyNotFound,
+    BodyStoreError,
+    BodyStoreUnavailable,
+    InvalidCorrelationId,
+)
+from store.exceptions import JournalError
+
+__all__ = ["bodies_app"]
+
+bodies_app = typer.Typer(
+    help="Read, hold, release, purge and erase captured bodies; every action is journaled.",
+    no_args_is_help=True,
+)
+_err = Console(stderr=True, highlight=False)
+
+StoreOpt = Annotated[
+    str, typer.Option("--store", envvar="AUDITLOG_BODY_STORE", help="file:///path, s3://bucket/prefix.")
+]
+JournalOpt = Annotated[
+    Path,
+    typer.Option("--journal", envvar="AUDITLOG_JOURNAL_DIR", help="Journal directory for these events."),
+]
+PolicyOpt = Annotated[
+    Path | None,
+    typer.Option("--policy", envvar="AUDITLOG_POLICY", help="Policy file (its readers)."),
+]
+KeyOpt = Annotated[
+    Path | None,
+    typer.Option("--key-file", help="Key file (default: AUDITLOG_KEY or AUDITLOG_KEY_FILE)."),
+]
+CidArg = Annotated[str, typer.Argument(help="Correlation id of the body.")]
+
+
+def _operator() -> str:
+    """The OS account running the command (from the kernel's uid, not from the environment)."""
+    try:
+        return "os:" + pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return f"os:uid-{os.getuid()}"
+
+
+@contextmanager
+def _opened(store: str, journal: Path, policy: Path | None, key: Path | None) -> Iterator[PolicyBodyStore]:
+    try:
+        pol: Policy = load_policy(policy) if policy else DEFAULT_POLICY
+    except PolicyError as exc:
+        raise fail(str(exc)) from None
+    ring = key_ring(key)
+    try:
+        handle = configure(journal_dir=journal, policy=pol, key=ring, stdlib=False)
+    except JournalError as exc:
+        raise fail(f"cannot open the journal: {exc}") from None
+    try:
+        try:
+            bodies = open_body_store(store, handle=handle, policy=pol)
+        except (ValueError, ImportError, BodyStoreError) as exc:
+            raise fail(str(exc)) from None
+        try:
+            yield bodies
+        except InvalidCorrelationId as exc:
+            raise fail(str(exc)) from None
+        except (AccessDenied, BodyNotFound, BodyIntegrityError) as exc:
+            raise fail(f"{type(exc).__name__}: {exc}", 1) from None
+        except BodyStoreUnavailable as exc:
+            raise fail(f"body store unavailable: {exc}", 1) from None
+        except ValueError as exc:  # purpose, reason, subject validation
+            raise fail(str(exc)) from None
+    finally:
+        handle.shutdown()
+
+
+@bodies_app.command("get")
+def get_cmd(
+    correlation_id: CidArg,
+    reader: Annotated[str, typer.Option("--reader", help="Reader name, as declared in the policy.")],
+    purpose: Annotated[str, typer.Option("--purpose", help="Why: a ticket or incident id (journaled).")],
+    store: StoreOpt,
+    journal: JournalOpt,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the body here (0600), not stdout.")] = None,
+    policy: PolicyOpt = None,
+    key_file: KeyOpt = None,
+) -> None:
+    """Read one body as READER for PURPOSE. The read is journaled (body.read) before any byte is shown."""
+    with _opened(store, journal, policy, key_file) as bodies:
+        data = bodies.get(correlation_id, reader=reader, purpose=purpose)
+    if out is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    _err.print(f"wrote {len(data)} bytes to {out}", markup=False)
+
+
+@bodies_app.command("purge")
+def purge_cmd(
+    store: StoreOpt,
+    journal: JournalOpt,
+    policy: PolicyOpt = None,
+    key_file: KeyOpt = None,
+) -> None:
+    """Delete every expired body that is not on legal hold (journaled as body.purged)."""
+    with _opened(store, journal, policy, key_file) as bodies:
+        r = bodies.purge_expired(actor=_operator())
+    typer.echo(f"scanned {r.scanned}, purged {r.purged}, kept on hold {r.held}, unreadable {r.unreadable}")
+
+
+@bodies_app.command("erase")
+def erase_cmd(
+    subject: Annotated[str, typer.Option("--subject", help="Data subject id, or '-' to read it from stdin.")],
+    store: StoreOpt,
+    journal: JournalOpt,
+    policy: PolicyOpt = None,
+    key_file: KeyOpt = None,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="The erasure request's ticket id (journaled).")
+    ] = None,
+) -> None:
+    """Crypto-shred every body of a data subject (journaled as body.erased, with a keyed fingerprint)."""
+    if subject == "-":
+        subject = sys.stdin.readline().rstrip("\n")
+    with _opened(store, journal, policy, key_file) as bodies:
+        r = bodies.erase(subject=subject, reason=reason, actor=_operator())
+    typer.echo(f"erased {r.erased} bodies; kept {r.held} on legal hold")
+    for cid in r.held_ids:
+        typer.echo(f"  on hold: {cid}")
+
+
+@bodies_app.command("hold")
+def hold_cmd(
+    correlation_id: CidArg,
+    reason: Annotated[str, typer.Option("--reason", help="Why (a case or ticket id; journaled).")],
+    store: StoreOpt,
+    journal: JournalOpt,
+    policy: PolicyOpt = None,
+    key_file: KeyOpt = None,
+) -> None:
+    """Put a legal hold on a body: it outlives its retention until released (journaled as body.held)."""
+    with _opened(store, journal, policy, key_file) as bodies:
+        info = bodies.hold(correlation_id, reason=reason, actor=_operator())
+    typer.echo(f"{info.correlation_id}: on hold")
+
+
+@bodies_app.command("release")
+def release_cmd(
+    correlation_id: CidArg,
+    store: StoreOpt,
+    journal: JournalOpt,
+    policy: PolicyOpt = None,
+    key_file: KeyOpt = None,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why the hold ends (a case or ticket id; journaled).")
+    ] = None,
+) -> None:
+    """Lift a legal hold (journaled as body.released); an expired body goes at the next purge."""
+    with _opened(store, journal, policy, key_file) as bodies:
+        info = bodies.release(correlation_id, reason=reason, actor=_operator())
+    state = "expired, purged at the next purge" if info.expired else "retention running"
+    typer.echo(f"{info.correlation_id}: released ({state})")

@@ -1,0 +1,528 @@
+"""What the ASGI and WSGI audit middleware share (private): the per-request state, the decision made
+before the app runs, the capped tees of both bodies, and the ``http.request`` / ``authz.denied`` events.
+
+:class:`_Recorder` is framework-neutral: the ASGI middleware (:mod:`~auditlog.integrations.asgi`) and the
+WSGI one (:mod:`~auditlog.integrations.wsgi`) feed it a request's head, its body chunks and its
+response head, and it decides, tees and records. Nothing here reads a value into an event except the shapers, at the rule's level.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.parse
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+import orjson
+
+from auditlog.actor import ANONYMOUS, Actor, ActorResolver
+from auditlog.correlation import Correlation, resolve
+from auditlog.events import (
+    Action,
+    Decision,
+    EventKind,
+    MiddlewareStats,
+    Outcome,
+    Status,
+    build_event,
+    decide,
+    emit_event,
+    event_dict,
+    outcome_dict,
+    shape_value,
+)
+from auditlog.handle import AuditHandle
+from auditlog.integrations.urls import collapse_path, redact_target
+from auditlog.policy import DEFAULT_POLICY, Policy, Rule
+from processors import Scanner, SecretScanner, ShapeLimits
+from processors.shapes import emittable_key
+
+_MAX_HEADER_NAMES = 64
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9.+-]{0,49}/[a-z0-9][a-z0-9.+-]{0,49}", re.ASCII)
+_KNOWN_MEDIA_TYPES = {
+    "application/json": "application/json",
+    "text/plain; charset=utf-8": "text/plain",
+    "text/html; charset=utf-8": "text/html",
+    "text/event-stream": "text/event-stream",
+    "application/x-www-form-urlencoded": "application/x-www-form-urlencoded",
+}
+_FALLBACK_SCANNER = SecretScanner()
+_Route = tuple[str, str, str, Rule, orjson.Fragment]  # method, name, redacted target, rule, action JSON
+_EMPTY_OBJ = orjson.Fragment(b'{"t":"obj","n":0}')
+_NO_BYTES = orjson.Fragment(b'{"t":"bytes","len":0}')
+
+
+class BodySink(Protocol):
+    """Where captured response bodies go: a body store, or its background writer."""
+
+    def put(self, correlation_id: str, body: bytes, *, meta: Any) -> None:
+        """Take ``body`` (already capped) for ``correlation_id``; must not block for long."""
+        ...
+
+
+class _Request:
+    """What one request has shown so far. One per call; never shared between requests."""
+
+    __slots__ = (
+        "action",
+        "actor",
+        "committed",
+        "complete",
+        "context",
+        "cookies",
+        "corr",
+        "decision",
+        "error_type",
+        "forwarded",
+        "handle",
+        "headers",
+        "hidden_headers",
+        "method",
+        "name",
+        "partial",
+        "query",
+        "req_buf",
+        "req_bytes",
+        "req_ctype",
+        "req_encoded",
+        "resp_buf",
+        "resp_bytes",
+        "resp_capture",
+        "resp_ctype",
+        "resp_encoded",
+        "resp_truncated",
+        "rule",
+        "start",
+        "started",
+        "status",
+        "target",
+    )
+
+    actor: Actor
+    context: object
+    corr: Correlation
+    decision: Decision
+    handle: AuditHandle | None
+    method: str
+    name: str
+    rule: Rule
+    target: str
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.action: orjson.Fragment | None = None  # the action's JSON, when the route was known
+        self.status: int | None = None
+        self.started = False
+        self.forwarded = False
+        self.complete = False
+        self.committed = False
+        self.partial = False
+        self.error_type: str | None = None
+        self.req_bytes = 0
+        self.req_buf: bytearray | None = None
+        self.req_ctype: str | None = None
+        self.req_encoded = False
+        self.resp_bytes = 0
+        self.resp_buf: bytearray | None = None
+        self.resp_capture: bytearray | None = None
+        self.resp_ctype: str | None = None
+        self.resp_encoded = False
+        self.resp_truncated = False
+        self.cookies = 0
+        self.headers: list[str] = []
+        self.hidden_headers = 0
+        self.query = ""
+
+
+def _media_type(value: str) -> str | None:
+    known = _KNOWN_MEDIA_TYPES.get(value)
+    if known is not None:
+        return known
+    mt = value.split(";", 1)[0].strip().lower()
+    return mt if _MEDIA_TYPE.fullmatch(mt) else None
+
+
+def _parse_body(data: bytes, media_type: str | None) -> object:
+    """A JSON or form body parsed for shaping; anything else stays bytes (shaped by length)."""
+    if media_type is None:
+        return data
+    if media_type == "application/json" or media_type.endswith("+json"):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return data
+    if media_type == "application/x-www-form-urlencoded":
+        return _form(data.decode("latin-1"))
+    return data
+
+
+def _form(text: str) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in urllib.parse.parse_qsl(text, keep_blank_values=True, errors="replace"):
+        prev = out.get(k)
+        if prev is None:
+            out[k] = v
+        elif isinstance(prev, list):
+            prev.append(v)
+        else:
+            out[k] = [prev, v]
+    return out
+
+
+class _Recorder:
+    """What the ASGI and WSGI middleware share: the per-request decision, the tee, the event."""
+
+    __slots__ = (
+        "_actor",
+        "_body_store",
+        "_capture_limit",
+        "_closed_limit",
+        "_handle",
+        "_limits",
+        "_policy",
+        "_shape_limit",
+        "enforce",
+        "stats",
+    )
+
+    def __init__(
+        self,
+        *,
+        policy: Policy | None,
+        actor: ActorResolver,
+        enforce: bool,
+        body_store: BodySink | None,
+        handle: AuditHandle | None,
+        capture_limit: int,
+        shape_limit: int,
+        closed_buffer_limit: int,
+        limits: ShapeLimits | None,
+    ) -> None:
+        for name, value in (
+            ("capture_limit", capture_limit),
+            ("shape_limit", shape_limit),
+            ("closed_buffer_limit", closed_buffer_limit),
+        ):
+            if type(value) is not int or value < 1:
+                raise ValueError(f"{name} must be a positive int")
+        self._policy = policy
+        self._actor = actor
+        self.enforce = enforce
+        self._body_store = body_store
+        self._handle = handle
+        self._capture_limit = capture_limit
+        self._shape_limit = shape_limit
+        self._closed_limit = closed_buffer_limit
+        self._limits = limits or ShapeLimits()
+        self.stats = MiddlewareStats()
+
+    def set_policy(self, policy: Policy | None) -> None:
+        """Swap the policy for the next requests (a kill switch at run time); None: the handle's."""
+        self._policy = policy
+
+    # -- before the app ------------------------------------------------------------------------------
+
+    def _start(
+        self,
+        *,
+        handle: AuditHandle | None,
+        headers: Iterable[tuple[str, str]],
+        method: str,
+        path: str,
+        target: str,
+        query: str,
+        template: str | None,
+        context: object,
+        route: _Route | None = None,
+    ) -> _Request:
+        """Read the request's head (header names are lower case) and decide; the app has not run yet.
+
+        ``route``: the name, redacted target and rule already found for this method and path (the
+        caller's cache); ``path``, ``target``, ``query`` and ``template`` are then not looked at.
+        """
+        req = _Request()
+        req.handle = handle
+        req.context = context
+        scanner = handle.scanner if handle is not None else _FALLBACK_SCANNER
+        traceparent = request_id = None
+        hidden = 0
+        names: list[str] = []
+        for name, value in headers:
+            if name == "traceparent":
+                traceparent = value
+            elif name == "x-request-id":
+                request_id = value
+            elif name == "cookie":
+                req.cookies += value.count(";") + 1
+            elif name == "content-type":
+                req.req_ctype = _media_type(value)
+            elif name == "content-encoding":
+                req.req_encoded = value.strip().lower() not in ("", "identity")
+            if len(names) < _MAX_HEADER_NAMES and emittable_key(name):
+                names.append(name)
+            else:
+                hidden += 1
+        req.headers = names
+        req.hidden_headers = hidden
+        req.corr = resolve(traceparent=traceparent, request_id=request_id, scanner=scanner)
+        if route is not None:
+            req.method, req.name, req.target, req.rule, req.action = route
+        else:
+            policy = self._policy or (handle.policy if handle is not None else DEFAULT_POLICY)
+            method = method.upper()
+            req.method = method if method.isalpha() and len(method) <= 16 else "OTHER"
+            req.name = template if template is not None else collapse_path(path or "/", scanner=scanner)
+            req.query = query
+            req.target = redact_target(f"{target}?{query}" if query else target, scanner=scanner)
+            req.rule = policy.match(route=req.name, method=req.method)
+        try:
+            actor = self._actor(context) or ANONYMOUS
+        except Exception as exc:
+            self.stats.error("actor", exc)
+            actor = ANONYMOUS
+        req.actor = actor
+        req.decision = decide(req.rule, actor, enforce=self.enforce)
+        shaped = req.rule.level in ("shape", "values")
+        if shaped and not req.req_encoded:
+            req.req_buf = bytearray()
+        if shaped:
+            req.resp_buf = bytearray()
+        if req.rule.capture_body and self._body_store is not None:
+            req.resp_capture = bytearray()
+        return req
+
+    # -- while it runs -------------------------------------------------------------------------------
+
+    def _tee_request(self, req: _Request, body: bytes) -> None:
+        req.req_bytes += len(body)
+        buf = req.req_buf
+        if buf is not None and body:
+            if len(buf) + len(body) <= self._shape_limit:
+                buf += body
+            else:
+                req.req_buf = None
+
+    def _response_head(
+        self, req: _Request, status: int, content_type: str | None, encoding: str | None
+    ) -> None:
+        req.started = True
+        req.status = status
+        req.resp_ctype = _media_type(content_type) if content_type else None
+        req.resp_encoded = encoding is not None and encoding.strip().lower() not in ("", "identity")
+        if req.resp_encoded or req.resp_ctype == "text/event-stream":
+            req.resp_buf = None
+
+    def _tee_response(self, req: _Request, body: bytes) -> None:
+        n = len(body)
+        req.resp_bytes += n
+        if not n:
+            return
+        buf = req.resp_buf
+        if buf is not None:
+            if len(buf) + n <= self._shape_limit:
+                buf += body
+            else:
+                req.resp_buf = None
+        cap = req.resp_capture
+        if cap is not None:
+            room = self._capture_limit - len(cap)
+            if room >= n:
+                cap += body
+            else:
+                if room > 0:
+                    cap += body[:room]
+                req.resp_truncated = True
+
+    # -- after it ------------------------------------------------------------------------------------
+
+    def _commit(self, req: _Request) -> bool:
+        """Build and write the request's event (once); hand a captured body to the store first."""
+        req.committed = True
+        if req.rule.level == "none":
+            return True
+        try:
+            event = self._event(req)
+        except Exception as exc:
+            self.stats.error("event", exc)
+            return False
+        if req.handle is None:
+            self.stats.dropped += 1
+            return False
+        return emit_event(req.handle, event, self.stats)
+
+    def _event(self, req: _Request) -> dict[str, Any]:
+        """The request's ``http.request`` event, as :func:`auditlog.events.build_event` lays it out, with
+        the shapes, actor, decision and action already JSON (the event goes to the journal as it is)."""
+        handle = req.handle
+        scanner: Scanner = handle.scanner if handle is not None else _FALLBACK_SCANNER
+        fingerprint = handle.fingerprinter.fingerprint if handle is not None else None
+        rule = req.rule
+        fps: dict[str, str] | None = None
+        args_shape: Any = None
+        result_shape: Any = None
+        if rule.level in ("shape", "values"):
+            query: Any = _EMPTY_OBJ
+            if req.query:
+                query, fps = shape_value(
+                    _form(req.query),
+                    rule=rule,
+                    scanner=scanner,
+                    fingerprint=fingerprint,
+                    limits=self._limits,
+                    render=True,
+                )
+            body: Any = _NO_BYTES if not req.req_bytes else {"t": "bytes", "len": req.req_bytes}
+            if req.req_buf is not None and req.req_bytes:
+                parsed = _parse_body(bytes(req.req_buf), req.req_ctype)
+                if not isinstance(parsed, bytes):
+                    body, fb = shape_value(
+                        parsed,
+                        rule=rule,
+                        scanner=scanner,
+                        fingerprint=fingerprint,
+                        limits=self._limits,
+                        render=True,
+                    )
+                    fps = {**fps, **fb} if fps else fb
+            args_shape = {"query": query, "body": body}
+            result_shape = {"t": "bytes", "len": req.resp_bytes}
+            if req.resp_buf is not None and req.complete and req.resp_bytes:
+                parsed = _parse_body(bytes(req.resp_buf), req.resp_ctype)
+                if not isinstance(parsed, bytes):
+                    result_shape, _ = shape_value(
+                        parsed, rule=rule, scanner=scanner, limits=self._limits, render=True
+                    )
+        body_ref = self._store_body(req)
+        status: Status
+        if req.error_type is not None:
+            status = "cancelled" if req.error_type == "CancelledError" else "error"
+        elif req.status is not None and req.status >= 500:
+            status = "error"
+        else:
+            status = "ok"
+        event = event_dict(
+            "http.request",
+            correlation_id=req.corr.correlation_id,
+            span_id=req.corr.span_id,
+            actor=req.actor.redacted(scanner, fingerprint).as_json(),
+            action=req.action or {"name": req.name, "method": req.method, "target": req.target},
+            decision=req.decision.as_json(),
+            outcome=outcome_dict(
+                status,
+                (time.perf_counter() - req.start) * 1000.0,
+                http_status=req.status,
+                error_type=req.error_type,
+            ),
+            args_shape=args_shape,
+            result_shape=result_shape,
+            body_ref=body_ref,
+            fp=fps,
+        )
+        http: dict[str, Any] = {
+            "headers": req.headers,
+            "request_bytes": req.req_bytes,
+            "response_bytes": req.resp_bytes,
+            "content_type": req.req_ctype,
+            "response_content_type": req.resp_ctype,
+        }
+        if req.hidden_headers:
+            http["hidden_headers"] = req.hidden_headers
+        if req.cookies:
+            http["cookies"] = req.cookies
+        if req.partial:
+            http["partial"] = True
+        event["http"] = http
+        return event
+
+    def _store_body(self, req: _Request) -> dict[str, Any] | None:
+        cap = req.resp_capture
+        store = self._body_store
+        if cap is None or store is None or not req.complete or req.partial:
+            return None
+        key = req.corr.request_key
+        try:
+            from auditlog.bodies import body_meta
+
+            meta = body_meta(
+                req.rule,
+                tenant=req.actor.tenant,
+                subject=req.actor.subject,
+                content_type=req.resp_ctype,
+                original_size=req.resp_bytes,
+            )
+            store.put(key, bytes(cap), meta=meta)
+        except Exception as exc:
+            self.stats.error("body_store", exc)
+            return None
+        return {"key": key, "bytes": len(cap), "truncated": req.resp_truncated}
+
+    # -- refusals ------------------------------------------------------------------------------------
+
+    def _refusal(self, req: _Request) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Record a refused request (kill switch or missing scopes); return status, headers and body."""
+        decision: Decision = req.decision
+        kind: EventKind
+        status: Status
+        if decision.reason == "disabled":
+            self.stats.disabled += 1
+            code, error, detail = 503, "disabled", "this endpoint is disabled by the audit policy"
+            kind, status = "http.request", "disabled"
+        else:
+            self.stats.denied += 1
+            code, error, detail = 403, "insufficient_scope", "the caller lacks a required scope"
+            kind, status = "authz.denied", "denied"
+        req.status = code
+        req.committed = True
+        try:
+            handle = req.handle
+            scanner = handle.scanner if handle is not None else _FALLBACK_SCANNER
+            fingerprint = handle.fingerprinter.fingerprint if handle is not None else None
+            event = build_event(
+                kind,
+                correlation_id=req.corr.correlation_id,
+                span_id=req.corr.span_id,
+                actor=req.actor.redacted(scanner, fingerprint),
+                action=Action(name=req.name, method=req.method, target=req.target),
+                decision=decision,
+                outcome=Outcome(
+                    status=status,
+                    http_status=code,
+                    duration_ms=(time.perf_counter() - req.start) * 1000.0,
+                ),
+                extra={"http": {"headers": req.headers}},
+                render=True,
+            )
+            if handle is not None:
+                emit_event(handle, event, self.stats)
+            else:
+                self.stats.dropped += 1
+        except Exception as exc:
+            self.stats.error("refuse", exc)
+        extra: list[tuple[str, str]] = []
+        if code == 403:
+            scopes = " ".join(decision.required)
+            extra.append(("www-authenticate", f'Bearer error="insufficient_scope", scope="{scopes}"'))
+        return _error_response(req, code, error, detail, extra, required=list(decision.required))
+
+    def _closed_refusal(self, req: _Request) -> tuple[int, list[tuple[str, str]], bytes]:
+        self.stats.refused += 1
+        return _error_response(req, 503, "audit_unavailable", _CLOSED_DETAIL, [])
+
+
+def _error_response(
+    req: _Request, code: int, error: str, detail: str, extra: list[tuple[str, str]], **fields: Any
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    payload = orjson.dumps(
+        {"error": error, "detail": detail, "correlation_id": req.corr.correlation_id, **fields}
+    )
+    headers = [
+        ("content-type", "application/json"),
+        ("content-length", str(len(payload))),
+        ("x-correlation-id", req.corr.correlation_id),
+        *extra,
+    ]
+    return code, headers, payload
+
+
+_CLOSED_DETAIL = "the audit log could not record this request, and the policy requires it (fail_mode closed)"

@@ -1,0 +1,280 @@
+"""``AuditMiddleware``: pure ASGI middleware that writes one audit event per HTTP request.
+
+::
+
+    app = AuditMiddleware(app, enforce=True)            # or app.add_middleware(AuditMiddleware, ...)
+
+Like Starlette's ``GZipMiddleware`` it passes non-``http`` scopes (websocket, lifespan) through untouched,
+wraps ``receive`` and ``send``, and writes the record in ``finally``, after the last body byte. Bodies
+are teed, never held: each chunk goes on as it arrives (streaming and SSE stay streams); the tee keeps at
+most ``shape_limit`` bytes to shape a JSON or form body, and at most ``capture_limit`` bytes of the
+response for the body store when the rule says ``capture_body``.
+
+Per request, before the app runs: the route (the framework's route template when it can be matched
+up front, else the path with id-like segments collapsed), the matching policy rule, the correlation id
+(``traceparent`` / the current OpenTelemetry span / ``x-request-id`` / new; echoed as
+``x-correlation-id`` and bound into structlog's contextvars), the actor (from verified auth only) and
+the decision:
+
+- ``disabled = true``: answered 503, recorded (a per-route kill switch);
+- missing ``required_scopes`` with ``enforce=True``: answered 403 and recorded as ``authz.denied``;
+  with ``enforce=False`` recorded only (``decision.reason = "not_enforced"``);
+- ``fail_mode = "closed"``: the response is held until the event is in the journal; if the journal
+  refuses it, the client gets 503 instead. Past ``closed_buffer_limit`` bytes the event is written with
+  what is known so far (``outcome.partial``) and the rest streams. ``"open"`` (default): served, the
+  failure counted in :attr:`AuditMiddleware.stats` and in ``handle.stats``.
+
+A rule at level ``none`` writes no event for allowed requests (refusals are always recorded). Failures
+inside the middleware are counted in :attr:`AuditMiddleware.stats`, never raised into the app.
+
+Enforcement needs the actor *before* the app runs: put the authentication middleware outside this one
+(with ``app.add_middleware``, add ``AuditMiddleware`` first and the auth middleware after it).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+import structlog
+
+from auditlog.actor import ActorResolver, default_actor
+from auditlog.handle import AuditHandle, current_handle
+from auditlog.integrations._http import _FALLBACK_SCANNER, BodySink, _Recorder, _Request, _Route
+from auditlog.integrations._routes import RouteIndex, find_routes
+from auditlog.policy import DEFAULT_POLICY, Policy
+from processors import Scanner, ShapeLimits
+
+__all__ = ["AuditMiddleware", "BodySink"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_HIDES = re.compile(r"\{(?:email|token|id|\.\.\.)\}")  # placeholders that stand for a hidden segment
+_LONG_DIGITS = re.compile(r"[0-9]{12}")  # a card or phone number is an {n} segment too, but is not kept
+_MAX_KNOWN_ROUTES = 4096
+_MAX_KNOWN_PATH = 512  # longer paths are decided afresh: the kept routes stay a few MiB at most
+
+
+class _KnownRoutes:
+    """Method, name, target and rule per (method, path, raw path, root path), under one policy and scanner."""
+
+    __slots__ = ("policy", "routes", "scanner")
+
+    def __init__(self) -> None:
+        self.policy: Policy | None = None
+        self.scanner: Scanner | None = None
+        self.routes: dict[tuple[object, ...], _Route] = {}
+
+    def reset(self, policy: Policy, scanner: Scanner) -> None:
+        self.routes = {}
+        self.policy, self.scanner = policy, scanner
+
+    def put(self, key: tuple[object, ...], route: _Route) -> None:
+        if len(self.routes) >= _MAX_KNOWN_ROUTES:
+            self.routes = {}
+        self.routes[key] = route
+
+
+class AuditMiddleware(_Recorder):
+    """Pure ASGI audit middleware (see the module docstring).
+
+    Args:
+        app: the ASGI app to wrap.
+        policy: the policy deciding levels, scopes and capture; default: the handle's.
+        actor: a resolver ``(scope) -> Actor | None`` over verified auth; default :func:`default_actor`.
+        enforce: refuse callers lacking a rule's ``required_scopes`` (403); else record only.
+        body_store: where captured response bodies go (see :class:`BodySink`); None: no capture.
+        handle: the pipeline; default :func:`auditlog.current_handle` at each request.
+        capture_limit: the most response bytes handed to ``body_store`` per request.
+        shape_limit: the most body bytes kept to parse and shape a JSON or form body.
+        closed_buffer_limit: the most response bytes held under ``fail_mode = "closed"``.
+        limits: bounds on shaping work.
+
+    Raises:
+        ValueError: a limit is not a positive int.
+    """
+
+    # _routes: a RouteIndex once the app's routes are known; _known: what each known path decided
+    __slots__ = ("_known", "_routes", "_routes_known", "app")
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        policy: Policy | None = None,
+        actor: ActorResolver | None = None,
+        enforce: bool = False,
+        body_store: BodySink | None = None,
+        handle: AuditHandle | None = None,
+        capture_limit: int = 1 << 20,
+        shape_limit: int = 64 << 10,
+        closed_buffer_limit: int = 8 << 20,
+        limits: ShapeLimits | None = None,
+    ) -> None:
+        super().__init__(
+            policy=policy,
+            actor=actor or default_actor,
+            enforce=enforce,
+            body_store=body_store,
+            handle=handle,
+            capture_limit=capture_limit,
+            shape_limit=shape_limit,
+            closed_buffer_limit=closed_buffer_limit,
+            limits=limits,
+        )
+        self.app = app
+        self._routes: RouteIndex | None = None
+        self._routes_known = False
+        self._known = _KnownRoutes()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.stats.requests += 1
+        handle = self._handle if self._handle is not None else current_handle()
+        try:
+            req = self._begin(scope, handle)
+        except Exception as exc:
+            self.stats.error("begin", exc)
+            await self.app(scope, receive, send)
+            return
+        if not req.decision.allowed:
+            await _send_response(send, *self._refusal(req))
+            return
+        closed = req.rule.fail_mode == "closed"
+        held: list[Message] = []
+        held_bytes = 0
+
+        async def audited_receive() -> Message:
+            message = await receive()
+            try:
+                if message["type"] == "http.request":
+                    self._tee_request(req, message.get("body", b""))
+            except Exception as exc:
+                self.stats.error("receive", exc)
+            return message
+
+        async def audited_send(message: Message) -> None:
+            nonlocal held_bytes
+            try:
+                message = self._on_send(req, message)
+            except Exception as exc:
+                self.stats.error("send", exc)
+            if not closed or req.committed:
+                await send(message)
+                req.forwarded = req.started
+                return
+            held.append(message)
+            if message["type"] == "http.response.body":
+                held_bytes += len(message.get("body", b""))
+            if req.complete or held_bytes > self._closed_limit:
+                req.partial = not req.complete
+                ok = self._commit(req)
+                messages = held[:]
+                held.clear()
+                if ok:
+                    for m in messages:
+                        await send(m)
+                    req.forwarded = True
+                else:
+                    await _send_response(send, *self._closed_refusal(req))
+
+        tokens = structlog.contextvars.bind_contextvars(
+            correlation_id=req.corr.correlation_id, span_id=req.corr.span_id
+        )
+        try:
+            await self.app(scope, audited_receive, audited_send)
+        except BaseException as exc:
+            req.error_type = type(exc).__name__
+            raise
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
+            if not req.committed:
+                ok = self._commit(req)
+                if closed and req.error_type is None:
+                    messages = held[:]
+                    held.clear()
+                    if ok:
+                        for m in messages:
+                            await send(m)
+                    elif not req.forwarded:
+                        await _send_response(send, *self._closed_refusal(req))
+
+    def _begin(self, scope: Scope, handle: AuditHandle | None) -> _Request:
+        if not self._routes_known:
+            routes = find_routes(self.app)
+            self._routes = RouteIndex(routes) if routes else None
+            self._routes_known = True
+        path = scope.get("path") or "/"
+        raw = scope.get("raw_path")
+        method = str(scope.get("method", "GET"))
+        query = scope.get("query_string") or b""
+        headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers") or ()]
+        # Method, name, target and rule follow from method, path and root path alone when the query is
+        # empty and the routes match by path (see RouteIndex.path_only): found once, kept per policy and
+        # scanner. Only paths whose redacted target hides nothing are kept (route words, short numbers,
+        # UUIDs), so no token, email, card number or flagged segment is held longer than its request.
+        index = self._routes
+        key = route = None
+        if not query and (index is None or index.path_only) and "fastapi" not in scope:
+            key = (method, path, raw, scope.get("root_path", ""))
+            policy = self._policy or (handle.policy if handle is not None else DEFAULT_POLICY)
+            scanner = handle.scanner if handle is not None else _FALLBACK_SCANNER
+            known = self._known
+            if known.policy is not policy or known.scanner is not scanner:
+                known.reset(policy, scanner)
+            route = known.routes.get(key)
+        req = self._start(
+            handle=handle,
+            headers=headers,
+            method=method,
+            path=path,
+            target=raw.decode("latin-1") if route is None and isinstance(raw, bytes) else path,
+            query=query.decode("latin-1") if query else "",  # a kept route: these three are not read
+            template=index.template(scope) if route is None and index is not None else None,
+            context=scope,
+            route=route,
+        )
+        if (
+            route is None
+            and key is not None
+            and len(path) <= _MAX_KNOWN_PATH
+            and not _HIDES.search(req.target)
+            and not _LONG_DIGITS.search(path)
+        ):
+            action = orjson.dumps({"name": req.name, "method": req.method, "target": req.target})
+            self._known.put(key, (req.method, req.name, req.target, req.rule, orjson.Fragment(action)))
+        return req
+
+    def _on_send(self, req: _Request, message: Message) -> Message:
+        kind = message["type"]
+        if kind == "http.response.start":
+            headers = list(message.get("headers") or ())
+            ctype = encoding = None
+            for name, value in headers:
+                lname = name.lower()
+                if lname == b"content-type":
+                    ctype = value.decode("latin-1")
+                elif lname == b"content-encoding":
+                    encoding = value.decode("latin-1")
+            self._response_head(req, int(message["status"]), ctype, encoding)
+            headers.append((b"x-correlation-id", req.corr.correlation_id.encode("ascii")))
+            return {**message, "headers": headers}
+        if kind == "http.response.body":
+            self._tee_response(req, message.get("body", b""))
+            if not message.get("more_body", False):
+                req.complete = True
+        return message
+
+
+async def _send_response(send: Send, code: int, headers: list[tuple[str, str]], payload: bytes) -> None:
+    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    await send({"type": "http.response.start", "status": code, "headers": raw})
+    await send({"type": "http.response.body", "body": payload})

@@ -1,0 +1,396 @@
+"""``AuditWSGIMiddleware``: the ASGI middleware's semantics for WSGI apps (Flask, Django, any PEP 3333 app).
+
+::
+
+    app.wsgi_app = AuditWSGIMiddleware(app.wsgi_app)                 # Flask
+    application = AuditWSGIMiddleware(get_wsgi_application())       # Django (wsgi.py)
+
+It wraps ``start_response`` (adding ``x-correlation-id``), counts and tees ``wsgi.input`` lazily as the
+app reads it (nothing is read ahead), tees the response iterable as the server pulls it, and writes the
+event in the iterable's ``close()``, after the last byte. The correlation id is in
+``environ["auditlog.correlation_id"]`` and bound into structlog's contextvars while the app runs and
+while each chunk is produced.
+
+The actor comes from verified auth only: ``environ["auditlog.actor"]`` / ``environ["auditlog.claims"]``
+set by an authentication layer (a Django middleware: ``request.META`` *is* the environ; Flask:
+``request.environ``) or ``REMOTE_USER``; see :func:`auditlog.actor.wsgi_actor`. It is read before the app
+runs (for enforcement) and again at the end (for the record), so an app that authenticates inside
+still gets its actor recorded.
+
+The route template comes from Flask's URL map or Django's URL resolver when the wrapped app is one,
+else the path with id-like segments collapsed. Decisions, ``fail_mode`` and levels behave as in
+:mod:`auditlog.integrations.asgi`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from typing import Any, Protocol
+
+import structlog
+
+from auditlog.actor import ANONYMOUS, ActorResolver, wsgi_actor
+from auditlog.handle import AuditHandle, current_handle
+from auditlog.integrations._http import BodySink, _Recorder, _Request
+from auditlog.policy import Policy
+from processors import ShapeLimits
+
+__all__ = ["AuditWSGIMiddleware"]
+
+Environ = MutableMapping[str, Any]
+Headers = list[tuple[str, str]]
+Write = Callable[[bytes], object]
+
+
+class StartResponse(Protocol):
+    def __call__(self, status: str, headers: Headers, exc_info: Any = ..., /) -> Write: ...
+
+
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+RouteFinder = Callable[[Environ], "str | None"]
+
+
+def _header_pairs(environ: Environ) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            out.append((key[5:].replace("_", "-").lower(), str(value)))
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+            out.append((key.replace("_", "-").lower(), str(value)))
+    return out
+
+
+def _flask_routes(app: object) -> RouteFinder | None:
+    owner = getattr(app, "__self__", app)
+    url_map = getattr(owner, "url_map", None)
+    if url_map is None or not hasattr(url_map, "bind_to_environ"):
+        return None
+
+    def find(environ: Environ) -> str | None:
+        try:
+            rule, _ = url_map.bind_to_environ(environ).match(return_rule=True)
+        except Exception:  # NotFound, MethodNotAllowed, RequestRedirect
+            return None
+        text = getattr(rule, "rule", None)
+        return text if isinstance(text, str) else None
+
+    return find
+
+
+def _django_routes(app: object) -> RouteFinder | None:
+    if "django" not in sys.modules or type(app).__name__ != "WSGIHandler":
+        return None
+    resolve = importlib.import_module("django.urls").resolve
+
+    def find(environ: Environ) -> str | None:
+        try:
+            match = resolve(environ.get("PATH_INFO") or "/")
+        except Exception:  # Resolver404, or URLconf errors: no template
+            return None
+        route = getattr(match, "route", None)
+        return "/" + route.lstrip("^") if isinstance(route, str) and route else None
+
+    return find
+
+
+class _Input:
+    """``wsgi.input`` counted and teed as the app reads it; never read ahead."""
+
+    __slots__ = ("_rec", "_req", "_stream")
+
+    def __init__(self, stream: Any, rec: _Recorder, req: _Request) -> None:
+        self._stream = stream
+        self._rec = rec
+        self._req = req
+
+    def _seen(self, data: bytes) -> bytes:
+        try:
+            self._rec._tee_request(self._req, data)
+        except Exception as exc:
+            self._rec.stats.error("input", exc)
+        return data
+
+    def read(self, size: int = -1, /) -> bytes:
+        data: bytes = self._stream.read() if size is None or size < 0 else self._stream.read(size)
+        return self._seen(data)
+
+    def readline(self, size: int = -1, /) -> bytes:
+        data: bytes = self._stream.readline() if size is None or size < 0 else self._stream.readline(size)
+        return self._seen(data)
+
+    def readinto(self, buffer: Any, /) -> int | None:
+        n: int | None = self._stream.readinto(buffer)
+        if n:
+            self._seen(bytes(memoryview(buffer)[:n]))
+        return n
+
+    def readlines(self, hint: int = -1, /) -> list[bytes]:
+        return [self._seen(line) for line in self._stream.readlines(hint)]
+
+    def __iter__(self) -> Iterator[bytes]:
+        for line in self._stream:
+            yield self._seen(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class _Body:
+    """The response iterable, teed chunk by chunk; ``close()`` writes the event (once)."""
+
+    __slots__ = ("_iter", "_mw", "_req", "_result")
+
+    def __init__(self, result: Iterable[bytes], mw: AuditWSGIMiddleware, req: _Request) -> None:
+        self._result = result
+        self._iter: Iterator[bytes] | None = None
+        self._mw = mw
+        self._req = req
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._iter is None:
+            self._iter = iter(self._result)
+        tokens = self._mw._bind(self._req)
+        try:
+            chunk = next(self._iter)
+        except StopIteration:
+            self._req.complete = True
+            raise
+        except BaseException as exc:
+            self._req.error_type = type(exc).__name__
+            raise
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
+        try:
+            self._mw._tee_response(self._req, chunk)
+        except Exception as exc:
+            self._mw.stats.error("body", exc)
+        return chunk
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._result, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._mw._finish(self._req)
+
+
+class AuditWSGIMiddleware(_Recorder):
+    """WSGI audit middleware (see the module docstring). Arguments as :class:`~.asgi.AuditMiddleware`;
+    ``actor`` is a resolver over the WSGI environ (default :func:`auditlog.actor.wsgi_actor`), ``route`` an
+    optional ``(environ) -> template`` finder."""
+
+    __slots__ = ("_route", "app")
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        *,
+        policy: Policy | None = None,
+        actor: ActorResolver | None = None,
+        enforce: bool = False,
+        body_store: BodySink | None = None,
+        handle: AuditHandle | None = None,
+        route: RouteFinder | None = None,
+        capture_limit: int = 1 << 20,
+        shape_limit: int = 64 << 10,
+        closed_buffer_limit: int = 8 << 20,
+        limits: ShapeLimits | None = None,
+    ) -> None:
+        super().__init__(
+            policy=policy,
+            actor=actor or wsgi_actor,
+            enforce=enforce,
+            body_store=body_store,
+            handle=handle,
+            capture_limit=capture_limit,
+            shape_limit=shape_limit,
+            closed_buffer_limit=closed_buffer_limit,
+            limits=limits,
+        )
+        self.app = app
+        self._route = route or _flask_routes(app) or _django_routes(app)
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        self.stats.requests += 1
+        handle = self._handle if self._handle is not None else current_handle()
+        try:
+            req = self._begin(environ, handle)
+        except Exception as exc:
+            self.stats.error("begin", exc)
+            return self.app(environ, start_response)
+        if not req.decision.allowed:
+            code, headers, payload = self._refusal(req)
+            start_response(_status_line(code), headers)
+            return [payload]
+        environ["auditlog.correlation_id"] = req.corr.correlation_id
+        stream = environ.get("wsgi.input")
+        if stream is not None:
+            environ["wsgi.input"] = _Input(stream, self, req)
+        if req.rule.fail_mode == "closed":
+            return self._closed(environ, start_response, req)
+
+        def audited_start(status: str, headers: Headers, exc_info: Any = None) -> Write:
+            headers = self._on_start(req, status, headers)
+            write = start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+
+            def audited_write(data: bytes) -> object:
+                self._tee_response(req, data)
+                return write(data)
+
+            return audited_write
+
+        tokens = self._bind(req)
+        try:
+            result = self.app(environ, audited_start)
+        except BaseException as exc:
+            req.error_type = type(exc).__name__
+            self._finish(req)
+            raise
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
+        return _Body(result, self, req)
+
+    def _closed(self, environ: Environ, start_response: StartResponse, req: _Request) -> Iterable[bytes]:
+        """``fail_mode = "closed"``: hold the response until the event is written; 503 if it is not."""
+        head: list[tuple[str, Headers]] = []
+        chunks: list[bytes] = []
+
+        def held_start(status: str, headers: Headers, exc_info: Any = None) -> Write:
+            head[:] = [(status, self._on_start(req, status, headers))]
+            return chunks.append
+
+        tokens = self._bind(req)
+        result: Iterable[bytes] = ()
+        try:
+            result = self.app(environ, held_start)
+            size = 0
+            it = iter(result)
+            for chunk in it:
+                chunks.append(chunk)
+                self._tee_response(req, chunk)
+                size += len(chunk)
+                if size > self._closed_limit:
+                    req.partial = True
+                    break
+            else:
+                req.complete = True
+        except BaseException as exc:
+            req.error_type = type(exc).__name__
+            self._finish(req)
+            raise
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
+        if req.complete:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        if not self._commit(req) or not head:
+            if not req.complete:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+            code, headers, payload = self._closed_refusal(req)
+            start_response(_status_line(code), headers)
+            return [payload]
+        start_response(*head[0])
+        if req.complete:
+            return chunks
+        return _Rest(chunks, it, result, self, req)
+
+    def _begin(self, environ: Environ, handle: AuditHandle | None) -> _Request:
+        path = (environ.get("SCRIPT_NAME") or "") + (environ.get("PATH_INFO") or "/")
+        raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+        target = raw.split("?", 1)[0] if isinstance(raw, str) and raw.startswith("/") else path
+        template = None
+        if self._route is not None:
+            try:
+                template = self._route(environ)
+            except Exception as exc:
+                self.stats.error("route", exc)
+        return self._start(
+            handle=handle,
+            headers=_header_pairs(environ),
+            method=str(environ.get("REQUEST_METHOD", "GET")),
+            path=path,
+            target=target,
+            query=str(environ.get("QUERY_STRING") or ""),
+            template=template,
+            context=environ,
+        )
+
+    def _on_start(self, req: _Request, status: str, headers: Headers) -> Headers:
+        try:
+            ctype = encoding = None
+            for name, value in headers:
+                lname = name.lower()
+                if lname == "content-type":
+                    ctype = value
+                elif lname == "content-encoding":
+                    encoding = value
+            self._response_head(req, int(status[:3]), ctype, encoding)
+        except Exception as exc:
+            self.stats.error("start_response", exc)
+        return [*headers, ("X-Correlation-ID", req.corr.correlation_id)]
+
+    def _bind(self, req: _Request) -> dict[str, Any]:
+        return dict(
+            structlog.contextvars.bind_contextvars(
+                correlation_id=req.corr.correlation_id, span_id=req.corr.span_id
+            )
+        )
+
+    def _finish(self, req: _Request) -> None:
+        if req.committed:
+            return
+        if not req.actor.authenticated:
+            try:
+                req.actor = self._actor(_environ_of(req)) or ANONYMOUS
+            except Exception as exc:
+                self.stats.error("actor", exc)
+        self._commit(req)
+
+
+class _Rest:
+    """Under ``fail_mode = "closed"`` past the buffer limit: the held chunks, then the rest, streamed."""
+
+    __slots__ = ("_held", "_it", "_mw", "_req", "_result")
+
+    def __init__(
+        self,
+        held: list[bytes],
+        it: Iterator[bytes],
+        result: Iterable[bytes],
+        mw: AuditWSGIMiddleware,
+        req: _Request,
+    ) -> None:
+        self._held = held
+        self._it = it
+        self._result = result
+        self._mw = mw
+        self._req = req
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._held
+        for chunk in self._it:
+            self._mw._tee_response(self._req, chunk)
+            yield chunk
+
+    def close(self) -> None:
+        close = getattr(self._result, "close", None)
+        if close is not None:
+            close()
+
+
+def _status_line(code: int) -> str:
+    return {403: "403 Forbidden", 503: "503 Service Unavailable"}.get(code, f"{code} Error")
+
+
+def _environ_of(req: _Request) -> Environ:
+    env = req.context
+    return env if isinstance(env, MutableMapping) else {}

@@ -1,0 +1,192 @@
+"""The file side of one compaction batch: sealed segment bytes in, one Parquet file per day out.
+
+- :class:`Hasher` hashes each segment's sealed prefix in a background thread and compares it with the seal;
+- :func:`sealed_input` picks the bytes DuckDB reads (the segment, or a copy of its sealed prefix);
+- :func:`write_days` streams the sorted batch out of DuckDB into pyarrow's Parquet writer, one file per day.
+
+The batch's orchestration (staging, commit, roll-forward) is :func:`auditlog.lake.compact.compact`'s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from auditlog.lake.layout import COLUMNS_SQL, CompactionError, FileEntry, SegmentMismatch
+from store._segments import Seal
+
+__all__ = ["Hasher", "file_sha256", "hash_error", "prefetch", "sealed_input", "sql_path", "write_days"]
+
+
+class Hasher(threading.Thread):
+    """Hashes each segment's sealed prefix in the background and compares it with the seal."""
+
+    def __init__(self, items: list[tuple[Seal, Path]]) -> None:
+        super().__init__(name="auditlog-compact-hash", daemon=True)
+        self.items = items
+        self.mismatch: str | None = None
+        self.error: OSError | None = None
+
+    def run(self) -> None:
+        for seal, path in self.items:
+            try:
+                h = hashlib.sha256()
+                with open(path, "rb") as fh:
+                    left = seal.length
+                    while left > 0:
+                        chunk = fh.read(min(left, 1 << 20))
+                        if not chunk:
+                            break
+                        h.update(chunk)
+                        left -= len(chunk)
+                if left > 0 or h.hexdigest() != seal.sha256:
+                    self.mismatch = seal.segment
+                    return
+            except OSError as exc:
+                self.error = exc
+                self.mismatch = seal.segment
+                return
+
+
+def hash_error(hasher: Hasher) -> CompactionError:
+    if hasher.error is not None:
+        return CompactionError(f"segment {hasher.mismatch} cannot be read: {hasher.error.strerror}")
+    return SegmentMismatch(
+        f"segment {hasher.mismatch} does not match its seal (sha256); run `auditlog verify` on the journal"
+    )
+
+
+def sealed_input(seal: Seal, path: Path, staging: Path) -> Path:
+    """The file to read for a segment: itself, or a copy of its sealed prefix when bytes follow it."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise CompactionError(f"segment {path.name} cannot be read: {exc.strerror}") from exc
+    if size == seal.length:
+        return path
+    copy = staging / "in" / path.name
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "rb") as src, open(copy, "wb") as dst:
+        left = seal.length
+        while left > 0:
+            chunk = src.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            dst.write(chunk)
+            left -= len(chunk)
+    return copy
+
+
+def write_days(
+    con: Any, staging: Path, src_dir: str, name: str, *, level: int, row_group_size: int
+) -> list[FileEntry]:
+    """Write one Parquet file per day of the sorted batch: DuckDB extracts the columns in order and streams
+    Arrow batches, pyarrow writes them (its writer keeps small row groups cheap)."""
+    from auditlog.lake.engine import arrow_schema, require
+
+    pq = require("pyarrow.parquet", "auditlog.lake.compact")
+    schema = arrow_schema()
+    schema = schema.remove(schema.get_field_index("source")).remove(schema.get_field_index("date"))
+    con.execute("SET preserve_insertion_order = true")
+    stats: dict[str, tuple[int, str, str]] = {}
+    per_segment: dict[str, dict[str, int]] = {}
+    for day, segment, rows, lo, hi in con.execute(
+        "SELECT date, segment, count(*), min(ts)::VARCHAR, max(ts)::VARCHAR FROM sorted "
+        "GROUP BY ALL ORDER BY ALL"
+    ).fetchall():
+        n, first, last = stats.get(day, (0, lo, hi))
+        stats[day] = (n + int(rows), min(first, lo), max(last, hi))
+        per_segment.setdefault(day, {})[segment] = int(rows)
+    files: list[FileEntry] = []
+    for day, (rows, lo, hi) in stats.items():
+        rel = f"date={day}/{src_dir}/part-{name}.parquet"
+        target = staging / "files" / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        query = COLUMNS_SQL.replace("{src}", "(SELECT * FROM sorted WHERE date = $day)")
+        reader = con.sql(query, params={"day": day}).to_arrow_reader(batch_size=row_group_size)
+        with pq.ParquetWriter(
+            target,
+            schema,
+            compression="zstd",
+            compression_level=level,
+            use_dictionary=[c for c in schema.names if c not in _UNIQUE_COLUMNS],
+        ) as writer:
+            for batch in prefetch(reader):
+                writer.write_batch(batch.cast(schema), row_group_size=row_group_size)
+        files.append(
+            FileEntry(
+                path=rel,
+                date=day,
+                rows=rows,
+                bytes=target.stat().st_size,
+                sha256=file_sha256(target),
+                min_ts=lo,
+                max_ts=hi,
+                segments=dict(sorted(per_segment[day].items())),
+            )
+        )
+    return files
+
+
+# Columns whose values are (nearly) unique: a dictionary only costs time there.
+_UNIQUE_COLUMNS = frozenset({"seq", "ts", "event_id", "span_id", "mac", "record"})
+
+
+def prefetch(reader: Any, depth: int = 2) -> Iterator[Any]:
+    """Yield the batches of an Arrow reader, reading ahead in a thread so DuckDB extracts the next batch
+    while pyarrow compresses this one (both release the GIL)."""
+    import queue
+
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    done = object()
+    failure: list[BaseException] = []
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for batch in reader:
+                while not stop.is_set():
+                    try:
+                        q.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as exc:  # handed to the consumer
+            failure.append(exc)
+        finally:
+            q.put(done)
+
+    thread = threading.Thread(target=produce, name="auditlog-compact-extract", daemon=True)
+    thread.start()
+    try:
+        while (item := q.get()) is not done:
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+    if failure:
+        raise failure[0]
+
+
+def sql_path(path: Path) -> str:
+    text = str(path)
+    if "'" in text:
+        raise CompactionError(f"layout path {text!r} contains a quote")
+    return text
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
