@@ -3,7 +3,8 @@ before the app runs, the capped tees of both bodies, and the ``http.request`` / 
 
 :class:`_Recorder` is framework-neutral: the ASGI middleware (:mod:`~auditlog.integrations.asgi`) and the
 WSGI one (:mod:`~auditlog.integrations.wsgi`) feed it a request's head, its body chunks and its
-response head, and it decides, tees and records. Nothing here reads a value into an event except the shapers, at the rule's level.
+response head, and it decides, tees and records. Nothing here reads a value into an event except the
+shapers, at the rule's level.
 """
 
 from __future__ import annotations
