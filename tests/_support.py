@@ -18,7 +18,7 @@ import typer
 import uvicorn
 
 from auditlog.canaries import load_canaries
-from auditlog.cli.query import register
+from auditlog.cli import evidence, lake, query
 from auditlog.policy import Policy, loads
 from store.keys import KeyRing
 
@@ -166,7 +166,8 @@ def query_cli() -> typer.Typer:
     def root() -> None:
         """test root"""
 
-    register(app)
+    for group in (lake, query, evidence):
+        group.register(app)
     return app
 
 

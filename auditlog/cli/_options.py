@@ -1,18 +1,67 @@
-"""What the ``auditlog`` sub-command modules share: the error console, usage failures, the key ring."""
+"""What the ``auditlog`` command groups share, defined once: consoles, options, exits, the key ring.
+
+Exit codes, for every command: 0 success, 1 a check failed or nothing was found, 2 bad usage or input.
+"""
 
 from __future__ import annotations
 
+import inspect
+import sys
+import typing
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from store.exceptions import KeyError_
 from store.keys import KeyRing, key_from_env
 
-__all__ = ["err", "fail", "key_ring"]
+__all__ = [
+    "AuditDirOpt",
+    "CsvOpt",
+    "EndpointOpt",
+    "JsonOpt",
+    "KeyFileOpt",
+    "SinceOpt",
+    "UntilOpt",
+    "audit_handle",
+    "command_with",
+    "keyword",
+    "err",
+    "fail",
+    "key_ring",
+    "out",
+    "print_summary",
+    "progress_bar",
+    "query_errors",
+]
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Tables are wide: when stdout is not a terminal (a pipe, a file), do not fold them to 80 columns.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 240)
+
+KeyFileOpt = Annotated[
+    Path | None, typer.Option("--key-file", help="Key file (default: AUDITLOG_KEY or AUDITLOG_KEY_FILE).")
+]
+AuditDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--audit-dir",
+        envvar="AUDITLOG_AUDIT_DIR",
+        help="Journal that records this investigation (default: the source journal, when it is one).",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+CsvOpt = Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")]
+SinceOpt = Annotated[
+    str | None, typer.Option("--since", help="Start: 2026-11-22, 2026-11-22T10:00Z, or 24h, 7d.")
+]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="End, same forms as --since.")]
+EndpointOpt = Annotated[str | None, typer.Option("--endpoint-url", help="S3-compatible endpoint.")]
 
 NO_KEY = "no key: pass --key-file, or set AUDITLOG_KEY / AUDITLOG_KEY_FILE (see `auditlog keygen`)"
 
@@ -36,3 +85,121 @@ def key_ring(key_file: Path | None) -> KeyRing:
     if ring is None:
         raise fail(NO_KEY)
     return ring
+
+
+def is_journal(path: Path) -> bool:
+    return path.is_dir() and any(path.glob("[0-9]*.jsonl"))
+
+
+@contextmanager
+def audit_handle(source: str, audit_dir: Path | None, ring: Any, policy: Any = None) -> Iterator[Any]:
+    """Configure the journal that records this investigation, and shut it down afterwards."""
+    import auditlog
+    from store.exceptions import JournalError
+
+    target = audit_dir
+    if target is None:
+        if source.startswith("s3://") or not is_journal(Path(source)):
+            raise fail("pass --audit-dir DIR (or set AUDITLOG_AUDIT_DIR): investigations are journaled")
+        target = Path(source)
+    try:
+        handle = auditlog.configure(journal_dir=target, key=ring, policy=policy, stdlib=False)
+    except JournalError as exc:
+        hint = " (a running writer holds it; pass --audit-dir DIR)" if "in use" in str(exc) else ""
+        raise fail(f"cannot journal this investigation: {exc}{hint}") from None
+    try:
+        yield handle
+    finally:
+        handle.shutdown()
+
+
+def progress_bar() -> Any:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
+
+
+def print_summary(title: str, summary: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        import orjson
+
+        sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    table = Table(title=title, show_header=False)
+    for k, v in summary.items():
+        table.add_row(k, ", ".join(map(str, v)) if isinstance(v, list) else str(v))
+    out.print(table)
+
+
+def query_errors(source: str) -> Callable[[BaseException], typer.Exit]:
+    """Translate an investigation's errors for ``source`` into CLI exits (1: failed check, 2: input)."""
+    from auditlog.investigate import (
+        BadTimeRange,
+        CorruptSource,
+        EmptySource,
+        NotJournaled,
+        SandboxViolation,
+        UnknownCorrelationId,
+    )
+
+    def translate(exc: BaseException) -> typer.Exit:
+        if isinstance(exc, UnknownCorrelationId):
+            return fail(str(exc), 1)
+        if isinstance(exc, CorruptSource):
+            hint = "" if "verify" in str(exc) else f"; `auditlog verify {source}` says more"
+            return fail(f"{exc}{hint}", 1)
+        if isinstance(exc, BadTimeRange | EmptySource | SandboxViolation | NotJournaled | ValueError):
+            return fail(str(exc), 2)
+        return fail(f"{type(exc).__name__}: {exc}", 1)
+
+    return translate
+
+
+def keyword(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
+    """A keyword-only parameter, to declare an option once for :func:`command_with`."""
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+def command_with(
+    app: typer.Typer,
+    name: str,
+    shared: tuple[inspect.Parameter, ...],
+    run: Callable[[typer.Context, dict[str, Any], Callable[[], Any]], None],
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register the decorated function as ``app``'s command ``name``, with the group's ``shared`` options.
+
+    The command's own parameters come from the function; ``shared`` are appended after them (so every
+    command of a group accepts them after its name). ``run(ctx, shared_values, call)`` does the group's
+    work around ``call()``, which calls the function with its own parameters.
+    """
+
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        hints = typing.get_type_hints(fn, include_extras=True)
+        own = [
+            p.replace(annotation=hints[p.name], kind=inspect.Parameter.KEYWORD_ONLY)
+            for p in inspect.signature(fn).parameters.values()
+        ]
+
+        def command(ctx: typer.Context, **kw: Any) -> None:
+            values = {p.name: kw.pop(p.name) for p in shared}
+            run(ctx, values, lambda: fn(**kw))
+
+        ctx_param = inspect.Parameter(
+            "ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context
+        )
+        params = [ctx_param, *own, *shared]
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        command.__doc__ = fn.__doc__
+        command.__name__ = f"{name.replace('-', '_')}_cmd"
+        app.command(name)(command)
+        return fn
+
+    return register

@@ -15,9 +15,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from auditlog.cli import evidence, lake, query
 from auditlog.cli._options import err, fail, key_ring
 from auditlog.cli.bodies import bodies_app
-from auditlog.cli.query import register as register_query_commands
 from auditlog.policy import PolicyError, sensitive_allowlist_warnings
 from auditlog.policy import load as load_policy
 from store.exceptions import JournalError, KeyError_
@@ -248,7 +248,8 @@ def selftest(
     out.print("[green]OK[/green]: no planted value reached the journal or the console")
 
 
-register_query_commands(app)  # compact, ship, query, export, verify-pack: listed after the commands above
+for group in (lake, query, evidence):  # compact, ship, query, export, verify-pack: after the commands above
+    group.register(app)
 
 
 def main() -> None:

@@ -12,17 +12,17 @@ from __future__ import annotations
 import os
 import pwd
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from auditlog._configure import configure
 from auditlog.bodies import PolicyBodyStore, open_body_store
-from auditlog.cli._options import fail, key_ring
+from auditlog.cli._options import command_with, fail, key_ring, keyword
 from auditlog.policy import DEFAULT_POLICY, Policy, PolicyError
 from auditlog.policy import load as load_policy
 from store.bodies import (
@@ -99,92 +99,111 @@ def _opened(store: str, journal: Path, policy: Path | None, key: Path | None) ->
         handle.shutdown()
 
 
-@bodies_app.command("get")
-def get_cmd(
+# The options every bodies command takes after its own, declared once.
+_SHARED = (
+    keyword("store", StoreOpt),
+    keyword("journal", JournalOpt),
+    keyword("policy", PolicyOpt, None),
+    keyword("key_file", KeyOpt, None),
+)
+
+
+def _act(ctx: typer.Context, shared: dict[str, Any], call: Callable[[], Any]) -> None:
+    action = call()
+    with _opened(shared["store"], shared["journal"], shared["policy"], shared["key_file"]) as bodies:
+        action(bodies)
+
+
+def bodies_command(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register ``auditlog bodies <name>``: the function returns what to do with the opened store."""
+    return command_with(bodies_app, name, _SHARED, _act)
+
+
+Action = Callable[[PolicyBodyStore], None]
+
+
+@bodies_command("get")
+def _get(
     correlation_id: CidArg,
     reader: Annotated[str, typer.Option("--reader", help="Reader name, as declared in the policy.")],
     purpose: Annotated[str, typer.Option("--purpose", help="Why: a ticket or incident id (journaled).")],
-    store: StoreOpt,
-    journal: JournalOpt,
     out: Annotated[Path | None, typer.Option("--out", help="Write the body here (0600), not stdout.")] = None,
-    policy: PolicyOpt = None,
-    key_file: KeyOpt = None,
-) -> None:
+) -> Action:
     """Read one body as READER for PURPOSE. The read is journaled (body.read) before any byte is shown."""
-    with _opened(store, journal, policy, key_file) as bodies:
+
+    def act(bodies: PolicyBodyStore) -> None:
         data = bodies.get(correlation_id, reader=reader, purpose=purpose)
-    if out is None:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-        return
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    _err.print(f"wrote {len(data)} bytes to {out}", markup=False)
+        if out is None:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+            return
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        _err.print(f"wrote {len(data)} bytes to {out}", markup=False)
+
+    return act
 
 
-@bodies_app.command("purge")
-def purge_cmd(
-    store: StoreOpt,
-    journal: JournalOpt,
-    policy: PolicyOpt = None,
-    key_file: KeyOpt = None,
-) -> None:
+@bodies_command("purge")
+def _purge() -> Action:
     """Delete every expired body that is not on legal hold (journaled as body.purged)."""
-    with _opened(store, journal, policy, key_file) as bodies:
+
+    def act(bodies: PolicyBodyStore) -> None:
         r = bodies.purge_expired(actor=_operator())
-    typer.echo(f"scanned {r.scanned}, purged {r.purged}, kept on hold {r.held}, unreadable {r.unreadable}")
+        typer.echo(
+            f"scanned {r.scanned}, purged {r.purged}, kept on hold {r.held}, unreadable {r.unreadable}"
+        )
+
+    return act
 
 
-@bodies_app.command("erase")
-def erase_cmd(
+@bodies_command("erase")
+def _erase(
     subject: Annotated[str, typer.Option("--subject", help="Data subject id, or '-' to read it from stdin.")],
-    store: StoreOpt,
-    journal: JournalOpt,
-    policy: PolicyOpt = None,
-    key_file: KeyOpt = None,
     reason: Annotated[
         str | None, typer.Option("--reason", help="The erasure request's ticket id (journaled).")
     ] = None,
-) -> None:
+) -> Action:
     """Crypto-shred every body of a data subject (journaled as body.erased, with a keyed fingerprint)."""
     if subject == "-":
         subject = sys.stdin.readline().rstrip("\n")
-    with _opened(store, journal, policy, key_file) as bodies:
+
+    def act(bodies: PolicyBodyStore) -> None:
         r = bodies.erase(subject=subject, reason=reason, actor=_operator())
-    typer.echo(f"erased {r.erased} bodies; kept {r.held} on legal hold")
-    for cid in r.held_ids:
-        typer.echo(f"  on hold: {cid}")
+        typer.echo(f"erased {r.erased} bodies; kept {r.held} on legal hold")
+        for cid in r.held_ids:
+            typer.echo(f"  on hold: {cid}")
+
+    return act
 
 
-@bodies_app.command("hold")
-def hold_cmd(
+@bodies_command("hold")
+def _hold(
     correlation_id: CidArg,
     reason: Annotated[str, typer.Option("--reason", help="Why (a case or ticket id; journaled).")],
-    store: StoreOpt,
-    journal: JournalOpt,
-    policy: PolicyOpt = None,
-    key_file: KeyOpt = None,
-) -> None:
+) -> Action:
     """Put a legal hold on a body: it outlives its retention until released (journaled as body.held)."""
-    with _opened(store, journal, policy, key_file) as bodies:
+
+    def act(bodies: PolicyBodyStore) -> None:
         info = bodies.hold(correlation_id, reason=reason, actor=_operator())
-    typer.echo(f"{info.correlation_id}: on hold")
+        typer.echo(f"{info.correlation_id}: on hold")
+
+    return act
 
 
-@bodies_app.command("release")
-def release_cmd(
+@bodies_command("release")
+def _release(
     correlation_id: CidArg,
-    store: StoreOpt,
-    journal: JournalOpt,
-    policy: PolicyOpt = None,
-    key_file: KeyOpt = None,
     reason: Annotated[
         str | None, typer.Option("--reason", help="Why the hold ends (a case or ticket id; journaled).")
     ] = None,
-) -> None:
+) -> Action:
     """Lift a legal hold (journaled as body.released); an expired body goes at the next purge."""
-    with _opened(store, journal, policy, key_file) as bodies:
+
+    def act(bodies: PolicyBodyStore) -> None:
         info = bodies.release(correlation_id, reason=reason, actor=_operator())
-    state = "expired, purged at the next purge" if info.expired else "retention running"
-    typer.echo(f"{info.correlation_id}: released ({state})")
+        state = "expired, purged at the next purge" if info.expired else "retention running"
+        typer.echo(f"{info.correlation_id}: released ({state})")
+
+    return act
