@@ -54,6 +54,7 @@ class SegmentFiles:
         "_forked",
         "_headers",
         "_kid",
+        "_labels",
         "_lock",
         "_lock_fd",
         "_mac",
@@ -85,6 +86,7 @@ class SegmentFiles:
     _forked: bool
     _headers: int
     _kid: str
+    _labels: dict[str, Any]
     _lock: threading.Lock
     _lock_fd: int
     _mac: bytes
@@ -152,6 +154,7 @@ class SegmentFiles:
         path = self._dir / name
         created = self._clock()
         header: dict[str, Any] = {
+            **self._labels,
             "journal": FORMAT,
             "kind": KIND_OPENED,
             "segment": name,
@@ -250,6 +253,10 @@ class SegmentFiles:
             raise JournalError(f"cannot write journal seal {path}") from exc
 
     # -- opening ---------------------------------------------------------------------------------------
+
+    def _head(self) -> tuple[str, int, bytes]:
+        """Where the chain stands: ``(segment, last seq, last MAC)`` (the caller holds the lock)."""
+        return self._seg_name or (self._prev_name or ""), self._seq, self._mac
 
     def _take_lock(self) -> int:
         try:

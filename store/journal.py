@@ -102,6 +102,10 @@ __all__ = [
     "verify",
 ]
 
+_HEADER_FIELDS = frozenset(
+    ("journal", "kind", "segment", "kid", "source", "prev_segment", "prev_last_seq", "reason", "ts", "seq")
+)
+
 # The boundary to the OS, as module names so a test can inject a failing disk.
 _write = os.write
 _fsync = os.fsync
@@ -120,6 +124,8 @@ class JournalWriter(Retention):
         keys: the key ring; new segments use ``keys.active``, older keys let earlier segments be sealed.
         config: rotation, fsync and retention settings (defaults: :class:`JournalConfig`).
         clock: the wall clock (seconds since the epoch) for timestamps, segment age and retention.
+        labels: extra string fields written into every segment header (a trail stream's ``trail_id``,
+            ``stream``, ``instance``); the header's own fields win over them.
 
     Raises:
         JournalError: the directory cannot be created, locked or written.
@@ -143,9 +149,11 @@ class JournalWriter(Retention):
         keys: KeyRing,
         config: JournalConfig | None = None,
         clock: Callable[[], float] = time.time,
+        labels: Mapping[str, str] | None = None,
     ) -> None:
         cfg = config if config is not None else JournalConfig()
         self._dir = Path(directory)
+        self._labels = {k: v for k, v in (labels or {}).items() if k not in _HEADER_FIELDS}
         self._config = cfg
         self._clock = clock
         self._keys = KeyCache(keys)
@@ -319,6 +327,17 @@ class JournalWriter(Retention):
         with self._lock:
             if self._fd >= 0 and not self._broken:
                 self._sync()
+
+    def _synced_head(self) -> tuple[str, int, bytes]:
+        """Sync what was written (unless ``fsync="never"``), then return ``(segment, last seq, last MAC)``.
+
+        Raises:
+            JournalError: the sync failed.
+        """
+        with self._lock:
+            if self._durable and self._fd >= 0 and not self._broken and self._synced_seq != self._seq:
+                self._sync()
+            return self._head()
 
     def _background_sync(self) -> None:
         with self._lock:
