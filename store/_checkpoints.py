@@ -240,7 +240,8 @@ def read_checkpoints(data: bytes, keys: KeyRing, *, trail_id: str | None) -> Che
     warnings: list[tuple[int | None, str]] = []
     good: list[Checkpoint] = []
     verifiers: dict[str, tuple[Ed25519PublicKey, str] | None] = {}
-    prev, expected_n = ZERO_HASH, 1
+    prev: str | None = ZERO_HASH
+    expected_n = 1
     for no, line in enumerate(lines, 1):
         body, sig = _split_sig(line[:-1])
         try:
@@ -271,7 +272,7 @@ def read_checkpoints(data: bytes, keys: KeyRing, *, trail_id: str | None) -> Che
                 reason = "signature does not verify (line altered)"
         if reason is None and obj.get("n") != expected_n:
             reason = f"expected checkpoint n {expected_n}, found another (lines removed, moved or duplicated)"
-        elif reason is None and obj.get("prev") != prev:
+        elif reason is None and prev is not None and obj.get("prev") != prev:
             reason = "does not chain from the line before (lines removed, moved or replaced)"
         fields = _fields(obj) if reason is None else None
         if reason is None and fields is None:
@@ -284,7 +285,7 @@ def read_checkpoints(data: bytes, keys: KeyRing, *, trail_id: str | None) -> Che
             problems.append((no, reason))
         elif fields is not None:
             good.append(Checkpoint(**{**_asdict(fields), "line": no}))
-        prev = hashlib.sha256(line).hexdigest()
+        prev = hashlib.sha256(line).hexdigest() if reason is None else None  # resynchronise after a bad line
         expected_n = obj["n"] + 1 if type(obj.get("n")) is int else expected_n + 1
     if tail:
         warnings.append((len(lines) + 1, "torn last line (a writer died while appending)"))
