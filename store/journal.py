@@ -38,8 +38,9 @@ after writing a ``journal.retention_purged`` record that names them and keeps th
 :func:`verify` can tell a purge from a deletion (the details are in :mod:`store._retention`).
 
 Processes. One writer per directory (``journal.lock`` is flock'ed; a second writer gets JournalError). A
-writer inherited across ``fork()`` refuses to write in the child, which must open its own journal in its
-own directory; the parent carries on.
+writer inherited across ``fork()`` refuses to write in the child. Several writers (workers, forks, CLI
+investigators) share a *trail* instead: :mod:`store.trail` gives each its own journal directory, a
+stream, under one trail directory, and keeps signed checkpoints of every stream's head.
 
 Errors. The writer raises :class:`~store.exceptions.JournalError` (an ``OSError``) with the cause chained,
 and :class:`~store.exceptions.JournalCorrupt` when it will not continue from a newest seal or segment it

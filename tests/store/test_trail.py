@@ -369,7 +369,6 @@ class TestVerifyTrail:
         """Another trail written with the same key, moved in place: the anchor names another trail."""
         live, other = tmp_path / "trail", tmp_path / "other"
         _trail(live, 2)
-        anchor = live / "anchor.jsonl"
         shutil.copy(live / "checkpoints.jsonl", tmp_path / "anchor.jsonl")
         _trail(other, 2)
         shutil.rmtree(live)
@@ -377,7 +376,6 @@ class TestVerifyTrail:
         report = verify_trail(live, keys=RING, anchor=tmp_path / "anchor.jsonl")
         assert not report.ok
         assert any("another trail" in p.reason for p in report.problems)
-        assert not anchor.exists()
 
     def test_a_stream_moved_in_from_another_trail_is_named(self, tmp_path: Path) -> None:
         """A stream of another trail (same key) moved into streams/ is foreign and not checkpointed."""
@@ -431,3 +429,22 @@ class TestTrailProperties:
             assert w.stream is not None
             mine = [r["n"] for sid, r in user_records(directory) if sid == w.stream.stream]
             assert mine == sorted(mine)
+
+
+class TestExports:
+    def test_all_lists_the_public_api_sorted(self) -> None:
+        """store.trail exports its writer, readers, recovery, verify and their value objects."""
+        expected = [
+            "StaleRecovery",
+            "StreamInfo",
+            "StreamReport",
+            "TrailProblem",
+            "TrailReport",
+            "TrailWriter",
+            "iter_trail_records",
+            "list_streams",
+            "recover_stale",
+            "verify_trail",
+        ]
+        assert expected == trail.__all__
+        assert all(hasattr(trail, name) for name in trail.__all__)
