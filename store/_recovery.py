@@ -21,12 +21,9 @@ from store._segments import (
     FORMAT,
     GENESIS_MAC,
     KIND_OPENED,
-    KIND_PURGED,
     KeyCache,
-    Listing,
     MacKey,
     Seal,
-    fsync_dir,
     hash_range,
     list_journal,
     mac_matches,
@@ -34,7 +31,6 @@ from store._segments import (
     read_seal,
     seal_line,
     seal_name,
-    segment_name,
     split_mac,
     timestamp,
     unhex,
@@ -153,78 +149,6 @@ def _trusted_seal(path: Path, keys: KeyCache) -> Seal:
         raise JournalCorrupt(
             f"journal seal {path} cannot be trusted ({exc}); run verify before writing here"
         ) from exc
-
-
-def retention_victims(
-    directory: Path, keys: KeyCache, *, active: str, cutoff: float
-) -> tuple[Listing, list[Seal]]:
-    """Choose the segments retention may purge: the oldest ones sealed at or before ``cutoff``.
-
-    A contiguous run from the first segment, stopping at the active segment, an unsealed segment, or a
-    seal that fails its check.
-
-    Returns:
-        The directory listing and the chosen segments' seals, oldest first.
-
-    Raises:
-        JournalError: the directory cannot be listed.
-    """
-    listing = list_journal(directory)
-    victims: list[Seal] = []
-    for number in sorted(listing.segments):
-        if number not in listing.seals or listing.segments[number].name == active:
-            break
-        try:
-            seal = read_seal(listing.seals[number], keys)
-        except JournalCorrupt:
-            break
-        if seal.sealed > cutoff or seal.segment != segment_name(number):
-            break
-        victims.append(seal)
-    return listing, victims
-
-
-def purge_record(victims: list[Seal], *, retention: float, ts: float) -> dict[str, Any]:
-    """The ``journal.retention_purged`` record for ``victims``: what goes, and each one's last seq and MAC."""
-    firsts = [s.first_seq for s in victims if s.first_seq is not None]
-    return {
-        "kind": KIND_PURGED,
-        "journal": FORMAT,
-        "segments": [s.segment for s in victims],
-        "count": len(victims),
-        "first_seq": firsts[0] if firsts else None,
-        "last_seq": victims[-1].last_seq,
-        "anchors": [
-            {"segment": s.segment, "last_seq": s.last_seq, "last_mac": s.last_mac.hex()} for s in victims
-        ],
-        "retention": retention,
-        "ts": ts,
-    }
-
-
-def delete_purged(directory: Path, listing: Listing, victims: list[Seal], *, durable: bool) -> list[str]:
-    """Delete the purged segments, each before its seal, oldest first.
-
-    Returns:
-        The deleted segment file names.
-
-    Raises:
-        JournalError: a file cannot be deleted (the purge record stands; the next purge retries).
-    """
-    deleted: list[str] = []
-    try:
-        for seal in victims:
-            number = int(seal.segment.split(".", 1)[0])
-            listing.segments[number].unlink()
-            listing.seals[number].unlink(missing_ok=True)
-            deleted.append(seal.segment)
-        if durable:
-            fsync_dir(directory)
-    except OSError as exc:
-        raise JournalError(
-            f"retention purge in {directory} stopped after {len(deleted)} of {len(victims)} segments"
-        ) from exc
-    return deleted
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

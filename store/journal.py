@@ -33,26 +33,14 @@ acknowledged torn tail as a warning when it is at most one line, as a problem ot
 is handled the same way at once: the segment is sealed over its valid prefix and the next append opens a
 new one, so a partial line never breaks the chain.
 
-Retention. :meth:`JournalWriter.enforce_retention` picks the oldest sealed segments whose seal (MAC
-checked) is older than ``retention``: a contiguous run from the start, never the active segment. It then
-starts a new segment (header ``reason: "retention"``) whose second line is a ``journal.retention_purged``
-record (segment names, count, first and last seq, and for each purged segment its last seq and last MAC),
-syncs it, and only then deletes the segments and their seals, oldest first. So a crash leaves either
-nothing deleted or a deletion that is on the record (a leftover seal is a warning). With ``retention`` set
-the writer runs it itself, in its background thread, every ``retention_check_interval`` seconds (the first
-a minute after opening), at most 256 segments a run (a backlog continues a second later); a run that fails
-is counted in :attr:`JournalWriter.stats` and retried.
-
-:func:`verify` accepts that the first present segment chains from a segment that is gone only when a purge
-record vouches for it: the record must sit at line 2 of a ``reason: "retention"`` segment, with a valid MAC,
-name the missing predecessor, and the first present header's MAC must check out against the last MAC the
-record kept for it. ``append`` cannot put a record at that position (the writer holds its lock from the
-header to the purge record), so a record that merely looks like a purge proves nothing, and a deletion
-without a purge record (by hand, or by an attacker) is reported as a missing segment.
+Retention. :meth:`JournalWriter.enforce_retention` deletes the oldest sealed segments past ``retention``,
+after writing a ``journal.retention_purged`` record that names them and keeps their last seq and MAC, so
+:func:`verify` can tell a purge from a deletion (the details are in :mod:`store._retention`).
 
 Processes. One writer per directory (``journal.lock`` is flock'ed; a second writer gets JournalError). A
-writer inherited across ``fork()`` refuses to write in the child, which must open its own journal in its
-own directory; the parent carries on.
+writer inherited across ``fork()`` refuses to write in the child. Several writers (workers, forks, CLI
+investigators) share a *trail* instead: :mod:`store.trail` gives each its own journal directory, a
+stream, under one trail directory, and keeps signed checkpoints of every stream's head.
 
 Errors. The writer raises :class:`~store.exceptions.JournalError` (an ``OSError``) with the cause chained,
 and :class:`~store.exceptions.JournalCorrupt` when it will not continue from a newest seal or segment it
@@ -70,9 +58,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
-import math
 import os
 import threading
 import time
@@ -96,26 +82,10 @@ from store._journal_types import (
     VerifyReport,
 )
 from store._journal_verify import iter_records, verify
-from store._recovery import delete_purged, purge_record, resume, retention_victims
-from store._segments import (
-    FORMAT,
-    GENESIS_MAC,
-    KIND_OPENED,
-    LOCK_NAME,
-    MAC_CLOSE,
-    MAC_OPEN,
-    MAX_LINE_BYTES,
-    KeyCache,
-    MacKey,
-    Seal,
-    encode,
-    fsync_dir,
-    hash_range,
-    seal_line,
-    seal_name,
-    segment_name,
-    write_new_file,
-)
+from store._recovery import resume
+from store._retention import Retention, maintain
+from store._segment_io import OVERDUE
+from store._segments import GENESIS_MAC, MAC_CLOSE, MAC_OPEN, MAX_LINE_BYTES, KeyCache, MacKey
 from store.exceptions import JournalError
 from store.keys import KeyRing
 
@@ -133,7 +103,9 @@ __all__ = [
     "verify",
 ]
 
-_OVERDUE = float("-inf")  # a segment deadline that has passed: sends the next append down the slow path
+_HEADER_FIELDS = frozenset(
+    ("journal", "kind", "segment", "kid", "source", "prev_segment", "prev_last_seq", "reason", "ts", "seq")
+)
 
 # The boundary to the OS, as module names so a test can inject a failing disk.
 _write = os.write
@@ -142,7 +114,7 @@ _join = b"".join
 _hexlify = hexlify
 
 
-class JournalWriter:
+class JournalWriter(Retention):
     """Appends records to a chained journal directory. Thread-safe; one writer per directory.
 
     Opening a directory creates it if needed, takes its lock, seals an unsealed last segment left by a
@@ -153,6 +125,8 @@ class JournalWriter:
         keys: the key ring; new segments use ``keys.active``, older keys let earlier segments be sealed.
         config: rotation, fsync and retention settings (defaults: :class:`JournalConfig`).
         clock: the wall clock (seconds since the epoch) for timestamps, segment age and retention.
+        labels: extra string fields written into every segment header (a trail stream's ``trail_id``,
+            ``stream``, ``instance``); the header's own fields win over them.
 
     Raises:
         JournalError: the directory cannot be created, locked or written.
@@ -161,44 +135,12 @@ class JournalWriter:
 
     __slots__ = (
         "__weakref__",
-        "_broken",
-        "_clock",
-        "_closed",
-        "_closed_bytes",
-        "_config",
-        "_created",
-        "_deadline",
-        "_dir",
-        "_durable",
-        "_fd",
-        "_first_seq",
-        "_forked",
-        "_headers",
         "_inner",
-        "_keys",
-        "_kid",
-        "_lock",
-        "_lock_fd",
-        "_mac",
-        "_max_bytes",
-        "_mk",
-        "_next_number",
         "_outer",
-        "_prev_name",
-        "_purged",
         "_recovery",
-        "_retention_errors",
-        "_seg_name",
-        "_segments_opened",
-        "_seq",
-        "_sha",
-        "_size",
         "_start_seq",
         "_stop",
         "_sync_every",
-        "_synced_seq",
-        "_thread",
-        "_write_errors",
     )
 
     def __init__(
@@ -208,9 +150,11 @@ class JournalWriter:
         keys: KeyRing,
         config: JournalConfig | None = None,
         clock: Callable[[], float] = time.time,
+        labels: Mapping[str, str] | None = None,
     ) -> None:
         cfg = config if config is not None else JournalConfig()
         self._dir = Path(directory)
+        self._labels = {k: v for k, v in (labels or {}).items() if k not in _HEADER_FIELDS}
         self._config = cfg
         self._clock = clock
         self._keys = KeyCache(keys)
@@ -231,7 +175,7 @@ class JournalWriter:
         self._size = self._first_seq = self._headers = self._closed_bytes = 0
         self._segments_opened = self._write_errors = self._purged = self._retention_errors = 0
         self._created = 0.0
-        self._deadline = _OVERDUE
+        self._deadline = OVERDUE
         self._sha = hashlib.sha256()
         self._broken = self._closed = self._forked = False
         self._recovery: JournalRecovery | None = None
@@ -260,7 +204,7 @@ class JournalWriter:
         purge_every = cfg.retention_check_interval if cfg.retention is not None else None
         if sync_every is not None or purge_every is not None:
             self._thread = threading.Thread(
-                target=_maintain,
+                target=maintain,
                 args=(weakref.ref(self), self._stop, sync_every, purge_every),
                 name="auditlog-journal-fsync",
                 daemon=True,
@@ -355,7 +299,13 @@ class JournalWriter:
         """After a failed write: never write to this segment again; the next append seals it and rolls."""
         self._write_errors += 1
         self._broken = True
-        self._deadline = _OVERDUE
+        self._deadline = OVERDUE
+
+    def _os_write(self, fd: int, data: bytes) -> int:
+        return _write(fd, data)
+
+    def _os_fsync(self, fd: int) -> None:
+        _fsync(fd)
 
     def _sync(self) -> None:
         try:
@@ -369,162 +319,6 @@ class JournalWriter:
 
     # -- segments --------------------------------------------------------------------------------------
 
-    def _roll(self) -> None:
-        """Seal the active segment if its time has come (or it broke) and open the next one."""
-        if self._closed:
-            if self._forked:
-                raise JournalError(
-                    f"journal writer for {self._dir} was inherited across fork(); the child must open its"
-                    " own journal (in its own directory)"
-                )
-            raise JournalError(f"journal writer for {self._dir} is closed")
-        if self._fd >= 0:
-            if self._broken:
-                reason = "write_error"
-            elif self._size >= self._max_bytes:
-                reason = "size"
-            elif self._clock() >= self._deadline:
-                reason = "age"
-            else:
-                return
-            self._seal_active(reason)
-        else:
-            reason = "write_error"
-        self._open_segment(reason)
-
-    def _open_segment(self, reason: str, recovered: JournalRecovery | None = None) -> None:
-        number = self._next_number
-        name = segment_name(number)
-        path = self._dir / name
-        created = self._clock()
-        header: dict[str, Any] = {
-            "journal": FORMAT,
-            "kind": KIND_OPENED,
-            "segment": name,
-            "kid": self._kid,
-            "source": self._config.source,
-            "prev_segment": self._prev_name,
-            "prev_last_seq": self._seq,
-            "reason": reason,
-            "ts": created,
-            "seq": self._seq + 1,
-        }
-        if recovered is not None:
-            header["recovered"] = {
-                "segment": recovered.segment,
-                "last_good_seq": recovered.last_good_seq,
-                "torn_bytes": recovered.torn_bytes,
-            }
-        line, mac = encode(self._mk if self._config.chain else None, self._mac, header)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o640)
-        except OSError as exc:
-            self._write_errors += 1
-            raise JournalError(f"cannot create journal segment {path}: {exc.strerror}") from exc
-        try:
-            if _write(fd, line) != len(line):
-                raise OSError(errno.ENOSPC, "short write")
-            if self._durable:
-                _fsync(fd)
-                fsync_dir(self._dir)
-        except OSError as exc:
-            self._write_errors += 1
-            os.close(fd)
-            try:
-                path.unlink()
-            except OSError:
-                self._next_number += 1  # leave the husk; verify will name it
-            raise JournalError(f"cannot write the header of journal segment {path}") from exc
-        self._fd = fd
-        self._next_number = number + 1
-        self._seg_name = name
-        self._first_seq = self._seq = self._synced_seq = self._seq + 1
-        self._mac = mac
-        self._size = len(line)
-        self._sha = hashlib.sha256(line)
-        self._created = created
-        self._deadline = created + self._config.max_segment_age
-        self._broken = False
-        self._headers += 1
-        self._segments_opened += 1
-
-    def _seal_active(self, reason: str) -> None:
-        """Write the active segment's seal, then close it. On failure the segment stays active."""
-        path = self._dir / self._seg_name
-        torn = 0
-        torn_sha = None
-        if self._broken:
-            try:
-                torn = max(0, os.fstat(self._fd).st_size - self._size)
-                if torn:
-                    torn_sha = hash_range(path, self._size, torn)[0]
-            except OSError:
-                torn, torn_sha = 0, None
-        elif self._durable and self._synced_seq != self._seq:
-            self._sync()
-        seal = Seal(
-            segment=self._seg_name,
-            kid=self._kid,
-            source=self._config.source,
-            count=self._seq - self._first_seq + 1,
-            first_seq=self._first_seq,
-            last_seq=self._seq,
-            last_mac=self._mac,
-            sha256=self._sha.hexdigest(),
-            length=self._size,
-            torn_bytes=torn,
-            torn_sha256=torn_sha,
-            created=self._created,
-            sealed=self._clock(),
-            reason=reason,
-            recovered=False,
-        )
-        self._write_seal(seal)
-        os.close(self._fd)
-        self._fd = -1
-        self._deadline = _OVERDUE
-        self._prev_name = self._seg_name
-        self._closed_bytes += self._size
-        self._size = 0
-
-    def _write_seal(self, seal: Seal, mk: MacKey | None = None) -> None:
-        path = self._dir / seal_name(int(seal.segment.split(".", 1)[0]))
-        try:
-            write_new_file(path, seal_line(mk or self._mk, seal), durable=self._durable)
-        except OSError as exc:
-            self._write_errors += 1
-            raise JournalError(f"cannot write journal seal {path}") from exc
-
-    # -- opening ---------------------------------------------------------------------------------------
-
-    def _take_lock(self) -> int:
-        try:
-            self._dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self._dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        except OSError as exc:
-            raise JournalError(f"cannot open journal directory {self._dir}: {exc.strerror}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            raise JournalError(f"journal directory {self._dir} is in use by another writer") from exc
-        return fd
-
-    # -- public controls -------------------------------------------------------------------------------
-
-    def rotate(self) -> None:
-        """Seal the active segment now and start a new one.
-
-        Raises:
-            JournalError: the writer is closed, or the seal or the new segment cannot be written.
-        """
-        with self._lock:
-            if self._closed:
-                raise JournalError(f"journal writer for {self._dir} is closed")
-            if self._fd >= 0:
-                self._seal_active("write_error" if self._broken else "rotate")
-            self._open_segment("rotate")
-
     def flush(self) -> None:
         """Sync everything written so far to disk now (whatever the fsync policy).
 
@@ -535,21 +329,22 @@ class JournalWriter:
             if self._fd >= 0 and not self._broken:
                 self._sync()
 
+    def _synced_head(self) -> tuple[str, int, bytes]:
+        """Sync what was written (unless ``fsync="never"``), then return ``(segment, last seq, last MAC)``.
+
+        Raises:
+            JournalError: the sync failed.
+        """
+        with self._lock:
+            if self._durable and self._fd >= 0 and not self._broken and self._synced_seq != self._seq:
+                self._sync()
+            return self._head()
+
     def _background_sync(self) -> None:
         with self._lock:
             if self._fd >= 0 and not self._broken and self._synced_seq != self._seq:
                 with contextlib.suppress(JournalError):  # counted; the next append rolls over
                     self._sync()
-
-    def _background_retention(self) -> bool:
-        """One bounded retention run; True when it stopped at its bound (more segments are due)."""
-        try:
-            return len(self.enforce_retention(limit=_PURGE_PER_RUN)) >= _PURGE_PER_RUN
-        except JournalError:
-            if not self._closed:
-                with self._lock:
-                    self._retention_errors += 1  # counted in stats; the next run retries
-            return False
 
     def close(self) -> None:
         """Seal the active segment, release the directory and stop the sync thread. Idempotent.
@@ -565,7 +360,7 @@ class JournalWriter:
             if self._closed:
                 return
             self._closed = True
-            self._deadline = _OVERDUE
+            self._deadline = OVERDUE
             _live.discard(self)
             try:
                 if self._fd >= 0:
@@ -575,59 +370,6 @@ class JournalWriter:
                     os.close(self._fd)
                     self._fd = -1
                 os.close(self._lock_fd)
-
-    def enforce_retention(self, now: float | None = None, *, limit: int | None = None) -> list[str]:
-        """Delete sealed segments (and seals) whose seal is older than ``JournalConfig.retention``.
-
-        Deletes a contiguous run of the oldest sealed segments, never the active one. First it rotates and
-        writes a ``journal.retention_purged`` record as the new segment's first record, naming them and
-        keeping each one's last seq and MAC, so :func:`verify` can tell this purge from a deletion.
-        Nothing happens when ``retention`` is None or no segment is old enough.
-
-        Args:
-            now: the current time (defaults to the writer's clock).
-            limit: purge at most this many segments (the oldest); the next call takes the rest. Appends
-                wait while a purge runs, so the background thread bounds each run.
-
-        Returns:
-            The deleted segment file names, oldest first.
-
-        Raises:
-            JournalError: the purge record cannot be written (nothing is deleted) or a file cannot be
-                deleted (the record stands; the next call retries).
-        """
-        retention = self._config.retention
-        if retention is None:
-            return []
-        with self._lock:
-            if self._closed:
-                raise JournalError(f"journal writer for {self._dir} is closed")
-            cutoff = (self._clock() if now is None else now) - retention
-            listing, victims = retention_victims(self._dir, self._keys, active=self._seg_name, cutoff=cutoff)
-            if limit is not None:
-                victims = victims[: max(0, limit)]
-            if not victims:
-                return []
-            if self._fd >= 0:
-                self._seal_active("write_error" if self._broken else "retention")
-            self._open_segment("retention")
-            self._append(purge_record(victims, retention=retention, ts=self._clock()), roll=False)
-            if self._durable:
-                self._sync()
-            deleted = delete_purged(self._dir, listing, victims, durable=self._durable)
-            self._purged += len(deleted)
-            return deleted
-
-    def _disown(self) -> None:
-        """In a forked child: never touch the parent's segment; fail every later call instead."""
-        self._lock = threading.Lock()  # another thread may have held it at fork time
-        self._closed = self._forked = True
-        self._deadline = _OVERDUE
-        self._thread = None
-        for fd in (self._fd, self._lock_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)  # the child's copies; the parent's descriptors and flock are unaffected
-        self._fd = -1
 
     # -- introspection ---------------------------------------------------------------------------------
 
@@ -676,36 +418,6 @@ class JournalWriter:
     def __repr__(self) -> str:
         return f"JournalWriter({str(self._dir)!r}, segment={self._seg_name!r}, seq={self._seq})"
 
-
-def _maintain(
-    ref: weakref.ref[JournalWriter],
-    stop: threading.Event,
-    sync_every: float | None,
-    purge_every: float | None,
-) -> None:
-    """The writer's background thread: sync the dirty segment every ``sync_every`` seconds
-    (``fsync="interval"``) and enforce retention every ``purge_every`` seconds (the first run a minute
-    after opening, or sooner if the interval is shorter). Holds no reference to the writer while waiting."""
-    start = time.monotonic()
-    next_sync = start + sync_every if sync_every is not None else math.inf
-    next_purge = start + min(_FIRST_PURGE_DELAY, purge_every) if purge_every is not None else math.inf
-    while not stop.wait(max(0.0, min(next_sync, next_purge) - time.monotonic())):
-        writer = ref()
-        if writer is None:
-            return
-        now = time.monotonic()
-        if sync_every is not None and now >= next_sync:
-            writer._background_sync()
-            next_sync = now + sync_every
-        if purge_every is not None and now >= next_purge:
-            more = writer._background_retention()  # a backlog goes a bounded run at a time, a second apart
-            next_purge = time.monotonic() + (min(_BACKLOG_PURGE_DELAY, purge_every) if more else purge_every)
-        del writer
-
-
-_PURGE_PER_RUN = 256  # segments per background retention run: bounds how long appends wait for one
-_FIRST_PURGE_DELAY = 60.0  # seconds from opening to the first background run (interval permitting)
-_BACKLOG_PURGE_DELAY = 1.0  # seconds between runs while a backlog lasts
 
 _live: weakref.WeakSet[JournalWriter] = weakref.WeakSet()
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from store.exceptions import KeyError_
@@ -66,6 +67,17 @@ class MasterKey:
         """Return a 32-byte subkey for ``purpose`` (e.g. ``"journal"``, ``"fingerprint"``, ``"bodies"``)."""
         hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"auditlog/v1/" + purpose.encode())
         return hkdf.derive(self.secret)
+
+    def signing_key(self) -> Ed25519PrivateKey:
+        """Return the Ed25519 key that signs evidence packs and trail checkpoints.
+
+        Derived as ``Ed25519PrivateKey.from_private_bytes(self.derive("evidence"))``; its public half can be
+        published so anyone can check a signature without the master key.
+
+        Returns:
+            The private signing key.
+        """
+        return Ed25519PrivateKey.from_private_bytes(self.derive("evidence"))
 
 
 @dataclass(frozen=True, slots=True)

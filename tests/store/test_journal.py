@@ -25,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import store
-from store import journal
+from store import _retention, journal
 from store._segments import MacKey
 from store.exceptions import JournalCorrupt, JournalError
 from store.journal import (
@@ -879,12 +879,12 @@ class TestRetention:
         """A run that cannot delete is counted; appends go on; a later run finishes the purge."""
         clock = FakeClock(1000.0)
         config = cfg(retention=100.0, retention_check_interval=0.05)
-        real = journal.delete_purged
+        real = _retention.delete_purged
 
         def refuse(*a: Any, **kw: Any) -> list[str]:
             raise JournalError("cannot delete (simulated)")
 
-        monkeypatch.setattr(journal, "delete_purged", refuse)
+        monkeypatch.setattr(_retention, "delete_purged", refuse)
         with JournalWriter(jdir, keys=RING_A, config=config, clock=clock) as w:
             for s in range(2):
                 w.append({"s": s})
@@ -896,7 +896,7 @@ class TestRetention:
                 time.sleep(0.02)
             assert w.stats.retention_errors >= 1
             w.append({"after": True})
-            monkeypatch.setattr(journal, "delete_purged", real)
+            monkeypatch.setattr(_retention, "delete_purged", real)
             while w.stats.purged_segments < 1 and time.monotonic() < deadline:
                 time.sleep(0.02)
             assert w.stats.purged_segments >= 1
@@ -919,9 +919,9 @@ class TestRetention:
         self, jdir: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """More expired segments than one run takes: the thread comes back soon, not an interval later."""
-        monkeypatch.setattr(journal, "_PURGE_PER_RUN", 2)
-        monkeypatch.setattr(journal, "_FIRST_PURGE_DELAY", 0.05)
-        monkeypatch.setattr(journal, "_BACKLOG_PURGE_DELAY", 0.05)
+        monkeypatch.setattr(_retention, "_PURGE_PER_RUN", 2)
+        monkeypatch.setattr(_retention, "_FIRST_PURGE_DELAY", 0.05)
+        monkeypatch.setattr(_retention, "_BACKLOG_PURGE_DELAY", 0.05)
         clock = FakeClock(1000.0)
         with JournalWriter(jdir, keys=RING_A, config=cfg(retention=100.0), clock=clock) as w:
             for s in range(6):
