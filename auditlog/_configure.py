@@ -9,6 +9,7 @@ same processors (:mod:`auditlog.pipeline`) before anything is written::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -39,8 +40,9 @@ from processors import (
     add_correlation_ids,
 )
 from store.exceptions import KeyError_
-from store.journal import JournalConfig, JournalWriter
+from store.journal import JournalConfig
 from store.keys import KeyRing, MasterKey, key_from_env
+from store.trail import TrailWriter
 
 __all__ = ["configure"]
 
@@ -70,6 +72,7 @@ def configure(
     key: KeyRing | MasterKey | bytes | str | os.PathLike[str] | None = None,
     scanner: Scanner | None = None,
     journal_config: JournalConfig | None = None,
+    source: str | None = None,
     console: IO[str] | None = None,
     stdlib: bool = True,
     stdlib_level: int = logging.INFO,
@@ -79,13 +82,16 @@ def configure(
     """Wire structlog, stdlib logging and the journal in one call.
 
     Args:
-        journal_dir: directory of the chained journal segments (created if missing).
+        journal_dir: the audit trail: a directory shared by every writer of the service (workers,
+            forks, the CLI); this process appends to a stream of its own in it (created if missing).
         policy: a :class:`~auditlog.policy.Policy`, a path to a policy TOML file, or None for the safe
             default (level ``shape``, nothing allowlisted).
         key: the master key (a KeyRing, MasterKey, 32 raw bytes, or a key file path); None reads
             ``AUDITLOG_KEY`` / ``AUDITLOG_KEY_FILE``.
         scanner: the secret/PII scanner for messages and allowlisted values (default: SecretScanner).
         journal_config: rotation, fsync and retention settings of the journal.
+        source: the writer's source recorded in its stream (default ``AUDITLOG_SOURCE``, else
+            ``journal_config.source``, else the host name: a pod name under Kubernetes).
         console: a stream that also receives each *redacted* line (e.g. ``sys.stderr``), or None.
         stdlib: route stdlib ``logging`` (root logger and ``capture_loggers``) through the pipeline.
         stdlib_level: the level set on the root logger when ``stdlib`` is on.
@@ -110,7 +116,10 @@ def configure(
     ring = _keys(key)
     scan = scanner if scanner is not None else SecretScanner()
     jconf = journal_config or JournalConfig(retention=pol.defaults.journal_retention)
-    journal = JournalWriter(Path(journal_dir), keys=ring, config=jconf)
+    source = source or os.environ.get("AUDITLOG_SOURCE")
+    if source:
+        jconf = dataclasses.replace(jconf, source=source)
+    journal = TrailWriter(Path(journal_dir), keys=ring, config=jconf)
     reporter = Reporter(Stats())
     fingerprinter = Fingerprinter(key=ring.active.derive("fingerprint"), key_id=ring.active.key_id, fields=())
     resolver = PolicyResolver(pol)

@@ -27,8 +27,8 @@ from processors import (
     Scanner,
 )
 from store.exceptions import JournalError
-from store.journal import JournalWriter
 from store.keys import KeyRing
+from store.trail import TrailWriter
 
 __all__ = ["AuditHandle", "Reporter", "Stats", "current_handle", "now_iso", "set_current"]
 
@@ -77,7 +77,7 @@ class AuditHandle:
     def __init__(
         self,
         *,
-        journal: JournalWriter,
+        journal: TrailWriter,
         policy: Policy,
         keys: KeyRing,
         scanner: Scanner,

@@ -30,7 +30,7 @@ from processors import (
     add_correlation_ids,
 )
 from store.exceptions import JournalError
-from store.journal import JournalWriter
+from store.trail import TrailWriter
 
 __all__ = [
     "AuditBoundLogger",
@@ -49,7 +49,7 @@ class JournalSink:
 
     __slots__ = ("_console", "_journal", "_reporter", "_stats")
 
-    def __init__(self, journal: JournalWriter, reporter: Reporter, *, console: bool) -> None:
+    def __init__(self, journal: TrailWriter, reporter: Reporter, *, console: bool) -> None:
         self._journal = journal
         self._reporter = reporter
         self._stats = reporter.stats

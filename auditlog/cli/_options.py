@@ -21,14 +21,15 @@ from store.exceptions import KeyError_
 from store.keys import KeyRing, key_from_env
 
 __all__ = [
-    "AuditDirOpt",
     "CsvOpt",
     "EndpointOpt",
     "JsonOpt",
     "KeyFileOpt",
     "SinceOpt",
+    "TrailOpt",
     "UntilOpt",
     "audit_handle",
+    "cli_source",
     "command_with",
     "keyword",
     "err",
@@ -47,12 +48,12 @@ out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty()
 KeyFileOpt = Annotated[
     Path | None, typer.Option("--key-file", help="Key file (default: AUDITLOG_KEY or AUDITLOG_KEY_FILE).")
 ]
-AuditDirOpt = Annotated[
+TrailOpt = Annotated[
     Path | None,
     typer.Option(
-        "--audit-dir",
-        envvar="AUDITLOG_AUDIT_DIR",
-        help="Journal that records this investigation (default: the source journal, when it is one).",
+        "--journal",
+        envvar="AUDITLOG_JOURNAL_DIR",
+        help="The audit trail this command journals into (default: the source, when it is a trail).",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -87,26 +88,39 @@ def key_ring(key_file: Path | None) -> KeyRing:
     return ring
 
 
-def is_journal(path: Path) -> bool:
-    return path.is_dir() and any(path.glob("[0-9]*.jsonl"))
+def is_trail(path: Path) -> bool:
+    """Whether ``path`` is an audit trail directory (see :mod:`store.trail`)."""
+    return (path / "trail.json").is_file()
+
+
+def cli_source() -> str:
+    """The source of the CLI's own stream in a trail: ``cli.<host>``, apart from the servers' streams."""
+    import socket
+
+    return f"cli.{socket.gethostname()}"
 
 
 @contextmanager
-def audit_handle(source: str, audit_dir: Path | None, ring: Any, policy: Any = None) -> Iterator[Any]:
-    """Configure the journal that records this investigation, and shut it down afterwards."""
+def audit_handle(source: str, journal: Path | None, ring: Any, policy: Any = None) -> Iterator[Any]:
+    """Journal this command into a trail, as a stream of its own, and seal that stream afterwards.
+
+    The trail is ``journal``, else ``source`` when it is a trail (the servers' own: the CLI's stream sits
+    beside theirs, so its reads and investigations are in the same evidence), else a usage error.
+    """
     import auditlog
     from store.exceptions import JournalError
 
-    target = audit_dir
+    target = journal
     if target is None:
-        if source.startswith("s3://") or not is_journal(Path(source)):
-            raise fail("pass --audit-dir DIR (or set AUDITLOG_AUDIT_DIR): investigations are journaled")
+        if source.startswith("s3://") or not is_trail(Path(source)):
+            raise fail("pass --journal DIR (or set AUDITLOG_JOURNAL_DIR): investigations are journaled")
         target = Path(source)
     try:
-        handle = auditlog.configure(journal_dir=target, key=ring, policy=policy, stdlib=False)
+        handle = auditlog.configure(
+            journal_dir=target, key=ring, policy=policy, stdlib=False, source=cli_source()
+        )
     except JournalError as exc:
-        hint = " (a running writer holds it; pass --audit-dir DIR)" if "in use" in str(exc) else ""
-        raise fail(f"cannot journal this investigation: {exc}{hint}") from None
+        raise fail(f"cannot journal this command into {target}: {exc}") from None
     try:
         yield handle
     finally:

@@ -15,12 +15,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from auditlog.cli import evidence, lake, query
+from auditlog.cli import evidence, lake, query, trail
 from auditlog.cli._options import err, fail, key_ring
 from auditlog.cli.bodies import bodies_app
 from auditlog.policy import PolicyError, sensitive_allowlist_warnings
 from auditlog.policy import load as load_policy
-from store.exceptions import JournalError, KeyError_
+from store.exceptions import KeyError_
 from store.keys import generate_key_file, rotate_key_file
 
 __all__ = ["app", "main"]
@@ -100,58 +100,6 @@ def demo(
         out.print(f"  {command}", markup=False, soft_wrap=True)  # one line, copyable at any width
     if not result.verified or result.leaks or result.dropped or not result.incident.get("exactly_once"):
         raise typer.Exit(1)
-
-
-@app.command("verify")
-def verify_cmd(
-    directory: Annotated[Path, typer.Argument(help="Journal directory.")],
-    key_file: KeyFileOpt = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-) -> None:
-    """Check every segment, seal and chain link; name the first bad record (segment and seq)."""
-    from store.journal import verify
-
-    ring = key_ring(key_file)
-    try:
-        report = verify(directory, keys=ring)
-    except JournalError as exc:
-        raise fail(str(exc)) from None
-    if json_out:
-        import orjson
-
-        out.print(
-            orjson.dumps(
-                {
-                    "ok": report.ok,
-                    "records": report.records,
-                    "segments": len(report.segments),
-                    "problems": [_problem_dict(p) for p in report.problems],
-                    "torn_tails": [str(t) for t in report.torn_tails],
-                },
-                option=orjson.OPT_INDENT_2,
-            ).decode(),
-            markup=False,
-        )
-    else:
-        out.print(f"{directory}: {report.records} records in {len(report.segments)} segments")
-        for t in report.torn_tails:
-            out.print(f"[yellow]warning:[/yellow] torn tail after a crash: {t}")
-        for p in report.problems:
-            out.print(f"[red]FAIL[/red] {_problem_text(p)}", markup=True, soft_wrap=True)
-        out.print("[green]OK[/green]: chain intact" if report.ok else "[red]verification failed[/red]")
-    if not report.ok:
-        raise typer.Exit(1)
-
-
-def _problem_dict(p: object) -> dict[str, object]:
-    return {k: getattr(p, k, None) for k in ("segment", "seq", "line", "reason")}
-
-
-def _problem_text(p: object) -> str:
-    d = _problem_dict(p)
-    seq = f" seq {d['seq']}" if d["seq"] is not None else ""
-    line = f" (line {d['line']})" if d["line"] is not None else ""
-    return f"{d['segment']}{seq}{line}: {d['reason']}"
 
 
 @app.command()
@@ -248,6 +196,7 @@ def selftest(
     out.print("[green]OK[/green]: no planted value reached the journal or the console")
 
 
+trail.register(app)
 for group in (lake, query, evidence):  # compact, ship, query, export, verify-pack: after the commands above
     group.register(app)
 

@@ -9,10 +9,10 @@ from typing import Annotated
 import typer
 
 from auditlog.cli._options import (
-    AuditDirOpt,
     EndpointOpt,
     JsonOpt,
     KeyFileOpt,
+    TrailOpt,
     audit_handle,
     err,
     fail,
@@ -39,7 +39,7 @@ def export_cmd(
     ] = None,
     policy: Annotated[Path | None, typer.Option("--policy", help="Policy file to snapshot.")] = None,
     key_file: KeyFileOpt = None,
-    audit_dir: AuditDirOpt = None,
+    journal: TrailOpt = None,
     investigator: Annotated[str | None, typer.Option("--investigator", help="Who exports.")] = None,
     endpoint_url: EndpointOpt = None,
     as_json: JsonOpt = False,
@@ -60,7 +60,7 @@ def export_cmd(
         from auditlog.lake.ship import make_client
 
         client = make_client(endpoint_url)
-    with audit_handle(source, audit_dir, ring, pol) as handle, progress_bar() as bar:
+    with audit_handle(source, journal, ring, pol) as handle, progress_bar() as bar:
         task = bar.add_task("exporting", total=5)
 
         def progress(stage: str, done: int, total: int) -> None:

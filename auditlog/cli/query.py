@@ -5,8 +5,8 @@ success, 1 a check failed or nothing was found (unknown correlation id, corrupt 
 verify), 2 bad usage or input. Output is a rich table, or ``--json`` / ``--csv``. Rows come from the journal,
 which holds shapes and fingerprints, never values; ``find`` never echoes the value it was given.
 
-Every query is journaled as ``query.run``: into ``--audit-dir`` (or ``AUDITLOG_AUDIT_DIR``), by default the
-source journal itself when it is a local journal directory not held by a running writer.
+Every query is journaled as ``query.run``: into ``--journal`` (or ``AUDITLOG_JOURNAL_DIR``), by default
+the source trail itself, as a stream of its own beside the servers' streams.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ import typer
 from rich.table import Table
 
 from auditlog.cli._options import (
-    AuditDirOpt,
     CsvOpt,
     EndpointOpt,
     JsonOpt,
     KeyFileOpt,
     SinceOpt,
+    TrailOpt,
     UntilOpt,
     audit_handle,
     command_with,
@@ -89,7 +89,7 @@ def _query_main(
         str, typer.Argument(help="Journal directory, Parquet layout root, or s3://bucket/prefix.")
     ],
     key_file: KeyFileOpt = None,
-    audit_dir: AuditDirOpt = None,
+    journal: TrailOpt = None,
     investigator: Annotated[str | None, typer.Option("--investigator", help="Who investigates.")] = None,
     cache_dir: Annotated[
         Path | None, typer.Option("--cache-dir", help="Local cache for s3:// sources.")
@@ -100,7 +100,7 @@ def _query_main(
     ctx.obj = {
         "source": source,
         "key_file": key_file,
-        "audit_dir": audit_dir,
+        "journal": journal,
         "investigator": investigator,
         "cache_dir": cache_dir,
         "endpoint_url": endpoint_url,
@@ -115,7 +115,7 @@ def _run(
     as_json: bool,
     as_csv: bool,
     key_file: Path | None,
-    audit_dir: Path | None,
+    journal: Path | None,
 ) -> None:
     from auditlog.investigate import Investigation, QueryError
 
@@ -127,7 +127,7 @@ def _run(
         from auditlog.lake.ship import make_client
 
         client = make_client(o["endpoint_url"])
-    with audit_handle(o["source"], audit_dir or o["audit_dir"], ring) as handle:
+    with audit_handle(o["source"], journal or o["journal"], ring) as handle:
         try:
             with Investigation(
                 o["source"],
@@ -148,7 +148,7 @@ _SHARED = (
     keyword("as_json", JsonOpt, False),
     keyword("as_csv", CsvOpt, False),
     keyword("key_file", KeyFileOpt, None),
-    keyword("audit_dir", AuditDirOpt, None),
+    keyword("journal", TrailOpt, None),
 )
 
 

@@ -25,8 +25,8 @@ from auditlog._configure import configure
 from auditlog.canaries import Canaries, load_canaries
 from auditlog.policy import DEFAULT_POLICY, Policy, Rule
 from processors import Scanner
-from store.journal import iter_records
 from store.keys import KeyRing, MasterKey
+from store.trail import iter_trail_records
 
 __all__ = ["SelftestResult", "run_selftest"]
 
@@ -111,7 +111,7 @@ def run_selftest(
         finally:
             handle.shutdown()
         forms = c.forms()
-        for rec in iter_records(journal_dir):
+        for _, rec in iter_trail_records(journal_dir):
             result.records += 1
             for key, val in rec.items():
                 blob = orjson.dumps({key: val}, default=str)

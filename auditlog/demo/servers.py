@@ -242,7 +242,7 @@ def run_incident(directory: str | Path, handle: AuditHandle) -> dict[str, Any]:
     from mcp.client.streamable_http import streamable_http_client
     from mcp.shared.exceptions import MCPError
 
-    from store.journal import iter_records
+    from store.trail import iter_trail_records
 
     canaries = load_canaries()
     policy = loads(INCIDENT_POLICY, source="<demo-incident>")
@@ -345,7 +345,7 @@ def run_incident(directory: str | Path, handle: AuditHandle) -> dict[str, Any]:
             http(client, "GET", f"/orders/20?email={canaries.values['email']}", "tok-support")
         anyio.run(tool_calls, tools_base)
     handle.flush()
-    events = [r for r in iter_records(handle.journal.directory) if r.get("v") == 1]
+    events = [r for _, r in iter_trail_records(handle.journal.directory) if r.get("v") == 1]
     kinds = Counter(str(e.get("kind")) for e in events)
     http_events = [e for e in events if "http" in e]
     tool_events = [e for e in events if e.get("action", {}).get("method") == "tools/call"]

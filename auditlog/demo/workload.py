@@ -21,8 +21,9 @@ import structlog
 
 from auditlog._configure import configure
 from auditlog.canaries import Canaries, load_canaries
-from store.journal import JournalConfig, iter_records, verify
+from store.journal import JournalConfig
 from store.keys import KeyRing, generate_key_file
+from store.trail import iter_trail_records, verify_trail
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -165,11 +166,11 @@ def run_demo(directory: str | Path, *, canaries: Canaries | None = None) -> Demo
     finally:
         handle.shutdown()
     result.dropped = handle.stats.dropped
-    report = verify(journal_dir, keys=KeyRing(key))
+    report = verify_trail(journal_dir, keys=KeyRing(key))
     result.verified = report.ok
     result.records = report.records
-    result.segments = len(report.segments)
-    for rec in iter_records(journal_dir):
+    result.segments = sum(len(s.report.segments) for s in report.streams if s.report is not None)
+    for _, rec in iter_trail_records(journal_dir):
         ev = rec.get("kind") or rec.get("event") or "?"
         name = ev if isinstance(ev, str) else "?"
         result.by_event[name] = result.by_event.get(name, 0) + 1
@@ -234,7 +235,7 @@ def follow_up(result: DemoResult) -> list[tuple[str, str]]:
 
 def example_record(directory: Path) -> bytes:
     """One journal record of the workload (an ``order.created``), as one JSON line, to show the shapes."""
-    for rec in iter_records(directory / "journal"):
+    for _, rec in iter_trail_records(directory / "journal"):
         if rec.get("event") == "order.created":
             return orjson.dumps(rec)
     return b"{}"

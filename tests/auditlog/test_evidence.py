@@ -257,7 +257,7 @@ class TestCLI:
         out = tmp_path / "cli-pack.zip"
         args: list[Any] = [
             "export", incident.journal, "--since", incident.days[1], "--until", "0m", "--out", out,
-            "--key-file", key, "--audit-dir", tmp_path / "audit", "--policy", policy, "--json",
+            "--key-file", key, "--journal", tmp_path / "audit", "--policy", policy, "--json",
             "--incident", incident.incident_cid,
         ]  # fmt: skip
         res = CliRunner().invoke(cli, [str(a) for a in args])
@@ -280,7 +280,7 @@ class TestCLI:
         res = CliRunner().invoke(
             cli,
             ["export", str(incident.journal), "--since", "2026-11-22", "--until", "nonsense", "--out",
-             str(tmp_path / "p.zip"), "--key-file", str(key), "--audit-dir", str(tmp_path / "a")],
+             str(tmp_path / "p.zip"), "--key-file", str(key), "--journal", str(tmp_path / "a")],
         )  # fmt: skip
         assert 2 == res.exit_code
         assert "until: expected an ISO 8601" in " ".join(res.stderr.split())

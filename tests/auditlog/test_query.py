@@ -776,7 +776,7 @@ class TestCLI:
     ) -> None:
         """`query SOURCE timeline CID --json` prints the steps in order."""
         res = self.run(cli, "query", incident.journal, "timeline", incident.incident_cid, "--json",
-                       "--key-file", key_file, "--audit-dir", tmp_path / "a")  # fmt: skip
+                       "--key-file", key_file, "--journal", tmp_path / "a")  # fmt: skip
         assert 0 == res.exit_code, res.output
         rows = orjson.loads(res.stdout)
         assert [*incident.incident_steps, "body.read_denied"] == [r["kind"] for r in rows]
@@ -787,12 +787,12 @@ class TestCLI:
         self, cli: typer.Typer, incident: Incident, key_file: Path, tmp_path: Path
     ) -> None:
         """The default is a rich table; --csv prints a header and one line per row."""
-        opts = ["--key-file", key_file, "--audit-dir", tmp_path / "a"]
+        opts = ["--key-file", key_file, "--journal", tmp_path / "a"]
         res = self.run(cli, "query", incident.journal, "denials", *opts)
         assert 0 == res.exit_code, res.output
         assert "denials (8 rows)" in res.stdout
         res = self.run(
-            cli, "query", "--key-file", key_file, incident.journal, "reads", "--csv", "--audit-dir", tmp_path
+            cli, "query", "--key-file", key_file, incident.journal, "reads", "--csv", "--journal", tmp_path
         )
         assert ["ts", "reader"] == res.stdout.splitlines()[0].split(",")[:2]
         assert 3 == len(res.stdout.splitlines())
@@ -802,7 +802,7 @@ class TestCLI:
     ) -> None:
         """`find -` reads the value from stdin and never prints it."""
         res = self.run(cli, "query", incident.journal, "find", "-", "--json", "--key-file", key_file,
-                       "--audit-dir", tmp_path / "a", input=incident.token + "\n")  # fmt: skip
+                       "--journal", tmp_path / "a", input=incident.token + "\n")  # fmt: skip
         assert 0 == res.exit_code, res.output
         assert sorted(incident.token_cids) == sorted(r["correlation_id"] for r in orjson.loads(res.stdout))
         assert incident.token not in res.output
@@ -829,7 +829,7 @@ class TestCLI:
     ) -> None:
         """Errors are one clear line on stderr with the documented exit code."""
         res = self.run(
-            cli, "query", incident.journal, *args, "--key-file", key_file, "--audit-dir", tmp_path / "a"
+            cli, "query", incident.journal, *args, "--key-file", key_file, "--journal", tmp_path / "a"
         )
         assert code == res.exit_code, res.output
         assert message in " ".join(res.stderr.split())
@@ -838,7 +838,7 @@ class TestCLI:
         """An empty directory is reported as such."""
         (tmp_path / "empty").mkdir()
         res = self.run(cli, "query", tmp_path / "empty", "denials", "--key-file", key_file,
-                       "--audit-dir", tmp_path / "a")  # fmt: skip
+                       "--journal", tmp_path / "a")  # fmt: skip
         assert 2 == res.exit_code
         assert "no journal segments and no Parquet files" in " ".join(res.stderr.split())
 
@@ -848,23 +848,23 @@ class TestCLI:
         seg = sorted(inc.journal.glob("*.jsonl"))[0]
         seg.write_bytes(seg.read_bytes().replace(b"\n", b"\n\x00garbage\n", 1))
         key = write_key_file(inc.ring, tmp_path / "k.key")
-        res = self.run(cli, "query", inc.journal, "denials", "--key-file", key, "--audit-dir", tmp_path / "a")
+        res = self.run(cli, "query", inc.journal, "denials", "--key-file", key, "--journal", tmp_path / "a")
         assert 1 == res.exit_code
         err = " ".join(res.stderr.split())
         assert f"journal segment {seg.name} line 2 is not a valid record" in err
         assert "auditlog verify" in err
 
     def test_busy_journal_needs_an_audit_dir(self, cli: typer.Typer, tmp_path: Path) -> None:
-        """While the application's writer holds the journal, the CLI asks for --audit-dir."""
+        """While the application's writer holds the journal, the CLI asks for --journal."""
         inc = write_incident(tmp_path / "i", per_day=3, days=1)
         key = write_key_file(inc.ring, tmp_path / "k.key")
         with JournalWriter(inc.journal, keys=inc.ring, config=JournalConfig(fsync="never")):
             res = self.run(cli, "query", inc.journal, "denials", "--key-file", key)
         assert 2 == res.exit_code
-        assert "pass --audit-dir" in " ".join(res.stderr.split())
+        assert "pass --journal" in " ".join(res.stderr.split())
 
     def test_default_audit_dir_is_the_source_journal(self, cli: typer.Typer, tmp_path: Path) -> None:
-        """Without --audit-dir the query.run event goes into the source journal itself."""
+        """Without --journal the query.run event goes into the source journal itself."""
         inc = write_incident(tmp_path / "i", per_day=3, days=1)
         key = write_key_file(inc.ring, tmp_path / "k.key")
         res = self.run(cli, "query", inc.journal, "top", "--by", "actor", "--key-file", key)

@@ -318,7 +318,7 @@ class TestCLI:
         res = runner.invoke(
             app,
             ["query", "--endpoint-url", endpoint, "--cache-dir", str(tmp_path / "c"), f"s3://{bucket}/cli",
-             "denials", "--json", "--key-file", str(key), "--audit-dir", str(tmp_path / "audit")],
+             "denials", "--json", "--key-file", str(key), "--journal", str(tmp_path / "audit")],
         )  # fmt: skip
         assert 0 == res.exit_code, res.output
         rows = orjson.loads(res.stdout)
