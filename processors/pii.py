@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from presidio_analyzer import AnalyzerEngine, EntityRecognizer
     from presidio_analyzer.nlp_engine import NlpArtifacts
 
-    from processors._recognizers import Gate, Stage
+    from processors._stages import Gate, Stage
 
 __all__ = ["ENTITIES", "PIIScanner", "annotate"]
 
@@ -118,17 +118,18 @@ _PRIORITY: dict[str, int] = {
 }
 
 
-def _load_presidio() -> ModuleType:
+def _load_presidio() -> tuple[ModuleType, ModuleType, ModuleType]:
+    """The presidio side (recognizers, stages, NLP engines); a missing extra raises the install hint."""
     # tldextract reads this when first imported; our email recognizer also uses a private extractor
     # that never fetches, so this only protects code that uses tldextract's module-level default.
     os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
     try:
-        from processors import _recognizers
+        from processors import _nlp, _recognizers, _stages
     except ImportError as exc:
         if (exc.name or "").partition(".")[0] in _EXTRA_MODULES:
             raise ImportError(_INSTALL_HINT) from exc
         raise
-    return _recognizers
+    return _recognizers, _stages, _nlp
 
 
 class PIIScanner:
@@ -199,9 +200,9 @@ class PIIScanner:
             raise ValueError("max_chars must be at least chunk_size")
         if cache_size < 0:
             raise ValueError("cache_size must not be negative")
-        mod = _load_presidio()
-        ner: AnalyzerEngine | None = mod.build_ner(nlp) if nlp else None
-        ner_entities: tuple[str, ...] = mod.NER_ENTITIES if nlp else ()
+        recognizers, stages, engines = _load_presidio()
+        ner: AnalyzerEngine | None = engines.build_ner(nlp) if nlp else None
+        ner_entities: tuple[str, ...] = engines.NER_ENTITIES if nlp else ()
         known = set(ENTITIES) | set(ner_entities)
         for rec in extra_recognizers:
             known.update(rec.supported_entities)
@@ -212,16 +213,16 @@ class PIIScanner:
 
         def stage(rec: EntityRecognizer, gate: Gate | None) -> Stage | None:
             ents = [e for e in rec.supported_entities if e in wanted]
-            return mod.Stage(rec, ents, score_threshold, gate) if ents else None
+            return stages.Stage(rec, ents, score_threshold, gate) if ents else None
 
-        gated = [s for s in (stage(g.recognizer, g) for g in mod.build_gates()) if s is not None]
+        gated = [s for s in (stage(g.recognizer, g) for g in recognizers.build_gates()) if s is not None]
         # most specific first, so that heuristics can skip what a specific recognizer already covers
         gated.sort(key=lambda s: min(_PRIORITY.get(e, len(_PRIORITY)) for e in s.entities))
         self._gated: tuple[Stage, ...] = tuple(gated)
-        self._select = mod.select
+        self._select = stages.select
         always = (stage(r, None) for r in extra_recognizers)
         self._always: tuple[Stage, ...] = tuple(s for s in always if s is not None)
-        self._artifacts: NlpArtifacts | None = mod.empty_artifacts() if self._always else None
+        self._artifacts: NlpArtifacts | None = engines.empty_artifacts() if self._always else None
         self._ner = ner if ner is not None and wanted.intersection(ner_entities) else None
         self._ner_entities = [e for e in ner_entities if e in wanted]
         self._entities = frozenset(wanted)

@@ -217,7 +217,7 @@ class TestFastPathMatchesPresidio:
     """Gates and the stdlib evaluation change nothing: each recognizer reports what analyze() reports."""
 
     def _check(self, s: PIIScanner, text: str) -> None:
-        from processors._recognizers import select
+        from processors._stages import select
 
         lower = text.lower()
         selected = select(s._gated, text, lower)
