@@ -45,7 +45,13 @@ class _OfflineEmailRecognizer(EmailRecognizer):
         self._tld("warm.example.com")  # parse the snapshot now, not on the first log line
 
     def validate_result(self, pattern_text: str) -> bool:
-        return self._tld(pattern_text).fqdn != ""
+        domain = pattern_text.rpartition("@")[2].lower().rstrip(".")
+        return self._tld(pattern_text).fqdn != "" or domain.rpartition(".")[2] in _RESERVED_TLDS
+
+
+# Reserved top-level domains (RFC 2606, RFC 6761, ICANN's .internal): not in the public-suffix list, yet
+# real mailboxes of test, staging and intranet systems use them.
+_RESERVED_TLDS = frozenset({"test", "example", "invalid", "localhost", "local", "internal"})
 
 
 # presidio's card pattern misses the Mastercard 2221-2720 range; validated with the same Luhn check.
@@ -117,6 +123,9 @@ class _AwsSecretRecognizer(PatternRecognizer):
 _SECRET_KEY_NAMES = r"(?:password|passwd|passphrase|pass|pwd|secret|client_secret|app_secret)"  # noqa: S105
 # the lookbehind before a password value: ``password=``, ``"passwd": ``, ``pwd is``...
 _PASSWORD_AFTER = r"(?<=\b" + _SECRET_KEY_NAMES + r"[\"']?\s{0,3}(?:[:=]|\bis\b)\s{0,3}"
+# An unquoted value runs to whitespace or a quote; ``&``, ``;`` and ``,`` end it only where a ``key=`` pair
+# follows (``password=Tr0ub4dor&3-horse!`` is one value, ``password=x&next=1`` two pairs).
+_PASSWORD_VALUE = r"(?:[^\s\"'<>&;,]|[&;,](?![a-z_][a-z0-9_.\-]{0,64}[=:])){1,256}"  # noqa: S105
 _TOKEN_PARAMS = (
     r"(?:access_token|refresh_token|id_token|token|api_key|apikey|api-key|key|sig|signature|secret|"  # noqa: S105
     r"password|passwd|pwd|auth|code|client_secret|x-amz-signature|x-goog-signature)"
@@ -292,7 +301,7 @@ def build_gates() -> list[Gate]:
                 patterns=[
                     Pattern("password (double-quoted)", _PASSWORD_AFTER + r"\")[^\"\r\n]{1,256}", 0.8),
                     Pattern("password (single-quoted)", _PASSWORD_AFTER + r"')[^'\r\n]{1,256}", 0.8),
-                    Pattern("password", _PASSWORD_AFTER + r")[^\s\"'<>]{1,256}", 0.8),
+                    Pattern("password", _PASSWORD_AFTER + r")" + _PASSWORD_VALUE, 0.8),
                 ],
                 context=[],
                 global_regex_flags=CASE_INSENSITIVE,

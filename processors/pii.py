@@ -57,7 +57,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from processors.scanning import Finding, Scanner, mask
+from processors._encoded_forms import encoded_findings, may_hide_encoded
+from processors.scanning import Finding, Scanner, mask, utf8_safe
+from processors.secret_scanner import SecretScanner
 
 if TYPE_CHECKING:
     from presidio_analyzer import AnalyzerEngine, EntityRecognizer
@@ -81,11 +83,15 @@ ENTITIES: frozenset[str] = frozenset(
         "JWT",
         "PASSWORD",
         "PHONE_NUMBER",
+        "PERSON",
         "PRIVATE_KEY",
+        "STREET_ADDRESS",
+        "SUSPICIOUS_TOKEN",
         "URL_CREDENTIALS",
         "US_SSN",
     }
 )
+_FAIL_CLOSED = frozenset({"TRUNCATED", "UNSCANNABLE"})  # SecretScanner's: kept whatever the entities
 
 _INSTALL_HINT = "install auditlog-pipeline[pii] to use PIIScanner"
 _EXTRA_MODULES = frozenset({"presidio_analyzer", "phonenumbers", "tldextract", "regex", "spacy"})
@@ -98,6 +104,8 @@ _PRIORITY: dict[str, int] = {
         (
             "UNSCANNED",
             "SCAN_ERROR",
+            "UNSCANNABLE",
+            "TRUNCATED",
             "PRIVATE_KEY",
             "JWT",
             "AWS_ACCESS_KEY",
@@ -112,7 +120,10 @@ _PRIORITY: dict[str, int] = {
             "PHONE_NUMBER",
             "PASSWORD",
             "AWS_SECRET_KEY",
+            "STREET_ADDRESS",
+            "PERSON",
             "HIGH_ENTROPY_TOKEN",
+            "SUSPICIOUS_TOKEN",
         )
     )
 }
@@ -169,6 +180,7 @@ class PIIScanner:
         "_max_chars",
         "_ner",
         "_ner_entities",
+        "_secrets",
         "_select",
         "_step",
         "_threshold",
@@ -226,6 +238,7 @@ class PIIScanner:
         self._ner = ner if ner is not None and wanted.intersection(ner_entities) else None
         self._ner_entities = [e for e in ner_entities if e in wanted]
         self._entities = frozenset(wanted)
+        self._secrets = SecretScanner()
         self._threshold = score_threshold
         self._chunk = chunk_size
         self._step = chunk_size - chunk_overlap
@@ -245,7 +258,46 @@ class PIIScanner:
         return self._entities
 
     def findings(self, text: str) -> list[Finding]:
-        """Return the sensitive spans of ``text``; a tail beyond ``max_chars`` is one ``UNSCANNED`` span."""
+        """Return the sensitive spans of ``text``: presidio's and ``SecretScanner``'s, in every form.
+
+        Both scanners look at ``text`` as written and, when a cheap pre-check says it has one, at its
+        encoded forms (percent-escapes, zero-width characters, fullwidth letters, split digits, base64
+        and hex runs: :mod:`processors._encoded_forms`); a finding there masks the original chars it
+        came from. A tail beyond ``max_chars`` is one ``UNSCANNED`` span.
+
+        Args:
+            text: any str, surrogates included.
+
+        Returns:
+            The findings, merged where they overlap. Never raises: an internal error reports the whole
+            text as ``SCAN_ERROR``.
+        """
+        try:
+            out = self._plain(text)
+            if may_hide_encoded(text):
+                credentials = "URL_CREDENTIALS" in self._entities
+                out.extend(encoded_findings(text, self._plain, credentials=credentials))
+        except Exception:  # fail closed: never raise, never leak
+            self.errors += 1
+            return [Finding("SCAN_ERROR", 0, len(text))]
+        return _resolve(out)
+
+    def redact(self, text: str) -> str:
+        """Return ``text`` with every finding replaced by ``<ENTITY>`` (lone surrogates replaced)."""
+        found = self.findings(text)
+        return utf8_safe(mask(text, found) if found else text)
+
+    def _plain(self, text: str) -> list[Finding]:
+        """presidio's findings and SecretScanner's (of the wanted entities) in ``text`` as written."""
+        wanted = self._entities
+        out = self._presidio(text)
+        out.extend(
+            f for f in self._secrets.plain_findings(text) if f.entity in wanted or f.entity in _FAIL_CLOSED
+        )
+        return out
+
+    def _presidio(self, text: str) -> list[Finding]:
+        """presidio's findings, chunk by chunk; a tail beyond ``max_chars`` is one ``UNSCANNED`` span."""
         n = len(text)
         limit = min(n, self._max_chars)
         if limit <= self._chunk:
@@ -264,11 +316,6 @@ class PIIScanner:
         if limit < n:
             out.append(Finding("UNSCANNED", limit, n))
         return out
-
-    def redact(self, text: str) -> str:
-        """Return ``text`` with every finding replaced by ``<ENTITY>``."""
-        found = self.findings(text)
-        return mask(text, found) if found else text
 
     def stats(self) -> dict[str, int]:
         """Counters (approximate under threads): chunks the prefilter skipped, cache hits, scans, errors."""
