@@ -48,6 +48,7 @@ _PERCENT = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
 # single blanks (a run must hold a digit or an ``@`` to be joined).
 _SPLIT = re.compile(r"(?<!\S)(?:\S(?:[ \t]\S){3,}|[0-9]{1,4}(?:[ \t][0-9]{1,4}){2,})(?!\S)")
 _SPLIT_MARK = re.compile(r"[0-9@]")
+_SPLIT_HINT = re.compile(r"[ \t]\S[ \t]|[0-9][ \t][0-9]")  # in every split run: a cheap scan first
 _TOKEN = re.compile(r"\S+")
 _MIN_RUN, _MAX_RUN = 16, 8192
 _RUN = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{16,8192}(?![A-Za-z0-9+/_-])={0,2}")
@@ -87,25 +88,28 @@ def may_hide_encoded(text: str) -> bool:
         return True
     if _RUN.search(text) is not None:
         return True
+    if _SPLIT_HINT.search(text) is None:
+        return False
     return any(_SPLIT_MARK.search(m.group()) for m in _SPLIT.finditer(text))
 
 
 class _Form:
-    """A text derived from the original, each char with the original span ``[starts[i], ends[i])``."""
+    """A text derived from the original, each char with the original span ``[starts[i], ends[i])``.
+
+    ``starts is None``: the original itself (each char its own span), so plain text costs no lists.
+    """
 
     __slots__ = ("ends", "starts", "text")
 
-    def __init__(self, text: str, starts: list[int], ends: list[int]) -> None:
+    def __init__(self, text: str, starts: list[int] | None = None, ends: list[int] | None = None) -> None:
         self.text = text
         self.starts = starts
         self.ends = ends
 
-    @classmethod
-    def of(cls, text: str) -> _Form:
-        return cls(text, list(range(len(text))), list(range(1, len(text) + 1)))
-
     def span(self, start: int, end: int) -> tuple[int, int]:
         """The original span of ``text[start:end]`` (a non-empty slice)."""
+        if self.starts is None or self.ends is None:
+            return start, end
         return self.starts[start], self.ends[end - 1]
 
 
@@ -122,8 +126,12 @@ class _Builder:
 
     def keep(self, a: int, b: int) -> None:
         self.parts.append(self.src.text[a:b])
-        self.starts.extend(self.src.starts[a:b])
-        self.ends.extend(self.src.ends[a:b])
+        if self.src.starts is None or self.src.ends is None:
+            self.starts.extend(range(a, b))
+            self.ends.extend(range(a + 1, b + 1))
+        else:
+            self.starts.extend(self.src.starts[a:b])
+            self.ends.extend(self.src.ends[a:b])
 
     def put(self, text: str, a: int, b: int) -> None:
         """``text`` replaces ``src.text[a:b]`` (each of its chars maps to that whole span)."""
@@ -236,7 +244,7 @@ def encoded_findings(text: str, scan: Scan, *, credentials: bool = True, depth: 
     if len(text) > _MAX_CHARS:
         text = text[:_MAX_CHARS]  # the scanners mask what lies past their own (smaller) limits
     out: list[Finding] = []
-    form = _Form.of(text)
+    form = _Form(text)
     step = _unicode(form) if not text.isascii() else None
     form = step or form
     step2 = _percent(form) if "%" in form.text else None
