@@ -293,8 +293,9 @@ class SecretScanner:
         if text in self._clean:
             return []
         try:
-            found = self.plain_findings(text)
-            if self._must_scan(text) and may_hide_encoded(text):
+            scan = self._must_scan(text)
+            found = self._scan(text) if scan else []
+            if scan and may_hide_encoded(text):
                 found.extend(encoded_findings(text, self.plain_findings))
         except Exception:  # fail closed: never raise, never leak
             return [Finding("UNSCANNABLE", 0, len(text))]
