@@ -7,18 +7,18 @@ reruns the value through the general walk, which decides. So where the fast path
 exactly what the general walk would: it reads only exact builtins, through their own C methods (no user
 code runs), checks the same bounds at the same points, and charges work the same way.
 
-This module imports nothing from :mod:`processors.shapes` at run time: ``shapes`` imports it and passes
-in the general walk, the key checks and the scalar table, once per ``ShapeLimits``.
+This module never imports :mod:`processors.shapes` (not even for type checking): both take ``Shape`` and
+``ShapeLimits`` from :mod:`processors._shape_types`; ``shapes`` imports this module and passes in the
+general walk, the key checks and the scalar table, once per ``ShapeLimits``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from itertools import islice
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from processors.shapes import Shape, ShapeLimits
+from processors._shape_types import Shape, ShapeLimits
 
 
 class _Bail(Exception):

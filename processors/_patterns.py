@@ -59,7 +59,9 @@ def _phone(text: str, m: re.Match[str]) -> bool:
 
 
 def _ipv4(text: str, m: re.Match[str]) -> bool:
-    return all(int(octet) <= 255 for octet in m.group().split("."))
+    """A valid address that is not the unspecified (``0.0.0.0``) or a loopback one: those are not data."""
+    octets = [int(octet) for octet in m.group().split(".")]
+    return all(o <= 255 for o in octets) and octets[0] != 127 and any(octets)
 
 
 def _ipv6(text: str, m: re.Match[str]) -> bool:
@@ -75,7 +77,22 @@ def _bearer(text: str, m: re.Match[str]) -> bool:
 
 def _not_a_word(text: str, m: re.Match[str]) -> bool:
     """The value after ``password`` is more than an English word (``reset``, ``expired;``)."""
-    return not m.group(m.lastindex or 0).rstrip(".;:!?)]}'\"").isalpha()
+    return not m.group(m.lastindex or 0).rstrip(".,;:!?)]}'\"").isalpha()
+
+
+_STOPWORDS = frozenset(
+    {
+        "a", "an", "the", "on", "in", "of", "at", "to", "by", "for", "from", "with", "my", "your", "our",
+        "their", "his", "her", "its", "this", "that", "these", "those", "no", "one", "two", "more", "all",
+        "every", "each", "per", "and", "or",
+    }
+)  # fmt: skip
+
+
+def _street(text: str, m: re.Match[str]) -> bool:
+    """A street name, not a phrase: the word before the suffix is no function word (``1 on the way``)."""
+    words = m.group("name").split()
+    return bool(words) and words[-1] not in _STOPWORDS
 
 
 HEX = "[0-9A-Fa-f]"
@@ -83,6 +100,19 @@ _H4 = f"{HEX}{{1,4}}"
 _B64URL = "[A-Za-z0-9_-]"
 _PASSWORD_WORDS = r"(?:password|passwd|pwd|secret|token|api[_-]?key)"  # noqa: S105 (a pattern, not a password)
 _PASSWORD_GATE = ("passw", "pwd", "secret", "token", "key")
+# A value runs to whitespace or a quote; ``&``, ``;`` and ``,`` end it only where a ``key=`` pair follows
+# (``password=Tr0ub4dor&3-horse!`` is one value, ``password=x&next=1`` is two pairs).
+_VALUE = r"(?:[^\s\"'&;,<>]|[&;,](?![a-z_][a-z0-9_.-]{0,64}[=:]))"
+_NAME_WORD = r"[^\W\d_](?:[^\W\d_]|['\u2019-](?=[^\W\d_]))*"
+_STREET_SUFFIX = (
+    r"(?:street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|dr|way|court|ct|place|pl|terrace|ter"
+    r"|square|sq|parkway|pkwy|highway|hwy|circle|cir|crescent|close|alley|row)"
+)
+_STREET_PREFIX = (
+    r"(?:rue|avenue|boulevard|chemin|allée|allee|impasse|quai|calle|avenida|plaza|carrer|rua|piazza|viale"
+    r"|corso|largo|travessa|straat|ulica)"
+)
+_POSTAL_TOWN = r"(?:,?[ \t]+[0-9]{4,5}(?:[ \t]+[^\W\d_][\w'-]*){1,2})?"
 
 # A lookbehind placed after the first char (``[0-9](?<![0-9].)``) lets the regex engine skip ahead to
 # candidate chars instead of trying the lookbehind at every position: 2-3x faster on short messages.
@@ -273,7 +303,7 @@ RULES: tuple[Rule, ...] = (
         "PASSWORD",
         re.compile(
             rf"{_PASSWORD_WORDS}[\"']?[ \t]*[=:][ \t]*"
-            r"(?:\"([^\"\r\n]{1,1024})\"|'([^'\r\n]{1,1024})'|([^\s,&\"';]{1,1024}))"
+            rf"(?:\"([^\"\r\n]{{1,1024}})\"|'([^'\r\n]{{1,1024}})'|({_VALUE}{{1,1024}}))"
         ),
         group=-1,
         lower=True,
@@ -282,10 +312,72 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "PASSWORD",
-        re.compile(rf"(?<![a-z]){_PASSWORD_WORDS}(?:[ \t]+(?:is|was|of|for|to))?[ \t]+([^\s,&]{{1,1024}})"),
+        re.compile(rf"(?<![a-z]){_PASSWORD_WORDS}(?:[ \t]+(?:is|was|of|for|to))?[ \t]+({_VALUE}{{1,1024}})"),
         group=1,
         check=_not_a_word,
         lower=True,
         words=_PASSWORD_GATE,
+    ),
+    Rule(
+        "STREET_ADDRESS",  # 42 Baker Street, 1600 Pennsylvania Ave NW, 12b Rose Lane
+        re.compile(
+            r"[0-9](?<![0-9a-z.,:/#-].)[0-9]{0,5}[a-z]?(?P<name>(?:[ \t]+[^\W\d_][\w'.-]*){1,3}?)[ \t]+"
+            + _STREET_SUFFIX
+            + r"\b\.?(?:[ \t]+(?:n|s|e|w|ne|nw|se|sw)\b)?"
+        ),
+        check=_street,
+        lower=True,
+        min_digits=1,
+    ),
+    Rule(
+        "STREET_ADDRESS",  # Rue des Lilas 42, 75011 Paris; Calle Mayor 5
+        re.compile(
+            rf"(?<![\w-]){_STREET_PREFIX}(?:[ \t]+[^\W\d_][\w'.-]*){{1,4}}?,?[ \t]+[0-9]{{1,5}}[a-z]?\b"
+            + _POSTAL_TOWN
+        ),
+        lower=True,
+        min_digits=1,
+        words=(
+            "rue",
+            "av",
+            "boulevard",
+            "chemin",
+            "all",
+            "impasse",
+            "quai",
+            "calle",
+            "plaza",
+            "carrer",
+            "rua",
+            "piazza",
+            "viale",
+            "corso",
+            "largo",
+            "travessa",
+            "straat",
+            "ulica",
+        ),
+    ),
+    Rule(
+        "STREET_ADDRESS",  # Hauptstraße 5, Lindenweg 12a, 10115 Berlin
+        re.compile(
+            r"(?<![\w-])[^\W\d_]{2,}(?:straße|strasse|str\.|weg|platz|gasse|allee|ring|damm|laan|gracht)"
+            r"[ \t]+[0-9]{1,4}[a-z]?\b" + _POSTAL_TOWN
+        ),
+        lower=True,
+        min_digits=1,
+        words=("str", "weg", "platz", "gasse", "allee", "ring", "damm", "laan", "gracht"),
+    ),
+    Rule(
+        "PERSON",  # a name where the text says it is one (names without such a context need NER)
+        re.compile(
+            r"(?:(?<![a-z0-9_])(?:(?:full|first|last|given|family|display|sur|maiden)[ _-]?)?name[\"']?[ \t]*"
+            r"[:=][ \t]*[\"']?|(?<![a-z])my name is[ \t]+|(?<![a-z])(?:dear|from:|signed,?|regards,"
+            r"|sincerely,)[ \t\r\n]*)"
+            rf"({_NAME_WORD}(?:[ \t]+(?!{_NAME_WORD}[ \t]*[=:]){_NAME_WORD}){{0,2}})(?![\w@])"
+        ),
+        group=1,
+        lower=True,
+        words=("name", "dear", "from:", "signed", "regards,", "sincerely,"),
     ),
 )

@@ -1,19 +1,11 @@
-"""The presidio side of :class:`processors.pii.PIIScanner`: recognizers, each behind cheap gates.
+"""The built-in recognizers of :class:`processors.pii.PIIScanner`, each behind its gate.
 
-Imported only when a ``PIIScanner`` is built (presidio is an optional extra). Each recognizer sits behind a
-:class:`Gate`: a digit count, a length, substrings and a stdlib ``trigger`` regex. Every gate is a necessary
-condition for the recognizer to report something, never a heuristic, so skipping it when a gate fails loses
-nothing. A recognizer whose matches never contain whitespace (``windowed``) is run only on the
-whitespace-free runs that hold a trigger match, which keeps backtracking patterns (presidio's email pattern
-is quadratic in the run length) off the rest of the text.
-
-Built-in presidio recognizers and patterns used as they are: ``CreditCardRecognizer`` (Luhn),
+Imported only when a ``PIIScanner`` is built (presidio is an optional extra); :func:`build_gates` returns the
+whole set. Built-in presidio recognizers and patterns used as they are: ``CreditCardRecognizer`` (Luhn),
 ``UsSsnRecognizer``, ``IbanRecognizer`` (checksum), ``IpRecognizer``. Adapted: ``EmailRecognizer`` validates
 the domain against the public-suffix snapshot bundled with tldextract, through a private extractor that
 never fetches; ``IpRecognizer`` drops unspecified and loopback addresses; the card recognizer also gets the
-Mastercard 2221-2720 range. Phone numbers are found by :class:`PhoneNumberRecognizer` (formats for the
-regions presidio's ``PhoneRecognizer`` covers, each candidate validated with ``phonenumbers``), because
-``PhoneRecognizer`` runs libphonenumber's matcher over the whole text once per region (~0.7 ms a message).
+Mastercard 2221-2720 range. Phone numbers come from :mod:`processors._phone_recognizer`.
 Custom recognizers cover secrets: JWTs, AWS keys, PEM private keys, bearer tokens, credentials in URLs,
 GitHub / Slack / Stripe / Google tokens, ``password=...`` assignments and high-entropy tokens.
 """
@@ -24,287 +16,23 @@ import ipaddress
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
-import phonenumbers
-import regex  # presidio's regex engine, a dependency of presidio
 import tldextract
-from presidio_analyzer import (
-    AnalyzerEngine,
-    EntityRecognizer,
-    Pattern,
-    PatternRecognizer,
-    RecognizerRegistry,
-    RecognizerResult,
-)
-from presidio_analyzer.nlp_engine import NlpArtifacts, NoOpNlpEngine, SpacyNlpEngine
+from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer
 from presidio_analyzer.predefined_recognizers import (
     CreditCardRecognizer,
     EmailRecognizer,
     IbanRecognizer,
     IpRecognizer,
-    SpacyRecognizer,
     UsSsnRecognizer,
 )
 
-__all__ = [
-    "NER_ENTITIES",
-    "Gate",
-    "PhoneNumberRecognizer",
-    "Stage",
-    "build_gates",
-    "build_ner",
-    "empty_artifacts",
-    "select",
-]
+from processors._phone_recognizer import BarePhoneNumberRecognizer, PhoneNumberRecognizer, load_phone_metadata
+from processors._stages import CASE_INSENSITIVE, CASE_SENSITIVE, Gate
 
-# presidio compiles patterns with the ``regex`` module, whose flag values equal the stdlib ones.
-_CASE_SENSITIVE = int(re.DOTALL | re.MULTILINE)
-_CASE_INSENSITIVE = int(re.DOTALL | re.MULTILINE | re.IGNORECASE)
-
-_CONTEXT_BEFORE = 48
-_CONTEXT_AFTER = 24
-_CONTEXT_BOOST = 0.35  # presidio's LemmaContextAwareEnhancer defaults
-_MIN_SCORE_WITH_CONTEXT = 0.4
-_RUNS = re.compile(r"\S+")
-
-
-@dataclass(frozen=True, slots=True)
-class Gate:
-    """One recognizer and the cheap, necessary conditions for it to match.
-
-    Checked in order: the text has ``min_digits`` digits and ``min_len`` characters, one of ``needs`` occurs
-    in it (in the lower-cased text when ``needs_lower``), ``trigger`` matches. ``exact``: the recognizer is a
-    pattern recognizer evaluated by :class:`Stage` itself (its patterns compiled with ``re``, or with
-    presidio's ``regex`` engine when ``re`` cannot compile them).
-    ``may_validate``: ``validate_result`` can lift a match to the maximum score (when it cannot, a weak
-    match without a context word is dropped before validation). ``windowed``: the pattern never matches
-    whitespace, so presidio only needs the whitespace-free runs that hold a trigger match; ``narrow``:
-    evaluate an ``exact`` recognizer on those runs only too (worth it for costly patterns).
-    """
-
-    trigger: re.Pattern[str]
-    recognizer: EntityRecognizer
-    exact: bool = True
-    windowed: bool = False
-    narrow: bool = False
-    may_validate: bool = True
-    needs: tuple[str, ...] = ()
-    needs_lower: bool = False
-    min_digits: int = 0
-    min_len: int = 0
-
-
-def select(stages: Sequence[Stage], chunk: str, lower: str) -> list[Stage]:
-    """The stages whose cheapest necessary conditions hold: digit count, length, substrings, context words."""
-    digits = _count_digits(chunk)
-    n = len(chunk)
-    out: list[Stage] = []
-    for s in stages:
-        if digits < s.min_digits or n < s.min_len:
-            continue
-        text = lower if s.needs_lower else chunk
-        if (s.needle is not None and s.needle not in text) or (
-            s.needles is not None and not s.needles.search(text)
-        ):
-            continue
-        if s.needs_context is not None and not s.needs_context.search(lower):
-            continue
-        out.append(s)
-    return out
-
-
-def _count_digits(text: str) -> int:
-    """Digits in ``text``: at least as many as ``\\d`` matches (``str.isdigit`` is a superset of it)."""
-    if text.isascii():
-        return len(text) - len(text.encode().translate(None, b"0123456789"))
-    return sum(map(str.isdigit, text))
-
-
-class Stage:
-    """A recognizer as the scanner runs it: its gate, then the recognizer, then the score and context rule.
-
-    A pattern recognizer (``exact``) is evaluated here, exactly as presidio's ``PatternRecognizer`` scores
-    a match (same patterns and flags, same ``validate_result`` / ``invalidate_result``, same scores and
-    de-duplication), without its per-call overhead; the others (IBAN, whose recognizer has its own
-    analysis, and extra recognizers) go through presidio's ``analyze()``. :meth:`run_presidio` always goes
-    through ``analyze()``: the tests check that both agree.
-    """
-
-    __slots__ = (
-        "context",
-        "entities",
-        "exact",
-        "gate",
-        "min_digits",
-        "min_len",
-        "needle",
-        "needles",
-        "needs_context",
-        "needs_lower",
-        "pattern_recognizer",
-        "recognizer",
-        "threshold",
-    )
-
-    def __init__(
-        self, recognizer: EntityRecognizer, entities: list[str], threshold: float, gate: Gate | None
-    ) -> None:
-        self.recognizer = recognizer
-        self.entities = entities
-        self.threshold = threshold
-        self.gate = gate
-        words = [w for w in (recognizer.context or []) if w]
-        self.context = (
-            re.compile(r"\b(?:" + "|".join(re.escape(w.lower()) for w in words) + r")") if words else None
-        )
-        exact = gate is not None and gate.exact and isinstance(recognizer, PatternRecognizer)
-        self.pattern_recognizer = recognizer if exact and isinstance(recognizer, PatternRecognizer) else None
-        self.exact = (
-            _compile_patterns(self.pattern_recognizer) if self.pattern_recognizer is not None else None
-        )
-        self.min_digits = gate.min_digits if gate is not None else 0
-        self.min_len = gate.min_len if gate is not None else 0
-        needs = gate.needs if gate is not None else ()
-        self.needle = needs[0] if len(needs) == 1 else None
-        self.needles = re.compile("|".join(map(re.escape, needs))) if len(needs) > 1 else None
-        self.needs_lower = gate.needs_lower if gate is not None else False
-        # Only weak matches and no validation that could lift them: a context word must be in the text.
-        weak = (
-            gate is not None
-            and not gate.may_validate
-            and self.exact is not None
-            and all(score < threshold for _, score in self.exact)
-        )
-        self.needs_context = (
-            (re.compile("|".join(map(re.escape, (w.lower() for w in words))) or "(?!)")) if weak else None
-        )
-
-    def run(
-        self, chunk: str, lower: str, artifacts: NlpArtifacts | None, covered: Sequence[tuple[int, int]] = ()
-    ) -> list[tuple[str, int, int]]:
-        """``(entity, start, end)`` of each match at or above the threshold (context applied).
-
-        ``covered``: spans already found by a more specific recognizer; a match inside one of them is
-        skipped where that can be known beforehand (its finding would merge into the covering one anyway).
-        """
-        g = self.gate
-        if g is None:
-            return self._analyze([(0, len(chunk))], chunk, lower, artifacts)
-        if self.exact is not None and not g.narrow:
-            return self._evaluate(chunk, lower, covered) if g.trigger.search(chunk) is not None else []
-        spans = [m.span() for m in g.trigger.finditer(chunk)]
-        if not spans:
-            return []
-        windows = self._windows(chunk, spans)
-        if self.exact is not None:
-            return self._evaluate(chunk, lower, covered, windows)
-        return self._analyze(windows, chunk, lower, artifacts)
-
-    def run_presidio(
-        self, chunk: str, lower: str, artifacts: NlpArtifacts | None
-    ) -> list[tuple[str, int, int]]:
-        """Like :meth:`run`, with no gate and presidio's ``analyze()`` over the whole chunk."""
-        return self._analyze([(0, len(chunk))], chunk, lower, artifacts)
-
-    def _windows(self, chunk: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        """The whole chunk, or (``windowed``) only the whitespace-free runs holding a candidate."""
-        if self.gate is None or not self.gate.windowed:
-            return [(0, len(chunk))]
-        return [m.span() for m in _RUNS.finditer(chunk) if any(m.start() <= a < m.end() for a, _ in spans)]
-
-    def _keep(self, lower: str, start: int, end: int, score: float) -> bool:
-        if score < self.threshold and self._context_near(lower, start, end):
-            score = max(score + _CONTEXT_BOOST, _MIN_SCORE_WITH_CONTEXT)
-        return score >= self.threshold
-
-    def _context_near(self, lower: str, start: int, end: int) -> bool:
-        if self.context is None:
-            return False
-        window = lower[max(0, start - _CONTEXT_BEFORE) : start] + " " + lower[end : end + _CONTEXT_AFTER]
-        return self.context.search(window) is not None
-
-    def _analyze(
-        self, windows: list[tuple[int, int]], chunk: str, lower: str, artifacts: NlpArtifacts | None
-    ) -> list[tuple[str, int, int]]:
-        out: list[tuple[str, int, int]] = []
-        for base, stop in windows:
-            text = chunk if (base, stop) == (0, len(chunk)) else chunk[base:stop]
-            for r in self.recognizer.analyze(text, self.entities, artifacts) or ():  # type: ignore[arg-type]
-                start, end = base + int(r.start), base + int(r.end)
-                if (
-                    r.entity_type in self.entities
-                    and end > start
-                    and self._keep(lower, start, end, float(r.score))
-                ):
-                    out.append((r.entity_type, start, end))
-        return out
-
-    def _evaluate(
-        self,
-        chunk: str,
-        lower: str,
-        covered: Sequence[tuple[int, int]],
-        windows: Sequence[tuple[int, int]] | None = None,
-    ) -> list[tuple[str, int, int]]:
-        """presidio's ``PatternRecognizer`` scoring of each match of its patterns (in ``windows`` only:
-        the whitespace-free runs a never-whitespace pattern can match in; the text around stays visible to
-        lookarounds, so the matches are the same)."""
-        assert self.exact is not None and self.gate is not None and self.pattern_recognizer is not None
-        rec = self.pattern_recognizer
-        entity = rec.supported_entities[0]
-        may_validate = self.gate.may_validate
-        scored: list[tuple[int, int, float]] = []
-        matches = (
-            [m for pattern, score in self.exact for m in _finditer(pattern, score, chunk, windows)]
-            if windows
-            else [(m, score) for pattern, score in self.exact for m in pattern.finditer(chunk)]
-        )
-        for m, base_score in matches:
-            start, end = m.span()
-            if start == end or (covered and any(a <= start and end <= b for a, b in covered)):
-                continue
-            if not may_validate and base_score < self.threshold and not self._context_near(lower, start, end):
-                continue  # nothing can lift this match over the threshold: skip its validation
-            text = m.group()
-            score = base_score
-            valid = rec.validate_result(text)
-            if valid is not None:
-                score = EntityRecognizer.MAX_SCORE if valid else EntityRecognizer.MIN_SCORE
-            if rec.invalidate_result(text):
-                score = EntityRecognizer.MIN_SCORE
-            if score > EntityRecognizer.MIN_SCORE:
-                scored.append((start, end, score))
-        if len(scored) > 1:  # as presidio does: drop a match contained in a same-or-better one
-            kept = EntityRecognizer.remove_duplicates(
-                [RecognizerResult(entity, a, b, sc) for a, b, sc in scored]
-            )
-            scored = [(int(r.start), int(r.end), float(r.score)) for r in kept]
-        return [(entity, a, b) for a, b, sc in scored if self._keep(lower, a, b, sc)]
-
-
-def _finditer(
-    pattern: Any, score: float, text: str, windows: Sequence[tuple[int, int]]
-) -> list[tuple[Any, float]]:
-    return [(m, score) for a, b in windows for m in pattern.finditer(text, a, b)]
-
-
-def _compile_patterns(recognizer: PatternRecognizer) -> tuple[tuple[Any, float], ...] | None:
-    """The recognizer's patterns compiled with ``re`` (same flags), else with presidio's own ``regex``."""
-    patterns: list[Pattern] = getattr(recognizer, "patterns", None) or []
-    if not patterns or recognizer.deny_list:
-        return None
-    flags = int(recognizer.global_regex_flags or 0)
-    out: list[tuple[Any, float]] = []
-    for p in patterns:
-        try:
-            out.append((re.compile(p.regex, flags), float(p.score)))
-        except re.error:  # variable-width lookbehind and the like: presidio's engine compiles it
-            out.append((regex.compile(p.regex, flags), float(p.score)))
-    return tuple(out)
+__all__ = ["build_gates"]
 
 
 class _OfflineEmailRecognizer(EmailRecognizer):
@@ -317,190 +45,13 @@ class _OfflineEmailRecognizer(EmailRecognizer):
         self._tld("warm.example.com")  # parse the snapshot now, not on the first log line
 
     def validate_result(self, pattern_text: str) -> bool:
-        return self._tld(pattern_text).fqdn != ""
+        domain = pattern_text.rpartition("@")[2].lower().rstrip(".")
+        return self._tld(pattern_text).fqdn != "" or domain.rpartition(".")[2] in _RESERVED_TLDS
 
 
-_PHONE_REGIONS: tuple[str, ...] = ("US", "GB", "DE", "FR", "IL", "IN", "CA", "BR")
-_EXT = r"(?:\s?(?:x|ext\.?|extension)\s?\d{1,6})?"
-_SEP = r"[ .\-]"
-_EXT_TAIL = re.compile(r"\s?(?:x|ext\.?|extension)\s?\d{1,6}$")
-
-
-class PhoneNumberRecognizer(PatternRecognizer):
-    """Formatted phone numbers: international, North American and trunk-prefixed (``0...``) national.
-
-    Each candidate is validated with ``phonenumbers``: as an international number when it carries ``+`` or
-    ``00``, else in each of presidio's default regions in turn (US, GB, DE, FR, IL, IN, CA, BR).
-    """
-
-    PATTERNS: Sequence[Pattern] = (
-        Pattern(
-            "phone (international)",
-            r"(?<![\w+])(?:\+|\b00)[1-9]\d{0,2}" + _SEP + r"?(?:\(0\)" + _SEP + r"?)?\(?\d{1,5}\)?"
-            r"(?:" + _SEP + r"?\d{1,5}){1,5}" + _EXT + r"(?![\w\-])",
-            0.4,
-        ),
-        Pattern(
-            "phone (north american)",
-            r"(?<![\w+\-.])(?:1"
-            + _SEP
-            + r"?)?(?:\(\d{3}\)\s?|\d{3}"
-            + _SEP
-            + r")\d{3}"
-            + _SEP
-            + r"\d{4}"
-            + _EXT
-            + r"(?![\w\-])",
-            0.4,
-        ),
-        Pattern(
-            "phone (trunk prefix)",
-            r"(?<![\w+\-.])(?:\(0\d{1,5}\)\s?|0\d{1,5}[ .\-/])\d{2,8}(?:[ .\-/]\d{2,8}){0,3}"
-            + _EXT
-            + r"(?![\w\-])",
-            0.4,
-        ),
-    )
-    CONTEXT: Sequence[str] = (
-        "phone", "telephone", "tel", "cell", "mobile", "call", "fax", "sms", "msisdn", "whatsapp", "contact",
-    )  # fmt: skip
-
-    def __init__(
-        self, *, patterns: Sequence[Pattern] | None = None, name: str = "PhoneNumberRecognizer"
-    ) -> None:
-        super().__init__(
-            supported_entity="PHONE_NUMBER",
-            name=name,
-            patterns=list(patterns or self.PATTERNS),
-            context=list(self.CONTEXT),
-            global_regex_flags=_CASE_SENSITIVE,
-        )
-
-    def validate_result(self, pattern_text: str) -> bool | None:
-        return _phone_valid(pattern_text)
-
-
-class _BarePhoneRecognizer(PhoneNumberRecognizer):
-    """7 to 15 bare digits: a valid number in a supported region is kept only with a context word nearby."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            patterns=[Pattern("phone (bare digits)", r"(?<![\w+\-.])\+?\d{7,15}(?![\w\-])", 0.1)],
-            name="BarePhoneNumberRecognizer",
-        )
-
-    def validate_result(self, pattern_text: str) -> bool | None:
-        # None keeps the weak score (context must lift it over the threshold); False drops the match.
-        return None if _phone_valid(pattern_text) else False
-
-
-_PHONE_TYPES = (
-    "fixed_line", "mobile", "toll_free", "premium_rate", "shared_cost", "personal_number", "voip", "pager",
-    "uan", "voicemail",
-)  # fmt: skip
-_PHONE_PREFIXES = ("0", "1", "00", "011", "90")
-
-
-def _region_pattern(regions: Iterable[str]) -> re.Pattern[str]:
-    """Every national number libphonenumber accepts as a known type in ``regions``, as one regex."""
-    parts: list[str] = []
-    for region in regions:
-        md = phonenumbers.PhoneMetadata.metadata_for_region(region)
-        for kind in _PHONE_TYPES:
-            desc = getattr(md, kind, None) if md is not None else None
-            if desc is not None and desc.national_number_pattern:
-                parts.append(f"(?:{desc.national_number_pattern})")
-    return re.compile("|".join(parts))
-
-
-# Per default region, the numbers it can validate (US also covers the other +1 regions, as parse() does).
-_PHONE_KNOWN: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (r, _region_pattern(phonenumbers.COUNTRY_CODE_TO_REGION_CODE[1] if r == "US" else (r,)))
-    for r in _PHONE_REGIONS
-)
-_PHONE_CODES = tuple(str(phonenumbers.country_code_for_region(r)) for r in _PHONE_REGIONS)
-
-
-def _national_variants(digits: str) -> set[str]:
-    """What parse() may keep of a dialled number: trunk, international and carrier prefixes, country codes."""
-    out = {digits}
-    out.update(digits[len(p) :] for p in _PHONE_PREFIXES if digits.startswith(p))
-    out.update(v[len(cc) :] for v in list(out) for cc in _PHONE_CODES if v.startswith(cc))
-    if digits.startswith(("0", "90")):  # Brazil: carrier selection code before the number
-        out.update((digits[-10:], digits[-11:]))
-    out.discard("")
-    return out
-
-
-_NANP_TRUNK = re.compile(r"1[ .\-]?(?=\(?\d{3})")
-
-
-def _phone_valid(pattern_text: str) -> bool:
-    """Valid in one of presidio's default regions (``+``/``00`` numbers: in their own country).
-
-    Written forms are tried as libphonenumber's matcher would find them: ``+49 (0)30...`` also as
-    ``+49 30...`` and as the national ``(0)30...``; ``1 (415) ...`` also without the trunk ``1``.
-    """
-    number = _EXT_TAIL.sub("", pattern_text)
-    if not 7 <= sum(c.isdigit() for c in number) <= 15:
-        return False
-    forms = [number]
-    if "(0)" in number:  # "+44 (0)20 ...": the (0) is dropped when dialled from abroad, dialled at home
-        forms = [number.replace("(0)", "", 1), number[number.index("(0)") :], number]
-    if _NANP_TRUNK.match(number):
-        forms.append(_NANP_TRUNK.sub("", number, count=1))
-    return any(_valid_form(f) for f in forms)
-
-
-def _valid_form(number: str) -> bool:
-    """Valid as written. The plain national reading is checked first without ``parse()``; otherwise a
-    pre-check against libphonenumber's own number patterns orders the regions to try (and skips ``parse()``
-    when no region knows the number at all), so a valid number costs one parse at most.
-    """
-    if number.startswith(("+", "00")):
-        return _valid_phone("+" + number[2:] if number.startswith("00") else number, None)
-    if _valid_national(number):
-        return True
-    variants = _national_variants("".join(c for c in number if c.isdigit()))
-    likely = [r for r, known in _PHONE_KNOWN if any(known.fullmatch(v) for v in variants)]
-    if not likely:
-        return False
-    return any(_valid_phone(number, r) for r in (*likely, *(r for r in _PHONE_REGIONS if r not in likely)))
-
-
-_PHONE_NATIONAL = tuple(
-    (
-        phonenumbers.country_code_for_region(r),
-        getattr(phonenumbers.PhoneMetadata.metadata_for_region(r), "national_prefix", None) or "",
-        _region_pattern((r,)),
-    )
-    for r in _PHONE_REGIONS
-)
-
-
-def _valid_national(number: str) -> bool:
-    """The number read as national in a region (trunk prefix dropped) is valid there: what ``parse()``
-    concludes for a plain national number, without its cost. False means "not shown", never "invalid".
-    """
-    if "(0)" in number:
-        return False
-    digits = "".join(c for c in number if c.isdigit())
-    for code, prefix, known in _PHONE_NATIONAL:
-        nsn = digits[len(prefix) :] if prefix and digits.startswith(prefix) else digits
-        if not nsn or nsn[0] == "0" or not known.fullmatch(nsn):
-            continue
-        if phonenumbers.is_valid_number(
-            phonenumbers.PhoneNumber(country_code=code, national_number=int(nsn))
-        ):
-            return True
-    return False
-
-
-def _valid_phone(text: str, region: str | None) -> bool:
-    try:
-        return bool(phonenumbers.is_valid_number(phonenumbers.parse(text, region)))
-    except phonenumbers.NumberParseException:
-        return False
+# Reserved top-level domains (RFC 2606, RFC 6761, ICANN's .internal): not in the public-suffix list, yet
+# real mailboxes of test, staging and intranet systems use them.
+_RESERVED_TLDS = frozenset({"test", "example", "invalid", "localhost", "local", "internal"})
 
 
 # presidio's card pattern misses the Mastercard 2221-2720 range; validated with the same Luhn check.
@@ -534,7 +85,7 @@ class _EntropyRecognizer(PatternRecognizer):
             name="HighEntropyTokenRecognizer",
             patterns=[Pattern("token", r"(?<![\w+/\-])[A-Za-z0-9_+/\-]{20,512}={0,2}(?![\w+/=\-])", 0.5)],
             context=["token", "secret", "key", "signature", "sig", "credential"],
-            global_regex_flags=_CASE_SENSITIVE,
+            global_regex_flags=CASE_SENSITIVE,
         )
 
     def validate_result(self, pattern_text: str) -> bool:
@@ -561,7 +112,7 @@ class _AwsSecretRecognizer(PatternRecognizer):
             name="AwsSecretKeyRecognizer",
             patterns=[Pattern("aws secret", r"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])", 0.5)],
             context=["aws", "secret", "secret_access_key", "aws_secret_access_key"],
-            global_regex_flags=_CASE_SENSITIVE,
+            global_regex_flags=CASE_SENSITIVE,
         )
 
     def validate_result(self, pattern_text: str) -> bool:
@@ -572,6 +123,9 @@ class _AwsSecretRecognizer(PatternRecognizer):
 _SECRET_KEY_NAMES = r"(?:password|passwd|passphrase|pass|pwd|secret|client_secret|app_secret)"  # noqa: S105
 # the lookbehind before a password value: ``password=``, ``"passwd": ``, ``pwd is``...
 _PASSWORD_AFTER = r"(?<=\b" + _SECRET_KEY_NAMES + r"[\"']?\s{0,3}(?:[:=]|\bis\b)\s{0,3}"
+# An unquoted value runs to whitespace or a quote; ``&``, ``;`` and ``,`` end it only where a ``key=`` pair
+# follows (``password=Tr0ub4dor&3-horse!`` is one value, ``password=x&next=1`` two pairs).
+_PASSWORD_VALUE = r"(?:[^\s\"'<>&;,]|[&;,](?![a-z_][a-z0-9_.\-]{0,64}[=:])){1,256}"  # noqa: S105
 _TOKEN_PARAMS = (
     r"(?:access_token|refresh_token|id_token|token|api_key|apikey|api-key|key|sig|signature|secret|"  # noqa: S105
     r"password|passwd|pwd|auth|code|client_secret|x-amz-signature|x-goog-signature)"
@@ -584,7 +138,7 @@ def _pattern(
     regex: str,
     score: float,
     *,
-    flags: int = _CASE_SENSITIVE,
+    flags: int = CASE_SENSITIVE,
     context: Iterable[str] = (),
 ) -> PatternRecognizer:
     return PatternRecognizer(
@@ -608,8 +162,7 @@ _IPV6 = [p for p in IpRecognizer.PATTERNS if p.name != "IPv4"]
 
 def build_gates() -> list[Gate]:
     """Every recognizer of the built-in set, each behind its gate."""
-    for region in _PHONE_REGIONS:  # load libphonenumber's metadata now, not on the first log line
-        _valid_phone("0", region)
+    load_phone_metadata()
     return [
         # --- personal data (presidio's recognizers and patterns) ---
         _gate(
@@ -655,7 +208,7 @@ def build_gates() -> list[Gate]:
             PhoneNumberRecognizer(),
             min_digits=7,
         ),
-        _gate(r"\d{7}", _BarePhoneRecognizer(), may_validate=False, min_digits=7),
+        _gate(r"\d{7}", BarePhoneNumberRecognizer(), may_validate=False, min_digits=7),
         # --- secrets (ours) ---
         _gate(
             r"eyJ",
@@ -699,7 +252,7 @@ def build_gates() -> list[Gate]:
                 "BearerTokenRecognizer",
                 r"\bbearer\s+[A-Za-z0-9._~+/=\-]{8,}",
                 0.9,
-                flags=_CASE_INSENSITIVE,
+                flags=CASE_INSENSITIVE,
             ),
             needs=("bearer",),
             needs_lower=True,
@@ -722,7 +275,7 @@ def build_gates() -> list[Gate]:
                 "UrlSecretParamRecognizer",
                 r"(?<=[?&;]" + _TOKEN_PARAMS + r"=)[^&#;\s\"'<>]{4,}",
                 0.8,
-                flags=_CASE_INSENSITIVE,
+                flags=CASE_INSENSITIVE,
             ),
             windowed=True,
             needs=("=",),
@@ -748,42 +301,13 @@ def build_gates() -> list[Gate]:
                 patterns=[
                     Pattern("password (double-quoted)", _PASSWORD_AFTER + r"\")[^\"\r\n]{1,256}", 0.8),
                     Pattern("password (single-quoted)", _PASSWORD_AFTER + r"')[^'\r\n]{1,256}", 0.8),
-                    Pattern("password", _PASSWORD_AFTER + r")[^\s\"'<>]{1,256}", 0.8),
+                    Pattern("password", _PASSWORD_AFTER + r")" + _PASSWORD_VALUE, 0.8),
                 ],
                 context=[],
-                global_regex_flags=_CASE_INSENSITIVE,
+                global_regex_flags=CASE_INSENSITIVE,
             ),
             needs=("pass", "pwd", "secret"),
             needs_lower=True,
         ),
         _gate(r"[A-Za-z0-9_+/\-]{20}", _EntropyRecognizer(), windowed=True, min_digits=1, min_len=20),
     ]
-
-
-NER_ENTITIES: tuple[str, ...] = ("LOCATION", "NRP", "ORGANIZATION", "PERSON")
-
-
-def build_ner(model: str) -> AnalyzerEngine:
-    """A presidio analyzer running only spaCy's named-entity recognizer with ``model``.
-
-    Raises:
-        ImportError: the spaCy model is not installed (presidio would try to download it; we never do).
-    """
-    import spacy.util
-
-    if not (spacy.util.is_package(model) or Path(model).exists()):
-        raise ImportError(
-            f"spaCy model {model!r} is not installed; PIIScanner never downloads models. "
-            f"Install it with: python -m spacy download {model}"
-        )
-    engine = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": model}])
-    registry = RecognizerRegistry(supported_languages=["en"])
-    registry.add_recognizer(SpacyRecognizer(supported_language="en", supported_entities=list(NER_ENTITIES)))
-    return AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=["en"])
-
-
-def empty_artifacts() -> NlpArtifacts:
-    """The artifacts of presidio's ``NoOpNlpEngine`` (no model): what recognizers get without NER."""
-    engine = NoOpNlpEngine(models=[{"lang_code": "en", "model_name": "no_op"}])
-    engine.load()
-    return engine.process_text("", "en")

@@ -57,13 +57,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from processors.scanning import Finding, Scanner, mask
+from processors._encoded_forms import encoded_findings, may_hide_encoded
+from processors.scanning import Finding, Scanner, mask, utf8_safe
+from processors.secret_scanner import SecretScanner
 
 if TYPE_CHECKING:
     from presidio_analyzer import AnalyzerEngine, EntityRecognizer
     from presidio_analyzer.nlp_engine import NlpArtifacts
 
-    from processors._recognizers import Gate, Stage
+    from processors._stages import Gate, Stage
 
 __all__ = ["ENTITIES", "PIIScanner", "annotate"]
 
@@ -81,11 +83,15 @@ ENTITIES: frozenset[str] = frozenset(
         "JWT",
         "PASSWORD",
         "PHONE_NUMBER",
+        "PERSON",
         "PRIVATE_KEY",
+        "STREET_ADDRESS",
+        "SUSPICIOUS_TOKEN",
         "URL_CREDENTIALS",
         "US_SSN",
     }
 )
+_FAIL_CLOSED = frozenset({"TRUNCATED", "UNSCANNABLE"})  # SecretScanner's: kept whatever the entities
 
 _INSTALL_HINT = "install auditlog-pipeline[pii] to use PIIScanner"
 _EXTRA_MODULES = frozenset({"presidio_analyzer", "phonenumbers", "tldextract", "regex", "spacy"})
@@ -98,6 +104,8 @@ _PRIORITY: dict[str, int] = {
         (
             "UNSCANNED",
             "SCAN_ERROR",
+            "UNSCANNABLE",
+            "TRUNCATED",
             "PRIVATE_KEY",
             "JWT",
             "AWS_ACCESS_KEY",
@@ -112,23 +120,27 @@ _PRIORITY: dict[str, int] = {
             "PHONE_NUMBER",
             "PASSWORD",
             "AWS_SECRET_KEY",
+            "STREET_ADDRESS",
+            "PERSON",
             "HIGH_ENTROPY_TOKEN",
+            "SUSPICIOUS_TOKEN",
         )
     )
 }
 
 
-def _load_presidio() -> ModuleType:
+def _load_presidio() -> tuple[ModuleType, ModuleType, ModuleType]:
+    """The presidio side (recognizers, stages, NLP engines); a missing extra raises the install hint."""
     # tldextract reads this when first imported; our email recognizer also uses a private extractor
     # that never fetches, so this only protects code that uses tldextract's module-level default.
     os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
     try:
-        from processors import _recognizers
+        from processors import _nlp, _recognizers, _stages
     except ImportError as exc:
         if (exc.name or "").partition(".")[0] in _EXTRA_MODULES:
             raise ImportError(_INSTALL_HINT) from exc
         raise
-    return _recognizers
+    return _recognizers, _stages, _nlp
 
 
 class PIIScanner:
@@ -168,6 +180,7 @@ class PIIScanner:
         "_max_chars",
         "_ner",
         "_ner_entities",
+        "_secrets",
         "_select",
         "_step",
         "_threshold",
@@ -199,9 +212,9 @@ class PIIScanner:
             raise ValueError("max_chars must be at least chunk_size")
         if cache_size < 0:
             raise ValueError("cache_size must not be negative")
-        mod = _load_presidio()
-        ner: AnalyzerEngine | None = mod.build_ner(nlp) if nlp else None
-        ner_entities: tuple[str, ...] = mod.NER_ENTITIES if nlp else ()
+        recognizers, stages, engines = _load_presidio()
+        ner: AnalyzerEngine | None = engines.build_ner(nlp) if nlp else None
+        ner_entities: tuple[str, ...] = engines.NER_ENTITIES if nlp else ()
         known = set(ENTITIES) | set(ner_entities)
         for rec in extra_recognizers:
             known.update(rec.supported_entities)
@@ -212,19 +225,20 @@ class PIIScanner:
 
         def stage(rec: EntityRecognizer, gate: Gate | None) -> Stage | None:
             ents = [e for e in rec.supported_entities if e in wanted]
-            return mod.Stage(rec, ents, score_threshold, gate) if ents else None
+            return stages.Stage(rec, ents, score_threshold, gate) if ents else None
 
-        gated = [s for s in (stage(g.recognizer, g) for g in mod.build_gates()) if s is not None]
+        gated = [s for s in (stage(g.recognizer, g) for g in recognizers.build_gates()) if s is not None]
         # most specific first, so that heuristics can skip what a specific recognizer already covers
         gated.sort(key=lambda s: min(_PRIORITY.get(e, len(_PRIORITY)) for e in s.entities))
         self._gated: tuple[Stage, ...] = tuple(gated)
-        self._select = mod.select
+        self._select = stages.select
         always = (stage(r, None) for r in extra_recognizers)
         self._always: tuple[Stage, ...] = tuple(s for s in always if s is not None)
-        self._artifacts: NlpArtifacts | None = mod.empty_artifacts() if self._always else None
+        self._artifacts: NlpArtifacts | None = engines.empty_artifacts() if self._always else None
         self._ner = ner if ner is not None and wanted.intersection(ner_entities) else None
         self._ner_entities = [e for e in ner_entities if e in wanted]
         self._entities = frozenset(wanted)
+        self._secrets = SecretScanner()
         self._threshold = score_threshold
         self._chunk = chunk_size
         self._step = chunk_size - chunk_overlap
@@ -244,7 +258,46 @@ class PIIScanner:
         return self._entities
 
     def findings(self, text: str) -> list[Finding]:
-        """Return the sensitive spans of ``text``; a tail beyond ``max_chars`` is one ``UNSCANNED`` span."""
+        """Return the sensitive spans of ``text``: presidio's and ``SecretScanner``'s, in every form.
+
+        Both scanners look at ``text`` as written and, when a cheap pre-check says it has one, at its
+        encoded forms (percent-escapes, zero-width characters, fullwidth letters, split digits, base64
+        and hex runs: :mod:`processors._encoded_forms`); a finding there masks the original chars it
+        came from. A tail beyond ``max_chars`` is one ``UNSCANNED`` span.
+
+        Args:
+            text: any str, surrogates included.
+
+        Returns:
+            The findings, merged where they overlap. Never raises: an internal error reports the whole
+            text as ``SCAN_ERROR``.
+        """
+        try:
+            out = self._plain(text)
+            if may_hide_encoded(text):
+                credentials = "URL_CREDENTIALS" in self._entities
+                out.extend(encoded_findings(text, self._plain, credentials=credentials))
+        except Exception:  # fail closed: never raise, never leak
+            self.errors += 1
+            return [Finding("SCAN_ERROR", 0, len(text))]
+        return _resolve(out)
+
+    def redact(self, text: str) -> str:
+        """Return ``text`` with every finding replaced by ``<ENTITY>`` (lone surrogates replaced)."""
+        found = self.findings(text)
+        return utf8_safe(mask(text, found) if found else text)
+
+    def _plain(self, text: str) -> list[Finding]:
+        """presidio's findings and SecretScanner's (of the wanted entities) in ``text`` as written."""
+        wanted = self._entities
+        out = self._presidio(text)
+        out.extend(
+            f for f in self._secrets.plain_findings(text) if f.entity in wanted or f.entity in _FAIL_CLOSED
+        )
+        return out
+
+    def _presidio(self, text: str) -> list[Finding]:
+        """presidio's findings, chunk by chunk; a tail beyond ``max_chars`` is one ``UNSCANNED`` span."""
         n = len(text)
         limit = min(n, self._max_chars)
         if limit <= self._chunk:
@@ -263,11 +316,6 @@ class PIIScanner:
         if limit < n:
             out.append(Finding("UNSCANNED", limit, n))
         return out
-
-    def redact(self, text: str) -> str:
-        """Return ``text`` with every finding replaced by ``<ENTITY>``."""
-        found = self.findings(text)
-        return mask(text, found) if found else text
 
     def stats(self) -> dict[str, int]:
         """Counters (approximate under threads): chunks the prefilter skipped, cache hits, scans, errors."""

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import structlog
 
 from processors.correlation import VALID_CORRELATION_ID
-from processors.scanning import Scanner
+from processors.scanning import Scanner, utf8_safe
 from processors.shapes import _ACCEPTED_KEYS, DEFAULT_LIMITS, ShapeLimits, _shaper, emittable_key, shape_of
 
 __all__ = ["RESERVED_KEYS", "FieldPolicy", "Level", "ShapeRecorder"]
@@ -214,7 +214,7 @@ class _ValueScan:
         self.work -= 1
         tp = type(v)
         if tp is str:
-            return self.scanner.redact(v)
+            return utf8_safe(self.scanner.redact(v))
         if v is None or tp is bool:
             return v
         if tp is int or tp is float:
@@ -361,7 +361,12 @@ class ShapeRecorder:
     def _vet(self, key: str, value: Any) -> Any:
         """A reserved key's value: the message scanned; others kept if they have their form, else shaped."""
         if key == "event":
-            return self._scanner.redact(value) if type(value) is str else self._shape(value)
+            if type(value) is not str:
+                return self._shape(value)
+            try:
+                return utf8_safe(self._scanner.redact(value))  # a custom scanner may keep surrogates
+            except Exception:  # a scanner must not raise; if one does, nothing of the message goes out
+                return "<unscannable>"
         valid = self._validators.get(key)
         return value if valid is None or valid(value) else self._shape(value)
 

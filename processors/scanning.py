@@ -7,6 +7,7 @@ text (event messages, exception messages, allowlisted values) takes a ``Scanner`
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -58,3 +59,20 @@ def mask(text: str, findings: Iterable[Finding]) -> str:
         out.append(f"<{cur.entity}>")
     out.append(text[max(pos, cur_end) :])
     return "".join(out)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def utf8_safe(text: str) -> str:
+    """Return ``text`` with each lone surrogate replaced by U+FFFD, so that it encodes to UTF-8.
+
+    Args:
+        text: any str (``"\\ud800"`` included).
+
+    Returns:
+        ``text`` itself when it holds no surrogate (the common case costs one ``isascii`` call).
+    """
+    if text.isascii():
+        return text
+    return _SURROGATE.sub("\ufffd", text)

@@ -39,8 +39,9 @@ import re
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from processors._encoded_forms import encoded_findings, may_hide_encoded
 from processors._patterns import HEX, RULES, Rule
-from processors.scanning import Finding, mask
+from processors.scanning import Finding, mask, utf8_safe
 
 __all__ = ["SecretScanner"]
 
@@ -50,7 +51,7 @@ _CHUNK = 1 << 16
 _OVERLAP = 1 << 10
 
 # Prefilter: a clean ASCII message has none of these.
-_TRIGGER_CHARS = re.compile(r"[0-9@=:]")
+_TRIGGER_CHARS = re.compile(r"[0-9@=:%]")
 _TRIGGER_RUN = re.compile(r"[^ ]{16}")
 _TRIGGER_WORDS = (
     "passw",
@@ -64,6 +65,11 @@ _TRIGGER_WORDS = (
     "authoriz",
     "xox",
     "---",
+    "my name",
+    "dear",
+    "signed",
+    "regards",
+    "sincerely",
 )
 
 _SECRET_CONTEXT = re.compile(r"(?i)aws|secret")
@@ -137,6 +143,12 @@ _CREDENTIAL_WORDS = frozenset(
 )
 _LETTERS = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*")
 _MARKER = re.compile(r"<[A-Z][A-Z0-9_]*>")  # what mask() writes: redacting twice changes nothing
+# A flagged word takes the rest of its token with it: ``Tr0ub4dor&3-horse!`` is one secret, not a
+# flagged word and a readable tail. A token stops at whitespace, quotes, brackets and URL structure;
+# ``&``, ``;`` and ``,`` end it only where a ``key=`` pair follows.
+_TOKEN_TAIL = re.compile(r"(?:[^\s\"'<>()\[\]{}/?#=:@&;,]|[&;,](?![A-Za-z_][A-Za-z0-9_.-]{0,64}[=:]))*")
+_TOKEN_STOP = frozenset(" \t\r\n\f\v\"'<>()[]{}/?#=:@&;,")
+_TOKEN_MAX = 256
 _CLEAN_CACHE_SIZE = 4096
 _CLEAN_CACHE_MAX_LEN = 512
 
@@ -187,6 +199,16 @@ def _triggered(text: str) -> bool:
         return True
     lowered = text.lower()
     return any(word in lowered for word in _TRIGGER_WORDS)
+
+
+def _whole_token(chunk: str, start: int, end: int) -> tuple[int, int]:
+    """Widen a flagged span to the token around it (at most ``_TOKEN_MAX`` chars each way)."""
+    tail = _TOKEN_TAIL.match(chunk, end, min(len(chunk), end + _TOKEN_MAX))
+    stop = tail.end() if tail is not None else end
+    floor = max(0, start - _TOKEN_MAX)
+    while start > floor and chunk[start - 1] not in _TOKEN_STOP and not chunk[start - 1].isspace():
+        start -= 1
+    return start, stop
 
 
 def _private_keys(text: str, end: int, out: list[Finding]) -> None:
@@ -256,7 +278,11 @@ class SecretScanner:
         self._clean: dict[str, None] = {}
 
     def findings(self, text: str) -> list[Finding]:
-        """Return the sensitive spans of ``text``.
+        """Return the sensitive spans of ``text``, in its own form and in its encoded forms.
+
+        Encoded forms (percent-escapes, zero-width characters, fullwidth letters, split digits, base64
+        and hex runs: see :mod:`processors._encoded_forms`) are looked at only when a cheap pre-check
+        says ``text`` has one; a finding there masks the original chars it came from.
 
         Args:
             text: any str, surrogates included.
@@ -267,8 +293,10 @@ class SecretScanner:
         if text in self._clean:
             return []
         try:
-            scan = len(text) > self._max_scan or not (self._prefilter and text.isascii()) or _triggered(text)
+            scan = self._must_scan(text)
             found = self._scan(text) if scan else []
+            if scan and may_hide_encoded(text):
+                found.extend(encoded_findings(text, self.plain_findings))
         except Exception:  # fail closed: never raise, never leak
             return [Finding("UNSCANNABLE", 0, len(text))]
         if not found and len(text) <= _CLEAN_CACHE_MAX_LEN:
@@ -277,6 +305,20 @@ class SecretScanner:
             self._clean[text] = None
         return found
 
+    def plain_findings(self, text: str) -> list[Finding]:
+        """The findings in ``text`` as it is written (no decoded forms); for composing scanners.
+
+        Args:
+            text: any str.
+
+        Returns:
+            The findings, possibly overlapping, in no particular order. May raise on an internal error:
+            callers fail closed (:meth:`findings` does).
+        """
+        if text in self._clean:
+            return []
+        return self._scan(text) if self._must_scan(text) else []
+
     def redact(self, text: str) -> str:
         """Return ``text`` with every finding replaced by ``<ENTITY>``.
 
@@ -284,10 +326,15 @@ class SecretScanner:
             text: any str, surrogates included.
 
         Returns:
-            The masked text (``text`` itself when it is clean).
+            The masked text (``text`` itself when it is clean), lone surrogates replaced so that it
+            encodes to UTF-8.
         """
         found = self.findings(text)
-        return mask(text, found) if found else text
+        return utf8_safe(mask(text, found) if found else text)
+
+    def _must_scan(self, text: str) -> bool:
+        """Whether any rule could match: long, non-ASCII, custom-ruled or prefilter-triggered text."""
+        return len(text) > self._max_scan or not (self._prefilter and text.isascii()) or _triggered(text)
 
     def _scan(self, text: str) -> list[Finding]:
         out: list[Finding] = []
@@ -356,11 +403,13 @@ class SecretScanner:
                         continue
                     if _HEX_COLOUR.fullmatch(w.group()) and chunk[m.start() + s - 1 : m.start() + s] == "#":
                         continue
-                    out.append(Finding("SUSPICIOUS_TOKEN", offset + s, offset + e))
+                    lo, hi = _whole_token(chunk, m.start() + s, m.start() + e)
+                    out.append(Finding("SUSPICIOUS_TOKEN", base + lo, base + hi))
                 if run.count("-") >= 2:
                     for c in _COMPOUND.finditer(_UUID.sub(_uuid_stub, run) if uuids else run):
                         if _suspicious_compound(c.group().split("-")):
-                            out.append(Finding("SUSPICIOUS_TOKEN", offset + c.start(), offset + c.end()))
+                            lo, hi = _whole_token(chunk, m.start() + c.start(), m.start() + c.end())
+                            out.append(Finding("SUSPICIOUS_TOKEN", base + lo, base + hi))
             if len(run) < self._min_token_len:
                 continue
             if len(run) >= 32:
@@ -372,7 +421,8 @@ class SecretScanner:
                 if len(seg) >= self._min_token_len and self._high_entropy(
                     _UUID.sub("-", seg) if uuids else seg
                 ):
-                    out.append(Finding("HIGH_ENTROPY_TOKEN", offset + pos, offset + pos + len(seg)))
+                    lo, hi = _whole_token(chunk, m.start() + pos, m.start() + pos + len(seg))
+                    out.append(Finding("HIGH_ENTROPY_TOKEN", base + lo, base + hi))
                 pos += len(seg) + 1
 
     def _high_entropy(self, token: str) -> bool:

@@ -30,13 +30,13 @@ import dataclasses
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence, Set
-from dataclasses import dataclass
 from itertools import chain, islice
 from typing import Any
 
 import orjson
 
 from processors._fastshape import fast_shaper
+from processors._shape_types import DEFAULT_LIMITS, Shape, ShapeLimits
 from processors.secret_scanner import SecretScanner, base64ish_letters
 
 _cshape: Any
@@ -50,6 +50,7 @@ else:
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "Shape",
     "ShapeLimits",
     "emittable_key",
     "rendered_shape",
@@ -58,38 +59,6 @@ __all__ = [
     "unshapeable",
 ]
 
-Shape = dict[str, Any] | str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ShapeLimits:
-    """Bounds on the work ``shape_of`` does for one value.
-
-    Args:
-        max_depth: containers nested deeper than this are summarised (``"truncated": true``).
-        max_keys: keys examined per mapping; the rest are counted in ``n`` only.
-        max_items_sampled: items looked at per array to decide its item shape.
-        max_work: values visited in total; past it, containers are summarised.
-        max_key_len: longer keys are hidden.
-
-    Raises:
-        ValueError: a bound is not a positive int.
-    """
-
-    max_depth: int = 6
-    max_keys: int = 32
-    max_items_sampled: int = 8
-    max_work: int = 512
-    max_key_len: int = 64
-
-    def __post_init__(self) -> None:
-        for name in ("max_depth", "max_keys", "max_items_sampled", "max_work", "max_key_len"):
-            value = getattr(self, name)
-            if type(value) is not int or value < 1:
-                raise ValueError(f"ShapeLimits.{name} must be a positive int")
-
-
-DEFAULT_LIMITS = ShapeLimits()
 
 # --- keys -------------------------------------------------------------------------------------------
 

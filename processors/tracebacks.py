@@ -24,7 +24,7 @@ from collections.abc import MutableMapping
 from types import TracebackType
 from typing import Any
 
-from processors.scanning import Scanner
+from processors.scanning import Scanner, utf8_safe
 from processors.shapes import emittable_key, safe_type_name
 
 __all__ = ["ExceptionShaper", "safe_exception"]
@@ -90,7 +90,7 @@ def _message(exc: BaseException, scanner: Scanner) -> str:
     if type(text) is not str:
         return "<unprintable>"
     try:
-        redacted = scanner.redact(text)
+        redacted = utf8_safe(scanner.redact(text))
     except Exception:  # a scanner must not raise; if one does, nothing of the message goes out
         return "<unscannable>"
     return redacted if len(redacted) <= _MAX_MESSAGE else redacted[:_MAX_MESSAGE] + "<TRUNCATED>"
