@@ -195,10 +195,15 @@ class Policy:
         tool: str | None = None,
         method: str | None = None,
         logger: str | None = None,
+        remember: bool = True,
     ) -> Rule:
-        """Return the first rule matching the given attributes, else the defaults."""
+        """Return the first rule matching the given attributes, else the defaults.
+
+        ``remember=False``: the attributes are raw client input (a tool name that looks like a token, a
+        resource URI); the answer is not kept, so nothing a client sent outlives its request here.
+        """
         key = (route, tool, method, logger)
-        found = self._matched.get(key)
+        found = self._matched.get(key) if remember else None
         if found is not None:
             return found
         found = self.defaults
@@ -206,6 +211,8 @@ class Policy:
             if rule.matches(route=route, tool=tool, method=method, logger=logger):
                 found = rule
                 break
+        if not remember:
+            return found
         if len(self._matched) >= _MAX_MATCHED:
             self._matched.clear()
         self._matched[key] = found

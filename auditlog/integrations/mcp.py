@@ -109,6 +109,11 @@ def resource_template(uri: object, scanner: Scanner | None = None) -> tuple[str 
     return scheme, f"{scheme}:" + collapse_path(rest, scanner=scanner)
 
 
+def _resource_path(uri: str) -> str:
+    """The URI a resource read names, without query and fragment (what a rule may name literally)."""
+    return uri.split("#", 1)[0].split("?", 1)[0]
+
+
 # Labels (client names and versions, session ids) that passed, per scanner: a client sends the same ones
 # on every call. Only labels the scanner found nothing in are kept, and they are written out verbatim.
 _ACCEPTED_LABELS: dict[int, tuple[Scanner | None, set[str]]] = {}
@@ -199,15 +204,22 @@ class MCPAuditor:
         name = method
         arguments: object = None
         info: dict[str, Any] = {}
+        # Rules match what the server dispatches on (the real tool name, the real URI); only the
+        # journaled label is sanitized. Matching the label let a rule miss a tool whose name looks like
+        # a token ("oauth2token" -> "<hidden>"), so its scopes and kill switch never applied.
         if method in ("tools/call", "prompts/get"):
             raw = params.get("name")
-            name = raw if isinstance(raw, str) and emittable_key(raw, 128) else "<hidden>"
+            real = raw if isinstance(raw, str) else None
+            name = raw if real is not None and emittable_key(raw, 128) else "<hidden>"
             arguments = params.get("arguments")
-            rule = policy.match(tool=name, method=method)
+            rule = policy.match(tool=real, method=method, remember=real is None or name == real)
         elif method == "resources/read":
-            scheme, name = resource_template(params.get("uri"), scanner)
+            uri = params.get("uri")
+            scheme, name = resource_template(uri, scanner)
             info["scheme"] = scheme
             rule = policy.match(route=name, method=method)
+            if rule is policy.defaults and isinstance(uri, str):  # a rule naming the URI itself
+                rule = policy.match(route=_resource_path(uri), method=method, remember=False)
         else:
             rule = policy.match(method=method)
         if method in _METADATA_ONLY and rule.level in ("shape", "values"):
