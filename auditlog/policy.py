@@ -141,7 +141,11 @@ class Rule:
             if value is None:
                 return False
             if name == "method":
+                # As the frameworks route: HTTP methods compared in upper case, and HEAD served by the
+                # GET handler (Starlette, Flask, Django), so a GET rule applies to HEAD too.
                 value, pattern = value.upper(), pattern.upper()
+                if value == "HEAD" and fnmatch.fnmatchcase("GET", pattern):
+                    continue
             if name == "logger" and (value == pattern or value.startswith(pattern + ".")):
                 continue
             if not fnmatch.fnmatchcase(value, pattern):

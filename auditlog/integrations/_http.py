@@ -272,11 +272,12 @@ class _Recorder:
         else:
             policy = self._policy or (handle.policy if handle is not None else DEFAULT_POLICY)
             method = method.upper()
-            req.method = method if method.isalpha() and len(method) <= 16 else "OTHER"
+            # The label hides an odd method; the rule is matched on the real one (the framework routes it).
+            req.method = method if method.isalpha() and method.isascii() and len(method) <= 16 else "OTHER"
             req.name = template if template is not None else collapse_path(path or "/", scanner=scanner)
             req.query = query
             req.target = redact_target(f"{target}?{query}" if query else target, scanner=scanner)
-            req.rule = policy.match(route=req.name, method=req.method)
+            req.rule = policy.match(route=req.name, method=method, remember=method == req.method)
         try:
             actor = self._actor(context) or ANONYMOUS
         except Exception as exc:
