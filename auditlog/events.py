@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 
 from auditlog.actor import Actor, _kept_json, _pickles_without_kept_json
+from auditlog.correlation import new_correlation_id, new_span_id
 from processors import Scanner, ShapeLimits, rendered_shape, shape_of
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ __all__ = [
     "decide",
     "emit_event",
     "event_dict",
+    "failure_event",
     "outcome_dict",
     "shape_value",
 ]
@@ -67,8 +69,9 @@ EventKind = Literal[
     "mcp.list_prompts",
     "mcp.initialize",
     "mcp.request",
+    "audit.failed",
 ]
-Status = Literal["ok", "error", "denied", "disabled", "refused", "cancelled"]
+Status = Literal["ok", "error", "denied", "disabled", "refused", "cancelled", "unaudited"]
 Reason = Literal["allowed", "scopes_ok", "missing_scopes", "not_enforced", "disabled"]
 
 _SCALARS = (int, float, bool, type(None))
@@ -302,6 +305,26 @@ def shape_value(
         return shape, fps
     except Exception as exc:  # shaping must never raise into the host
         return f"<unshapeable:{type(exc).__name__}>", fps
+
+
+def failure_event(error: BaseException, *, refused: bool, where: str) -> dict[str, Any]:
+    """The ``audit.failed`` event: the middleware could not audit a request before it ran.
+
+    It carries the exception's type name and the stage that failed, never its message, and whether the
+    request was refused (``outcome.status = "refused"``, an access check or a closed rule may have been
+    at stake) or served unaudited (``"unaudited"``). Its correlation and span ids are new.
+    """
+    return event_dict(
+        "audit.failed",
+        correlation_id=new_correlation_id(),
+        span_id=new_span_id(),
+        actor=None,
+        action={"stage": where},
+        decision={"allowed": not refused, "reason": "audit_failed"},
+        outcome=outcome_dict(
+            "refused" if refused else "unaudited", 0.0, error_type=type(error).__name__[:64]
+        ),
+    )
 
 
 @dataclass(slots=True)

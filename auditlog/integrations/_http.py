@@ -30,6 +30,7 @@ from auditlog.events import (
     decide,
     emit_event,
     event_dict,
+    failure_event,
     outcome_dict,
     shape_value,
 )
@@ -461,6 +462,43 @@ class _Recorder:
 
     # -- refusals ------------------------------------------------------------------------------------
 
+    def _failed(
+        self, exc: Exception, *, handle: AuditHandle | None, method: str, path: str
+    ) -> tuple[int, list[tuple[str, str]], bytes] | None:
+        """The step before the app raised: never skip an access check. Under ``enforce``, or when the
+        path's rule is ``fail_mode = "closed"`` (or a kill switch), answer 503 (returned); else serve
+        (None). Either way an ``audit.failed`` event with the error's type only is journaled."""
+        self.stats.error("begin", exc)
+        refuse = self.enforce or self._closed_for(handle, method, path)
+        event = failure_event(exc, refused=refuse, where="http.begin")
+        if handle is not None:
+            emit_event(handle, event, self.stats)
+        else:
+            self.stats.dropped += 1
+        if not refuse:
+            return None
+        self.stats.refused += 1
+        cid = event["correlation_id"]
+        payload = orjson.dumps(
+            {"error": "audit_unavailable", "detail": _FAILED_DETAIL, "correlation_id": cid}
+        )
+        headers = [
+            ("content-type", "application/json"),
+            ("content-length", str(len(payload))),
+            ("x-correlation-id", cid),
+        ]
+        return 503, headers, payload
+
+    def _closed_for(self, handle: AuditHandle | None, method: str, path: str) -> bool:
+        """Whether the rule for ``method`` and ``path`` fails closed (or is disabled); when even that
+        cannot be told, whether any rule of the policy does."""
+        policy = self._policy or (handle.policy if handle is not None else DEFAULT_POLICY)
+        try:
+            rule = policy.match(route=collapse_path(path or "/"), method=method.upper(), remember=False)
+        except Exception:
+            return any(r.fail_mode == "closed" or r.disabled for r in (policy.defaults, *policy.rules))
+        return rule.fail_mode == "closed" or rule.disabled
+
     def _refusal(self, req: _Request) -> tuple[int, list[tuple[str, str]], bytes]:
         """Record a refused request (kill switch or missing scopes); return status, headers and body."""
         decision: Decision = req.decision
@@ -527,4 +565,5 @@ def _error_response(
     return code, headers, payload
 
 
+_FAILED_DETAIL = "the audit middleware failed before the request ran, and the policy requires an audit"
 _CLOSED_DETAIL = "the audit log could not record this request, and the policy requires it (fail_mode closed)"

@@ -142,7 +142,12 @@ class AuditMiddleware(_Recorder):
         try:
             req = self._begin(scope, handle)
         except Exception as exc:
-            self.stats.error("begin", exc)
+            refusal = self._failed(
+                exc, handle=handle, method=str(scope.get("method", "GET")), path=str(scope.get("path") or "/")
+            )
+            if refusal is not None:
+                await _send_response(send, *refusal)
+                return
             await self.app(scope, receive, send)
             return
         if not req.decision.allowed:

@@ -45,6 +45,7 @@ from auditlog.events import (
     decide,
     emit_event,
     event_dict,
+    failure_event,
     outcome_dict,
     shape_value,
 )
@@ -85,6 +86,7 @@ _METADATA_RULES: dict[int, tuple[Rule, Rule]] = {}
 DENIED_MESSAGE = "forbidden: the caller lacks a scope this call requires"
 DISABLED_MESSAGE = "unavailable: this tool is disabled by the audit policy"
 CLOSED_MESSAGE = "refused: the audit log could not record this call (fail_mode closed)"
+FAILED_MESSAGE = "refused: the audit middleware failed before this call ran, and the policy requires an audit"
 
 
 def _missing_sdk(module: str) -> ImportError:
@@ -210,7 +212,7 @@ class MCPAuditor:
         if method in ("tools/call", "prompts/get"):
             raw = params.get("name")
             real = raw if isinstance(raw, str) else None
-            name = raw if real is not None and emittable_key(raw, 128) else "<hidden>"
+            name = real if real is not None and emittable_key(real, 128) else "<hidden>"
             arguments = params.get("arguments")
             rule = policy.match(tool=real, method=method, remember=real is None or name == real)
         elif method == "resources/read":
@@ -254,6 +256,36 @@ class MCPAuditor:
             arguments=arguments,
             mcp=info,
         )
+
+    def failed(
+        self, exc: Exception, *, method: object, params: object
+    ) -> tuple[int, str, dict[str, Any]] | None:
+        """:meth:`begin` raised: never skip an access check. Under ``enforce``, or when the request's rule
+        fails closed (or is disabled), return the JSON-RPC error to raise; else None (serve). Either way
+        an ``audit.failed`` event with the error's type only is journaled."""
+        self.stats.error("begin", exc)
+        handle = self._handle if self._handle is not None else current_handle()
+        refuse = self.enforce or self._closed_for(handle, method, params)
+        event = failure_event(exc, refused=refuse, where="mcp.begin")
+        if handle is not None:
+            emit_event(handle, event, self.stats)
+        else:
+            self.stats.dropped += 1
+        if not refuse:
+            return None
+        self.stats.refused += 1
+        return INTERNAL_ERROR, FAILED_MESSAGE, {"correlation_id": event["correlation_id"]}
+
+    def _closed_for(self, handle: AuditHandle | None, method: object, params: object) -> bool:
+        policy = self._policy or (handle.policy if handle is not None else DEFAULT_POLICY)
+        try:
+            name = params.get("name") if isinstance(params, Mapping) else None
+            rule = policy.match(
+                tool=name if isinstance(name, str) else None, method=str(method), remember=False
+            )
+        except Exception:
+            return any(r.fail_mode == "closed" or r.disabled for r in (policy.defaults, *policy.rules))
+        return rule.fail_mode == "closed" or rule.disabled
 
     def refuse(self, call: MCPCall) -> tuple[int, str, dict[str, Any]]:
         """Record a refused call; return the JSON-RPC error ``(code, message, data)`` to raise."""
@@ -485,7 +517,9 @@ class MCPAuditMiddleware:
         try:
             call = self._begin(ctx)
         except Exception as exc:
-            auditor.stats.error("begin", exc)
+            refusal = auditor.failed(exc, method=ctx.method, params=ctx.params)
+            if refusal is not None:
+                raise self._error(*refusal) from None
             return await call_next(ctx)
         if not call.decision.allowed:
             raise self._error(*auditor.refuse(call))

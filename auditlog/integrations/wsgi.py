@@ -222,7 +222,14 @@ class AuditWSGIMiddleware(_Recorder):
         try:
             req = self._begin(environ, handle)
         except Exception as exc:
-            self.stats.error("begin", exc)
+            path = (environ.get("SCRIPT_NAME") or "") + (environ.get("PATH_INFO") or "/")
+            refusal = self._failed(
+                exc, handle=handle, method=str(environ.get("REQUEST_METHOD", "GET")), path=path
+            )
+            if refusal is not None:
+                code, headers, payload = refusal
+                start_response(_status_line(code), headers)
+                return [payload]
             return self.app(environ, start_response)
         if not req.decision.allowed:
             code, headers, payload = self._refusal(req)

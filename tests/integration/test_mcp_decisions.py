@@ -1,4 +1,5 @@
-"""Policy rules match the real tool name, whatever the journaled label hides (SDK and fastmcp)."""
+"""MCP decisions: rules match the real tool name whatever the label hides, and a failure before the call
+never skips an access check (SDK and fastmcp)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,13 @@ from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
 
 from auditlog.integrations.fastmcp import FastMCPAuditMiddleware
-from auditlog.integrations.mcp import DENIED_MESSAGE, DISABLED_MESSAGE, MCPAuditMiddleware
+from auditlog.integrations.mcp import (
+    DENIED_MESSAGE,
+    DISABLED_MESSAGE,
+    FAILED_MESSAGE,
+    MCPAuditMiddleware,
+    MCPAuditor,
+)
 from auditlog.policy import Policy, loads
 
 # Names an MCP client may call: the SDKs' tool-name alphabet (SEP-986), any length up to 64.
@@ -145,3 +152,57 @@ class TestRealToolName:
         [denied] = kit.events(directory, "authz.denied")
         assert "<hidden>" == denied["action"]["name"]
         assert name.encode() not in kit.journal_bytes(directory)
+
+
+class _Boom(Exception):
+    pass
+
+
+_BEGIN = MCPAuditor.begin
+
+
+def _begin_raises(self: Any, **kw: Any) -> Any:
+    if kw["method"] == "tools/call":  # the session still initializes
+        raise _Boom
+    return _BEGIN(self, **kw)
+
+
+class TestInternalFailure:
+    @pytest.mark.parametrize("sdk", ["mcp", "fastmcp"])
+    @pytest.mark.parametrize("enforce", [True, False])
+    def test_begin_failure(
+        self, kit: SimpleNamespace, pipeline: Any, monkeypatch: pytest.MonkeyPatch, sdk: str, enforce: bool
+    ) -> None:
+        """The step before the call raises: with enforce, refused and counted; without, served, and an
+        ``audit.failed`` event (error type only) is journaled."""
+        handle, directory = pipeline
+        ran: list[str] = []
+        name = "plain"
+        if sdk == "mcp":
+            mw: Any = MCPAuditMiddleware(policy=_policy(name), handle=handle, enforce=enforce)
+            server: Any = _sdk_server(name, ran, mw)
+            client_cls: Any = Client
+        else:
+            mw = FastMCPAuditMiddleware(policy=_policy(name), handle=handle, enforce=enforce)
+            server = _fast_server(name, ran, mw)
+            client_cls = FastClient
+        monkeypatch.setattr(MCPAuditor, "begin", _begin_raises)
+        errors: list[str] = []
+
+        async def go() -> None:
+            async with client_cls(server) as client:
+                try:
+                    await client.call_tool(name, {})
+                except Exception as exc:
+                    errors.append(str(exc))
+
+        kit.run(go)
+        handle.flush()
+        failed = [e for e in kit.events(directory, "audit.failed") if e["action"]["stage"] == "mcp.begin"]
+        assert failed and {"_Boom"} == {e["outcome"]["error_type"] for e in failed}
+        if enforce:
+            assert [] == ran
+            assert 1 == len(errors) and FAILED_MESSAGE in errors[0]
+            assert mw.stats.refused >= 1
+        else:
+            assert ([name], []) == (ran, errors)
