@@ -301,7 +301,7 @@ def shape_value(
                         if isinstance(v, str):
                             keys[name]["v"] = scanner.redact(v)[:_MAX_VALUE_CHARS]
                         elif isinstance(v, _SCALARS):
-                            keys[name]["v"] = v
+                            keys[name]["v"] = _scanned_number(v, scanner)
         return shape, fps
     except Exception as exc:  # shaping must never raise into the host
         return f"<unshapeable:{type(exc).__name__}>", fps
@@ -325,6 +325,23 @@ def failure_event(error: BaseException, *, refused: bool, where: str) -> dict[st
             "refused" if refused else "unaudited", 0.0, error_type=type(error).__name__[:64]
         ),
     )
+
+
+def _scanned_number(v: int | float | bool | None, scanner: Scanner) -> Any:
+    """An allowlisted scalar as the structlog path keeps it (:class:`processors.ShapeRecorder`): a number
+    goes through the scanner as text (a card number sent as a JSON number is a card number), and what
+    it flags is redacted like a string; an int past 64 bits is not kept at all."""
+    if v is None or type(v) is bool:
+        return v
+    if type(v) is int and v.bit_length() > 64:
+        return None
+    texts = [str(v)]
+    if type(v) is float and v.is_integer() and abs(v) < 1e20:
+        texts.append(str(int(v)))  # 4.111111111111111e+15 is 4111111111111111 too
+    for text in texts:
+        if scanner.findings(text):
+            return scanner.redact(texts[-1])[:_MAX_VALUE_CHARS]
+    return v
 
 
 @dataclass(slots=True)
