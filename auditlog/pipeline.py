@@ -24,16 +24,19 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 from auditlog.handle import Reporter, now_iso
 from auditlog.policy import Policy
 from processors import (
+    RESERVED_KEYS,
     ExceptionShaper,
     FieldPolicy,
     Fingerprinter,
     add_correlation_ids,
+    shape_of,
 )
 from store.exceptions import JournalError
 from store.journal import JournalWriter
 
 __all__ = [
     "AuditBoundLogger",
+    "CallerReserved",
     "EventStamper",
     "Guarded",
     "JournalSink",
@@ -190,6 +193,26 @@ def add_logger_name_and_timestamp(
 
 _LEVELS = {"warn": "warning", "exception": "error"}  # structlog's map_method_name
 
+# The keys the pipeline writes itself (the recorder passes them through when their value has the form it
+# gives them). A caller's value under one of them is set aside on entry (see `stash_reserved`): the
+# pipeline writes its own, and the caller's is shaped like any field (CallerReserved). `seq` and `mac`
+# (the journal's) and `ts` and `event_id` (emit's) are plain fields to the recorder: shaped already.
+CALLER_RESERVED: frozenset[str] = RESERVED_KEYS - {"event"}
+# Ids the middleware (and bind_correlation_id) bind into structlog's contextvars: taken from there.
+_CONTEXT_IDS = ("correlation_id", "span_id", "trace_id")
+_STASH = "\x00auditlog.caller_reserved"  # never emittable: the recorder would hide it, were it left
+
+
+def stash_reserved(event_dict: EventDict, caller: frozenset[str] | set[str] | None = None) -> None:
+    """Set aside the reserved keys in ``event_dict`` that a caller supplied (all of them, or ``caller``)."""
+    hit = CALLER_RESERVED.intersection(event_dict) if caller is None else caller
+    if hit:
+        stash = event_dict.get(_STASH)
+        if type(stash) is not dict:
+            stash = event_dict[_STASH] = {}
+        for k in hit:
+            stash[k] = event_dict.pop(k)
+
 
 class EventStamper:
     """The structlog path's first processor: seven steps in one call, each as its own processor does it.
@@ -211,6 +234,8 @@ class EventStamper:
         self._vars: dict[str, Any] | None = getattr(structlog.contextvars, "_CONTEXT_VARS", None)
 
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+        # What the call passed (and the bound logger's context) is the caller's: reserved keys set aside.
+        stash_reserved(event_dict)
         registry = self._vars
         if registry is None:
             event_dict = structlog.contextvars.merge_contextvars(logger, method_name, event_dict)
@@ -220,6 +245,10 @@ class EventStamper:
                 value = var.get(Ellipsis)
                 if value is not Ellipsis:
                     event_dict.setdefault(var_name[prefix:], value)
+        # Bound contextvars: the ids are the middleware's (or bind_correlation_id's); the rest the caller's.
+        hit = CALLER_RESERVED.intersection(event_dict)
+        if hit:
+            stash_reserved(event_dict, hit.difference(_CONTEXT_IDS))
         event_dict["level"] = _LEVELS.get(method_name, method_name)
         event_dict = add_logger_name_and_timestamp(logger, method_name, event_dict)
         event_dict = add_correlation_ids(logger, method_name, event_dict)
@@ -228,6 +257,41 @@ class EventStamper:
         if self._resolve(event_dict).fingerprint:
             event_dict = self._fingerprints(logger, method_name, event_dict)
         return event_dict
+
+
+class CallerReserved:
+    """Wraps the recorder: a caller's value under a reserved key (set aside by :func:`stash_reserved`) is
+    shaped like any field, never kept as it is.
+
+    ``log.info("x", correlation_id=token, hidden_keys=card, policy={...})``: the recorder only checks a
+    reserved value's form, and a session token has a correlation id's form, a card number a count's. So
+    the caller's value is set aside before the pipeline writes its own: where the pipeline wrote one
+    (the bound correlation id, the level, the logger's name, the recorder's counts), the caller's is
+    dropped (counted in ``dropped_fields``); else it is shaped (dropped and counted at level
+    ``metadata``, like any field).
+    """
+
+    __slots__ = ("_recorder", "_resolve")
+
+    def __init__(self, recorder: Processor, resolve: Callable[[Mapping[str, Any]], FieldPolicy]) -> None:
+        self._recorder = recorder
+        self._resolve = resolve
+
+    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> Any:
+        stash = event_dict.pop(_STASH, None) if _STASH in event_dict else None
+        out = self._recorder(logger, method_name, event_dict)
+        if stash and type(stash) is dict and isinstance(out, dict):
+            metadata = self._resolve(event_dict).level == "metadata"
+            dropped = 0
+            for k, v in stash.items():
+                if k in out or metadata:
+                    dropped += 1
+                else:
+                    out[k] = shape_of(v)
+            if dropped:
+                prior = out.get("dropped_fields")
+                out["dropped_fields"] = (prior if type(prior) is int else 0) + dropped
+        return out
 
 
 class PolicyFingerprints:
