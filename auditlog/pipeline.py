@@ -13,6 +13,7 @@ the drop is counted (:attr:`AuditHandle.stats`) and reported on stderr, once per
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from typing import IO, Any
@@ -21,7 +22,7 @@ import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from auditlog.handle import Reporter, now_iso
+from auditlog.handle import Reporter, current_handle, now_iso, without_surrogates
 from auditlog.policy import Policy
 from processors import (
     RESERVED_KEYS,
@@ -31,7 +32,6 @@ from processors import (
     add_correlation_ids,
     shape_of,
 )
-from store.exceptions import JournalError
 from store.journal import JournalWriter
 
 __all__ = [
@@ -58,6 +58,13 @@ class JournalSink:
         self._stats = reporter.stats
         self._console = console
 
+    def _append(self, event_dict: EventDict) -> None:
+        if type(event_dict) is dict:  # the recorder's new dict: the journal may add `seq` in place
+            self._journal.append_owned(event_dict)
+        else:
+            self._journal.append(event_dict)
+        self._stats.written += 1
+
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> str:
         if "seq" in event_dict or "mac" in event_dict:
             # The journal owns these two names; a caller's field of that name is kept under another.
@@ -65,15 +72,19 @@ class JournalSink:
                 if k in event_dict:
                     event_dict[f"field_{k}"] = event_dict.pop(k)
         try:
-            if type(event_dict) is dict:  # the recorder's new dict: the journal may add `seq` in place
-                self._journal.append_owned(event_dict)
-            else:
-                self._journal.append(event_dict)
-            self._stats.written += 1
-        except JournalError as exc:
-            self._reporter.drop(type(exc.__cause__ or exc).__name__)
+            self._append(event_dict)
         except Exception as exc:
-            self._reporter.drop(type(exc).__name__)
+            if not isinstance(exc.__cause__ or exc, TypeError):
+                self._reporter.drop(type(exc.__cause__ or exc).__name__)
+            else:  # orjson cannot write a lone surrogate: replace it (U+FFFD) rather than lose the event
+                event_dict.pop("seq", None)
+                event_dict = without_surrogates(dict(event_dict))
+                try:
+                    self._append(event_dict)
+                except Exception as again:
+                    self._reporter.drop(type(again.__cause__ or again).__name__)
+                else:
+                    self._reporter.repaired("surrogate")
         if self._console:
             return orjson.dumps(event_dict, default=_unserializable).decode()
         return ""
@@ -115,7 +126,10 @@ def _level_method(name: str) -> Callable[..., Any]:
 
     def meth(self: Any, event: Any = None, *args: Any, **kw: Any) -> Any:
         if args:  # positional arguments interpolate into the message, as in structlog
-            event = event % (args[0] if len(args) == 1 and type(args[0]) is dict and args[0] else args)
+            try:
+                event = event % (args[0] if len(args) == 1 and type(args[0]) is dict and args[0] else args)
+            except Exception as exc:  # deep, huge, hostile or mismatched: never raise into the host
+                event = _unformatted(event, args, kw, exc)
         context = self._context
         ed: Any = {**context, **kw} if context else kw  # kw is this call's own new dict
         if event is not None:
@@ -136,6 +150,17 @@ def _level_method(name: str) -> Callable[..., Any]:
 
     meth.__name__ = name
     return meth
+
+
+def _unformatted(event: Any, args: tuple[Any, ...], kw: dict[str, Any], exc: Exception) -> Any:
+    """A message whose arguments could not be interpolated: the template stays the message, the
+    arguments become a field (shaped like any other), and the problem is counted (its type only)."""
+    kw.setdefault("args", args)
+    handle = current_handle()
+    if handle is not None:
+        with contextlib.suppress(Exception):
+            handle._reporter.repaired(f"format:{type(exc).__name__}")
+    return event
 
 
 class AuditBoundLogger(structlog.make_filtering_bound_logger(logging.DEBUG)):  # type: ignore[misc]

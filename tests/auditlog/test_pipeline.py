@@ -621,3 +621,48 @@ class TestCallerReservedKeys:
             event["logger"],
             event["level"],
         )
+
+
+class TestNeverRaises:
+    def test_positional_formatting_never_raises(self, tmp_path: Path) -> None:
+        """Arguments that cannot be interpolated (deep, huge int, hostile __str__): the template is the
+        message, the arguments are shaped, the event is journaled and the problem counted."""
+        deep: Any = [1]
+        for _ in range(10_000):
+            deep = [deep]
+        d = tmp_path / "j"
+        handle = auditlog.configure(journal_dir=d, key=KeyRing(KEY), stdlib=False)
+        log = structlog.get_logger("svc")
+        for arg in (deep, 10**5000, Hostile()):
+            log.info("p %s", arg)
+        log.info("two %s %s", 1)  # a mismatch raises too
+        stats = handle.stats.as_dict()
+        handle.shutdown()
+        got = records(d)
+        assert (4, 0) == (stats["written"], stats["dropped"])
+        assert ["p %s", "p %s", "p %s", "two %s %s"] == [r["event"] for r in got]
+        assert 4 == sum(n for k, n in stats["repaired"].items() if k.startswith("format:"))
+
+    def test_lone_surrogates_are_replaced_not_dropped(self, tmp_path: Path) -> None:
+        """A lone surrogate in a message or an allowlisted value is replaced (U+FFFD); the event is
+        journaled, the secret next to it still redacted."""
+        secret = CANARIES.values["api_key"]
+        pol = loads("[[rules]]\nmatch = { logger = 'svc' }\nlevel = 'values'\nallow = ['note']\n")
+        d = tmp_path / "j"
+        console = io.StringIO()
+        handle = auditlog.configure(
+            journal_dir=d, key=KeyRing(KEY), policy=pol, stdlib=False, console=console
+        )
+        log = structlog.get_logger("svc")
+        log.info("\ud800 message " + secret)
+        log.info("value", note="\udfff" + secret)
+        log.info("p %s", "\ud800" + secret)
+        stats = handle.stats.as_dict()
+        handle.shutdown()
+        got = records(d)
+        assert (3, 0) == (stats["written"], stats["dropped"])
+        assert "\ufffd message " == got[0]["event"][: len(" message ") + 1]
+        assert got[1]["note"].startswith("\ufffd")
+        assert [] == CANARIES.leaks_in(journal_bytes(d))
+        assert [] == CANARIES.leaks_in(console.getvalue().encode())
+        assert 3 == stats["repaired"]["surrogate"]
