@@ -53,6 +53,7 @@ from auditlog.handle import AuditHandle, current_handle
 from auditlog.integrations.urls import accepted_by, collapse_path
 from auditlog.policy import DEFAULT_POLICY, Policy, Rule
 from processors import Scanner, SecretScanner, ShapeLimits
+from processors.correlation import current_span_ids
 from processors.shapes import emittable_key
 
 if TYPE_CHECKING:
@@ -178,6 +179,7 @@ class MCPAuditor:
         self._handle = handle
         self._limits = limits or ShapeLimits()
         self.stats = MiddlewareStats()
+        current_span_ids()  # imports OpenTelemetry (when installed) now, not on a request in the event loop
 
     def set_policy(self, policy: Policy | None) -> None:
         """Swap the policy for the next requests (a kill switch at run time); None: the handle's."""
