@@ -94,6 +94,7 @@ class _Request:
         "resp_capture",
         "resp_ctype",
         "resp_encoded",
+        "resp_length",
         "resp_truncated",
         "root",
         "routed",
@@ -134,6 +135,7 @@ class _Request:
         self.resp_ctype: str | None = None
         self.resp_encoded = False
         self.resp_truncated = False
+        self.resp_length: int | None = None  # the response's Content-Length, when it gave one
         self.cookies = 0
         self.headers: list[str] = []
         self.hidden_headers = 0

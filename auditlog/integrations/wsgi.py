@@ -157,6 +157,16 @@ class _Body:
             self._mw._finish(self._req)
 
 
+class _SizedBody(_Body):
+    """:class:`_Body` over a sized result (a list of chunks): its length passes through, as PEP 3333
+    servers (wsgiref, Django's runserver) set Content-Length from a one-chunk response's length."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(self._result)  # type: ignore[arg-type]
+
+
 class AuditWSGIMiddleware(_Recorder):
     """WSGI audit middleware (see the module docstring). Arguments as :class:`~.asgi.AuditMiddleware`;
     ``actor`` is a resolver over the WSGI environ (default :func:`auditlog.actor.wsgi_actor`), ``route`` an
@@ -238,7 +248,39 @@ class AuditWSGIMiddleware(_Recorder):
             raise
         finally:
             structlog.contextvars.reset_contextvars(**tokens)
+        wrapper = environ.get("wsgi.file_wrapper")
+        if isinstance(wrapper, type) and isinstance(result, wrapper):
+            return self._file(result, req)
+        if hasattr(type(result), "__len__"):  # a list: the server may set Content-Length from its length
+            return _SizedBody(result, self, req)
         return _Body(result, self, req)
+
+    def _file(self, result: Any, req: _Request) -> Iterable[bytes]:
+        """The server's own ``wsgi.file_wrapper`` result, handed back as it is (so the server can still
+        use sendfile): its bytes are counted from the response's Content-Length, never read here; the
+        event is written when the server closes it."""
+        req.resp_buf = req.resp_capture = None
+        original = getattr(result, "close", None)
+
+        def close() -> None:
+            try:
+                if original is not None:
+                    original()
+            finally:
+                self._file_done(req)
+
+        try:
+            result.close = close
+        except (AttributeError, TypeError):  # a wrapper that takes no attribute: recorded now
+            self._file_done(req)
+        served: Iterable[bytes] = result
+        return served
+
+    def _file_done(self, req: _Request) -> None:
+        req.complete = True
+        if req.resp_length is not None:
+            req.resp_bytes = req.resp_length
+        self._finish(req)
 
     def _closed(self, environ: Environ, start_response: StartResponse, req: _Request) -> Iterable[bytes]:
         """``fail_mode = "closed"``: hold the response until the event is written; 503 if it is not."""
@@ -325,13 +367,18 @@ class AuditWSGIMiddleware(_Recorder):
                 self.stats.error("route", exc)
         try:
             ctype = encoding = None
+            length = None
             for name, value in headers:
                 lname = name.lower()
                 if lname == "content-type":
                     ctype = value
                 elif lname == "content-encoding":
                     encoding = value
+                elif lname == "content-length":
+                    length = value
             self._response_head(req, int(status[:3]), ctype, encoding)
+            if length is not None and length.isdigit():
+                req.resp_length = int(length)
         except Exception as exc:
             self.stats.error("start_response", exc)
         return [*headers, ("X-Correlation-ID", req.corr.correlation_id)]

@@ -3,7 +3,12 @@ responses stay what they were, nothing is imported on the request path."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
+import threading
+import wsgiref.simple_server
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -194,3 +199,65 @@ class TestFirstRequestImportsNothing:
             [sys.executable, "-c", _FIRST_REQUEST], capture_output=True, text=True, env=env, timeout=60
         )
         assert (0, "[]") == (out.returncode, out.stdout.strip()), out.stderr[-2000:]
+
+
+class _Handler(wsgiref.simple_server.WSGIRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serve_wsgiref(app: Any, seen: list[bool]) -> Iterator[str]:
+    """wsgiref's server (Django's runserver is one), recording whether each result was the server's own
+    file wrapper (what lets a server use sendfile)."""
+
+    class Handler(wsgiref.simple_server.ServerHandler):
+        def finish_response(self) -> None:
+            seen.append(self.result_is_file())
+            super().finish_response()
+
+    class RequestHandler(_Handler):
+        def handle(self) -> None:
+            self.raw_requestline = self.rfile.readline(65537)
+            if not self.parse_request():
+                return
+            handler = Handler(
+                self.rfile, self.wfile, self.get_stderr(), self.get_environ(), multithread=False
+            )
+            handler.request_handler = self  # type: ignore[attr-defined]
+            handler.run(self.server.get_app())  # type: ignore[attr-defined]
+
+    server = wsgiref.simple_server.make_server("127.0.0.1", 0, app, handler_class=RequestHandler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+class TestWSGIResultsPassThrough:
+    def test_file_wrapper_and_length_pass_through(self, kit: SimpleNamespace, pipeline: Any) -> None:
+        """The server still sees its own file wrapper (sendfile), and a one-chunk list still gets its
+        Content-Length from wsgiref; both requests are journaled."""
+        handle, directory = pipeline
+
+        def app(environ: Any, start_response: Any) -> Any:
+            if environ["PATH_INFO"] == "/file":
+                start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+                return environ["wsgi.file_wrapper"](io.BytesIO(b"hello"))
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"hello"]
+
+        seen: list[bool] = []
+        mw = AuditWSGIMiddleware(app, handle=handle)
+        with serve_wsgiref(mw, seen) as base, httpx.Client(base_url=base, timeout=TIMEOUT) as client:
+            file_response = client.get("/file")
+            list_response = client.get("/list")
+        assert (b"hello", b"hello") == (file_response.content, list_response.content)
+        assert "5" == list_response.headers.get("content-length")
+        assert [True, False] == seen
+        events = kit.wait_events(handle, directory, 2)
+        assert [5, 5] == [e["http"]["response_bytes"] for e in events]
