@@ -134,7 +134,7 @@ class TestAcceptedWords:
 
     def test_only_unchanged_words_are_kept(self) -> None:
         """Numbers, tokens and flagged segments are never remembered."""
-        from auditlog import urls
+        from auditlog.integrations import urls
 
         scanner = SecretScanner()
         collapse_path("/users/42/reset/wJalrXUtnFEMIK7MDENGbPxRfiCY/ann@example.org", scanner=scanner)
