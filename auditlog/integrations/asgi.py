@@ -143,7 +143,7 @@ class AuditMiddleware(_Recorder):
             req = self._begin(scope, handle)
         except Exception as exc:
             refusal = self._failed(
-                exc, handle=handle, method=str(scope.get("method", "GET")), path=str(scope.get("path") or "/")
+                exc, handle=handle, method=str(scope.get("method", "GET")), path=_route_path(scope)
             )
             if refusal is not None:
                 await _send_response(send, *refusal)
@@ -237,7 +237,7 @@ class AuditMiddleware(_Recorder):
             headers=headers,
             method=method,
             path=path,
-            route_path=path[len(root) :] if root and path.startswith(root) else path,  # as Starlette routes
+            route_path=_route_path(scope),
             target=raw.decode("latin-1") if route is None and isinstance(raw, bytes) else path,
             query=query.decode("latin-1") if query else "",  # a kept route: these are not read
             context=scope,
@@ -294,6 +294,13 @@ class AuditMiddleware(_Recorder):
             if not message.get("more_body", False):
                 req.complete = True
         return message
+
+
+def _route_path(scope: Scope) -> str:
+    """The path Starlette routes on: ``path`` without the ``root_path`` it starts with."""
+    path = str(scope.get("path") or "/")
+    root = str(scope.get("root_path") or "")
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 async def _send_response(send: Send, code: int, headers: list[tuple[str, str]], payload: bytes) -> None:

@@ -209,9 +209,11 @@ class AuditWSGIMiddleware(_Recorder):
         try:
             req = self._begin(environ, handle)
         except Exception as exc:
-            path = (environ.get("SCRIPT_NAME") or "") + (environ.get("PATH_INFO") or "/")
-            refusal = self._failed(
-                exc, handle=handle, method=str(environ.get("REQUEST_METHOD", "GET")), path=path
+            refusal = self._failed(  # the rule by PATH_INFO, as the framework routes
+                exc,
+                handle=handle,
+                method=str(environ.get("REQUEST_METHOD", "GET")),
+                path=str(environ.get("PATH_INFO") or "/"),
             )
             if refusal is not None:
                 code, headers, payload = refusal
