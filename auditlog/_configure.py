@@ -21,6 +21,7 @@ from structlog.typing import Processor
 from auditlog.handle import AuditHandle, Reporter, Stats, current_handle, set_current
 from auditlog.pipeline import (
     AuditBoundLogger,
+    CallerReserved,
     EventStamper,
     Guarded,
     JournalSink,
@@ -126,7 +127,8 @@ def configure(
     sink = JournalSink(journal, reporter, console=console is not None)
     exceptions = ExceptionShaper(scan)
     fingerprints = PolicyFingerprints(fingerprinter, resolver)
-    recorder = ShapeRecorder(policy=resolver, scanner=scan, render=True)  # the sink serializes with orjson
+    # the sink serializes with orjson; a caller's value under a reserved key is shaped, never kept
+    recorder = CallerReserved(ShapeRecorder(policy=resolver, scanner=scan, render=True), resolver)
     shared: list[Processor] = [
         add_logger_name_and_timestamp,
         add_correlation_ids,

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 
 from auditlog.actor import Actor, _kept_json, _pickles_without_kept_json
+from auditlog.correlation import new_correlation_id, new_span_id
 from processors import Scanner, ShapeLimits, rendered_shape, shape_of
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ __all__ = [
     "decide",
     "emit_event",
     "event_dict",
+    "failure_event",
     "outcome_dict",
     "shape_value",
 ]
@@ -67,8 +69,9 @@ EventKind = Literal[
     "mcp.list_prompts",
     "mcp.initialize",
     "mcp.request",
+    "audit.failed",
 ]
-Status = Literal["ok", "error", "denied", "disabled", "refused", "cancelled"]
+Status = Literal["ok", "error", "denied", "disabled", "refused", "cancelled", "unaudited"]
 Reason = Literal["allowed", "scopes_ok", "missing_scopes", "not_enforced", "disabled"]
 
 _SCALARS = (int, float, bool, type(None))
@@ -298,10 +301,47 @@ def shape_value(
                         if isinstance(v, str):
                             keys[name]["v"] = scanner.redact(v)[:_MAX_VALUE_CHARS]
                         elif isinstance(v, _SCALARS):
-                            keys[name]["v"] = v
+                            keys[name]["v"] = _scanned_number(v, scanner)
         return shape, fps
     except Exception as exc:  # shaping must never raise into the host
         return f"<unshapeable:{type(exc).__name__}>", fps
+
+
+def failure_event(error: BaseException, *, refused: bool, where: str) -> dict[str, Any]:
+    """The ``audit.failed`` event: the middleware could not audit a request before it ran.
+
+    It carries the exception's type name and the stage that failed, never its message, and whether the
+    request was refused (``outcome.status = "refused"``, an access check or a closed rule may have been
+    at stake) or served unaudited (``"unaudited"``). Its correlation and span ids are new.
+    """
+    return event_dict(
+        "audit.failed",
+        correlation_id=new_correlation_id(),
+        span_id=new_span_id(),
+        actor=None,
+        action={"stage": where},
+        decision={"allowed": not refused, "reason": "audit_failed"},
+        outcome=outcome_dict(
+            "refused" if refused else "unaudited", 0.0, error_type=type(error).__name__[:64]
+        ),
+    )
+
+
+def _scanned_number(v: int | float | bool | None, scanner: Scanner) -> Any:
+    """An allowlisted scalar as the structlog path keeps it (:class:`processors.ShapeRecorder`): a number
+    goes through the scanner as text (a card number sent as a JSON number is a card number), and what
+    it flags is redacted like a string; an int past 64 bits is not kept at all."""
+    if v is None or type(v) is bool:
+        return v
+    if type(v) is int and v.bit_length() > 64:
+        return None
+    texts = [str(v)]
+    if type(v) is float and v.is_integer() and abs(v) < 1e20:
+        texts.append(str(int(v)))  # 4.111111111111111e+15 is 4111111111111111 too
+    for text in texts:
+        if scanner.findings(text):
+            return scanner.redact(texts[-1])[:_MAX_VALUE_CHARS]
+    return v
 
 
 @dataclass(slots=True)

@@ -30,7 +30,41 @@ from store.exceptions import JournalError
 from store.keys import KeyRing
 from store.trail import TrailWriter
 
-__all__ = ["AuditHandle", "Reporter", "Stats", "current_handle", "now_iso", "set_current"]
+__all__ = [
+    "AuditHandle",
+    "Reporter",
+    "Stats",
+    "current_handle",
+    "now_iso",
+    "set_current",
+    "without_surrogates",
+]
+
+
+def _unencodable(exc: BaseException) -> bool:
+    """Whether the journal refused a record because it could not serialize it (orjson's TypeError)."""
+    return isinstance(exc, TypeError) or isinstance(exc.__cause__, TypeError)
+
+
+def without_surrogates(value: Any, depth: int = 0) -> Any:
+    """``value`` with every lone surrogate in its strings (keys too) replaced by U+FFFD, which orjson
+    cannot write; pairs are joined. Dicts and lists are copied where needed; depth bounded (past 64
+    levels the value is replaced by a marker)."""
+    tp = type(value)
+    if tp is str:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return value
+    if depth > 64:
+        return "<unshapeable:depth>"
+    if tp is dict:
+        return {without_surrogates(k, depth + 1): without_surrogates(v, depth + 1) for k, v in value.items()}
+    if tp is list or tp is tuple:
+        return [without_surrogates(v, depth + 1) for v in value]
+    return value
+
 
 _lock = threading.Lock()
 _current: AuditHandle | None = None
@@ -43,9 +77,16 @@ class Stats:
     written: int = 0
     dropped: int = 0
     drop_reasons: dict[str, int] = field(default_factory=dict)
+    # Events written after a repair (a message that could not be formatted, a lone surrogate replaced)
+    repaired: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"written": self.written, "dropped": self.dropped, "drop_reasons": dict(self.drop_reasons)}
+        return {
+            "written": self.written,
+            "dropped": self.dropped,
+            "drop_reasons": dict(self.drop_reasons),
+            "repaired": dict(self.repaired),
+        }
 
 
 class Reporter:
@@ -57,6 +98,11 @@ class Reporter:
         self.stats = stats
         self.stream = stream
         self._seen: set[str] = set()
+
+    def repaired(self, reason: str) -> None:
+        """Count an event that was written after a repair (never its value)."""
+        r = self.stats.repaired
+        r[reason] = r.get(reason, 0) + 1
 
     def drop(self, reason: str) -> None:
         s = self.stats
@@ -119,9 +165,21 @@ class AuditHandle:
                     event["policy"] = self.policy.ref
                 self.journal.append(event)
         except Exception as exc:
-            self._reporter.drop(type(exc.__cause__ or exc).__name__)
-            return False
+            if not _unencodable(exc) or not self._append_repaired(event, owned=owned):
+                self._reporter.drop(type(exc.__cause__ or exc).__name__)
+                return False
         self.stats.written += 1
+        return True
+
+    def _append_repaired(self, event: MutableMapping[str, Any], *, owned: bool) -> bool:
+        """Append ``event`` with its lone surrogates replaced (U+FFFD); False if that fails too."""
+        event.pop("seq", None)
+        clean = without_surrogates(dict(event))
+        try:
+            self.journal.append_owned(clean) if owned and type(event) is dict else self.journal.append(clean)
+        except Exception:
+            return False
+        self._reporter.repaired("surrogate")
         return True
 
     def flush(self) -> None:

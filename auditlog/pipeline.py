@@ -13,6 +13,7 @@ the drop is counted (:attr:`AuditHandle.stats`) and reported on stderr, once per
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from typing import IO, Any
@@ -21,19 +22,21 @@ import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from auditlog.handle import Reporter, now_iso
+from auditlog.handle import Reporter, current_handle, now_iso, without_surrogates
 from auditlog.policy import Policy
 from processors import (
+    RESERVED_KEYS,
     ExceptionShaper,
     FieldPolicy,
     Fingerprinter,
     add_correlation_ids,
+    shape_of,
 )
-from store.exceptions import JournalError
 from store.trail import TrailWriter
 
 __all__ = [
     "AuditBoundLogger",
+    "CallerReserved",
     "EventStamper",
     "Guarded",
     "JournalSink",
@@ -55,6 +58,13 @@ class JournalSink:
         self._stats = reporter.stats
         self._console = console
 
+    def _append(self, event_dict: EventDict) -> None:
+        if type(event_dict) is dict:  # the recorder's new dict: the journal may add `seq` in place
+            self._journal.append_owned(event_dict)
+        else:
+            self._journal.append(event_dict)
+        self._stats.written += 1
+
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> str:
         if "seq" in event_dict or "mac" in event_dict:
             # The journal owns these two names; a caller's field of that name is kept under another.
@@ -62,15 +72,19 @@ class JournalSink:
                 if k in event_dict:
                     event_dict[f"field_{k}"] = event_dict.pop(k)
         try:
-            if type(event_dict) is dict:  # the recorder's new dict: the journal may add `seq` in place
-                self._journal.append_owned(event_dict)
-            else:
-                self._journal.append(event_dict)
-            self._stats.written += 1
-        except JournalError as exc:
-            self._reporter.drop(type(exc.__cause__ or exc).__name__)
+            self._append(event_dict)
         except Exception as exc:
-            self._reporter.drop(type(exc).__name__)
+            if not isinstance(exc.__cause__ or exc, TypeError):
+                self._reporter.drop(type(exc.__cause__ or exc).__name__)
+            else:  # orjson cannot write a lone surrogate: replace it (U+FFFD) rather than lose the event
+                event_dict.pop("seq", None)
+                event_dict = without_surrogates(dict(event_dict))
+                try:
+                    self._append(event_dict)
+                except Exception as again:
+                    self._reporter.drop(type(again.__cause__ or again).__name__)
+                else:
+                    self._reporter.repaired("surrogate")
         if self._console:
             return orjson.dumps(event_dict, default=_unserializable).decode()
         return ""
@@ -112,7 +126,10 @@ def _level_method(name: str) -> Callable[..., Any]:
 
     def meth(self: Any, event: Any = None, *args: Any, **kw: Any) -> Any:
         if args:  # positional arguments interpolate into the message, as in structlog
-            event = event % (args[0] if len(args) == 1 and type(args[0]) is dict and args[0] else args)
+            try:
+                event = event % (args[0] if len(args) == 1 and type(args[0]) is dict and args[0] else args)
+            except Exception as exc:  # deep, huge, hostile or mismatched: never raise into the host
+                event = _unformatted(event, args, kw, exc)
         context = self._context
         ed: Any = {**context, **kw} if context else kw  # kw is this call's own new dict
         if event is not None:
@@ -133,6 +150,17 @@ def _level_method(name: str) -> Callable[..., Any]:
 
     meth.__name__ = name
     return meth
+
+
+def _unformatted(event: Any, args: tuple[Any, ...], kw: dict[str, Any], exc: Exception) -> Any:
+    """A message whose arguments could not be interpolated: the template stays the message, the
+    arguments become a field (shaped like any other), and the problem is counted (its type only)."""
+    kw.setdefault("args", args)
+    handle = current_handle()
+    if handle is not None:
+        with contextlib.suppress(Exception):
+            handle._reporter.repaired(f"format:{type(exc).__name__}")
+    return event
 
 
 class AuditBoundLogger(structlog.make_filtering_bound_logger(logging.DEBUG)):  # type: ignore[misc]
@@ -190,6 +218,26 @@ def add_logger_name_and_timestamp(
 
 _LEVELS = {"warn": "warning", "exception": "error"}  # structlog's map_method_name
 
+# The keys the pipeline writes itself (the recorder passes them through when their value has the form it
+# gives them). A caller's value under one of them is set aside on entry (see `stash_reserved`): the
+# pipeline writes its own, and the caller's is shaped like any field (CallerReserved). `seq` and `mac`
+# (the journal's) and `ts` and `event_id` (emit's) are plain fields to the recorder: shaped already.
+CALLER_RESERVED: frozenset[str] = RESERVED_KEYS - {"event"}
+# Ids the middleware (and bind_correlation_id) bind into structlog's contextvars: taken from there.
+_CONTEXT_IDS = ("correlation_id", "span_id", "trace_id")
+_STASH = "\x00auditlog.caller_reserved"  # never emittable: the recorder would hide it, were it left
+
+
+def stash_reserved(event_dict: EventDict, caller: frozenset[str] | set[str] | None = None) -> None:
+    """Set aside the reserved keys in ``event_dict`` that a caller supplied (all of them, or ``caller``)."""
+    hit = CALLER_RESERVED.intersection(event_dict) if caller is None else caller
+    if hit:
+        stash = event_dict.get(_STASH)
+        if type(stash) is not dict:
+            stash = event_dict[_STASH] = {}
+        for k in hit:
+            stash[k] = event_dict.pop(k)
+
 
 class EventStamper:
     """The structlog path's first processor: seven steps in one call, each as its own processor does it.
@@ -211,6 +259,8 @@ class EventStamper:
         self._vars: dict[str, Any] | None = getattr(structlog.contextvars, "_CONTEXT_VARS", None)
 
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+        # What the call passed (and the bound logger's context) is the caller's: reserved keys set aside.
+        stash_reserved(event_dict)
         registry = self._vars
         if registry is None:
             event_dict = structlog.contextvars.merge_contextvars(logger, method_name, event_dict)
@@ -220,6 +270,10 @@ class EventStamper:
                 value = var.get(Ellipsis)
                 if value is not Ellipsis:
                     event_dict.setdefault(var_name[prefix:], value)
+        # Bound contextvars: the ids are the middleware's (or bind_correlation_id's); the rest the caller's.
+        hit = CALLER_RESERVED.intersection(event_dict)
+        if hit:
+            stash_reserved(event_dict, hit.difference(_CONTEXT_IDS))
         event_dict["level"] = _LEVELS.get(method_name, method_name)
         event_dict = add_logger_name_and_timestamp(logger, method_name, event_dict)
         event_dict = add_correlation_ids(logger, method_name, event_dict)
@@ -228,6 +282,41 @@ class EventStamper:
         if self._resolve(event_dict).fingerprint:
             event_dict = self._fingerprints(logger, method_name, event_dict)
         return event_dict
+
+
+class CallerReserved:
+    """Wraps the recorder: a caller's value under a reserved key (set aside by :func:`stash_reserved`) is
+    shaped like any field, never kept as it is.
+
+    ``log.info("x", correlation_id=token, hidden_keys=card, policy={...})``: the recorder only checks a
+    reserved value's form, and a session token has a correlation id's form, a card number a count's. So
+    the caller's value is set aside before the pipeline writes its own: where the pipeline wrote one
+    (the bound correlation id, the level, the logger's name, the recorder's counts), the caller's is
+    dropped (counted in ``dropped_fields``); else it is shaped (dropped and counted at level
+    ``metadata``, like any field).
+    """
+
+    __slots__ = ("_recorder", "_resolve")
+
+    def __init__(self, recorder: Processor, resolve: Callable[[Mapping[str, Any]], FieldPolicy]) -> None:
+        self._recorder = recorder
+        self._resolve = resolve
+
+    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> Any:
+        stash = event_dict.pop(_STASH, None) if _STASH in event_dict else None
+        out = self._recorder(logger, method_name, event_dict)
+        if stash and type(stash) is dict and isinstance(out, dict):
+            metadata = self._resolve(event_dict).level == "metadata"
+            dropped = 0
+            for k, v in stash.items():
+                if k in out or metadata:
+                    dropped += 1
+                else:
+                    out[k] = shape_of(v)
+            if dropped:
+                prior = out.get("dropped_fields")
+                out["dropped_fields"] = (prior if type(prior) is int else 0) + dropped
+        return out
 
 
 class PolicyFingerprints:

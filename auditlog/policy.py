@@ -126,12 +126,27 @@ class Rule:
     required_scopes: frozenset[str] = frozenset()
     disabled: bool = False
     field_policy: FieldPolicy = field(init=False, repr=False, compare=False)
+    route_regex: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         fp = FieldPolicy(
             level=self.level, allow=self.allow, fingerprint=self.fingerprint, rule_id=self.id, pii=self.pii
         )
         object.__setattr__(self, "field_policy", fp)
+        route = self.match.get("route")
+        object.__setattr__(self, "route_regex", route_regex(route) if route is not None else None)
+
+    def matches_request(self, *, path: str, method: str) -> bool:
+        """True when this rule applies to an HTTP request for ``path`` (decoded, as the framework routes
+        it) with ``method``: its ``route`` compiled (:func:`route_regex`), its ``method`` as in
+        :meth:`matches`; a rule naming a ``tool`` or ``logger`` never applies to a request."""
+        for name, pattern in self.match.items():
+            if name == "route":
+                if self.route_regex is None or self.route_regex.fullmatch(path) is None:
+                    return False
+            elif name != "method" or not _method_matches(method, pattern):
+                return False
+        return True
 
     def matches(self, *, route: str | None, tool: str | None, method: str | None, logger: str | None) -> bool:
         """True when every field of this rule's ``match`` table matches the given request attributes."""
@@ -141,12 +156,64 @@ class Rule:
             if value is None:
                 return False
             if name == "method":
-                value, pattern = value.upper(), pattern.upper()
+                if not _method_matches(value, pattern):
+                    return False
+                continue
             if name == "logger" and (value == pattern or value.startswith(pattern + ".")):
                 continue
             if not fnmatch.fnmatchcase(value, pattern):
                 return False
         return True
+
+
+_PLACEHOLDER = re.compile(
+    r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z_]+))?\}|<(?:([A-Za-z_]+)(?:\([^)]*\))?:)?([A-Za-z_][A-Za-z0-9_]*)>"
+)
+_CONVERTERS = {
+    None: "[^/]+",
+    "str": "[^/]+",
+    "string": "[^/]+",
+    "default": "[^/]+",
+    "path": ".*",
+    "int": "[0-9]+",
+    "float": "[0-9]+(?:\\.[0-9]+)?",
+    "uuid": "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
+    "any": "[^/]+",
+}
+
+
+def _method_matches(value: str, pattern: str) -> bool:
+    """As the frameworks route: methods compared in upper case, and HEAD served by the GET handler
+    (Starlette, Flask, Django), so a GET rule applies to HEAD too."""
+    value, pattern = value.upper(), pattern.upper()
+    if fnmatch.fnmatchcase(value, pattern):
+        return True
+    return value == "HEAD" and fnmatch.fnmatchcase("GET", pattern)
+
+
+def route_regex(pattern: str) -> re.Pattern[str]:
+    """Compile a rule's ``route`` to a regex over request paths (what the framework routes on).
+
+    Placeholders stand for what the frameworks' own route syntax matches: ``{name}`` (Starlette,
+    FastAPI) and ``<name>`` (Flask, werkzeug) one path segment, ``{name:path}`` / ``<path:name>`` the
+    rest of the path, ``int`` / ``float`` / ``uuid`` converters their forms. Around them the pattern is
+    a shell-style glob as elsewhere in the policy (``*`` also crosses ``/``, ``?``, ``[...]``).
+    """
+    out: list[str] = []
+    pos = 0
+    for m in _PLACEHOLDER.finditer(pattern):
+        out.append(_glob(pattern[pos : m.start()]))
+        converter = m.group(2) if m.group(1) is not None else m.group(3)
+        out.append(_CONVERTERS.get(converter.lower() if converter else None, "[^/]+"))
+        pos = m.end()
+    out.append(_glob(pattern[pos:]))
+    return re.compile("".join(out), re.DOTALL)
+
+
+def _glob(text: str) -> str:
+    """A glob piece as regex (fnmatch's translation without its anchors)."""
+    translated = fnmatch.translate(text)  # "(?s:...)\\Z"
+    return translated[: -len("\\Z")] if translated.endswith("\\Z") else translated
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -195,10 +262,15 @@ class Policy:
         tool: str | None = None,
         method: str | None = None,
         logger: str | None = None,
+        remember: bool = True,
     ) -> Rule:
-        """Return the first rule matching the given attributes, else the defaults."""
+        """Return the first rule matching the given attributes, else the defaults.
+
+        ``remember=False``: the attributes are raw client input (a tool name that looks like a token, a
+        resource URI); the answer is not kept, so nothing a client sent outlives its request here.
+        """
         key = (route, tool, method, logger)
-        found = self._matched.get(key)
+        found = self._matched.get(key) if remember else None
         if found is not None:
             return found
         found = self.defaults
@@ -206,10 +278,21 @@ class Policy:
             if rule.matches(route=route, tool=tool, method=method, logger=logger):
                 found = rule
                 break
+        if not remember:
+            return found
         if len(self._matched) >= _MAX_MATCHED:
             self._matched.clear()
         self._matched[key] = found
         return found
+
+    def match_request(self, *, path: str, method: str) -> Rule:
+        """The first rule that applies to an HTTP request (see :meth:`Rule.matches_request`), else the
+        defaults: decided from the policy's own compiled patterns over the request path, before and
+        without the app's router (nothing of the app runs twice). Not memoized: paths are client input."""
+        for rule in self.rules:
+            if rule.matches_request(path=path, method=method):
+                return rule
+        return self.defaults
 
     def for_logger(self, name: str | None) -> Rule:
         """The rule for an application log line: rules with only a ``logger`` match apply."""

@@ -30,6 +30,7 @@ from auditlog.events import (
     decide,
     emit_event,
     event_dict,
+    failure_event,
     outcome_dict,
     shape_value,
 )
@@ -37,6 +38,7 @@ from auditlog.handle import AuditHandle
 from auditlog.integrations.urls import collapse_path, redact_target
 from auditlog.policy import DEFAULT_POLICY, Policy, Rule
 from processors import Scanner, SecretScanner, ShapeLimits
+from processors.correlation import current_span_ids
 from processors.shapes import emittable_key
 
 _MAX_HEADER_NAMES = 64
@@ -92,7 +94,10 @@ class _Request:
         "resp_capture",
         "resp_ctype",
         "resp_encoded",
+        "resp_length",
         "resp_truncated",
+        "root",
+        "routed",
         "rule",
         "start",
         "started",
@@ -130,10 +135,13 @@ class _Request:
         self.resp_ctype: str | None = None
         self.resp_encoded = False
         self.resp_truncated = False
+        self.resp_length: int | None = None  # the response's Content-Length, when it gave one
         self.cookies = 0
         self.headers: list[str] = []
         self.hidden_headers = 0
         self.query = ""
+        self.root = ""  # the ASGI root_path before the app ran (Mount extends it)
+        self.routed: str | None = None  # the route template the framework recorded, once it has routed
 
 
 def _media_type(value: str) -> str | None:
@@ -217,6 +225,7 @@ class _Recorder:
         self._closed_limit = closed_buffer_limit
         self._limits = limits or ShapeLimits()
         self.stats = MiddlewareStats()
+        current_span_ids()  # imports OpenTelemetry (when installed) now, not on a request in the event loop
 
     def set_policy(self, policy: Policy | None) -> None:
         """Swap the policy for the next requests (a kill switch at run time); None: the handle's."""
@@ -231,16 +240,19 @@ class _Recorder:
         headers: Iterable[tuple[str, str]],
         method: str,
         path: str,
+        route_path: str,
         target: str,
         query: str,
-        template: str | None,
         context: object,
         route: _Route | None = None,
     ) -> _Request:
         """Read the request's head (header names are lower case) and decide; the app has not run yet.
 
+        The rule comes from the policy's own route patterns matched against ``route_path`` (the path the
+        framework routes on); the app's router is never called. ``path`` is what the event names until
+        the framework says which route served the request (:meth:`_route_name`), collapsed.
         ``route``: the name, redacted target and rule already found for this method and path (the
-        caller's cache); ``path``, ``target``, ``query`` and ``template`` are then not looked at.
+        caller's cache); ``path``, ``route_path``, ``target`` and ``query`` are then not looked at.
         """
         req = _Request()
         req.handle = handle
@@ -272,11 +284,12 @@ class _Recorder:
         else:
             policy = self._policy or (handle.policy if handle is not None else DEFAULT_POLICY)
             method = method.upper()
-            req.method = method if method.isalpha() and len(method) <= 16 else "OTHER"
-            req.name = template if template is not None else collapse_path(path or "/", scanner=scanner)
+            # The label hides an odd method; the rule is matched on the real one (the framework routes it).
+            req.method = method if method.isalpha() and method.isascii() and len(method) <= 16 else "OTHER"
+            req.name = collapse_path(path or "/", scanner=scanner)
             req.query = query
             req.target = redact_target(f"{target}?{query}" if query else target, scanner=scanner)
-            req.rule = policy.match(route=req.name, method=req.method)
+            req.rule = policy.match_request(path=route_path or "/", method=method)
         try:
             actor = self._actor(context) or ANONYMOUS
         except Exception as exc:
@@ -352,6 +365,10 @@ class _Recorder:
             return False
         return emit_event(req.handle, event, self.stats)
 
+    def _route_name(self, req: _Request) -> str | None:
+        """The route template the framework recorded once it routed ``req`` (None: not known)."""
+        return None
+
     def _event(self, req: _Request) -> dict[str, Any]:
         """The request's ``http.request`` event, as :func:`auditlog.events.build_event` lays it out, with
         the shapes, actor, decision and action already JSON (the event goes to the journal as it is)."""
@@ -407,7 +424,7 @@ class _Recorder:
             correlation_id=req.corr.correlation_id,
             span_id=req.corr.span_id,
             actor=req.actor.redacted(scanner, fingerprint).as_json(),
-            action=req.action or {"name": req.name, "method": req.method, "target": req.target},
+            action=_action(req, self._name_after(req)),
             decision=req.decision.as_json(),
             outcome=outcome_dict(
                 status,
@@ -436,6 +453,13 @@ class _Recorder:
         event["http"] = http
         return event
 
+    def _name_after(self, req: _Request) -> str | None:
+        try:
+            return self._route_name(req)
+        except Exception as exc:
+            self.stats.error("route", exc)
+            return None
+
     def _store_body(self, req: _Request) -> dict[str, Any] | None:
         cap = req.resp_capture
         store = self._body_store
@@ -459,6 +483,43 @@ class _Recorder:
         return {"key": key, "bytes": len(cap), "truncated": req.resp_truncated}
 
     # -- refusals ------------------------------------------------------------------------------------
+
+    def _failed(
+        self, exc: Exception, *, handle: AuditHandle | None, method: str, path: str
+    ) -> tuple[int, list[tuple[str, str]], bytes] | None:
+        """The step before the app raised: never skip an access check. Under ``enforce``, or when the
+        path's rule is ``fail_mode = "closed"`` (or a kill switch), answer 503 (returned); else serve
+        (None). Either way an ``audit.failed`` event with the error's type only is journaled."""
+        self.stats.error("begin", exc)
+        refuse = self.enforce or self._closed_for(handle, method, path)
+        event = failure_event(exc, refused=refuse, where="http.begin")
+        if handle is not None:
+            emit_event(handle, event, self.stats)
+        else:
+            self.stats.dropped += 1
+        if not refuse:
+            return None
+        self.stats.refused += 1
+        cid = event["correlation_id"]
+        payload = orjson.dumps(
+            {"error": "audit_unavailable", "detail": _FAILED_DETAIL, "correlation_id": cid}
+        )
+        headers = [
+            ("content-type", "application/json"),
+            ("content-length", str(len(payload))),
+            ("x-correlation-id", cid),
+        ]
+        return 503, headers, payload
+
+    def _closed_for(self, handle: AuditHandle | None, method: str, path: str) -> bool:
+        """Whether the rule for ``method`` and ``path`` fails closed (or is disabled); when even that
+        cannot be told, whether any rule of the policy does."""
+        policy = self._policy or (handle.policy if handle is not None else DEFAULT_POLICY)
+        try:
+            rule = policy.match_request(path=path or "/", method=method.upper())
+        except Exception:
+            return any(r.fail_mode == "closed" or r.disabled for r in (policy.defaults, *policy.rules))
+        return rule.fail_mode == "closed" or rule.disabled
 
     def _refusal(self, req: _Request) -> tuple[int, list[tuple[str, str]], bytes]:
         """Record a refused request (kill switch or missing scopes); return status, headers and body."""
@@ -511,6 +572,13 @@ class _Recorder:
         return _error_response(req, 503, "audit_unavailable", _CLOSED_DETAIL, [])
 
 
+def _action(req: _Request, name: str | None) -> Any:
+    """The event's action: the framework's route template when known, else the collapsed path."""
+    if name is None or name == req.name:
+        return req.action or {"name": req.name, "method": req.method, "target": req.target}
+    return {"name": name, "method": req.method, "target": req.target}
+
+
 def _error_response(
     req: _Request, code: int, error: str, detail: str, extra: list[tuple[str, str]], **fields: Any
 ) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -526,4 +594,5 @@ def _error_response(
     return code, headers, payload
 
 
+_FAILED_DETAIL = "the audit middleware failed before the request ran, and the policy requires an audit"
 _CLOSED_DETAIL = "the audit log could not record this request, and the policy requires it (fail_mode closed)"

@@ -10,11 +10,13 @@ are teed, never held: each chunk goes on as it arrives (streaming and SSE stay s
 most ``shape_limit`` bytes to shape a JSON or form body, and at most ``capture_limit`` bytes of the
 response for the body store when the rule says ``capture_body``.
 
-Per request, before the app runs: the route (the framework's route template when it can be matched
-up front, else the path with id-like segments collapsed), the matching policy rule, the correlation id
+Per request, before the app runs: the matching policy rule (the policy's own route patterns, compiled
+once, over the path the framework routes on: the app's router is never called, so nothing of the app
+runs twice), the correlation id
 (``traceparent`` / the current OpenTelemetry span / ``x-request-id`` / new; echoed as
 ``x-correlation-id`` and bound into structlog's contextvars), the actor (from verified auth only) and
-the decision:
+the decision. The event names the route the framework chose (``scope["route"]``, which Starlette and
+FastAPI set once they have routed), else the path with id-like segments collapsed:
 
 - ``disabled = true``: answered 503, recorded (a per-route kill switch);
 - missing ``required_scopes`` with ``enforce=True``: answered 403 and recorded as ``authz.denied``;
@@ -43,7 +45,7 @@ import structlog
 from auditlog.actor import ActorResolver, default_actor
 from auditlog.handle import AuditHandle, current_handle
 from auditlog.integrations._http import _FALLBACK_SCANNER, BodySink, _Recorder, _Request, _Route
-from auditlog.integrations._routes import RouteIndex, find_routes
+from auditlog.integrations.urls import collapse_path
 from auditlog.policy import DEFAULT_POLICY, Policy
 from processors import Scanner, ShapeLimits
 
@@ -100,8 +102,8 @@ class AuditMiddleware(_Recorder):
         ValueError: a limit is not a positive int.
     """
 
-    # _routes: a RouteIndex once the app's routes are known; _known: what each known path decided
-    __slots__ = ("_known", "_routes", "_routes_known", "app")
+    # _known: what each known path decided
+    __slots__ = ("_known", "app")
 
     def __init__(
         self,
@@ -129,8 +131,6 @@ class AuditMiddleware(_Recorder):
             limits=limits,
         )
         self.app = app
-        self._routes: RouteIndex | None = None
-        self._routes_known = False
         self._known = _KnownRoutes()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -142,7 +142,12 @@ class AuditMiddleware(_Recorder):
         try:
             req = self._begin(scope, handle)
         except Exception as exc:
-            self.stats.error("begin", exc)
+            refusal = self._failed(
+                exc, handle=handle, method=str(scope.get("method", "GET")), path=_route_path(scope)
+            )
+            if refusal is not None:
+                await _send_response(send, *refusal)
+                return
             await self.app(scope, receive, send)
             return
         if not req.decision.allowed:
@@ -208,23 +213,19 @@ class AuditMiddleware(_Recorder):
                         await _send_response(send, *self._closed_refusal(req))
 
     def _begin(self, scope: Scope, handle: AuditHandle | None) -> _Request:
-        if not self._routes_known:
-            routes = find_routes(self.app)
-            self._routes = RouteIndex(routes) if routes else None
-            self._routes_known = True
         path = scope.get("path") or "/"
         raw = scope.get("raw_path")
+        root = scope.get("root_path") or ""
         method = str(scope.get("method", "GET"))
         query = scope.get("query_string") or b""
         headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers") or ()]
         # Method, name, target and rule follow from method, path and root path alone when the query is
-        # empty and the routes match by path (see RouteIndex.path_only): found once, kept per policy and
-        # scanner. Only paths whose redacted target hides nothing are kept (route words, short numbers,
-        # UUIDs), so no token, email, card number or flagged segment is held longer than its request.
-        index = self._routes
+        # empty: found once, kept per policy and scanner. Only paths whose redacted target hides nothing
+        # are kept (route words, short numbers, UUIDs), so no token, email, card number or flagged
+        # segment is held longer than its request.
         key = route = None
-        if not query and (index is None or index.path_only) and "fastapi" not in scope:
-            key = (method, path, raw, scope.get("root_path", ""))
+        if not query:
+            key = (method, path, raw, root)
             policy = self._policy or (handle.policy if handle is not None else DEFAULT_POLICY)
             scanner = handle.scanner if handle is not None else _FALLBACK_SCANNER
             known = self._known
@@ -236,12 +237,13 @@ class AuditMiddleware(_Recorder):
             headers=headers,
             method=method,
             path=path,
+            route_path=_route_path(scope),
             target=raw.decode("latin-1") if route is None and isinstance(raw, bytes) else path,
-            query=query.decode("latin-1") if query else "",  # a kept route: these three are not read
-            template=index.template(scope) if route is None and index is not None else None,
+            query=query.decode("latin-1") if query else "",  # a kept route: these are not read
             context=scope,
             route=route,
         )
+        req.root = root
         if (
             route is None
             and key is not None
@@ -252,6 +254,26 @@ class AuditMiddleware(_Recorder):
             action = orjson.dumps({"name": req.name, "method": req.method, "target": req.target})
             self._known.put(key, (req.method, req.name, req.target, req.rule, orjson.Fragment(action)))
         return req
+
+    def _route_name(self, req: _Request) -> str | None:
+        """The template of the route Starlette/FastAPI chose (``scope["route"]``, set by the router once
+        it has routed), under the collapsed prefix of the mounts it went through; None: not routed."""
+        scope = req.context
+        if not isinstance(scope, MutableMapping):
+            return None
+        route = scope.get("route")
+        path = getattr(route, "path", None)
+        if type(path) is not str or isinstance(getattr(route, "routes", None), list):
+            return None  # not routed, or a Mount serving an app that is not a router: the collapsed path
+        if getattr(route, "endpoint", None) is None and hasattr(route, "app"):
+            return None  # a Mount or Host whose app routes on its own
+        root = scope.get("root_path") or ""
+        first = req.root
+        if root == first or not root.startswith(first):
+            return path
+        handle = req.handle
+        scanner = handle.scanner if handle is not None else _FALLBACK_SCANNER
+        return collapse_path(root[len(first) :], scanner=scanner) + path
 
     def _on_send(self, req: _Request, message: Message) -> Message:
         kind = message["type"]
@@ -272,6 +294,13 @@ class AuditMiddleware(_Recorder):
             if not message.get("more_body", False):
                 req.complete = True
         return message
+
+
+def _route_path(scope: Scope) -> str:
+    """The path Starlette routes on: ``path`` without the ``root_path`` it starts with."""
+    path = str(scope.get("path") or "/")
+    root = str(scope.get("root_path") or "")
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 async def _send_response(send: Send, code: int, headers: list[tuple[str, str]], payload: bytes) -> None:

@@ -114,7 +114,10 @@ class FastMCPAuditMiddleware(_Middleware):
         try:
             call = self._begin(context)
         except Exception as exc:
-            auditor.stats.error("begin", exc)
+            name = getattr(context.message, "name", None)
+            refusal = auditor.failed(exc, method=context.method, params={"name": name})
+            if refusal is not None:
+                raise MCPError(*refusal) from None
             return await call_next(context)
         if not call.decision.allowed:
             raise MCPError(*auditor.refuse(call))

@@ -45,6 +45,7 @@ from auditlog.events import (
     decide,
     emit_event,
     event_dict,
+    failure_event,
     outcome_dict,
     shape_value,
 )
@@ -52,6 +53,7 @@ from auditlog.handle import AuditHandle, current_handle
 from auditlog.integrations.urls import accepted_by, collapse_path
 from auditlog.policy import DEFAULT_POLICY, Policy, Rule
 from processors import Scanner, SecretScanner, ShapeLimits
+from processors.correlation import current_span_ids
 from processors.shapes import emittable_key
 
 if TYPE_CHECKING:
@@ -85,6 +87,7 @@ _METADATA_RULES: dict[int, tuple[Rule, Rule]] = {}
 DENIED_MESSAGE = "forbidden: the caller lacks a scope this call requires"
 DISABLED_MESSAGE = "unavailable: this tool is disabled by the audit policy"
 CLOSED_MESSAGE = "refused: the audit log could not record this call (fail_mode closed)"
+FAILED_MESSAGE = "refused: the audit middleware failed before this call ran, and the policy requires an audit"
 
 
 def _missing_sdk(module: str) -> ImportError:
@@ -107,6 +110,11 @@ def resource_template(uri: object, scanner: Scanner | None = None) -> tuple[str 
     if rest.startswith("//"):
         return scheme, f"{scheme}:/" + collapse_path(rest[1:], scanner=scanner)
     return scheme, f"{scheme}:" + collapse_path(rest, scanner=scanner)
+
+
+def _resource_path(uri: str) -> str:
+    """The URI a resource read names, without query and fragment (what a rule may name literally)."""
+    return uri.split("#", 1)[0].split("?", 1)[0]
 
 
 # Labels (client names and versions, session ids) that passed, per scanner: a client sends the same ones
@@ -171,6 +179,7 @@ class MCPAuditor:
         self._handle = handle
         self._limits = limits or ShapeLimits()
         self.stats = MiddlewareStats()
+        current_span_ids()  # imports OpenTelemetry (when installed) now, not on a request in the event loop
 
     def set_policy(self, policy: Policy | None) -> None:
         """Swap the policy for the next requests (a kill switch at run time); None: the handle's."""
@@ -199,15 +208,22 @@ class MCPAuditor:
         name = method
         arguments: object = None
         info: dict[str, Any] = {}
+        # Rules match what the server dispatches on (the real tool name, the real URI); only the
+        # journaled label is sanitized. Matching the label let a rule miss a tool whose name looks like
+        # a token ("oauth2token" -> "<hidden>"), so its scopes and kill switch never applied.
         if method in ("tools/call", "prompts/get"):
             raw = params.get("name")
-            name = raw if isinstance(raw, str) and emittable_key(raw, 128) else "<hidden>"
+            real = raw if isinstance(raw, str) else None
+            name = real if real is not None and emittable_key(real, 128) else "<hidden>"
             arguments = params.get("arguments")
-            rule = policy.match(tool=name, method=method)
+            rule = policy.match(tool=real, method=method, remember=real is None or name == real)
         elif method == "resources/read":
-            scheme, name = resource_template(params.get("uri"), scanner)
+            uri = params.get("uri")
+            scheme, name = resource_template(uri, scanner)
             info["scheme"] = scheme
             rule = policy.match(route=name, method=method)
+            if rule is policy.defaults and isinstance(uri, str):  # a rule naming the URI itself
+                rule = policy.match(route=_resource_path(uri), method=method, remember=False)
         else:
             rule = policy.match(method=method)
         if method in _METADATA_ONLY and rule.level in ("shape", "values"):
@@ -242,6 +258,36 @@ class MCPAuditor:
             arguments=arguments,
             mcp=info,
         )
+
+    def failed(
+        self, exc: Exception, *, method: object, params: object
+    ) -> tuple[int, str, dict[str, Any]] | None:
+        """:meth:`begin` raised: never skip an access check. Under ``enforce``, or when the request's rule
+        fails closed (or is disabled), return the JSON-RPC error to raise; else None (serve). Either way
+        an ``audit.failed`` event with the error's type only is journaled."""
+        self.stats.error("begin", exc)
+        handle = self._handle if self._handle is not None else current_handle()
+        refuse = self.enforce or self._closed_for(handle, method, params)
+        event = failure_event(exc, refused=refuse, where="mcp.begin")
+        if handle is not None:
+            emit_event(handle, event, self.stats)
+        else:
+            self.stats.dropped += 1
+        if not refuse:
+            return None
+        self.stats.refused += 1
+        return INTERNAL_ERROR, FAILED_MESSAGE, {"correlation_id": event["correlation_id"]}
+
+    def _closed_for(self, handle: AuditHandle | None, method: object, params: object) -> bool:
+        policy = self._policy or (handle.policy if handle is not None else DEFAULT_POLICY)
+        try:
+            name = params.get("name") if isinstance(params, Mapping) else None
+            rule = policy.match(
+                tool=name if isinstance(name, str) else None, method=str(method), remember=False
+            )
+        except Exception:
+            return any(r.fail_mode == "closed" or r.disabled for r in (policy.defaults, *policy.rules))
+        return rule.fail_mode == "closed" or rule.disabled
 
     def refuse(self, call: MCPCall) -> tuple[int, str, dict[str, Any]]:
         """Record a refused call; return the JSON-RPC error ``(code, message, data)`` to raise."""
@@ -473,7 +519,9 @@ class MCPAuditMiddleware:
         try:
             call = self._begin(ctx)
         except Exception as exc:
-            auditor.stats.error("begin", exc)
+            refusal = auditor.failed(exc, method=ctx.method, params=ctx.params)
+            if refusal is not None:
+                raise self._error(*refusal) from None
             return await call_next(ctx)
         if not call.decision.allowed:
             raise self._error(*auditor.refuse(call))

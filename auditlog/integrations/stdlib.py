@@ -18,6 +18,7 @@ import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from auditlog.integrations.urls import redact_target
+from auditlog.pipeline import CALLER_RESERVED, stash_reserved
 
 if TYPE_CHECKING:
     from auditlog.handle import AuditHandle
@@ -55,9 +56,14 @@ def record_to_event(logger: WrappedLogger, method_name: str, ed: EventDict) -> E
         ed["event"] = record.msg  # the template; a non-str message is shaped like any value
         if args:
             ed["args"] = args
+    extras = []
     for k, v in record.__dict__.items():
         if k not in _RECORD_ATTRS and not k.startswith("_") and k not in ed:
             ed[k] = v
+            extras.append(k)
+    caller = CALLER_RESERVED.intersection(extras)  # extra={"correlation_id": ...}: the caller's
+    if caller:
+        stash_reserved(ed, caller)
     return ed
 
 

@@ -17,15 +17,15 @@ set by an authentication layer (a Django middleware: ``request.META`` *is* the e
 runs (for enforcement) and again at the end (for the record), so an app that authenticates inside
 still gets its actor recorded.
 
-The route template comes from Flask's URL map or Django's URL resolver when the wrapped app is one,
-else the path with id-like segments collapsed. Decisions, ``fail_mode`` and levels behave as in
-:mod:`auditlog.integrations.asgi`.
+Rules are matched before the app runs with the policy's own route patterns over ``PATH_INFO``; the app's
+URL map is never called (its converters run once, in the app). The event names the URL rule Flask
+recorded once it routed (``request.url_rule``, found through ``environ["werkzeug.request"]``), or what
+an optional ``route`` finder reads from the environ after the app ran, else the path with id-like
+segments collapsed. Decisions, ``fail_mode`` and levels behave as in :mod:`auditlog.integrations.asgi`.
 """
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import Any, Protocol
 
@@ -34,6 +34,7 @@ import structlog
 from auditlog.actor import ANONYMOUS, ActorResolver, wsgi_actor
 from auditlog.handle import AuditHandle, current_handle
 from auditlog.integrations._http import BodySink, _Recorder, _Request
+from auditlog.integrations.urls import collapse_path
 from auditlog.policy import Policy
 from processors import ShapeLimits
 
@@ -62,37 +63,13 @@ def _header_pairs(environ: Environ) -> list[tuple[str, str]]:
     return out
 
 
-def _flask_routes(app: object) -> RouteFinder | None:
-    owner = getattr(app, "__self__", app)
-    url_map = getattr(owner, "url_map", None)
-    if url_map is None or not hasattr(url_map, "bind_to_environ"):
-        return None
-
-    def find(environ: Environ) -> str | None:
-        try:
-            rule, _ = url_map.bind_to_environ(environ).match(return_rule=True)
-        except Exception:  # NotFound, MethodNotAllowed, RequestRedirect
-            return None
-        text = getattr(rule, "rule", None)
-        return text if isinstance(text, str) else None
-
-    return find
-
-
-def _django_routes(app: object) -> RouteFinder | None:
-    if "django" not in sys.modules or type(app).__name__ != "WSGIHandler":
-        return None
-    resolve = importlib.import_module("django.urls").resolve
-
-    def find(environ: Environ) -> str | None:
-        try:
-            match = resolve(environ.get("PATH_INFO") or "/")
-        except Exception:  # Resolver404, or URLconf errors: no template
-            return None
-        route = getattr(match, "route", None)
-        return "/" + route.lstrip("^") if isinstance(route, str) and route else None
-
-    return find
+def flask_route(environ: Environ) -> str | None:
+    """The URL rule Flask (werkzeug) matched for this request, read after it routed: werkzeug keeps the
+    request in ``environ["werkzeug.request"]`` and Flask sets its ``url_rule``. None: not routed."""
+    request = environ.get("werkzeug.request")
+    rule = getattr(request, "url_rule", None) if request is not None else None
+    text = getattr(rule, "rule", None)
+    return text if isinstance(text, str) else None
 
 
 class _Input:
@@ -180,10 +157,20 @@ class _Body:
             self._mw._finish(self._req)
 
 
+class _SizedBody(_Body):
+    """:class:`_Body` over a sized result (a list of chunks): its length passes through, as PEP 3333
+    servers (wsgiref, Django's runserver) set Content-Length from a one-chunk response's length."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(self._result)  # type: ignore[arg-type]
+
+
 class AuditWSGIMiddleware(_Recorder):
     """WSGI audit middleware (see the module docstring). Arguments as :class:`~.asgi.AuditMiddleware`;
     ``actor`` is a resolver over the WSGI environ (default :func:`auditlog.actor.wsgi_actor`), ``route`` an
-    optional ``(environ) -> template`` finder."""
+    optional ``(environ) -> template`` finder, called after the app ran (default :func:`flask_route`)."""
 
     __slots__ = ("_route", "app")
 
@@ -214,7 +201,7 @@ class AuditWSGIMiddleware(_Recorder):
             limits=limits,
         )
         self.app = app
-        self._route = route or _flask_routes(app) or _django_routes(app)
+        self._route = route or flask_route
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         self.stats.requests += 1
@@ -222,7 +209,16 @@ class AuditWSGIMiddleware(_Recorder):
         try:
             req = self._begin(environ, handle)
         except Exception as exc:
-            self.stats.error("begin", exc)
+            refusal = self._failed(  # the rule by PATH_INFO, as the framework routes
+                exc,
+                handle=handle,
+                method=str(environ.get("REQUEST_METHOD", "GET")),
+                path=str(environ.get("PATH_INFO") or "/"),
+            )
+            if refusal is not None:
+                code, headers, payload = refusal
+                start_response(_status_line(code), headers)
+                return [payload]
             return self.app(environ, start_response)
         if not req.decision.allowed:
             code, headers, payload = self._refusal(req)
@@ -254,7 +250,39 @@ class AuditWSGIMiddleware(_Recorder):
             raise
         finally:
             structlog.contextvars.reset_contextvars(**tokens)
+        wrapper = environ.get("wsgi.file_wrapper")
+        if isinstance(wrapper, type) and isinstance(result, wrapper):
+            return self._file(result, req)
+        if hasattr(type(result), "__len__"):  # a list: the server may set Content-Length from its length
+            return _SizedBody(result, self, req)
         return _Body(result, self, req)
+
+    def _file(self, result: Any, req: _Request) -> Iterable[bytes]:
+        """The server's own ``wsgi.file_wrapper`` result, handed back as it is (so the server can still
+        use sendfile): its bytes are counted from the response's Content-Length, never read here; the
+        event is written when the server closes it."""
+        req.resp_buf = req.resp_capture = None
+        original = getattr(result, "close", None)
+
+        def close() -> None:
+            try:
+                if original is not None:
+                    original()
+            finally:
+                self._file_done(req)
+
+        try:
+            result.close = close
+        except (AttributeError, TypeError):  # a wrapper that takes no attribute: recorded now
+            self._file_done(req)
+        served: Iterable[bytes] = result
+        return served
+
+    def _file_done(self, req: _Request) -> None:
+        req.complete = True
+        if req.resp_length is not None:
+            req.resp_bytes = req.resp_length
+        self._finish(req)
 
     def _closed(self, environ: Environ, start_response: StartResponse, req: _Request) -> Iterable[bytes]:
         """``fail_mode = "closed"``: hold the response until the event is written; 503 if it is not."""
@@ -304,36 +332,55 @@ class AuditWSGIMiddleware(_Recorder):
         return _Rest(chunks, it, result, self, req)
 
     def _begin(self, environ: Environ, handle: AuditHandle | None) -> _Request:
-        path = (environ.get("SCRIPT_NAME") or "") + (environ.get("PATH_INFO") or "/")
+        path_info = environ.get("PATH_INFO") or "/"
+        path = (environ.get("SCRIPT_NAME") or "") + path_info
         raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
         target = raw.split("?", 1)[0] if isinstance(raw, str) and raw.startswith("/") else path
-        template = None
-        if self._route is not None:
-            try:
-                template = self._route(environ)
-            except Exception as exc:
-                self.stats.error("route", exc)
         return self._start(
             handle=handle,
             headers=_header_pairs(environ),
             method=str(environ.get("REQUEST_METHOD", "GET")),
             path=path,
+            route_path=path_info,  # what Flask's and Django's routers match
             target=target,
             query=str(environ.get("QUERY_STRING") or ""),
-            template=template,
             context=environ,
         )
 
+    def _route_name(self, req: _Request) -> str | None:
+        """The route the framework recorded once it routed (``route``, default :func:`flask_route`), as
+        read when the app started its response (Flask forgets its request when the app returns)."""
+        name = req.routed
+        if name is None:
+            return None
+        env = _environ_of(req)
+        script = env.get("SCRIPT_NAME") or ""
+        if not script:
+            return name
+        handle = req.handle
+        scanner = handle.scanner if handle is not None else None
+        return collapse_path(script, scanner=scanner) + name
+
     def _on_start(self, req: _Request, status: str, headers: Headers) -> Headers:
+        if self._route is not None:
+            try:
+                req.routed = self._route(_environ_of(req))
+            except Exception as exc:
+                self.stats.error("route", exc)
         try:
             ctype = encoding = None
+            length = None
             for name, value in headers:
                 lname = name.lower()
                 if lname == "content-type":
                     ctype = value
                 elif lname == "content-encoding":
                     encoding = value
+                elif lname == "content-length":
+                    length = value
             self._response_head(req, int(status[:3]), ctype, encoding)
+            if length is not None and length.isdigit():
+                req.resp_length = int(length)
         except Exception as exc:
             self.stats.error("start_response", exc)
         return [*headers, ("X-Correlation-ID", req.corr.correlation_id)]

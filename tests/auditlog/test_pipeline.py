@@ -472,7 +472,12 @@ class TestEventStamper:
         bound: dict[str, Any],
         event: dict[str, Any],
     ) -> None:
-        """Context merge, level, logger name, correlation ids, exceptions and fingerprints all agree."""
+        """Context merge, level, logger name, correlation ids, exceptions and fingerprints all agree; the
+        caller's reserved keys are set aside first (CallerReserved shapes them)."""
+        from auditlog.pipeline import _STASH, CALLER_RESERVED
+
+        caller = {k: v for k, v in event.items() if k in CALLER_RESERVED}
+        plain = {k: v for k, v in event.items() if k not in CALLER_RESERVED}
         handle = auditlog.configure(
             journal_dir=tmp_path / "j", key=KeyRing(KEY), policy=loads(self.POLICY), stdlib=False
         )
@@ -485,12 +490,13 @@ class TestEventStamper:
                 extra = {"exc_info": True} if method == "exception" else {}
                 with structlog.contextvars.bound_contextvars(**bound):
                     fused = stamper(logger, method, {**event, **extra})
-                    one_by_one: Any = {**event, **extra}
+                    one_by_one: Any = {**plain, **extra}
                     for proc in self.separate(handle):
                         one_by_one = proc(logger, method, one_by_one)
         finally:
             handle.shutdown()
         assert fused.pop("timestamp")[:19] == one_by_one.pop("timestamp")[:19]
+        assert caller == fused.pop(_STASH, {})
         assert one_by_one == fused
 
 
@@ -560,3 +566,103 @@ class TestPathologicalThroughConfigure:
         assert {"t": "obj", "n": 10**6, "truncated": True} == {
             k: got[3]["wide"][k] for k in ("t", "n", "truncated")
         }
+
+
+# Values without a marker (the second canary corpus): each has the form of some reserved value.
+FORM_VALUES: dict[str, Any] = {
+    "session_hex": "9f3c2a7be41d08c6f5a9e27d4b1c3e80",  # a correlation id's and a trace id's form
+    "span_hex": "9f3c2a7be41d08c6",  # a span id's form
+    "card": 4111111111111111,  # a count's form
+    "word": "correcthorsebattery",  # a logger name's and a kind's form
+}
+WRITTEN_KEYS = sorted(
+    {"correlation_id", "trace_id", "span_id", "level", "logger", "timestamp", "kind", "fp", "exception"}
+    | {"hidden_keys", "dropped_fields", "policy", "seq", "mac", "ts", "event_id", "v", "stream", "source"}
+)
+
+
+class TestCallerReservedKeys:
+    @pytest.mark.parametrize("key", WRITTEN_KEYS)
+    def test_caller_values_under_written_keys_are_shaped(self, tmp_path: Path, key: str) -> None:
+        """Any key the pipeline writes, passed by a caller (kwargs, bound logger, contextvars, stdlib
+        extra) with a value of the right form, is shaped: the value never reaches the journal."""
+        d = tmp_path / "j"
+        handle = auditlog.configure(journal_dir=d, key=KeyRing(KEY), stdlib=True, exclusive=True)
+        log = structlog.get_logger("svc")
+        try:
+            for value in [
+                *FORM_VALUES.values(),
+                {"id": FORM_VALUES["session_hex"], "n": FORM_VALUES["card"]},
+            ]:
+                log.info("kw", **{key: value})
+                log.bind(**{key: value}).info("bound")
+                logging.getLogger("app").warning("extra", extra={key: value})
+                if key not in ("correlation_id", "span_id", "trace_id"):  # those: bind_correlation_id's
+                    with structlog.contextvars.bound_contextvars(**{key: value}):
+                        log.info("contextvars")
+            stats = handle.stats.as_dict()
+        finally:
+            handle.shutdown()
+        blob = journal_bytes(d)
+        found = [n for n, v in FORM_VALUES.items() if str(v).encode() in blob]
+        assert [] == found
+        assert 0 == stats["dropped"]
+
+    def test_the_pipelines_own_ids_stay(self, tmp_path: Path) -> None:
+        """A correlation id bound by the middleware (contextvars) is journaled as it is."""
+        d = tmp_path / "j"
+        handle = auditlog.configure(journal_dir=d, key=KeyRing(KEY), stdlib=False)
+        with structlog.contextvars.bound_contextvars(correlation_id="4bf92f3577b34da6a3ce929d0e0e4736"):
+            structlog.get_logger("svc").info("in request", correlation_id="4bf92f3577b34da6a3ce929d0e0e4736")
+        handle.shutdown()
+        (event,) = records(d)
+        assert ("4bf92f3577b34da6a3ce929d0e0e4736", "svc", "info") == (
+            event["correlation_id"],
+            event["logger"],
+            event["level"],
+        )
+
+
+class TestNeverRaises:
+    def test_positional_formatting_never_raises(self, tmp_path: Path) -> None:
+        """Arguments that cannot be interpolated (deep, huge int, hostile __str__): the template is the
+        message, the arguments are shaped, the event is journaled and the problem counted."""
+        deep: Any = [1]
+        for _ in range(10_000):
+            deep = [deep]
+        d = tmp_path / "j"
+        handle = auditlog.configure(journal_dir=d, key=KeyRing(KEY), stdlib=False)
+        log = structlog.get_logger("svc")
+        for arg in (deep, 10**5000, Hostile()):
+            log.info("p %s", arg)
+        log.info("two %s %s", 1)  # a mismatch raises too
+        stats = handle.stats.as_dict()
+        handle.shutdown()
+        got = records(d)
+        assert (4, 0) == (stats["written"], stats["dropped"])
+        assert ["p %s", "p %s", "p %s", "two %s %s"] == [r["event"] for r in got]
+        assert 4 == sum(n for k, n in stats["repaired"].items() if k.startswith("format:"))
+
+    def test_lone_surrogates_are_replaced_not_dropped(self, tmp_path: Path) -> None:
+        """A lone surrogate in a message or an allowlisted value is replaced (U+FFFD); the event is
+        journaled, the secret next to it still redacted."""
+        secret = CANARIES.values["api_key"]
+        pol = loads("[[rules]]\nmatch = { logger = 'svc' }\nlevel = 'values'\nallow = ['note']\n")
+        d = tmp_path / "j"
+        console = io.StringIO()
+        handle = auditlog.configure(
+            journal_dir=d, key=KeyRing(KEY), policy=pol, stdlib=False, console=console
+        )
+        log = structlog.get_logger("svc")
+        log.info("\ud800 message " + secret)
+        log.info("value", note="\udfff" + secret)
+        log.info("p %s", "\ud800" + secret)
+        stats = handle.stats.as_dict()
+        handle.shutdown()
+        got = records(d)
+        assert (3, 0) == (stats["written"], stats["dropped"])
+        assert "\ufffd message " == got[0]["event"][: len(" message ") + 1]
+        assert got[1]["note"].startswith("\ufffd")
+        assert [] == CANARIES.leaks_in(journal_bytes(d))
+        assert [] == CANARIES.leaks_in(console.getvalue().encode())
+        assert 3 == stats["repaired"]["surrogate"]
