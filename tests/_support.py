@@ -21,6 +21,7 @@ from auditlog.canaries import load_canaries
 from auditlog.cli import evidence, lake, query
 from auditlog.policy import Policy, loads
 from store.keys import KeyRing
+from store.trail import iter_trail_records, list_streams, verify_trail
 
 START_TIMEOUT = 10.0
 SECRETS = sorted(load_canaries().values.values())
@@ -192,3 +193,19 @@ def semconv_mode(monkeypatch: Any, mode: str) -> None:
         monkeypatch.delenv("OTEL_SEMCONV_STABILITY_OPT_IN", raising=False)
     else:
         monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", mode)
+
+
+def trail_records(trail: Path) -> list[dict[str, Any]]:
+    """Every record of every stream of a trail (stream by stream, each in seq order)."""
+    return [rec for _, rec in iter_trail_records(trail)]
+
+
+def only_stream(trail: Path) -> Path:
+    """The directory of a trail's one stream (for tests that open segment files)."""
+    (info,) = list_streams(trail)
+    return info.path
+
+
+def trail_ok(trail: Path, keys: KeyRing) -> bool:
+    """Whether the trail verifies (every stream, seal and checkpoint)."""
+    return verify_trail(trail, keys=keys).ok

@@ -18,6 +18,7 @@ from auditlog.demo.selftest import run_selftest
 from auditlog.policy import loads
 from processors import Finding
 from store.keys import KeyRing
+from tests._support import only_stream
 
 ROOT = Path(__file__).resolve().parents[2]
 FIND_LEAKS = ROOT.parent / "shared" / "canaries" / "find_leaks.py"
@@ -66,7 +67,7 @@ class TestVerify:
     def test_flipped_byte_fails_naming_segment_and_seq(self, tmp_path: Path) -> None:
         """A changed record makes verify exit 1 and name where."""
         d, key_file = write_journal(tmp_path)
-        seg = sorted(d.glob("*.jsonl"))[0]
+        seg = sorted(only_stream(d).glob("*.jsonl"))[0]
         lines = seg.read_bytes().splitlines(keepends=True)
         lines[5] = lines[5].replace(b'"e"', b'"f"', 1)
         seg.write_bytes(b"".join(lines))

@@ -25,9 +25,8 @@ from auditlog.canaries import Canaries, load_canaries
 from auditlog.handle import AuditHandle
 from auditlog.policy import Policy
 from store.exceptions import JournalError
-from store.journal import iter_records
 from store.keys import KeyRing, MasterKey
-from tests._support import START_TIMEOUT, serve_uvicorn
+from tests._support import START_TIMEOUT, serve_uvicorn, trail_records
 
 CANARIES: Canaries = load_canaries()
 
@@ -105,7 +104,7 @@ def canary_sinks(root: Path, policy: Policy, **kw: Any) -> Iterator[Sinks]:
 
 def events(directory: Path, kind: str | None = None) -> list[dict[str, Any]]:
     """The audit events (records with a schema version) in a journal, optionally of one kind."""
-    out = [r for r in iter_records(directory) if r.get("v") == 1]
+    out = [r for r in trail_records(directory) if r.get("v") == 1]
     return [r for r in out if kind is None or r.get("kind") == kind]
 
 

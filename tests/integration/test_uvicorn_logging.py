@@ -14,8 +14,8 @@ import uvicorn
 
 import auditlog
 from auditlog.canaries import load_canaries
-from store.journal import iter_records, verify
 from store.keys import KeyRing, MasterKey
+from tests._support import trail_ok, trail_records
 
 Scope = MutableMapping[str, Any]
 CANARIES = load_canaries()
@@ -62,14 +62,14 @@ class TestUvicornLogs:
             thread.join(timeout=10)
             sock.close()
             handle.shutdown()
-        recs = list(iter_records(tmp_path / "j"))
+        recs = trail_records(tmp_path / "j")
         access = [r for r in recs if r.get("event") == "http.access"]
         assert ["/reset/{token}?token=&email="] == [r["target"] for r in access]
         assert any(r.get("logger") == "uvicorn.error" for r in recs)
-        blob = b"".join(p.read_bytes() for p in (tmp_path / "j").iterdir())
+        blob = b"".join(p.read_bytes() for p in (tmp_path / "j").rglob("*") if p.is_file())
         assert [] == CANARIES.leaks_in(blob)
         assert b"127.0.0.1" not in b"".join(orjson_line(r) for r in access)
-        assert verify(tmp_path / "j", keys=key).ok
+        assert trail_ok(tmp_path / "j", key)
 
 
 def orjson_line(rec: dict[str, Any]) -> bytes:
