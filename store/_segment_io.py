@@ -62,6 +62,7 @@ class SegmentFiles:
         "_mk",
         "_next_number",
         "_prev_name",
+        "_reopen",
         "_seg_name",
         "_segments_opened",
         "_seq",
@@ -73,6 +74,7 @@ class SegmentFiles:
     )
 
     _broken: bool
+    _reopen: bool
     _clock: Any
     _closed: bool
     _closed_bytes: int
@@ -125,6 +127,21 @@ class SegmentFiles:
                 self._seal_active("write_error" if self._broken else "rotate")
             self._open_segment("rotate")
 
+    def seal(self) -> None:
+        """Seal the active segment now without starting the next one; the next append starts it.
+
+        For a process that is about to stop: a stream whose every segment is sealed is complete, even if
+        the process then dies without closing (``reason: "reopen"`` on the header of any segment after).
+
+        Raises:
+            JournalError: the seal cannot be written (the segment stays active).
+        """
+        with self._lock:
+            if self._closed or self._fd < 0:
+                return
+            self._seal_active("quiesce")
+            self._reopen = True
+
     def _roll(self) -> None:
         """Seal the active segment if its time has come (or it broke) and open the next one."""
         if self._closed:
@@ -145,7 +162,8 @@ class SegmentFiles:
                 return
             self._seal_active(reason)
         else:
-            reason = "write_error"
+            reason = "reopen" if self._reopen else "write_error"
+        self._reopen = False
         self._open_segment(reason)
 
     def _open_segment(self, reason: str, recovered: JournalRecovery | None = None) -> None:

@@ -177,7 +177,7 @@ class JournalWriter(Retention):
         self._created = 0.0
         self._deadline = OVERDUE
         self._sha = hashlib.sha256()
-        self._broken = self._closed = self._forked = False
+        self._broken = self._closed = self._forked = self._reopen = False
         self._recovery: JournalRecovery | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()

@@ -119,6 +119,7 @@ class TrailWriter:
         "_closed",
         "_config",
         "_dir",
+        "_eager",
         "_info",
         "_interval",
         "_journal",
@@ -156,6 +157,7 @@ class TrailWriter:
         self._closed = False
         self._checkpoint_errors = 0
         self._moved = -1
+        self._eager = False
         signing = keys.active.signing_key()
         self._signer = (keys.active.key_id, signing, public_digest(signing))
         try:
@@ -192,7 +194,10 @@ class TrailWriter:
         journal = self._journal
         if journal is None:
             journal = self._reopen()
-        return journal.append(record)
+        seq = journal.append(record)
+        if self._eager:
+            journal.seal()
+        return seq
 
     def append_owned(self, record: dict[str, Any]) -> int:
         """:meth:`append` for a dict the caller hands over (``seq`` is added to it in place).
@@ -203,7 +208,31 @@ class TrailWriter:
         journal = self._journal
         if journal is None:
             journal = self._reopen()
-        return journal.append_owned(record)
+        seq = journal.append_owned(record)
+        if self._eager:
+            journal.seal()
+        return seq
+
+    def quiesce(self) -> None:
+        """The process has stopped serving and may end at any moment: seal the stream's segment now, and
+        every record appended from here on as soon as it is written, so the stream is complete however the
+        process then ends (a server that re-raises SIGTERM with its default action runs no atexit hook).
+
+        The middleware calls this when the server's lifespan shuts down; :meth:`resume` undoes it when a
+        lifespan starts again.
+
+        Raises:
+            JournalError: the seal cannot be written.
+        """
+        self._eager = True
+        journal = self._journal
+        if journal is not None:
+            journal.seal()
+        self._checkpoint("head")
+
+    def resume(self) -> None:
+        """Serving again (a new lifespan): records go on into the stream's segments as usual."""
+        self._eager = False
 
     # -- streams ---------------------------------------------------------------------------------------
 

@@ -133,8 +133,30 @@ class AuditMiddleware(_Recorder):
         self.app = app
         self._known = _KnownRoutes()
 
+    def _lifespan_send(self, send: Send) -> Send:
+        """Follow the server's lifespan: once the app has shut down, the process may end at any moment
+        (uvicorn re-raises SIGTERM with its default action, so no atexit hook runs): seal the trail stream
+        now, and each record after it (:meth:`store.trail.TrailWriter.quiesce`); a new startup resumes."""
+
+        async def lifespan_send(message: Message) -> None:
+            await send(message)
+            kind = message.get("type")
+            handle = self._handle if self._handle is not None else current_handle()
+            journal = getattr(handle, "journal", None)
+            try:
+                if kind == "lifespan.shutdown.complete" and journal is not None:
+                    journal.quiesce()
+                elif kind == "lifespan.startup.complete" and journal is not None:
+                    journal.resume()
+            except Exception as exc:  # never into the server's lifespan
+                self.stats.error("lifespan", exc)
+
+        return lifespan_send
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                send = self._lifespan_send(send)
             await self.app(scope, receive, send)
             return
         self.stats.requests += 1

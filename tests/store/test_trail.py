@@ -241,6 +241,45 @@ time.sleep(30)
         assert ["sealed"] == [i.state for i in list_streams(tmp_path)]
         assert verify_trail(tmp_path, keys=RING).ok
 
+    def test_quiesced_stream_stays_sealed_when_the_process_dies(self, tmp_path: Path) -> None:
+        """After quiesce() every record is sealed as it is written: a process that then dies without any
+        exit hook (SIGTERM re-raised with its default action, as uvicorn does) leaves a sealed stream."""
+        code = (
+            PRELUDE
+            + """
+import os, signal
+w = TrailWriter(sys.argv[1], keys=RING, config=JournalConfig(fsync="never"), seal_on_sigterm=False)
+w.append({"i": 1})
+w.quiesce()
+w.append({"i": 2})
+w.append({"i": 3})
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
+os.kill(os.getpid(), signal.SIGTERM)
+"""
+        )
+        with run_python(code, str(tmp_path)) as proc:
+            assert -signal.SIGTERM == proc.wait(20)
+        assert ["sealed"] == [i.state for i in list_streams(tmp_path)]
+        assert [1, 2, 3] == [r["i"] for _, r in user_records(tmp_path)]
+        report = verify_trail(tmp_path, keys=RING)
+        assert report.ok, reasons(report) + [str(w) for w in report.warnings]
+
+    def test_resume_goes_back_to_one_segment(self, tmp_path: Path) -> None:
+        """After resume() records share a segment again (no seal per record)."""
+        w = open_writer(tmp_path)
+        w.append({"i": 1})
+        w.quiesce()
+        w.append({"i": 2})
+        w.resume()
+        w.append({"i": 3})
+        w.append({"i": 4})
+        (info,) = list_streams(tmp_path)
+        segments = sorted(info.path.glob("*.jsonl"))
+        seals = sorted(info.path.glob("*.seal.json"))
+        assert (3, 2) == (len(segments), len(seals))  # the first two sealed, the third open
+        w.close()
+        assert verify_trail(tmp_path, keys=RING).ok
+
     def test_a_normal_exit_seals_without_close(self, tmp_path: Path) -> None:
         """A writer never closed is sealed by the atexit hook."""
         code = (
