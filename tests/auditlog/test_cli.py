@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -74,6 +76,75 @@ class TestVerify:
         res = runner.invoke(app, ["verify", str(d), "--key-file", str(key_file)])
         assert 1 == res.exit_code
         assert seg.name in res.output and "seq" in res.output
+
+    def test_missing_or_empty_directory_is_an_error(self, tmp_path: Path) -> None:
+        """A missing directory, or one that is no trail, exits 2 and never says OK."""
+        _, key_file = write_journal(tmp_path)
+        (tmp_path / "empty").mkdir()
+        for d in (tmp_path / "missing", tmp_path / "empty"):
+            res = runner.invoke(app, ["verify", str(d), "--key-file", str(key_file)])
+            assert 2 == res.exit_code and "OK" not in res.output, res.output
+
+    def test_several_writers_are_one_trail(self, tmp_path: Path) -> None:
+        """Two processes write to one trail at once, beside an earlier one: verify lists every stream."""
+        d, key_file = write_journal(tmp_path)
+        code = (
+            "import sys, structlog, auditlog\n"
+            "h = auditlog.configure(journal_dir=sys.argv[1], key=sys.argv[2], stdlib=False)\n"
+            "[structlog.get_logger().info('e', i=i) for i in range(200)]\n"
+            "h.shutdown()\n"
+        )
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(d), str(key_file)]) for _ in range(2)]
+        assert [0, 0] == [p.wait(60) for p in procs]
+        res = runner.invoke(app, ["verify", str(d), "--key-file", str(key_file), "--json"])
+        doc = json.loads(res.stdout)
+        assert (0, True, 3) == (res.exit_code, doc["ok"], len(doc["streams"]))
+        assert 30 + 400 == sum(s["records"] - s["segments"] for s in doc["streams"])  # minus headers
+
+    def test_open_stream_warns_and_fails_unless_allowed(self, tmp_path: Path) -> None:
+        """A live writer's stream is a warning: exit 1 by default, 0 with --allow-open."""
+        d, key_file = write_journal(tmp_path)
+        live = auditlog.configure(journal_dir=d, key=key_file, stdlib=False)
+        try:
+            structlog.get_logger().info("live")
+            live.flush()
+            res = runner.invoke(app, ["verify", str(d), "--key-file", str(key_file)])
+            assert 1 == res.exit_code and "warning" in res.output
+            res = runner.invoke(app, ["verify", str(d), "--key-file", str(key_file), "--allow-open"])
+            assert 0 == res.exit_code, res.output
+        finally:
+            live.shutdown()
+
+    def test_repair_seals_a_dead_writers_stream(self, tmp_path: Path) -> None:
+        """A writer killed without closing leaves a stale stream; --repair recovers and seals it."""
+        d, key_file = write_journal(tmp_path)
+        code = (
+            "import os, sys, structlog, auditlog\n"
+            "h = auditlog.configure(journal_dir=sys.argv[1], key=sys.argv[2], stdlib=False)\n"
+            "structlog.get_logger().info('e')\n"
+            "h.flush()\n"
+            "os._exit(0)\n"
+        )
+        assert 0 == subprocess.run([sys.executable, "-c", code, str(d), str(key_file)], timeout=60).returncode
+        assert 1 == runner.invoke(app, ["verify", str(d), "--key-file", str(key_file)]).exit_code
+        res = runner.invoke(app, ["verify", str(d), "--key-file", str(key_file), "--repair"])
+        assert 0 == res.exit_code and "repaired" in res.output, res.output
+
+    def test_anchor_catches_a_rollback(self, tmp_path: Path) -> None:
+        """A trail copied, written to, then restored from the copy verifies alone but not against the
+        newer checkpoint log kept elsewhere (--anchor)."""
+        d, key_file = write_journal(tmp_path)
+        shutil.copytree(d, tmp_path / "backup")
+        h = auditlog.configure(journal_dir=d, key=key_file, stdlib=False)
+        structlog.get_logger().info("later")
+        h.shutdown()
+        anchor = tmp_path / "anchor.jsonl"
+        shutil.copy(d / "checkpoints.jsonl", anchor)
+        shutil.rmtree(d)
+        shutil.copytree(tmp_path / "backup", d)
+        assert 0 == runner.invoke(app, ["verify", str(d), "--key-file", str(key_file)]).exit_code
+        res = runner.invoke(app, ["verify", str(d), "--key-file", str(key_file), "--anchor", str(anchor)])
+        assert 1 == res.exit_code and "FAIL" in res.output, res.output
 
     def test_missing_key_is_usage_error(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """Without any key, verify exits 2 with a hint."""
