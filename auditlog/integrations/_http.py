@@ -529,7 +529,7 @@ class _Recorder:
         if decision.reason == "disabled":
             self.stats.disabled += 1
             code, error, detail = 503, "disabled", "this endpoint is disabled by the audit policy"
-            kind, status = "http.request", "disabled"
+            kind, status = "authz.denied", "disabled"
         else:
             self.stats.denied += 1
             code, error, detail = 403, "insufficient_scope", "the caller lacks a required scope"

@@ -122,6 +122,11 @@ class FastMCPAuditMiddleware(_Middleware):
         if not call.decision.allowed:
             raise MCPError(*auditor.refuse(call))
         result = await auditor.run(call, lambda: call_next(context))
+        if call.method == "tools/list":
+            try:
+                result = auditor.visible_tools(result)
+            except Exception as exc:
+                auditor.stats.error("tools_list", exc)
         try:
             shaped = call.method in _SHAPED and call.rule.level in ("shape", "values")
             body, is_error = _result(result) if shaped else (None, None)

@@ -289,13 +289,41 @@ class MCPAuditor:
             return any(r.fail_mode == "closed" or r.disabled for r in (policy.defaults, *policy.rules))
         return rule.fail_mode == "closed" or rule.disabled
 
+    def visible_tools(self, result: Any) -> Any:
+        """A ``tools/list`` result without the tools the policy disables: a kill switch hides the tool as
+        well as refusing it, so clients do not offer what they cannot call. Anything else is returned as is.
+
+        Handles the SDK's ``ListToolsResult`` (a model with ``tools``), a plain ``{"tools": [...]}`` and a
+        sequence of tool objects (fastmcp); a tool is matched by its real name, as a call would be.
+        """
+        handle = self._handle if self._handle is not None else current_handle()
+        policy = self._policy or (handle.policy if handle is not None else DEFAULT_POLICY)
+        if not any(r.disabled for r in policy.rules):
+            return result
+
+        def shown(tool: Any) -> bool:
+            name = tool.get("name") if isinstance(tool, Mapping) else getattr(tool, "name", None)
+            if not isinstance(name, str):
+                return True
+            return not policy.match(tool=name, method="tools/call", remember=False).disabled
+
+        if isinstance(result, list | tuple):
+            return type(result)(t for t in result if shown(t))
+        if isinstance(result, Mapping) and isinstance(result.get("tools"), list):
+            return {**result, "tools": [t for t in result["tools"] if shown(t)]}
+        tools = getattr(result, "tools", None)
+        copy = getattr(result, "model_copy", None)
+        if isinstance(tools, list) and callable(copy):
+            return copy(update={"tools": [t for t in tools if shown(t)]})
+        return result
+
     def refuse(self, call: MCPCall) -> tuple[int, str, dict[str, Any]]:
         """Record a refused call; return the JSON-RPC error ``(code, message, data)`` to raise."""
         decision = call.decision
         if decision.reason == "disabled":
             self.stats.disabled += 1
             status: Status = "disabled"
-            kind: EventKind = call.kind
+            kind: EventKind = "authz.denied"
             message = DISABLED_MESSAGE
         else:
             self.stats.denied += 1
@@ -526,6 +554,11 @@ class MCPAuditMiddleware:
         if not call.decision.allowed:
             raise self._error(*auditor.refuse(call))
         result = await auditor.run(call, lambda: call_next(ctx))
+        if call.method == "tools/list":
+            try:
+                result = auditor.visible_tools(result)
+            except Exception as exc:
+                auditor.stats.error("tools_list", exc)
         try:
             body, is_error = tool_result(result) if call.rule.level in ("shape", "values") else (None, None)
             if is_error is None and isinstance(result, Mapping):

@@ -253,7 +253,9 @@ class TestStreaming:
         assert {"t": "bytes", "len": event["http"]["response_bytes"]} == event["result_shape"]
 
     def test_websocket_and_lifespan_pass_through_untouched(self) -> None:
-        """Non-http scopes reach the app with the very same scope, receive and send."""
+        """Non-http scopes reach the app with the very same scope and receive, and websocket messages go
+        out through the same send; lifespan messages reach the server unchanged (the middleware watches
+        for shutdown to seal the trail stream)."""
         seen: list[tuple[Any, Any, Any]] = []
 
         async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -267,11 +269,21 @@ class TestStreaming:
         async def send(message: Any) -> None:
             pass
 
-        for kind in ("websocket", "lifespan"):
-            scope = {"type": kind}
-            asyncio.run(mw(scope, receive, send))
-            assert (scope, receive, send) == seen[-1]
-            assert seen[-1][0] is scope
+        sent: list[Any] = []
+
+        async def lifespan_send(message: Any) -> None:
+            sent.append(message)
+
+        scope: dict[str, Any] = {"type": "websocket"}
+        asyncio.run(mw(scope, receive, send))
+        assert (scope, receive, send) == seen[-1]
+        assert seen[-1][0] is scope
+        lifespan: dict[str, Any] = {"type": "lifespan"}
+        asyncio.run(mw(lifespan, receive, lifespan_send))
+        assert (lifespan, receive) == seen[-1][:2]
+        message = {"type": "lifespan.startup.complete"}
+        asyncio.run(seen[-1][2](message))
+        assert [message] == sent and sent[0] is message
         assert 0 == mw.stats.requests
 
 
@@ -341,14 +353,16 @@ class TestDecisions:
         assert ["admin"] == event["decision"]["missing"]
 
     def test_kill_switch_answers_503_and_records(self, kit: SimpleNamespace, pipeline: Any) -> None:
-        """disabled=true: 503 without running the endpoint, recorded as disabled."""
+        """disabled=true: 503 without running the endpoint, recorded as a refusal (authz.denied) like
+        every other refusal, its status and reason saying the kill switch."""
         handle, directory = pipeline
         with kit.serve_asgi(build_fastapi(handle)) as base:
             r = httpx.get(f"{base}/disabled")
         assert 503 == r.status_code
         assert "disabled" == r.json()["error"]
         handle.flush()
-        [event] = kit.events(directory, "http.request")
+        assert [] == kit.events(directory, "http.request")
+        [event] = kit.events(directory, "authz.denied")
         assert "disabled" == event["outcome"]["status"]
         assert {"allowed": False, "reason": "disabled", "rule": "kill", "required": []} == event["decision"]
 

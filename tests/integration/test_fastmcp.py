@@ -104,13 +104,24 @@ class TestInMemory:
         kit.run(go)
         assert [DENIED_MESSAGE, DISABLED_MESSAGE, CLOSED_MESSAGE] == messages
         monkeypatch.undo()
-        [denied] = kit.events(directory, "authz.denied")
+        denied, disabled = kit.events(directory, "authz.denied")  # every refusal is one kind of event
         assert ["admin"] == denied["decision"]["missing"]
-        [disabled] = kit.events(directory, "mcp.tool_call")
-        assert "disabled" == disabled["outcome"]["status"]
+        assert ("disabled", "disabled") == (disabled["outcome"]["status"], disabled["decision"]["reason"])
 
 
 class TestStreamableHTTP:
+    def test_disabled_tools_are_not_listed(self, kit: SimpleNamespace, pipeline: Any) -> None:
+        """A kill switch hides the tool from tools/list as well as refusing it; the others stay listed."""
+        handle, _ = pipeline
+        names: list[str] = []
+
+        async def go() -> None:
+            async with Client(build_server(FastMCPAuditMiddleware(handle=handle))) as client:
+                names.extend(t.name for t in await client.list_tools())
+
+        kit.run(go)
+        assert "off" not in names and {"add", "delete_user"} <= set(names)
+
     def test_static_tokens_over_http(self, kit: SimpleNamespace, pipeline: Any) -> None:
         """fastmcp's http app under uvicorn: actor from the verified token, scopes enforced."""
         handle, directory = pipeline

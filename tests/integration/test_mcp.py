@@ -202,7 +202,8 @@ class TestInMemory:
         kit.run(go)
         assert [DENIED_MESSAGE, DISABLED_MESSAGE] == errors
         handle.flush()
-        [denied] = kit.events(directory, "authz.denied")
+        denied, disabled = kit.events(directory, "authz.denied")  # every refusal is one kind of event
+        assert ("off", "disabled") == (disabled["action"]["name"], disabled["outcome"]["status"])
         assert {
             "allowed": False,
             "reason": "missing_scopes",
@@ -213,8 +214,20 @@ class TestInMemory:
         calls = [
             (e["action"]["name"], e["outcome"]["status"]) for e in kit.events(directory, "mcp.tool_call")
         ]
-        assert [("off", "disabled"), ("<hidden>", "error"), ("delete_user", "ok")] == calls
+        assert [("<hidden>", "error"), ("delete_user", "ok")] == calls
         assert [] == CANARIES.leaks_in(kit.journal_bytes(directory))
+
+    def test_disabled_tools_are_not_listed(self, kit: SimpleNamespace, pipeline: Any) -> None:
+        """A kill switch hides the tool from tools/list as well as refusing it; the others stay listed."""
+        handle, _ = pipeline
+        names: list[list[str]] = []
+
+        async def go() -> None:
+            async with Client(build_server(MCPAuditMiddleware(handle=handle))) as client:
+                names.append(sorted(t.name for t in (await client.list_tools()).tools))
+
+        kit.run(go)
+        assert "off" not in names[0] and {"add", "delete_user"} <= set(names[0])
 
     def test_fail_closed(self, kit: SimpleNamespace, pipeline: Any, monkeypatch: pytest.MonkeyPatch) -> None:
         """fail_mode=closed: the call's result is replaced by a JSON-RPC error when the journal refuses."""
