@@ -224,7 +224,7 @@ _LEVELS = {"warn": "warning", "exception": "error"}  # structlog's map_method_na
 # (the journal's) and `ts` and `event_id` (emit's) are plain fields to the recorder: shaped already.
 CALLER_RESERVED: frozenset[str] = RESERVED_KEYS - {"event"}
 # Ids the middleware (and bind_correlation_id) bind into structlog's contextvars: taken from there.
-_CONTEXT_IDS = ("correlation_id", "span_id", "trace_id")
+CONTEXT_IDS = ("correlation_id", "span_id", "trace_id")
 _STASH = "\x00auditlog.caller_reserved"  # never emittable: the recorder would hide it, were it left
 
 
@@ -273,7 +273,7 @@ class EventStamper:
         # Bound contextvars: the ids are the middleware's (or bind_correlation_id's); the rest the caller's.
         hit = CALLER_RESERVED.intersection(event_dict)
         if hit:
-            stash_reserved(event_dict, hit.difference(_CONTEXT_IDS))
+            stash_reserved(event_dict, hit.difference(CONTEXT_IDS))
         event_dict["level"] = _LEVELS.get(method_name, method_name)
         event_dict = add_logger_name_and_timestamp(logger, method_name, event_dict)
         event_dict = add_correlation_ids(logger, method_name, event_dict)

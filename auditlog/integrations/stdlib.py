@@ -18,7 +18,7 @@ import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from auditlog.integrations.urls import redact_target
-from auditlog.pipeline import CALLER_RESERVED, stash_reserved
+from auditlog.pipeline import CALLER_RESERVED, CONTEXT_IDS, stash_reserved
 
 if TYPE_CHECKING:
     from auditlog.handle import AuditHandle
@@ -64,6 +64,17 @@ def record_to_event(logger: WrappedLogger, method_name: str, ed: EventDict) -> E
     caller = CALLER_RESERVED.intersection(extras)  # extra={"correlation_id": ...}: the caller's
     if caller:
         stash_reserved(ed, caller)
+    return ed
+
+
+def add_bound_ids(logger: WrappedLogger, method_name: str, ed: EventDict) -> EventDict:
+    """Foreign pre-chain step: the correlation ids the middleware bound for the request being served
+    (structlog's contextvars), so an access line, or any stdlib record written while serving a request,
+    sits with that request in a timeline. Only the ids: other bound values are the caller's."""
+    bound = structlog.contextvars.get_contextvars()
+    for key in CONTEXT_IDS:
+        if key in bound and key not in ed:
+            ed[key] = bound[key]
     return ed
 
 
@@ -114,7 +125,7 @@ def install(
     raw, interpolated record (values included) beside the redacted one.
     """
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[record_to_event, structlog.stdlib.add_log_level],
+        foreign_pre_chain=[record_to_event, add_bound_ids, structlog.stdlib.add_log_level],
         processors=[_drop_meta, chain],
         use_get_message=False,
         pass_foreign_args=True,

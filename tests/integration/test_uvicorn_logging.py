@@ -71,6 +71,42 @@ class TestUvicornLogs:
         assert b"127.0.0.1" not in b"".join(orjson_line(r) for r in access)
         assert trail_ok(tmp_path / "j", key)
 
+    def test_access_line_carries_the_requests_correlation_id(self, tmp_path: Path) -> None:
+        """Behind AuditMiddleware, uvicorn's access line has the correlation id of the request it logs
+        (so a timeline shows it with the request), and a request's own traceparent wins."""
+        from auditlog.integrations.asgi import AuditMiddleware
+
+        key = KeyRing(MasterKey.generate())
+        handle = auditlog.configure(journal_dir=tmp_path / "j", key=key)
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        config = uvicorn.Config(AuditMiddleware(app), log_config=None, access_log=True, lifespan="on")
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+        try:
+            deadline = time.monotonic() + 10
+            while not server.started and time.monotonic() < deadline:
+                time.sleep(0.02)
+            httpx.get(
+                f"http://127.0.0.1:{port}/a", headers={"traceparent": f"00-{trace}-00f067aa0ba902b7-01"}
+            )
+            httpx.get(f"http://127.0.0.1:{port}/b", timeout=5)
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+            sock.close()
+            handle.shutdown()
+        recs = trail_records(tmp_path / "j")
+        requests = {
+            r["action"]["target"]: r["correlation_id"] for r in recs if r.get("kind") == "http.request"
+        }
+        access = {r["target"]: r.get("correlation_id") for r in recs if r.get("event") == "http.access"}
+        assert trace == requests["/a"] == access["/a"]
+        assert requests["/b"] == access["/b"] != trace
+
 
 def orjson_line(rec: dict[str, Any]) -> bytes:
     import orjson
