@@ -134,6 +134,14 @@ def keygen(
     out.print(f"wrote {path} (key id {key.key_id}); use it with AUDITLOG_KEY_FILE={path}")
 
 
+@policy_app.command("reference")
+def policy_reference() -> None:
+    """Print every key a policy file may hold (type, default, meaning) as a Markdown table."""
+    from auditlog.policy_reference import render
+
+    sys.stdout.write(render())
+
+
 @policy_app.command("check")
 def policy_check(
     file: Annotated[Path, typer.Argument(help="Policy TOML file.")],
