@@ -21,7 +21,7 @@ __all__ = ["register"]
 
 
 def compact_cmd(
-    directory: Annotated[Path, typer.Argument(help="Journal directory.")],
+    directory: Annotated[Path, typer.Argument(help="Trail directory (every stream is compacted).")],
     out_dir: Annotated[Path | None, typer.Option("--out", help="Layout root (default: DIR/parquet).")] = None,
     key_file: KeyFileOpt = None,
     batch_mb: Annotated[int, typer.Option("--batch-mb", min=1, help="Segment MiB per batch.")] = 512,
@@ -31,7 +31,10 @@ def compact_cmd(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Compact sealed segments into hive-partitioned Parquet (date=/source=), with manifests. Idempotent."""
+    """Compact every stream's sealed segments into Parquet (date=/hour=), with manifests. Idempotent.
+
+    Stale streams (writers that died) are recovered and sealed first, on the record.
+    """
     from auditlog.lake.compact import compact, prune
     from auditlog.lake.layout import LayoutError
 
@@ -55,7 +58,20 @@ def compact_cmd(
         "already_compacted": report.skipped,
         "pending_unsealed": list(report.pending),
         "recovered": recovered,
-        "batches": [m.batch for m in report.manifests],
+        "recovered_stale_streams": [r.stream for r in report.stale_recovered],
+        "batches": [f"{m.stream}/{m.batch}" for m in report.manifests],
+        "streams": [
+            {
+                "stream": s.stream,
+                "source": s.source,
+                "state": s.state,
+                "compacted_segments": s.compacted,
+                "rows": s.rows,
+                "already_compacted": s.skipped,
+                "pending_unsealed": list(s.pending),
+            }
+            for s in report.streams
+        ],
         "seconds": round(report.seconds, 3),
     }
     if prune_purged:
@@ -70,7 +86,7 @@ def compact_cmd(
 
 
 def ship_cmd(
-    directory: Annotated[Path, typer.Argument(help="Journal directory.")],
+    directory: Annotated[Path, typer.Argument(help="Trail directory.")],
     url: Annotated[str, typer.Argument(help="s3://bucket/prefix")],
     layout: Annotated[
         Path | None, typer.Option("--layout", help="Layout root (default: DIR/parquet).")
@@ -83,9 +99,16 @@ def ship_cmd(
             help="Also expire the shipped copies this long after upload (bucket lifecycle rule), e.g. 400d.",
         ),
     ] = None,
+    with_segments: Annotated[
+        bool,
+        typer.Option(
+            "--with-segments",
+            help="Also ship the JSONL segments (Parquet, manifests, seals and checkpoints suffice to verify).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Upload sealed segments, seals and Parquet to S3: idempotent, resumable, checksums verified."""
+    """Upload Parquet, manifests, seals and checkpoints to S3: never overwrites, resumable, checksummed."""
     import math
 
     from auditlog.lake.layout import LayoutError
@@ -109,16 +132,20 @@ def ship_cmd(
                 endpoint_url=endpoint_url,
                 progress=lambda s, d, t: bar.update(task, completed=d, total=t or None),
                 expire_after_days=days,
+                with_segments=with_segments,
             )
         except (ShipError, LayoutError) as exc:
             raise fail(str(exc), 1) from None
         except ValueError as exc:
             raise fail(str(exc)) from None
-    summary = {
+    summary: dict[str, object] = {
         "url": report.url,
         "uploaded": len(report.uploaded),
         "skipped_already_there": report.skipped,
         "bytes": report.bytes,
+        "requests": report.requests,
+        "deleted_superseded": len(report.deleted),
+        "uploaded_per_stream": report.streams,
         "seconds": round(report.seconds, 3),
     }
     if report.expire_after_days is not None:
