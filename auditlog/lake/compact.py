@@ -65,6 +65,7 @@ from auditlog.lake.layout import (
     SegmentEntry,
     SegmentMismatch,
     default_out,
+    live_manifests,
     load_manifests,
     manifest_mac,
     parse_manifest,
@@ -590,8 +591,6 @@ def _recover(root: Path) -> list[str]:
             continue  # unreadable: left for a person to look at (queries do not read it)
         _delete_batch(retired, root, marker)
         done_prunes.append(f"{marker.parent.name}/{retired.batch}: pruning finished")
-    from auditlog.lake.merge import finish_merges
-
     base = root / STAGING_DIR
     if not base.is_dir():
         return done_prunes + finish_merges(root)
@@ -609,3 +608,32 @@ def _recover(root: Path) -> list[str]:
     for tmp in (root / MANIFEST_DIR).glob("stream=*/*.json.tmp"):
         tmp.unlink(missing_ok=True)
     return done_prunes + done + finish_merges(root)
+
+
+def finish_merges(root: str | os.PathLike[str]) -> list[str]:
+    """Delete superseded manifests, and the files only they named, of every committed merge.
+
+    Returns:
+        One line per superseded batch deleted.
+    """
+    base = Path(root)
+    everything: list[Manifest] = []
+    for path in sorted((base / MANIFEST_DIR).glob("stream=*/*.json")):
+        try:
+            everything.append(parse_manifest(path.read_bytes(), path=path))
+        except (OSError, LayoutError):
+            continue
+    live = live_manifests(everything)
+    keep = {f.path for m in live for f in m.files}
+    done: list[str] = []
+    live_keys = {(m.stream, m.batch) for m in live}
+    for m in everything:
+        if (m.stream, m.batch) in live_keys or m.path is None:
+            continue
+        try:
+            delete_files(base, [f.path for f in m.files if f.path not in keep])
+            m.path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise CompactionError(f"cannot delete superseded batch {m.batch}: {exc.strerror}") from exc
+        done.append(f"stream={partition_value(m.stream)}/{m.batch}: superseded by a merge, deleted")
+    return done

@@ -27,20 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from auditlog.lake.layout import (
-    MANIFEST_DIR,
     STAGING_DIR,
     CidBloom,
     CompactionError,
     FileEntry,
-    LayoutError,
     Manifest,
-    live_manifests,
-    parse_manifest,
     partition_value,
 )
 from store.keys import KeyRing
 
-__all__ = ["MergeReport", "finish_merges", "merge"]
+__all__ = ["MergeReport", "merge"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -166,7 +162,7 @@ def _merge_run(
     root: Path, keys: KeyRing, run: list[Manifest], target: int, level: int, row_group_size: int
 ) -> tuple[Manifest | None, tuple[int, int, int, int]]:
     from auditlog.lake._batches import file_sha256, write_parquet
-    from auditlog.lake.compact import batch_name, roll_forward, write_manifest
+    from auditlog.lake.compact import batch_name, finish_merges, roll_forward, write_manifest
     from auditlog.lake.engine import arrow_schema, require
 
     pq = require("pyarrow.parquet", "auditlog.lake.merge")
@@ -277,34 +273,3 @@ def _ts_text(value: Any) -> str | None:
     if value is None:
         return None
     return str(value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" "))
-
-
-def finish_merges(root: str | os.PathLike[str]) -> list[str]:
-    """Delete superseded manifests, and the files only they named, of every committed merge.
-
-    Returns:
-        One line per superseded batch deleted.
-    """
-    base = Path(root)
-    everything: list[Manifest] = []
-    for path in sorted((base / MANIFEST_DIR).glob("stream=*/*.json")):
-        try:
-            everything.append(parse_manifest(path.read_bytes(), path=path))
-        except (OSError, LayoutError):
-            continue
-    live = live_manifests(everything)
-    keep = {f.path for m in live for f in m.files}
-    done: list[str] = []
-    live_keys = {(m.stream, m.batch) for m in live}
-    from auditlog.lake.compact import delete_files
-
-    for m in everything:
-        if (m.stream, m.batch) in live_keys or m.path is None:
-            continue
-        try:
-            delete_files(base, [f.path for f in m.files if f.path not in keep])
-            m.path.unlink(missing_ok=True)
-        except OSError as exc:
-            raise CompactionError(f"cannot delete superseded batch {m.batch}: {exc.strerror}") from exc
-        done.append(f"stream={partition_value(m.stream)}/{m.batch}: superseded by a merge, deleted")
-    return done
