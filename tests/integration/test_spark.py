@@ -144,7 +144,7 @@ class TestSpark:
         assert query.collect()[0][0] > 0
 
     def test_schema_identical_across_hosts_and_batches(self, spark: Any, table: str, shipped: Any) -> None:
-        """Every file (any host, any batch) has the same schema, and Spark types the partitions DATE and INT."""
+        """Every file (any host, any batch) has one schema; Spark types the partitions DATE and INT."""
         *_, mirror = shipped
         schemas = {str(pq.read_schema(p)) for p in mirror.glob("date=*/hour=*/*.parquet")}
         assert 1 == len(schemas)
