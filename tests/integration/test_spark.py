@@ -109,7 +109,7 @@ class TestSpark:
         assert mine == theirs and len({s for s, _ in mine}) == 3
 
     def test_timeline_across_hosts(self, spark: Any, table: str, shipped: Any) -> None:
-        """One correlation id's steps on every host, in ts, stream, seq order, as the investigation has them."""
+        """One correlation id on every host, in ts, stream, seq order, as the investigation has it."""
         fleet, url, s3, _ = shipped
         rows = spark.sql(
             f"SELECT source, stream, seq, kind FROM {table} WHERE correlation_id = '{fleet.shared_cid}' "
