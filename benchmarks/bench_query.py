@@ -230,8 +230,12 @@ def main() -> None:
     ap.add_argument("--lookups", type=int, default=20)
     ap.add_argument("--keep", type=Path, default=None, help="Keep the data in this directory.")
     ap.add_argument("--no-results", action="store_true", help="Do not write benchmarks/RESULTS.md.")
+    ap.add_argument("--fleet", action="store_true", help="Run the fleet table instead (bench_fleet.py).")
     args = ap.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-query-"))
+    if args.fleet:
+        fleet_main(args, work)
+        return
     journal = work / "journal"
     try:
         from auditlog.lake.compact import compact
@@ -307,6 +311,42 @@ def main() -> None:
     print(notes)
     if not args.no_results:
         write_results("\n".join(table), notes)
+
+
+FLEET_SECTION = "## Lake at fleet scale (bench_query.py --fleet)"
+
+
+def fleet_main(args: argparse.Namespace, work: Path) -> None:
+    """The fleet table (see ``bench_fleet.py``); written as a dated section at the top of RESULTS.md."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_fleet
+
+    try:
+        table, notes = bench_fleet.run(args.events, args.lookups, work)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+    load = os.getloadavg()[0]
+    notes += (
+        f" Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, load "
+        f"average {load:.1f} at the end (the cores are shared)."
+    )
+    print(table)
+    print(notes)
+    if args.no_results:
+        return
+    path = ROOT / "benchmarks" / "RESULTS.md"
+    text = path.read_text(encoding="utf-8")
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    section = f"{FLEET_SECTION}, {day}\n\n{table}\n\n{notes}\n\n"
+    if FLEET_SECTION in text:
+        start = text.index(FLEET_SECTION)
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
+    else:
+        first = text.find("\n## ")
+        text = text[: first + 1] + section + text[first + 1 :] if first >= 0 else text + "\n" + section
+    path.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

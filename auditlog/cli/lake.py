@@ -1,4 +1,8 @@
-"""``auditlog compact`` and ``auditlog ship``: the trail to Parquet, and the layout to S3."""
+"""``auditlog compact``, ``auditlog ship`` and ``auditlog lake ...``: the trail to Parquet, to S3, to engines.
+
+``lake ddl`` prints the CREATE statements for an engine, ``lake register --glue`` creates the Glue table,
+``lake merge`` rewrites small files of closed hours, ``lake verify`` checks a shipped lake across hosts.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ __all__ = ["register"]
 
 
 def compact_cmd(
-    directory: Annotated[Path, typer.Argument(help="Journal directory.")],
+    directory: Annotated[Path, typer.Argument(help="Trail directory (every stream is compacted).")],
     out_dir: Annotated[Path | None, typer.Option("--out", help="Layout root (default: DIR/parquet).")] = None,
     key_file: KeyFileOpt = None,
     batch_mb: Annotated[int, typer.Option("--batch-mb", min=1, help="Segment MiB per batch.")] = 512,
@@ -31,7 +35,10 @@ def compact_cmd(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Compact sealed segments into hive-partitioned Parquet (date=/source=), with manifests. Idempotent."""
+    """Compact every stream's sealed segments into Parquet (date=/hour=), with manifests. Idempotent.
+
+    Stale streams (writers that died) are recovered and sealed first, on the record.
+    """
     from auditlog.lake.compact import compact, prune
     from auditlog.lake.layout import LayoutError
 
@@ -55,7 +62,20 @@ def compact_cmd(
         "already_compacted": report.skipped,
         "pending_unsealed": list(report.pending),
         "recovered": recovered,
-        "batches": [m.batch for m in report.manifests],
+        "recovered_stale_streams": [r.stream for r in report.stale_recovered],
+        "batches": [f"{m.stream}/{m.batch}" for m in report.manifests],
+        "streams": [
+            {
+                "stream": s.stream,
+                "source": s.source,
+                "state": s.state,
+                "compacted_segments": s.compacted,
+                "rows": s.rows,
+                "already_compacted": s.skipped,
+                "pending_unsealed": list(s.pending),
+            }
+            for s in report.streams
+        ],
         "seconds": round(report.seconds, 3),
     }
     if prune_purged:
@@ -70,7 +90,7 @@ def compact_cmd(
 
 
 def ship_cmd(
-    directory: Annotated[Path, typer.Argument(help="Journal directory.")],
+    directory: Annotated[Path, typer.Argument(help="Trail directory.")],
     url: Annotated[str, typer.Argument(help="s3://bucket/prefix")],
     layout: Annotated[
         Path | None, typer.Option("--layout", help="Layout root (default: DIR/parquet).")
@@ -83,9 +103,16 @@ def ship_cmd(
             help="Also expire the shipped copies this long after upload (bucket lifecycle rule), e.g. 400d.",
         ),
     ] = None,
+    with_segments: Annotated[
+        bool,
+        typer.Option(
+            "--with-segments",
+            help="Also ship JSONL segments (Parquet, manifests, seals and checkpoints suffice to verify).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Upload sealed segments, seals and Parquet to S3: idempotent, resumable, checksums verified."""
+    """Upload Parquet, manifests, seals and checkpoints to S3: never overwrites, resumable, checksummed."""
     import math
 
     from auditlog.lake.layout import LayoutError
@@ -109,16 +136,20 @@ def ship_cmd(
                 endpoint_url=endpoint_url,
                 progress=lambda s, d, t: bar.update(task, completed=d, total=t or None),
                 expire_after_days=days,
+                with_segments=with_segments,
             )
         except (ShipError, LayoutError) as exc:
             raise fail(str(exc), 1) from None
         except ValueError as exc:
             raise fail(str(exc)) from None
-    summary = {
+    summary: dict[str, object] = {
         "url": report.url,
         "uploaded": len(report.uploaded),
         "skipped_already_there": report.skipped,
         "bytes": report.bytes,
+        "requests": report.requests,
+        "deleted_superseded": len(report.deleted),
+        "uploaded_per_stream": report.streams,
         "seconds": round(report.seconds, 3),
     }
     if report.expire_after_days is not None:
@@ -126,7 +157,139 @@ def ship_cmd(
     print_summary("ship", summary, as_json)
 
 
+lake_app = typer.Typer(
+    help="The audit lake for engines: DDL, Glue, merge, fleet verification.", no_args_is_help=True
+)
+
+
+@lake_app.command("ddl")
+def ddl_cmd(
+    url: Annotated[str, typer.Argument(help="Where the layout is: s3://bucket/prefix (or a local path).")],
+    engine: Annotated[str, typer.Option("--engine", help="athena, trino, spark or duckdb.")] = "athena",
+    table: Annotated[str, typer.Option("--table", help="Table name.")] = "audit_events",
+    database: Annotated[str | None, typer.Option("--database", help="Database (schema).")] = None,
+) -> None:
+    """Print the CREATE statements that declare the layout as a table (Athena: partition projection)."""
+    from auditlog.lake.ddl import ddl
+
+    try:
+        text = ddl(engine, url, table=table, database=database)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(text)
+
+
+@lake_app.command("register")
+def register_cmd(
+    url: Annotated[str, typer.Argument(help="s3://bucket/prefix of the shipped layout.")],
+    glue: Annotated[bool, typer.Option("--glue", help="Create or update the table in AWS Glue.")] = False,
+    database: Annotated[
+        str, typer.Option("--database", help="Glue database (created if missing).")
+    ] = "audit",
+    table: Annotated[str, typer.Option("--table", help="Table name.")] = "audit_events",
+    endpoint_url: EndpointOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create or update the lake's table in a catalog (today: AWS Glue, with Athena projection)."""
+    from auditlog.lake.ddl import register_glue
+    from auditlog.lake.ship import ShipError
+
+    if not glue:
+        raise fail("choose a catalog: --glue")
+    try:
+        result = register_glue(url, database=database, table=table, endpoint_url=endpoint_url)
+    except ShipError as exc:
+        raise fail(str(exc), 1) from None
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    summary: dict[str, object] = {
+        "database": result.database,
+        "table": result.table,
+        "action": result.action,
+        "database_created": result.database_created,
+    }
+    print_summary("register", summary, as_json)
+
+
+@lake_app.command("merge")
+def merge_cmd(
+    layout: Annotated[Path, typer.Argument(help="Layout root (e.g. TRAIL/parquet).")],
+    key_file: KeyFileOpt = None,
+    target_mb: Annotated[int, typer.Option("--target-mb", min=1, help="Size merged files aim at.")] = 128,
+    grace: Annotated[
+        int, typer.Option("--grace", min=0, help="Seconds after an hour ends before merging.")
+    ] = 600,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rewrite the small files of closed hours into larger ones, under new manifests (stays verifiable)."""
+    from auditlog.lake.layout import LayoutError
+    from auditlog.lake.merge import merge
+
+    ring = key_ring(key_file)
+    try:
+        report = merge(layout, keys=ring, target_bytes=target_mb << 20, grace=float(grace))
+    except LayoutError as exc:
+        raise fail(str(exc), 1) from None
+    summary: dict[str, object] = {
+        "out": str(report.out),
+        "merged_batches": report.merged_batches,
+        "files_in": report.files_in,
+        "files_out": report.files_out,
+        "rows": report.rows,
+        "manifests": [f"{m.stream}/{m.batch}" for m in report.manifests],
+        "seconds": round(report.seconds, 3),
+    }
+    print_summary("merge", summary, as_json)
+
+
+@lake_app.command("verify")
+def verify_cmd(
+    url: Annotated[str, typer.Argument(help="s3://bucket/prefix, or a local mirror of it.")],
+    key_file: KeyFileOpt = None,
+    endpoint_url: EndpointOpt = None,
+    deep: Annotated[
+        bool, typer.Option("--deep", help="Hash every Parquet file's bytes (downloads).")
+    ] = False,
+    markers: Annotated[
+        bool, typer.Option("--markers/--no-markers", help="Write a _verified marker per verified partition.")
+    ] = True,
+    strict: Annotated[bool, typer.Option("--strict", help="Unverified findings fail too.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Verify a shipped lake across hosts: manifests, files, seals and checkpoints; per source."""
+    from auditlog.lake.ship import ShipError, make_client
+    from auditlog.lake.verify import verify_lake
+
+    ring = key_ring(key_file)
+    client = make_client(endpoint_url) if url.startswith("s3://") else None
+    try:
+        report = verify_lake(url, keys=ring, client=client, deep=deep, markers=markers, strict=strict)
+    except ShipError as exc:
+        raise fail(str(exc), 1) from None
+    summary: dict[str, object] = {
+        "url": report.url,
+        "ok": report.ok,
+        "sources": [
+            {"source": s.source, "ok": s.ok, "streams": len(s.streams), "rows": s.rows, "files": s.files}
+            for s in report.sources
+        ],
+        "manifests": report.manifests,
+        "files": report.files,
+        "rows": report.rows,
+        "seals": report.seals,
+        "checkpoints": report.checkpoints,
+        "problems": [str(p) for p in report.problems],
+        "unverified": [str(p) for p in report.unverified],
+        "markers": len(report.markers),
+        "seconds": round(report.seconds, 3),
+    }
+    print_summary("lake verify", summary, as_json)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``compact`` and ``ship`` to the root ``auditlog`` app."""
+    """Add ``compact``, ``ship`` and the ``lake`` group to the root ``auditlog`` app."""
     app.command("compact")(compact_cmd)
     app.command("ship")(ship_cmd)
+    app.add_typer(lake_app, name="lake")

@@ -216,7 +216,7 @@ def export(
                 (work / "controls").mkdir(exist_ok=True)
                 (work / "controls" / f"{name}.csv").write_bytes(_report.to_csv(table.columns, table.rows))
             step("chain")
-            segments = sorted({(r["source"], r["segment"]) for r in events})
+            segments = sorted({(r["stream"], r["segment"]) for r in events})
             chain = _chain(inv, ring, journal, segments, lo, hi)
             (work / "chain_verification.json").write_bytes(orjson.dumps(chain, option=orjson.OPT_INDENT_2))
             policy_doc = _report.policy_document(pol, inv, lo, hi)
@@ -421,36 +421,53 @@ def _chain(
     lo: datetime,
     hi: datetime,
 ) -> dict[str, Any]:
-    """The chain result for every segment holding rows in range, and each compacted batch's checks."""
-    from auditlog.lake.layout import load_manifests, partition_value
+    """The chain result for every (stream, segment) holding rows in range, and each compacted batch's checks.
+
+    A trail is verified as a whole (every stream, the signed checkpoint log; open streams, such as the
+    exporter's own, are accepted); a classic journal directory as one chain.
+    """
+    from auditlog.lake._streams import is_trail, lake_streams
+    from auditlog.lake.layout import load_manifests
     from store.journal import verify
 
     catalog = inv.catalog
     jdir = Path(journal) if journal is not None else catalog.journal
-    wanted = {name for _, name in segments}
+    wanted = set(segments)
     report_segments: list[dict[str, Any]] = []
     problems: list[str] = []
     journal_ok = True
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     if jdir is not None and jdir.is_dir():
-        report = verify(jdir, keys=keys)
-        journal_ok = report.ok
-        problems += [str(p) for p in report.problems]
-        for seg in report.segments:
-            if seg.name in wanted:
-                seen.add(seg.name)
-                report_segments.append(
-                    {
-                        "segment": seg.name,
-                        "ok": seg.ok,
-                        "records": seg.records,
-                        "first_seq": seg.first_seq,
-                        "last_seq": seg.last_seq,
-                        "sealed": seg.sealed,
-                        "kid": seg.kid,
-                        "checked": "chain",
-                    }
-                )
+        per_stream: list[tuple[str, Any]] = []
+        if is_trail(jdir):
+            from store.trail import verify_trail
+
+            trail = verify_trail(jdir, keys=keys, allow_open=True)
+            journal_ok = trail.ok
+            problems += [str(p) for p in trail.problems]
+            per_stream = [(s.stream, s.report) for s in trail.streams if s.report is not None]
+        else:
+            report = verify(jdir, keys=keys)
+            journal_ok = report.ok
+            problems += [str(p) for p in report.problems]
+            per_stream = [(info.stream, report) for info in lake_streams(jdir)[:1]]
+        for stream, report in per_stream:
+            for seg in report.segments:
+                if (stream, seg.name) in wanted:
+                    seen.add((stream, seg.name))
+                    report_segments.append(
+                        {
+                            "stream": stream,
+                            "segment": seg.name,
+                            "ok": seg.ok,
+                            "records": seg.records,
+                            "first_seq": seg.first_seq,
+                            "last_seq": seg.last_seq,
+                            "sealed": seg.sealed,
+                            "kid": seg.kid,
+                            "checked": "chain",
+                        }
+                    )
     batches: list[dict[str, Any]] = []
     manifests = catalog.manifests if catalog.root is None else load_manifests(catalog.root)
     base = catalog.files_root
@@ -471,10 +488,11 @@ def _chain(
                 file_ok = False
                 problems.append(f"{f.path}: missing or its SHA-256 does not match manifest {m.batch}")
         if not mac_ok:
-            problems.append(f"manifest {partition_value(m.source)}/{m.batch}: MAC does not verify")
+            problems.append(f"manifest {m.key}: MAC does not verify")
         batches.append(
             {
                 "batch": m.batch,
+                "stream": m.stream,
                 "source": m.source,
                 "manifest_mac_ok": mac_ok,
                 "files_ok": file_ok,
@@ -482,10 +500,11 @@ def _chain(
             }
         )
         for s in m.segments:
-            if s.segment in wanted and s.segment not in seen:
-                seen.add(s.segment)
+            if (m.stream, s.segment) in wanted and (m.stream, s.segment) not in seen:
+                seen.add((m.stream, s.segment))
                 report_segments.append(
                     {
+                        "stream": m.stream,
                         "segment": s.segment,
                         "ok": mac_ok and file_ok,
                         "records": s.count,
@@ -496,16 +515,21 @@ def _chain(
                         "checked": "manifest (seal sha256 and last_mac recorded at compaction)",
                     }
                 )
-    for name in sorted(wanted - seen):
+    for stream, name in sorted(wanted - seen):
         report_segments.append(
-            {"segment": name, "ok": False, "checked": "not found in the journal or a manifest"}
+            {
+                "stream": stream,
+                "segment": name,
+                "ok": False,
+                "checked": "not found in the trail or a manifest",
+            }
         )
-        problems.append(f"{name}: holds rows in range but is neither in the journal nor in a manifest")
+        problems.append(f"{stream} {name}: holds rows in range but is neither in the trail nor in a manifest")
     ok = journal_ok and not problems and all(s["ok"] for s in report_segments)
     return {
         "ok": ok,
         "journal": str(jdir) if jdir is not None else None,
-        "segments": sorted(report_segments, key=lambda s: str(s["segment"])),
+        "segments": sorted(report_segments, key=lambda s: (str(s["stream"]), str(s["segment"]))),
         "batches": batches,
         "problems": problems,
     }

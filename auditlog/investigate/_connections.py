@@ -20,6 +20,7 @@ from auditlog.investigate._queries import EVENTS_VIEW
 from auditlog.investigate.catalog import Catalog, CorruptLayout, EmptyLayout
 from auditlog.investigate.errors import CorruptSource, EmptySource
 from auditlog.lake.engine import arrow_schema
+from auditlog.lake.layout import read_parquet_sql
 
 __all__ = ["Connections", "translate"]
 
@@ -84,15 +85,27 @@ class Connections:
                 self._fast.close()
                 self._fast = None
 
-    def files(self, since: datetime | None, until: datetime | None) -> tuple[str, ...]:
-        """The Parquet files a time range needs (all of them for a local catalog)."""
+    def files(
+        self, since: datetime | None, until: datetime | None, *, correlation_id: str | None = None
+    ) -> tuple[str, ...]:
+        """The Parquet files a time range (and correlation id) needs (all of them for a local catalog)."""
         if self._catalog.kind != "s3":  # local files cost nothing to include; row-group statistics prune
             since = until = None
-        return translate(lambda: self._catalog.parquet_files(since, until))
+            correlation_id = None
+        return translate(lambda: self._catalog.parquet_files(since, until, correlation_id=correlation_id))
 
-    def reader_for(self, since: datetime | None, until: datetime | None) -> Any:
-        """The named-query connection over the Parquet files the range needs (rebuilt when they change)."""
-        files = self.files(since, until)
+    def reader_for(
+        self, since: datetime | None, until: datetime | None, *, correlation_id: str | None = None
+    ) -> Any:
+        """The named-query connection over the Parquet files the range needs (rebuilt when they change).
+
+        Args:
+            since: start of the query's time range, or None.
+            until: end of the query's time range, or None.
+            correlation_id: the one correlation id the query looks for (``timeline``): over ``s3://``, only
+                files whose manifest Bloom filter may hold it are fetched.
+        """
+        files = self.files(since, until, correlation_id=correlation_id)
         if files != self._fast_files or self._fast is None:
             if self._fast is not None:
                 self._fast.close()
@@ -100,7 +113,7 @@ class Connections:
             con = _sandbox.reader(files, memory_limit=self._memory_limit, threads=self._threads)
             con.register("_live", self._live)
             if files:
-                con.execute(EVENTS_VIEW.replace("{parquet}", _sandbox.parquet_scan_sql(files)))
+                con.execute(EVENTS_VIEW.replace("{parquet}", read_parquet_sql(files)))
             else:
                 con.register("_parquet", arrow_schema().empty_table())
                 con.execute(EVENTS_VIEW.replace("{parquet}", "_parquet"))

@@ -24,8 +24,10 @@ __all__ = [
 ]
 
 #: The ``events`` view: the Parquet relation (``{parquet}``) and the live segments, with ``tool``, ``route``.
+#: ``ts`` is shown as a naive UTC ``TIMESTAMP`` (the files hold it UTC-adjusted); ``date`` is a DATE and
+#: ``hour`` an INTEGER, as in every engine.
 EVENTS_VIEW = (
-    "CREATE OR REPLACE VIEW events AS SELECT *, "
+    "CREATE OR REPLACE VIEW events AS SELECT * REPLACE (ts::TIMESTAMP AS ts), "
     "CASE WHEN action_method = 'tools/call' THEN action_name END AS tool, "
     "CASE WHEN list_contains(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'], "
     "upper(action_method)) THEN action_name END AS route "
@@ -38,14 +40,14 @@ _TIMELINE_COLS = (
     "ts, seq, kind, coalesce(tool, route, event) AS what, action_method AS method, actor_subject AS actor, "
     "actor_tenant AS tenant, decision_allowed AS allowed, decision_reason AS reason, "
     "outcome_status AS status, outcome_http_status AS http_status, outcome_error_type AS error_type, "
-    "outcome_duration_ms AS duration_ms, source, segment"
+    "outcome_duration_ms AS duration_ms, source, segment, stream"
 )
 _WINDOW = (
     "($lo::TIMESTAMP IS NULL OR ts >= $lo::TIMESTAMP) AND ($hi::TIMESTAMP IS NULL OR ts <= $hi::TIMESTAMP)"
 )
 
-#: Parameters: ``cid``.
-TIMELINE_SQL = f"SELECT {_TIMELINE_COLS} FROM events WHERE correlation_id = $cid ORDER BY ts, seq"  # noqa: S608
+#: Parameters: ``cid``. Across streams (hosts, workers) rows are ordered by ts, then stream, then seq.
+TIMELINE_SQL = f"SELECT {_TIMELINE_COLS} FROM events WHERE correlation_id = $cid ORDER BY ts, stream, seq"  # noqa: S608
 
 #: Parameters: ``subject``, ``lo``, ``hi``.
 ACTOR_SQL = (
@@ -54,7 +56,7 @@ ACTOR_SQL = (
     "decision_reason AS reason, outcome_status AS status, outcome_http_status AS http_status, "
     "outcome_duration_ms AS duration_ms FROM events WHERE actor_subject = $subject AND "
     + _WINDOW
-    + " ORDER BY ts, seq"
+    + " ORDER BY ts, stream, seq"
 )
 
 #: Parameters: ``lo``, ``hi``.
@@ -63,14 +65,14 @@ BODY_READS_SQL = (
     "decision_reason AS reason, json_extract_string(record, '$.purpose') AS purpose, "
     "coalesce(actor_tenant, json_extract_string(record, '$.tenant')) AS tenant, "
     "TRY_CAST(json_extract_string(record, '$.size') AS BIGINT) AS size "
-    f"FROM events WHERE kind IN {_BODY_KINDS} AND {_WINDOW} ORDER BY ts, seq"
+    f"FROM events WHERE kind IN {_BODY_KINDS} AND {_WINDOW} ORDER BY ts, stream, seq"
 )
 
 #: Parameters: ``fps`` (the value's fingerprints), ``lo``, ``hi``. Column 6 is the ``fp`` tree (JSON).
 FIND_SQL = (
     "SELECT ts, correlation_id, kind, actor_subject AS actor, coalesce(tool, route, event) AS what, "  # noqa: S608
     "json_extract(record, '$.fp') AS fp, seq FROM events "
-    f"WHERE list_has_any(fp_values, $fps::VARCHAR[]) AND {_WINDOW} ORDER BY ts, seq"
+    f"WHERE list_has_any(fp_values, $fps::VARCHAR[]) AND {_WINDOW} ORDER BY ts, stream, seq"
 )
 
 
@@ -79,7 +81,7 @@ DENIALS_SQL = (
     "SELECT ts, correlation_id, kind, actor_subject AS actor, actor_tenant AS tenant, "  # noqa: S608
     "actor_client_id AS client_id, coalesce(tool, route, action_name) AS what, "
     "action_method AS method, decision_reason AS reason, decision_required AS required, "
-    f"outcome_status AS status FROM events WHERE {_DENIED} AND {_WINDOW} ORDER BY ts, seq"
+    f"outcome_status AS status FROM events WHERE {_DENIED} AND {_WINDOW} ORDER BY ts, stream, seq"
 )
 
 

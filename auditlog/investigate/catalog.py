@@ -1,8 +1,12 @@
 """The catalog of what an investigation source holds: Parquet files from manifests, and live segments.
 
-A source is a journal directory (with its ``parquet/`` layout, if compacted), a layout root, or a shipped
-``s3://bucket/prefix`` layout fetched into a local cache as queries need it. The catalog hands the sandbox
-read-only Arrow data; it never runs user SQL.
+A source is a trail directory (every stream: its ``parquet/`` layout for what is compacted, the segments of
+every stream for the rest, active ones included), a classic journal directory, a layout root, or a shipped
+``s3://bucket/prefix`` layout fetched into a local cache as queries need it (only the files a query's time
+range and correlation id need, by the manifests' statistics). Rows of all streams form one ``events``
+relation; across streams they are ordered by ``ts``, then ``stream``, then ``seq`` (see
+:mod:`auditlog.lake.layout` on clocks). The catalog hands the sandbox read-only Arrow data; it never runs
+user SQL.
 """
 
 from __future__ import annotations
@@ -66,23 +70,34 @@ class Catalog:
         if not self._manifests and not self._live_segments():
             raise EmptyLayout(f"no journal segments and no Parquet files under {self.label}")
 
-    def parquet_files(self, since: Any, until: Any) -> tuple[str, ...]:
-        """Local paths of the Parquet files whose rows may fall in ``[since, until]`` (fetched from S3)."""
+    def parquet_files(self, since: Any, until: Any, *, correlation_id: str | None = None) -> tuple[str, ...]:
+        """Local paths of the Parquet files whose rows may fall in ``[since, until]`` (fetched from S3).
+
+        Args:
+            since: start of the range, or None.
+            until: end of the range, or None.
+            correlation_id: keep only files whose Bloom filter may hold this id.
+        """
         lo = since.isoformat(sep=" ") if since is not None else None
         hi = until.isoformat(sep=" ") if until is not None else None
-        picked: list[str] = []
+        from auditlog.lake.layout import CidBloom
+
+        picked: list[Any] = []
         for manifest in self._manifests:
             for entry in manifest.files:
                 if lo is not None and entry.max_ts is not None and entry.max_ts < lo:
                     continue
                 if hi is not None and entry.min_ts is not None and entry.min_ts > hi:
                     continue
-                if self._s3 is not None:
-                    picked.append(str(self._s3.fetch(entry)))
-                else:
-                    assert self.root is not None
-                    picked.append(str(self.root / entry.path))
-        return tuple(picked)
+                if correlation_id is not None and entry.cids:
+                    bloom = CidBloom.decode(entry.cids)
+                    if bloom is not None and not bloom.may_hold(correlation_id):
+                        continue
+                picked.append(entry)
+        if self._s3 is not None:
+            return tuple(str(p) for p in self._s3.fetch_many(picked))
+        assert self.root is not None
+        return tuple(str(self.root / entry.path) for entry in picked)
 
     def dataset(self, files: tuple[str, ...]) -> Any:
         """A pyarrow dataset over ``files`` with hive partitions, or an empty table when there are none."""
@@ -92,7 +107,7 @@ class Catalog:
         if not files:
             return schema.empty_table()
         base = self._s3.cache if self._s3 is not None else self.root
-        part = ds.partitioning(pa.schema([schema.field("date"), schema.field("source")]), flavor="hive")
+        part = ds.partitioning(pa.schema([schema.field("date"), schema.field("hour")]), flavor="hive")
         dataset = ds.dataset(
             list(files), schema=schema, format="parquet", partitioning=part, partition_base_dir=str(base)
         )
@@ -101,40 +116,51 @@ class Catalog:
         return dataset
 
     def compacted(self) -> set[tuple[str, str]]:
-        """(source, segment) of every compacted segment."""
-        return {(m.source, s.segment) for m in self._manifests for s in m.segments}
+        """(stream, segment) of every compacted segment."""
+        return {(m.stream, s.segment) for m in self._manifests for s in m.segments}
 
-    def _live_segments(self) -> list[tuple[Path, Any, str]]:
-        """Segments of the journal not covered by a manifest: (path, seal or None, source)."""
+    def streams(self) -> list[Any]:
+        """The streams of the trail (or the journal as one stream), as :class:`store.trail.StreamInfo`."""
         if self.journal is None:
             return []
+        from auditlog.lake._streams import lake_streams
+        from auditlog.lake.layout import LayoutError
+
+        try:
+            return lake_streams(self.journal)
+        except LayoutError as exc:
+            raise EmptyLayout(str(exc)) from None
+
+    def _live_segments(self) -> list[tuple[Path, Any, Any]]:
+        """Segments of every stream not covered by a manifest: (path, seal or None, stream info)."""
         from store._segments import list_journal, read_seal
         from store.exceptions import JournalCorrupt, JournalError
 
-        try:
-            listing = list_journal(self.journal)
-        except JournalError as exc:
-            raise EmptyLayout(str(exc)) from None
         done = self.compacted()
-        live: list[tuple[Path, Any, str]] = []
-        for number in sorted(listing.segments):
-            path = listing.segments[number]
-            seal = None
-            if number in listing.seals:
-                try:
-                    seal = read_seal(listing.seals[number], None)
-                except JournalCorrupt:
-                    raise CorruptLayout(
-                        f"the seal of journal segment {path.name} cannot be read; `auditlog verify "
-                        f"{self.journal}` reports every problem"
-                    ) from None
-            source = seal.source if seal is not None else _header_source(path)
-            if (source, path.name) not in done:
-                live.append((path, seal, source))
+        live: list[tuple[Path, Any, Any]] = []
+        for info in self.streams():
+            try:
+                listing = list_journal(info.path)
+            except JournalError as exc:
+                raise EmptyLayout(str(exc)) from None
+            for number in sorted(listing.segments):
+                path = listing.segments[number]
+                if (info.stream, path.name) in done:
+                    continue
+                seal = None
+                if number in listing.seals:
+                    try:
+                        seal = read_seal(listing.seals[number], None)
+                    except JournalCorrupt:
+                        raise CorruptLayout(
+                            f"the seal of segment {path.name} of stream {info.stream} cannot be read; "
+                            f"`auditlog verify {self.journal}` reports every problem"
+                        ) from None
+                live.append((path, seal, info))
         return live
 
     def live_table(self) -> Any:
-        """The rows of every segment not compacted yet (the active one included), as an Arrow table.
+        """The rows of every segment not compacted yet (active ones included), as an Arrow table.
 
         Raises:
             CorruptLayout: a line that is not a record, other than a torn last line (named: segment, line).
@@ -142,47 +168,54 @@ class Catalog:
         segments = self._live_segments()
         if not segments:
             return arrow_schema().empty_table()
-        from auditlog.lake.layout import COLUMNS_SQL, KEYS_SQL, partition_value, read_lines_sql
+        from auditlog.lake.layout import COLUMNS_SQL, KEYS_SQL, read_lines_sql
 
         con = loader(memory_limit="1GB")
         try:
             con.execute(
-                "CREATE TEMP TABLE segs (seg VARCHAR, created TIMESTAMP, last_seq BIGINT, source VARCHAR)"
+                "CREATE TEMP TABLE segs (file VARCHAR, seg VARCHAR, created TIMESTAMP, last_seq BIGINT, "
+                "source VARCHAR, stream VARCHAR, trail_id VARCHAR)"
             )
             con.executemany(
-                "INSERT INTO segs VALUES (?, make_timestamp(?::BIGINT), ?, ?)",
+                "INSERT INTO segs VALUES (?, ?, make_timestamp(?::BIGINT), ?, ?, ?, ?)",
                 [
                     [
+                        str(path),
                         path.name,
                         int((seal.created if seal is not None else path.stat().st_mtime) * 1_000_000),
                         seal.last_seq if seal is not None else None,
-                        partition_value(source),
+                        info.source if info.source is not None else (seal.source if seal else None),
+                        info.stream,
+                        info.trail_id,
                     ]
-                    for path, seal, source in segments
+                    for path, seal, info in segments
                 ],
             )
             con.execute(
-                "CREATE TEMP TABLE raw AS SELECT r.line, s.seg AS segment, s.created, "  # noqa: S608
-                "json_valid(r.line) AS ok "
-                f"FROM {read_lines_sql(len(segments))} r JOIN segs s ON parse_filename(r.filename) = s.seg",
+                "CREATE TEMP TABLE raw AS SELECT r.line, s.seg AS segment, s.created, s.source, s.stream, "  # noqa: S608
+                "s.trail_id, s.file, json_valid(r.line) AS ok "
+                f"FROM {read_lines_sql(len(segments))} r JOIN segs s ON r.filename = s.file",
                 [str(path) for path, _, _ in segments],
             )
-            for (name,) in con.execute("SELECT DISTINCT segment FROM raw WHERE NOT ok").fetchall():
-                self._check_torn(name, segments)
-            keyed = KEYS_SQL.replace("{src}", "(SELECT line, segment, created FROM raw WHERE ok)")
+            for (file,) in con.execute("SELECT DISTINCT file FROM raw WHERE NOT ok").fetchall():
+                self._check_torn(file, segments)
+            keyed = KEYS_SQL.replace(
+                "{src}", "(SELECT line, segment, created, source, stream, trail_id FROM raw WHERE ok)"
+            )
             table = con.sql(
-                "SELECT c.*, strftime(c.ts, '%Y-%m-%d') AS date, s.source FROM ("  # noqa: S608
+                "SELECT c.*, c.ts::DATE AS date, hour(c.ts)::INTEGER AS hour FROM ("  # noqa: S608
                 + COLUMNS_SQL.replace("{src}", f"({keyed})")
-                + ") c JOIN segs s ON c.segment = s.seg WHERE s.last_seq IS NULL OR c.seq <= s.last_seq"
+                + ") c JOIN segs s ON c.stream = s.stream AND c.segment = s.seg "
+                "WHERE s.last_seq IS NULL OR c.seq <= s.last_seq"
             ).to_arrow_table()
         finally:
             con.close()
         return table.select(arrow_schema().names).cast(arrow_schema())
 
-    def _check_torn(self, name: str, segments: list[tuple[Path, Any, str]]) -> None:
+    def _check_torn(self, file: str, segments: list[tuple[Path, Any, Any]]) -> None:
         """Unparseable lines are allowed only as a torn tail: past the seal, or an unterminated last line."""
         for path, seal, _ in segments:
-            if path.name != name:
+            if str(path) != file:
                 continue
             limit = seal.length if seal is not None else None
             import orjson
@@ -204,22 +237,10 @@ class Catalog:
                         )
 
 
-def _header_source(path: Path) -> str:
-    import orjson
-
-    try:
-        with open(path, "rb") as fh:
-            header = orjson.loads(fh.readline())
-        source = header.get("source") if isinstance(header, dict) else None
-    except (OSError, orjson.JSONDecodeError):
-        source = None
-    return source if isinstance(source, str) else "unknown"
-
-
 def open_catalog(
     source: str | Path, *, cache_dir: str | Path | None = None, s3_client: Any = None
 ) -> Catalog:
-    """Resolve a source: ``s3://bucket/prefix``, a journal directory, or a compacted layout root.
+    """Resolve a source: ``s3://bucket/prefix``, a trail (or journal) directory, or a compacted layout root.
 
     Raises:
         EmptyLayout: nothing to query there.
@@ -237,7 +258,8 @@ def open_catalog(
         path = Path(source)
         if not path.is_dir():
             raise EmptyLayout(f"{path} is not a directory (expected a journal, a Parquet layout or s3://...)")
-        if (path / MANIFEST_DIR).is_dir() and not any(path.glob("*.jsonl")):
+        trail = (path / "trail.json").is_file() or any(path.glob("*.jsonl"))
+        if (path / MANIFEST_DIR).is_dir() and not trail:
             return Catalog(kind="parquet", label=str(path), journal=None, root=path)
         return Catalog(kind="journal", label=str(path), journal=path, root=default_out(path))
     except LayoutError as exc:

@@ -2,7 +2,7 @@
 
 - :class:`Hasher` hashes each segment's sealed prefix in a background thread and compares it with the seal;
 - :func:`sealed_input` picks the bytes DuckDB reads (the segment, or a copy of its sealed prefix);
-- :func:`write_days` streams the sorted batch out of DuckDB into pyarrow's Parquet writer, one file per day.
+- :func:`write_hours` streams the sorted batch out of DuckDB into pyarrow's Parquet writer, one file per hour.
 
 The batch's orchestration (staging, commit, roll-forward) is :func:`auditlog.lake.compact.compact`'s.
 """
@@ -15,10 +15,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from auditlog.lake.layout import COLUMNS_SQL, CompactionError, FileEntry, SegmentMismatch
+from auditlog.lake.layout import COLUMNS_SQL, CidBloom, CompactionError, FileEntry, SegmentMismatch
 from store._segments import Seal
 
-__all__ = ["Hasher", "file_sha256", "hash_error", "prefetch", "sealed_input", "sql_path", "write_days"]
+__all__ = [
+    "Hasher",
+    "file_sha256",
+    "hash_error",
+    "prefetch",
+    "sealed_input",
+    "sql_path",
+    "write_hours",
+    "write_parquet",
+]
 
 
 class Hasher(threading.Thread):
@@ -80,55 +89,72 @@ def sealed_input(seal: Seal, path: Path, staging: Path) -> Path:
     return copy
 
 
-def write_days(
-    con: Any, staging: Path, src_dir: str, name: str, *, level: int, row_group_size: int
-) -> list[FileEntry]:
-    """Write one Parquet file per day of the sorted batch: DuckDB extracts the columns in order and streams
-    Arrow batches, pyarrow writes them (its writer keeps small row groups cheap)."""
-    from auditlog.lake.engine import arrow_schema, require
+def write_hours(con: Any, staging: Path, stem: str, *, level: int, row_group_size: int) -> list[FileEntry]:
+    """Write one Parquet file per hour of the sorted batch (table ``sorted``): DuckDB extracts the columns
+    in order and streams Arrow batches, pyarrow writes them (its writer keeps small row groups cheap).
 
-    pq = require("pyarrow.parquet", "auditlog.lake.compact")
-    schema = arrow_schema()
-    schema = schema.remove(schema.get_field_index("source")).remove(schema.get_field_index("date"))
-    con.execute("SET preserve_insertion_order = true")
-    stats: dict[str, tuple[int, str, str]] = {}
-    per_segment: dict[str, dict[str, int]] = {}
-    for day, segment, rows, lo, hi in con.execute(
-        "SELECT date, segment, count(*), min(ts)::VARCHAR, max(ts)::VARCHAR FROM sorted "
+    Each file goes to ``staging/files/date=D/hour=HH/<stem>.parquet``; its entry carries the row count per
+    segment, the time range and a Bloom filter of its correlation ids.
+    """
+    stats: dict[tuple[str, int], tuple[int, str, str]] = {}
+    per_segment: dict[tuple[str, int], dict[str, int]] = {}
+    for day, hour, segment, rows, lo, hi in con.execute(
+        "SELECT date::VARCHAR, hour, segment, count(*), min(ts)::VARCHAR, max(ts)::VARCHAR FROM sorted "
         "GROUP BY ALL ORDER BY ALL"
     ).fetchall():
-        n, first, last = stats.get(day, (0, lo, hi))
-        stats[day] = (n + int(rows), min(first, lo), max(last, hi))
-        per_segment.setdefault(day, {})[segment] = int(rows)
+        key = (day, int(hour))
+        n, first, last = stats.get(key, (0, lo, hi))
+        stats[key] = (n + int(rows), min(first, lo), max(last, hi))
+        per_segment.setdefault(key, {})[segment] = int(rows)
+    cids: dict[tuple[str, int], list[str]] = {
+        (day, int(hour)): ids
+        for day, hour, ids in con.execute(
+            "SELECT date::VARCHAR, hour, list(DISTINCT correlation_id) FILTER (correlation_id IS NOT NULL) "
+            "FROM sorted GROUP BY ALL"
+        ).fetchall()
+    }
     files: list[FileEntry] = []
-    for day, (rows, lo, hi) in stats.items():
-        rel = f"date={day}/{src_dir}/part-{name}.parquet"
+    for (day, hour), (rows, lo, hi) in stats.items():
+        rel = f"date={day}/hour={hour:02d}/{stem}.parquet"
+        query = COLUMNS_SQL.replace(
+            "{src}", "(SELECT * FROM sorted WHERE date = $day::DATE AND hour = $hour)"
+        )
+        reader = con.sql(query, params={"day": day, "hour": hour}).to_arrow_reader(batch_size=row_group_size)
         target = staging / "files" / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        query = COLUMNS_SQL.replace("{src}", "(SELECT * FROM sorted WHERE date = $day)")
-        reader = con.sql(query, params={"day": day}).to_arrow_reader(batch_size=row_group_size)
-        with pq.ParquetWriter(
-            target,
-            schema,
-            compression="zstd",
-            compression_level=level,
-            use_dictionary=[c for c in schema.names if c not in _UNIQUE_COLUMNS],
-        ) as writer:
-            for batch in prefetch(reader):
-                writer.write_batch(batch.cast(schema), row_group_size=row_group_size)
+        write_parquet(prefetch(reader), target, level=level, row_group_size=row_group_size)
         files.append(
             FileEntry(
                 path=rel,
                 date=day,
+                hour=hour,
                 rows=rows,
                 bytes=target.stat().st_size,
                 sha256=file_sha256(target),
                 min_ts=lo,
                 max_ts=hi,
-                segments=dict(sorted(per_segment[day].items())),
+                segments=dict(sorted(per_segment[(day, hour)].items())),
+                cids=CidBloom.build(cids.get((day, hour)) or []).encode(),
             )
         )
     return files
+
+
+def write_parquet(batches: Iterator[Any], target: Path, *, level: int, row_group_size: int) -> None:
+    """Write Arrow record batches to one Parquet file with the layout's file schema (zstd)."""
+    from auditlog.lake.engine import arrow_schema, require
+
+    pq = require("pyarrow.parquet", "auditlog.lake")
+    schema = arrow_schema(partitions=False)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with pq.ParquetWriter(
+        target,
+        schema,
+        compression="zstd",
+        compression_level=level,
+        use_dictionary=[c for c in schema.names if c not in _UNIQUE_COLUMNS],
+    ) as writer:
+        for batch in batches:
+            writer.write_batch(batch.cast(schema), row_group_size=row_group_size)
 
 
 # Columns whose values are (nearly) unique: a dictionary only costs time there.

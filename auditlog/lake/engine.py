@@ -10,7 +10,7 @@ import re
 from types import ModuleType
 from typing import Any
 
-from auditlog.lake.layout import COLUMNS
+from auditlog.lake.layout import COLUMNS, PARTITIONS
 
 __all__ = ["arrow_schema", "duckdb_size", "loader", "require"]
 
@@ -72,29 +72,32 @@ def duckdb_size(value: str) -> str:
     return value
 
 
-_ARROW_TYPES = {
-    "BIGINT": "int64",
-    "INTEGER": "int32",
-    "DOUBLE": "float64",
-    "BOOLEAN": "bool_",
-    "VARCHAR": "string",
-    "TIMESTAMP": "timestamp",
-    "VARCHAR[]": "list",
-}
+def _arrow_type(pa: Any, sql_type: str) -> Any:
+    simple = {
+        "BIGINT": pa.int64,
+        "INTEGER": pa.int32,
+        "DOUBLE": pa.float64,
+        "BOOLEAN": pa.bool_,
+        "VARCHAR": pa.string,
+        "DATE": pa.date32,
+    }
+    if sql_type in simple:
+        return simple[sql_type]()
+    if sql_type == "TIMESTAMPTZ":
+        return pa.timestamp("us", tz="UTC")
+    if sql_type == "VARCHAR[]":
+        return pa.list_(pa.string())
+    if sql_type == "MAP(VARCHAR, VARCHAR)":
+        return pa.map_(pa.string(), pa.string())
+    raise ValueError(f"no Arrow type for {sql_type}")
 
 
-def arrow_schema() -> Any:
-    """The Arrow schema of ``events`` rows: :data:`~.layout.COLUMNS`, then ``date``, ``source``."""
+def arrow_schema(*, partitions: bool = True) -> Any:
+    """The Arrow schema of ``events`` rows: :data:`~.layout.COLUMNS`, then the partitions ``date``, ``hour``.
+
+    Args:
+        partitions: include the partition columns (a file's own schema has none).
+    """
     pa = require("pyarrow")
-    fields = []
-    for name, sql_type, _ in COLUMNS:
-        kind = _ARROW_TYPES[sql_type]
-        if kind == "timestamp":
-            typ = pa.timestamp("us")
-        elif kind == "list":
-            typ = pa.list_(pa.string())
-        else:
-            typ = getattr(pa, kind)()
-        fields.append(pa.field(name, typ))
-    fields += [pa.field("date", pa.string()), pa.field("source", pa.string())]
-    return pa.schema(fields)
+    cols = COLUMNS + PARTITIONS if partitions else COLUMNS
+    return pa.schema([pa.field(name, _arrow_type(pa, sql_type)) for name, sql_type, _ in cols])

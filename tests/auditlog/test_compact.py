@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -22,27 +23,45 @@ from auditlog.lake.compact import compact
 from auditlog.lake.layout import CompactionError, SegmentMismatch, load_manifests
 from store._segments import GENESIS_MAC, MacKey, list_journal, mac_matches, read_seal, split_mac
 from store.journal import JournalConfig, JournalWriter
+from store.trail import list_streams
 from tests._support import query_cli, write_key_file
 from tests.auditlog.test_query import Incident, write_incident
 
 ROOT = Path(__file__).resolve().parents[2]
-PART = re.compile(r"date=\d{4}-\d{2}-\d{2}/source=web-1/part-\d{8}-\d{8}\.parquet")
+PART = re.compile(r"date=\d{4}-\d{2}-\d{2}/hour=\d{2}/part-web-1\.[0-9a-f-]+-\d{8}-\d{8}\.parquet")
+
+
+def stream_dirs(journal: Path) -> list[Path]:
+    """Every stream directory of a trail (a classic journal is its own one stream)."""
+    if not (journal / "trail.json").exists():
+        return [journal]
+    return [info.path for info in list_streams(journal)]
+
+
+def web_stream(journal: Path) -> Path:
+    """The stream the incident's server wrote (source web-1)."""
+    (info,) = [i for i in list_streams(journal) if i.source == "web-1"]
+    return info.path
 
 
 def sealed_lines(journal: Path) -> list[bytes]:
-    listing = list_journal(journal)
     lines: list[bytes] = []
-    for number, path in sorted(listing.segments.items()):
-        if number in listing.seals:
-            seal = read_seal(listing.seals[number], None)
-            lines += path.read_bytes()[: seal.length].splitlines()
+    for sdir in stream_dirs(journal):
+        listing = list_journal(sdir)
+        for number, path in sorted(listing.segments.items()):
+            if number in listing.seals:
+                seal = read_seal(listing.seals[number], None)
+                lines += path.read_bytes()[: seal.length].splitlines()
     return lines
 
 
 def parquet_rows(root: Path) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    for path in sorted(root.glob("date=*/source=*/*.parquet")):
-        rows += pq.read_table(path).to_pylist()
+    for path in sorted(root.glob("date=*/hour=*/*.parquet")):
+        day, hour = path.parent.parent.name[5:], int(path.parent.name[5:])
+        rows += [
+            {**r, "date": date.fromisoformat(day), "hour": hour} for r in pq.read_table(path).to_pylist()
+        ]
     return rows
 
 
@@ -61,12 +80,15 @@ def incident(tmp_path: Path) -> Incident:
 
 class TestLayout:
     def test_hive_partitions_zstd(self, incident: Incident) -> None:
-        """Files sit under date=/source=, one per day and batch, zstd-compressed."""
+        """Files sit under date=/hour=, one per hour and batch, zstd-compressed."""
         report = compact(incident.journal, keys=incident.ring)
         root = incident.journal / "parquet"
-        files = sorted(str(p.relative_to(root)) for p in root.glob("date=*/source=*/*.parquet"))
+        files = sorted(str(p.relative_to(root)) for p in root.glob("date=*/hour=*/*.parquet"))
         assert files and all(PART.fullmatch(f) for f in files)
         assert set(incident.days) == {f.split("/")[0][5:] for f in files}
+        assert {(r["date"].isoformat(), r["hour"]) for r in parquet_rows(root)} == {
+            (f.split("/")[0][5:], int(f.split("/")[1][5:])) for f in files
+        }
         meta = pq.ParquetFile(root / files[0]).metadata
         codecs = {meta.row_group(0).column(i).compression for i in range(meta.num_columns)}
         assert {"ZSTD"} == codecs
@@ -78,7 +100,7 @@ class TestLayout:
     def test_sorted_by_correlation_id_then_time(self, incident: Incident) -> None:
         """Within each file, rows are ordered by correlation id, then time, then seq."""
         compact(incident.journal, keys=incident.ring)
-        for path in (incident.journal / "parquet").glob("date=*/source=*/*.parquet"):
+        for path in (incident.journal / "parquet").glob("date=*/hour=*/*.parquet"):
             rows = pq.read_table(path, columns=["correlation_id", "ts", "seq"]).to_pylist()
             keys = [(r["correlation_id"] is None, r["correlation_id"] or "", r["ts"], r["seq"]) for r in rows]
             assert sorted(keys) == keys
@@ -90,9 +112,13 @@ class TestLayout:
         assert sorted(sealed_lines(incident.journal)) == sorted(r["record"].encode() for r in rows)
 
     def test_rows_reverify_against_the_chain(self, incident: Incident) -> None:
-        """Taken in seq order, the Parquet records re-verify against the journal's MAC chain."""
+        """Taken in seq order, each stream's Parquet records re-verify against its MAC chain."""
         compact(incident.journal, keys=incident.ring)
-        rows = sorted(parquet_rows(incident.journal / "parquet"), key=lambda r: r["seq"])
+        stream = web_stream(incident.journal).name
+        rows = sorted(
+            (r for r in parquet_rows(incident.journal / "parquet") if r["stream"] == stream),
+            key=lambda r: r["seq"],
+        )
         mk = MacKey(incident.ring.active.derive("journal"))
         prev = GENESIS_MAC
         for n, row in enumerate(rows, 1):
@@ -108,7 +134,7 @@ class TestLayout:
         """The manifest records each segment's seal (hash, count, last MAC) and each file's hash and rows."""
         compact(incident.journal, keys=incident.ring)
         root = incident.journal / "parquet"
-        listing = list_journal(incident.journal)
+        listing = list_journal(web_stream(incident.journal))
         per_segment: dict[str, int] = {}
         for m in load_manifests(root):
             assert m.verify_mac(incident.ring)
@@ -142,7 +168,10 @@ class TestLayout:
         with incident.handle() as handle:
             handle.emit({"kind": "http.request", "correlation_id": "c-live"})
             report = compact(incident.journal, keys=incident.ring)
-            assert (handle.journal.active_segment,) == report.pending
+            stream = handle.journal.stream
+            assert (f"{stream.stream}/{handle.journal._journal.active_segment}",) == report.pending
+            (mine,) = [s for s in report.streams if s.stream == stream.stream]
+            assert ("open", (handle.journal._journal.active_segment,)) == (mine.state, mine.pending)
 
 
 class TestIdempotent:
@@ -190,7 +219,7 @@ class TestResumable:
             compact(incident.journal, keys=incident.ring)
         root = incident.journal / "parquet"
         assert any((root / "_staging").rglob("*.parquet"))
-        assert not list(root.glob("date=*/source=*/*.parquet"))
+        assert not list(root.glob("date=*/hour=*/*.parquet"))
         monkeypatch.undo()
         report = compact(incident.journal, keys=incident.ring)
         assert any("discarded" in r for r in report.recovered)
@@ -253,24 +282,24 @@ class TestResumable:
 class TestIntegrity:
     def test_changed_segment_is_refused(self, incident: Incident) -> None:
         """A byte changed in a sealed segment fails compaction, naming the segment."""
-        seg = sorted(incident.journal.glob("*.jsonl"))[1]
+        seg = sorted(web_stream(incident.journal).glob("*.jsonl"))[1]
         data = seg.read_bytes()
         i = data.index(b'"duration_ms":3.5')
         seg.write_bytes(data[:i] + b'"duration_ms":9.5' + data[i + 17 :])
         with pytest.raises(SegmentMismatch, match=rf"{seg.name} does not match its seal.*auditlog verify"):
             compact(incident.journal, keys=incident.ring)
-        assert not list((incident.journal / "parquet").glob("date=*/source=*/*.parquet"))
+        assert not list((incident.journal / "parquet").glob("date=*/hour=*/*.parquet"))
 
     def test_truncated_segment_is_refused(self, incident: Incident) -> None:
         """A sealed segment cut short fails compaction."""
-        seg = sorted(incident.journal.glob("*.jsonl"))[0]
+        seg = sorted(web_stream(incident.journal).glob("*.jsonl"))[0]
         seg.write_bytes(seg.read_bytes()[:-200])
         with pytest.raises(SegmentMismatch, match=seg.name):
             compact(incident.journal, keys=incident.ring)
 
     def test_forged_seal_is_refused(self, incident: Incident) -> None:
         """A seal whose MAC does not verify is not trusted."""
-        seal = sorted(incident.journal.glob("*.seal.json"))[0]
+        seal = sorted(web_stream(incident.journal).glob("*.seal.json"))[0]
         seal.write_bytes(seal.read_bytes().replace(b'"count":', b'"count":1', 1))
         with pytest.raises(CompactionError, match="cannot be trusted"):
             compact(incident.journal, keys=incident.ring)
@@ -286,20 +315,21 @@ class TestIntegrity:
             compact(incident.journal, keys=incident.ring)
 
     def test_torn_tail_after_a_crash(self, incident: Incident, tmp_path: Path) -> None:
-        """A segment recovered after a crash is compacted up to its seal; the torn bytes stay out."""
+        """A stream whose writer died is recovered first (stale), then compacted up to its seal; the torn
+        bytes stay out."""
         crashed = tmp_path / "crashed"
         with incident.handle() as handle:
             for i in range(5):
                 handle.emit({"kind": "http.request", "correlation_id": f"c-torn-{i}"})
             handle.flush()
-            shutil.copytree(
-                incident.journal, crashed, ignore=shutil.ignore_patterns("journal.lock", "parquet")
-            )
-        active = sorted(crashed.glob("*.jsonl"))[-1]
+            shutil.copytree(incident.journal, crashed, ignore=shutil.ignore_patterns("parquet"))
+            died = handle.journal.stream.stream
+        active = sorted((crashed / "streams" / died).glob("*.jsonl"))[-1]
         with open(active, "ab") as fh:
             fh.write(b'{"kind":"http.request","correlation_id":"c-half')
-        JournalWriter(crashed, keys=incident.ring, config=JournalConfig(fsync="never")).close()
         report = compact(crashed, keys=incident.ring)
+        assert [died] == [r.stream for r in report.stale_recovered]
+        assert "stale" == next(s.state for s in report.streams if s.stream == died)
         rows = parquet_rows(crashed / "parquet")
         assert report.rows == len(rows) == len(sealed_lines(crashed))
         assert 5 == sum(1 for r in rows if (r["correlation_id"] or "").startswith("c-torn-"))
@@ -322,7 +352,7 @@ class TestCLI:
     def test_compact_names_the_bad_segment(self, incident: Incident, tmp_path: Path) -> None:
         """A segment that does not match its seal: exit 1, the segment named, `verify` suggested."""
         app = query_cli()
-        seg = sorted(incident.journal.glob("*.jsonl"))[0]
+        seg = sorted(web_stream(incident.journal).glob("*.jsonl"))[0]
         seg.write_bytes(seg.read_bytes().replace(b'"journal":1', b'"journal":2', 1))
         key = write_key_file(incident.ring, tmp_path / "k.key")
         res = CliRunner().invoke(app, ["compact", str(incident.journal), "--key-file", str(key)])
@@ -377,7 +407,7 @@ class TestPrune:
         assert ("00000001-00000001", "00000002-00000002", "00000003-00000003") == report.pruned
         assert (3, 1) == (report.files, report.kept) and 12 == report.rows  # 3 records + header, x3
         assert ["00000004-00000004"] == list(rows_by_batch(root))
-        left = {str(p.relative_to(root)) for p in root.glob("date=*/source=*/*.parquet")}
+        left = {str(p.relative_to(root)) for p in root.glob("date=*/hour=*/*.parquet")}
         assert left == {f.path for m in load_manifests(root) for f in m.files} and left < before
         folders = [d for d in root.glob("date=*/**") if d.is_dir()]
         assert folders and all(any(d.iterdir()) for d in folders)  # no partition folder left empty
@@ -439,12 +469,14 @@ class TestPrune:
             compact_mod.prune(jdir, keys=ring)
         root = jdir / "parquet"
         assert 3 == len(load_manifests(root))  # the retired one is no longer seen by queries
-        assert 4 == len(list(root.glob("date=*/source=*/*.parquet")))  # its file is still there
+        assert 4 == len(list(root.glob("date=*/hour=*/*.parquet")))  # its file is still there
         monkeypatch.undo()
         report = compact_mod.prune(jdir, keys=ring)
-        assert ("source=web-1/00000001-00000001: pruning finished",) == report.recovered
+        assert ("stream=web-1/00000001-00000001: pruning finished",) == report.recovered
         assert ("00000002-00000002", "00000003-00000003") == report.pruned
-        assert ["part-00000004-00000004.parquet"] == [p.name for p in root.glob("date=*/source=*/*.parquet")]
+        assert ["part-web-1-00000004-00000004.parquet"] == [
+            p.name for p in root.glob("date=*/hour=*/*.parquet")
+        ]
         assert not list((root / "_manifest").rglob("*.pruned"))
 
     def test_cli_compact_prune(self, tmp_path: Path) -> None:

@@ -19,7 +19,8 @@ from auditlog.evidence import export, verify_pack
 from auditlog.investigate import CorruptSource, Investigation
 from auditlog.lake.compact import compact
 from auditlog.lake.layout import load_manifests
-from auditlog.lake.ship import ChecksumMismatch, ShipError, ship
+from auditlog.lake.ship import ChecksumMismatch, ObjectCollision, ShipError, ship
+from store.trail import list_streams
 from tests._support import query_cli, write_key_file
 from tests.auditlog.test_query import Incident, Sink, write_incident
 
@@ -100,25 +101,98 @@ class CorruptingClient(FailingClient):
         return self._real.put_object(**kw)
 
 
+class CountingClient(FailingClient):
+    """Counts requests by operation."""
+
+    def __init__(self, real: Any) -> None:
+        super().__init__(real, fail_at=0)
+        self.calls: dict[str, int] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._real, name)
+
+        def call(*a: Any, **k: Any) -> Any:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return attr(*a, **k)
+
+        return call
+
+    def put_object(self, **kw: Any) -> Any:
+        self.calls["put_object"] = self.calls.get("put_object", 0) + 1
+        return self._real.put_object(**kw)
+
+
+def stream_of(incident: Incident) -> Any:
+    (info,) = [i for i in list_streams(incident.journal) if i.source == "web-1"]
+    return info
+
+
 class TestShip:
     def test_layout_on_s3(self, incident: Incident, s3: Any, bucket: str) -> None:
-        """Parquet under date=/source=, manifests, and sealed segments with seals under _journal/."""
+        """Parquet under date=/hour=, manifests per stream, every seal, the trail's id and a dated copy of its
+        checkpoint log; no segments unless asked for."""
         report = ship(incident.journal, f"s3://{bucket}/audit", client=s3)
         objects = keys_in(s3, bucket)
         assert set(report.uploaded) == set(objects)
+        info = stream_of(incident)
         manifests = load_manifests(incident.journal / "parquet")
         for m in manifests:
             for f in m.files:
                 assert f"audit/{f.path}" in objects
                 head = s3.head_object(Bucket=bucket, Key=f"audit/{f.path}")
-                assert f.sha256 == head["Metadata"]["sha256"]
-            assert f"audit/_manifest/source=web-1/{m.batch}.json" in objects
-        sealed = sorted(p.name for p in incident.journal.glob("*.seal.json"))
-        assert {f"audit/_journal/source=web-1/{n}" for n in sealed} <= set(objects)
-        for name in sealed:
-            seg = name.replace(".seal.json", ".jsonl")
-            body = s3.get_object(Bucket=bucket, Key=f"audit/_journal/source=web-1/{seg}")["Body"].read()
-            assert (incident.journal / seg).read_bytes() == body
+                assert (f.sha256, m.stream) == (head["Metadata"]["sha256"], head["Metadata"]["stream"])
+            assert f"audit/_manifest/stream={m.stream}/{m.batch}.json" in objects
+        sealed = sorted(p.name for p in info.path.glob("*.seal.json"))
+        assert {f"audit/_journal/stream={info.stream}/{n}" for n in sealed} <= set(objects)
+        assert not [k for k in objects if k.endswith(".jsonl") and "/_journal/" in k]
+        trail = [k for k in objects if "/_trail/" in k]
+        assert 2 == len(trail) and any(k.endswith("/trail.json") for k in trail)
+        (log,) = [k for k in trail if "/checkpoints/" in k]
+        log_bytes = s3.get_object(Bucket=bucket, Key=log)["Body"].read()
+        assert (incident.journal / "checkpoints.jsonl").read_bytes().startswith(log_bytes)
+
+    def test_with_segments(self, incident: Incident, s3: Any, bucket: str) -> None:
+        """with_segments=True also ships each sealed segment, byte for byte, before its seal."""
+        ship(incident.journal, f"s3://{bucket}/seg", client=s3, with_segments=True)
+        info = stream_of(incident)
+        for seal in sorted(info.path.glob("*.seal.json")):
+            seg = seal.name.replace(".seal.json", ".jsonl")
+            body = s3.get_object(Bucket=bucket, Key=f"seg/_journal/stream={info.stream}/{seg}")["Body"].read()
+            assert (info.path / seg).read_bytes() == body
+
+    def test_one_request_per_new_object(self, incident: Incident, s3: Any, bucket: str) -> None:
+        """A first run makes one conditional PUT per object and no HEAD; a re-run makes no request at all."""
+        counting = CountingClient(s3)
+        report = ship(incident.journal, f"s3://{bucket}/cost", client=counting)
+        assert {"put_object": len(report.uploaded)} == counting.calls
+        again = CountingClient(s3)
+        ship(incident.journal, f"s3://{bucket}/cost", client=again)
+        assert {} == again.calls
+
+    def test_a_collision_is_an_error_naming_both_writers(
+        self, incident: Incident, s3: Any, bucket: str
+    ) -> None:
+        """An object another writer put under one of our keys is never replaced: the error names both."""
+        m = load_manifests(incident.journal / "parquet")[0]
+        key = f"col/{m.files[0].path}"
+        s3.put_object(
+            Bucket=bucket, Key=key, Body=b"theirs", Metadata={"stream": "web-1.other", "source": "web-1"}
+        )
+        with pytest.raises(
+            ObjectCollision, match=r"written by stream web-1\.other.*this writer \(stream web-1\.\d"
+        ):
+            ship(incident.journal, f"s3://{bucket}/col", client=s3)
+        assert b"theirs" == s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def test_checkpoints_are_dated_copies(self, incident: Incident, s3: Any, bucket: str) -> None:
+        """A changed checkpoint log ships as a new dated copy; the older copies stay as they were."""
+        ship(incident.journal, f"s3://{bucket}/cp", client=s3)
+        first = [k for k in keys_in(s3, bucket, "cp/_trail/") if "/checkpoints/" in k]
+        with incident.handle() as handle:
+            handle.emit({"kind": "http.request", "correlation_id": "c-cp"})
+        ship(incident.journal, f"s3://{bucket}/cp", client=s3)
+        second = [k for k in keys_in(s3, bucket, "cp/_trail/") if "/checkpoints/" in k]
+        assert 1 == len(first) and 2 == len(second) and set(first) < set(second)
 
     def test_expire_after_sets_a_lifecycle_rule_and_keeps_others(
         self, incident: Incident, s3: Any, bucket: str
@@ -147,15 +221,18 @@ class TestShip:
         assert 0 != bad.exit_code and "--expire-after" in bad.output
 
     def test_idempotent(self, incident: Incident, s3: Any, bucket: str) -> None:
-        """A second run uploads nothing; so does a run without the local ledger (HEAD checks)."""
+        """A second run uploads nothing; so does a run without the local ledger (conditional PUTs find every
+        object there, with the same bytes), apart from a fresh dated copy of the checkpoint log."""
         url = f"s3://{bucket}/p"
         first = ship(incident.journal, url, client=s3)
         again = ship(incident.journal, url, client=s3)
-        assert ((), len(first.uploaded)) == (again.uploaded, again.skipped)
+        settled = [k for k in first.uploaded if "/checkpoints/" not in k]  # an unchanged log is not re-sent
+        assert ((), len(settled)) == (again.uploaded, again.skipped)
         for ledger in (incident.journal / "parquet" / "_ship").glob("*.jsonl"):
             ledger.unlink()
         third = ship(incident.journal, url, client=s3)
-        assert ((), len(first.uploaded)) == (third.uploaded, third.skipped)
+        assert all("/checkpoints/" in k for k in third.uploaded)
+        assert len(settled) == third.skipped
 
     def test_resumes_after_a_failure(self, incident: Incident, s3: Any, bucket: str) -> None:
         """A run that fails mid-way resumes where it stopped; nothing is uploaded twice."""
@@ -174,14 +251,16 @@ class TestShip:
         with pytest.raises(ChecksumMismatch, match="does not match what was sent"):
             ship(incident.journal, f"s3://{bucket}/bad", client=CorruptingClient(s3, fail_at=0))
 
-    def test_recheck_repairs_a_changed_object(self, incident: Incident, s3: Any, bucket: str) -> None:
-        """recheck=True ignores the ledger, finds an object changed in S3, and uploads it again."""
+    def test_recheck_reports_a_changed_object(self, incident: Incident, s3: Any, bucket: str) -> None:
+        """recheck=True ignores the ledger, finds an object changed in S3, and reports it (never replaces)."""
         url = f"s3://{bucket}/repair"
         ship(incident.journal, url, client=s3)
         key = next(k for k in keys_in(s3, bucket, "repair/") if k.endswith(".parquet"))
         s3.put_object(Bucket=bucket, Key=key, Body=b"tampered")
         assert () == ship(incident.journal, url, client=s3).uploaded
-        assert (key,) == ship(incident.journal, url, client=s3, recheck=True).uploaded
+        with pytest.raises(ObjectCollision, match="already holds different content"):
+            ship(incident.journal, url, client=s3, recheck=True)
+        assert b"tampered" == s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
     def test_bad_url(self, incident: Incident, s3: Any) -> None:
         """A malformed URL is a ValueError."""
@@ -222,6 +301,30 @@ class TestQueryS3:
             assert {f"date={d}" for d in incident.days} == {
                 p.parent.parent.name for p in cache.rglob("*.parquet")
             }
+
+    def test_timeline_fetches_only_files_that_may_hold_the_id(
+        self, incident: Incident, s3: Any, bucket: str, tmp_path: Path
+    ) -> None:
+        """A timeline over s3:// fetches the files whose manifest Bloom filter may hold the id, not all."""
+        from auditlog.investigate._connections import Connections
+        from auditlog.investigate.catalog import open_catalog
+
+        ship(incident.journal, f"s3://{bucket}/t", client=s3)
+        cache = tmp_path / "cache"
+        catalog = open_catalog(f"s3://{bucket}/t", cache_dir=cache, s3_client=s3)
+        conns = Connections(catalog, memory_limit="256MB", threads=1)
+        try:
+            con = conns.reader_for(None, None, correlation_id=incident.incident_cid)
+            steps = con.execute(
+                "SELECT kind FROM events WHERE correlation_id = $c ORDER BY ts, stream, seq",
+                {"c": incident.incident_cid},
+            ).fetchall()
+        finally:
+            conns.close()
+        assert [*incident.incident_steps, "body.read_denied"][: len(steps)] == [k for (k,) in steps]
+        fetched = len(list(cache.rglob("*.parquet")))
+        total = sum(len(m.files) for m in catalog.manifests)
+        assert 0 < fetched < total
 
     def test_corrupt_download_refused(self, incident: Incident, s3: Any, bucket: str, tmp_path: Path) -> None:
         """A Parquet object that does not match its manifest's SHA-256 is refused, not queried."""
@@ -271,12 +374,12 @@ class TestQueryS3:
         gone = manifests[0]
         for f in gone.files:
             s3.delete_object(Bucket=bucket, Key=f"e/{f.path}")
-        s3.delete_object(Bucket=bucket, Key=f"e/_manifest/source=web-1/{gone.batch}.json")
+        s3.delete_object(Bucket=bucket, Key=f"e/{gone.key}")
         left = S3Layout(f"s3://{bucket}/e", cache_dir=cache, client=s3).manifests()
         assert [m.batch for m in manifests[1:]] == [m.batch for m in left]
         cached = {str(p.relative_to(cache)) for p in cache.rglob("*.parquet")}
         assert cached == {f.path for m in left for f in m.files}
-        assert not (cache / "_manifest" / "source=web-1" / f"{gone.batch}.json").exists()
+        assert not (cache / gone.key).exists()
         assert (cache / "notes.txt").exists()
         with Investigation(
             f"s3://{bucket}/e", audit=Sink(incident.ring), s3_client=s3, cache_dir=cache
