@@ -10,6 +10,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+import auditlog
+from store.keys import KeyRing, MasterKey
+
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "incident_reconstruction.ipynb"
 
@@ -31,23 +34,75 @@ class TestNotebook:
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert code and all(not c.outputs and c.execution_count is None for c in code)
 
-    @pytest.mark.timeout(240)
+    @pytest.mark.timeout(300)
     def test_executes(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        """Every cell runs; the walk shows the timeline, a plot, the token's calls and a verified pack."""
-        monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
-        monkeypatch.setenv(
-            "PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-        )
-        monkeypatch.setenv("TMPDIR", str(tmp_path))
-        nb = nbformat.read(NOTEBOOK, as_version=4)
-        client = NotebookClient(
-            nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
-        )
-        client.execute()
+        """Every cell runs; results are DataFrames; two plots; the token's three calls; a verified pack."""
+        nb = run(tmp_path, monkeypatch)
         text = outputs_text(nb)
         assert "verifies: True" in text
-        assert "timeline" in text and "(3 rows)" in text  # find(token): the three calls that carried it
+        assert "find: 3 events carried the value" in text
+        assert len(frames(nb)) >= 8  # timeline, around, denials, reads, find, top, anomalies, sql, runs
         images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-        assert 1 == len(images)
-        errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
-        assert [] == errors
+        assert 2 == len(images)
+
+    @pytest.mark.timeout(300)
+    def test_never_modifies_the_source(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Run over a trail of the user's: every file of it is byte-identical afterwards (the notebook
+        compacts a copy, and journals its queries into a trail of its own)."""
+        source = tmp_path / "users-trail"
+        ring = KeyRing(MasterKey.generate())
+        key_file = tmp_path / "k.key"
+        key_file.write_text(ring.active.to_b64() + "\n")
+        handle = auditlog.configure(journal_dir=source, key=ring, stdlib=False)
+        for i in range(20):
+            allowed = i % 5 != 0
+            handle.emit(
+                {
+                    "kind": "http.request" if allowed else "authz.denied",
+                    "correlation_id": f"{i:032x}",
+                    "actor": {"subject": "ann" if i % 2 else "bob"},
+                    "action": {"name": "/orders/{n}", "method": "GET"},
+                    "decision": {"allowed": allowed, "reason": "ok" if allowed else "missing_scopes"},
+                    "outcome": {"status": "ok" if allowed else "denied", "duration_ms": 1.0},
+                }
+            )
+        handle.shutdown()
+        before = snapshot(source)
+        nb = run(tmp_path, monkeypatch, SOURCE=str(source), KEY_FILE=str(key_file))
+        assert before == snapshot(source)
+        assert "verifies: True" in outputs_text(nb)
+        assert frames(nb)
+
+
+def frames(nb: Any) -> list[str]:
+    """The DataFrames the notebook displayed (pandas' HTML tables)."""
+    return [
+        html
+        for cell in nb.cells
+        for out in cell.get("outputs", [])
+        if 'class="dataframe"' in (html := str(out.get("data", {}).get("text/html", "")))
+    ]
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()
+    }
+
+
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **params: str) -> Any:
+    """Execute the notebook (parameters set in its first code cell); fail on any error output."""
+    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    first = next(c for c in nb.cells if c.cell_type == "code")
+    for name, value in params.items():
+        first.source += f"\n{name} = {value!r}"
+    client = NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
+    )
+    client.execute()
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert [] == errors
+    return nb
