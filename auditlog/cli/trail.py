@@ -7,6 +7,8 @@ copy), which also catches a directory rolled back, or its newest records cut. A 
 streams: they are warnings, and fail the check unless ``--allow-open``. ``--repair`` first recovers and
 seals the streams of writers that died (their lock is free), with the recovery on the record.
 
+``verify s3://bucket/prefix`` checks a shipped lake across hosts instead (:mod:`auditlog.lake.verify`).
+
 Exit codes: 0 every trail verifies, 1 a check failed (problems, or warnings without ``--allow-open``),
 2 bad usage or input (no such directory, no key).
 """
@@ -19,14 +21,17 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from auditlog.cli._options import KeyFileOpt, fail, key_ring, out
+from auditlog.cli._options import EndpointOpt, KeyFileOpt, fail, key_ring, out
 
 __all__ = ["register"]
 
 
 def verify_cmd(
-    directories: Annotated[list[Path], typer.Argument(help="Trail directories (one or more).")],
+    sources: Annotated[
+        list[str], typer.Argument(help="Trail directories (one or more), or one s3://bucket/prefix (a lake).")
+    ],
     key_file: KeyFileOpt = None,
+    endpoint_url: EndpointOpt = None,
     anchor: Annotated[
         Path | None,
         typer.Option(
@@ -41,9 +46,23 @@ def verify_cmd(
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Check every stream, seal, chain link and checkpoint; name each problem (stream, segment, seq)."""
+    """Check every stream, seal, chain link and checkpoint; name each problem (stream, segment, seq).
+
+    An s3:// source is a shipped lake: verified across hosts as `auditlog lake verify` does.
+    """
     from store.trail import recover_stale, verify_trail
 
+    if any(s.startswith("s3://") for s in sources):
+        if len(sources) > 1:
+            raise fail("verify one s3:// lake at a time")
+        from auditlog.cli.lake import verify_cmd as verify_lake_cmd
+
+        verify_lake_cmd(
+            sources[0], key_file=key_file, endpoint_url=endpoint_url, deep=False, markers=True,
+            strict=False, as_json=json_out,
+        )  # fmt: skip
+        return
+    directories = [Path(s) for s in sources]
     ring = key_ring(key_file)
     if anchor is not None and len(directories) > 1:
         raise fail("--anchor compares one trail with its copy: give one directory")

@@ -151,6 +151,17 @@ class TestVerifyLake:
         assert summary["ok"] and 3 == len(summary["sources"]) and summary["markers"] > 0
         assert (mirror / "_verified").is_dir()
 
+    def test_root_verify_takes_an_s3_lake(self, fleet: Fleet, s3: Any, tmp_path: Path) -> None:
+        """`auditlog verify s3://...` verifies a shipped lake across hosts, as `lake verify` does."""
+        from auditlog.cli.app import app
+
+        url = shipped(fleet, s3)
+        key_file = write_key_file(fleet.ring, tmp_path / "k.key")
+        args = ["verify", url, "--key-file", str(key_file), "--endpoint-url", s3.meta.endpoint_url, "--json"]
+        res = CliRunner().invoke(app, args)
+        assert 0 == res.exit_code, res.output
+        assert 3 == len(orjson.loads(res.stdout)["sources"])
+
 
 class TestTables:
     def test_athena_ddl_parses_with_projection(self) -> None:
