@@ -25,9 +25,13 @@ __all__ = [
     "EndpointOpt",
     "JsonOpt",
     "KeyFileOpt",
+    "MaxRowsOpt",
+    "QuietOpt",
     "SinceOpt",
+    "TimeoutOpt",
     "TrailOpt",
     "UntilOpt",
+    "UnverifiedOpt",
     "audit_handle",
     "cli_source",
     "command_with",
@@ -63,6 +67,22 @@ SinceOpt = Annotated[
 ]
 UntilOpt = Annotated[str | None, typer.Option("--until", help="End, same forms as --since.")]
 EndpointOpt = Annotated[str | None, typer.Option("--endpoint-url", help="S3-compatible endpoint.")]
+UnverifiedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--unverified",
+        help="Answer even when the source fails verification (a warning says so). By default a query "
+        "over a changed, truncated or re-keyed source fails with exit code 1.",
+    ),
+]
+TimeoutOpt = Annotated[
+    float,
+    typer.Option("--timeout", min=0.001, metavar="SECONDS", help="Stop a query that runs longer than this."),
+]
+MaxRowsOpt = Annotated[
+    int, typer.Option("--max-rows", min=1, metavar="N", help="Refuse a result of more rows than this.")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 NO_KEY = "no key: pass --key-file, or set AUDITLOG_KEY / AUDITLOG_KEY_FILE (see `auditlog keygen`)"
 
@@ -158,7 +178,9 @@ def query_errors(source: str) -> Callable[[BaseException], typer.Exit]:
         BadTimeRange,
         CorruptSource,
         EmptySource,
+        KeyMismatch,
         NotJournaled,
+        QueryLimit,
         SandboxViolation,
         UnknownCorrelationId,
     )
@@ -167,13 +189,28 @@ def query_errors(source: str) -> Callable[[BaseException], typer.Exit]:
         if isinstance(exc, UnknownCorrelationId):
             return fail(str(exc), 1)
         if isinstance(exc, CorruptSource):
-            hint = "" if "verify" in str(exc) else f"; `auditlog verify {source}` says more"
-            return fail(f"{exc}{hint}", 1)
-        if isinstance(exc, BadTimeRange | EmptySource | SandboxViolation | NotJournaled | ValueError):
+            return fail(f"{exc}{'' if 'verify' in str(exc) else verify_hint(source)}", 1)
+        if isinstance(exc, QueryLimit):
+            return fail(f"{exc} (--timeout, --max-rows)", 2)
+        if isinstance(
+            exc, BadTimeRange | EmptySource | SandboxViolation | NotJournaled | KeyMismatch | ValueError
+        ):
             return fail(str(exc), 2)
         return fail(f"{type(exc).__name__}: {exc}", 1)
 
     return translate
+
+
+def verify_hint(source: str) -> str:
+    """Where to look further when ``source`` cannot be read: ``auditlog verify`` needs a local journal."""
+    if source.startswith("s3://"):
+        return (
+            "; the shipped copy is checked against its manifests as it is fetched: run `auditlog verify` on "
+            "the journal it was shipped from (on the writer's host) and ship it again"
+        )
+    if is_trail(Path(source)):
+        return f"; `auditlog verify {source}` says more"
+    return "; run `auditlog verify` on the journal it was compacted from"
 
 
 def keyword(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:

@@ -24,17 +24,22 @@ from auditlog.cli._options import (
     EndpointOpt,
     JsonOpt,
     KeyFileOpt,
+    MaxRowsOpt,
     SinceOpt,
+    TimeoutOpt,
     TrailOpt,
     UntilOpt,
+    UnverifiedOpt,
     audit_handle,
     command_with,
+    err,
     fail,
     key_ring,
     keyword,
     out,
     query_errors,
 )
+from auditlog.investigate.sandbox import MAX_ROWS, TIMEOUT
 
 __all__ = ["register"]
 
@@ -116,6 +121,9 @@ def _run(
     as_csv: bool,
     key_file: Path | None,
     journal: Path | None,
+    unverified: bool,
+    timeout: float,
+    max_rows: int,
 ) -> None:
     from auditlog.investigate import Investigation, QueryError
 
@@ -136,11 +144,21 @@ def _run(
                 investigator=o["investigator"],
                 cache_dir=o["cache_dir"],
                 s3_client=client,
+                timeout=timeout,
+                max_rows=max_rows,
+                allow_unverified=unverified,
             ) as inv:
                 result = fn(inv)
+                integrity = inv.integrity
         except (QueryError, ValueError) as exc:
             raise translate(exc) from None
     _render(result, as_json=as_json, as_csv=as_csv, title=title)
+    if not result.verified:
+        err.print(
+            f"[yellow]warning:[/yellow] answered from data that fails verification (--unverified): "
+            f"{integrity.summary()}",
+            markup=True,
+        )
 
 
 # The options every query takes after its own, declared once.
@@ -149,6 +167,9 @@ _SHARED = (
     keyword("as_csv", CsvOpt, False),
     keyword("key_file", KeyFileOpt, None),
     keyword("journal", TrailOpt, None),
+    keyword("unverified", UnverifiedOpt, False),
+    keyword("timeout", TimeoutOpt, TIMEOUT),
+    keyword("max_rows", MaxRowsOpt, MAX_ROWS),
 )
 
 
