@@ -147,7 +147,8 @@ def audit_handle(source: str, journal: Path | None, ring: Any, policy: Any = Non
         handle.shutdown()
 
 
-def progress_bar() -> Any:
+def progress_bar(*, quiet: bool = False) -> Any:
+    """A progress bar on stderr; none with ``quiet`` (``--quiet``)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(
@@ -157,6 +158,7 @@ def progress_bar() -> Any:
         TimeElapsedColumn(),
         console=err,
         transient=True,
+        disable=quiet,
     )
 
 
