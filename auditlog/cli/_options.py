@@ -1,6 +1,7 @@
 """What the ``auditlog`` command groups share, defined once: consoles, options, exits, the key ring.
 
-Exit codes, for every command: 0 success, 1 a check failed or nothing was found, 2 bad usage or input.
+Exit codes, for every command (:data:`EXIT_CODES`, the epilog of every ``--help``): 0 success, 1 a check
+failed or nothing was found, 2 bad usage or input.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from store.exceptions import KeyError_
 from store.keys import KeyRing, key_from_env
 
 __all__ = [
+    "EXIT_CODES",
     "CsvOpt",
     "EndpointOpt",
     "JsonOpt",
@@ -45,6 +47,23 @@ __all__ = [
     "query_errors",
 ]
 
+EXIT_CODES = "Exit codes: 0 success, 1 a check failed or nothing was found, 2 bad usage or input."
+
+
+def _flags_without_type() -> None:
+    """Typer (0.29) labels every flag ``<bool>`` in rich help, ``--help`` included; a flag takes no value."""
+    from typer.core import TyperOption
+
+    labelled = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else labelled(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_without_type()
+
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 # Tables are wide: when stdout is not a terminal (a pipe, a file), do not fold them to 80 columns.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 240)
@@ -65,7 +84,7 @@ CsvOpt = Annotated[bool, typer.Option("--csv", help="Print CSV instead of a tabl
 SinceOpt = Annotated[
     str | None, typer.Option("--since", help="Start: 2026-11-22, 2026-11-22T10:00Z, or 24h, 7d.")
 ]
-UntilOpt = Annotated[str | None, typer.Option("--until", help="End, same forms as --since.")]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="End, same forms as --since, or now.")]
 EndpointOpt = Annotated[str | None, typer.Option("--endpoint-url", help="S3-compatible endpoint.")]
 UnverifiedOpt = Annotated[
     bool,
@@ -105,19 +124,33 @@ def key_ring(key_file: Path | None) -> KeyRing:
         raise fail(str(exc)) from None
     if ring is None:
         raise fail(NO_KEY)
+    _warn_if_readable(key_file or _env_key_file())
     return ring
 
 
-def is_trail(path: Path) -> bool:
-    """Whether ``path`` is an audit trail directory (see :mod:`store.trail`)."""
-    return (path / "trail.json").is_file()
+def _env_key_file() -> Path | None:
+    import os
+
+    configured = os.environ.get("AUDITLOG_KEY_FILE") if not os.environ.get("AUDITLOG_KEY") else None
+    return Path(configured) if configured else None
 
 
-def cli_source() -> str:
-    """The source of the CLI's own stream in a trail: ``cli.<host>``, apart from the servers' streams."""
-    import socket
+def _warn_if_readable(path: Path | None) -> None:
+    """Warn when a key file can be read by its group or by others (it should be 0600)."""
+    import stat
 
-    return f"cli.{socket.gethostname()}"
+    if path is None:
+        return
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        err.print(
+            f"[yellow]warning:[/yellow] key file {path} is readable by group or others "
+            f"(mode {stat.S_IMODE(mode):04o}): chmod 600 {path}",
+            markup=True,
+        )
 
 
 @contextmanager
@@ -252,7 +285,7 @@ def command_with(
         command.__annotations__ = {p.name: p.annotation for p in params}
         command.__doc__ = fn.__doc__
         command.__name__ = f"{name.replace('-', '_')}_cmd"
-        app.command(name)(command)
+        app.command(name, epilog=EXIT_CODES)(command)
         return fn
 
     return register

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from auditlog.cli._options import (
+    EXIT_CODES,
     EndpointOpt,
     JsonOpt,
     KeyFileOpt,
@@ -33,7 +34,7 @@ def export_cmd(
     ],
     out_file: Annotated[Path, typer.Option("--out", help="The pack to write (.zip).")],
     since: Annotated[str, typer.Option("--since", help="Start of the range.")],
-    until: Annotated[str, typer.Option("--until", help="End of the range.")],
+    until: Annotated[str, typer.Option("--until", help="End of the range (a time, 0m, or now).")],
     controls: Annotated[str, typer.Option("--controls", help="Control framework.")] = "soc2",
     incident: Annotated[
         list[str] | None, typer.Option("--incident", help="Correlation id for CC7.4.")
@@ -150,5 +151,5 @@ def verify_pack_cmd(
 
 def register(app: typer.Typer) -> None:
     """Add ``export`` and ``verify-pack`` to the root ``auditlog`` app."""
-    app.command("export")(export_cmd)
-    app.command("verify-pack")(verify_pack_cmd)
+    app.command("export", epilog=EXIT_CODES)(export_cmd)
+    app.command("verify-pack", epilog=EXIT_CODES)(verify_pack_cmd)
