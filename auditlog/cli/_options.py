@@ -153,6 +153,18 @@ def _warn_if_readable(path: Path | None) -> None:
         )
 
 
+def is_trail(path: Path) -> bool:
+    """Whether ``path`` is an audit trail directory (see :mod:`store.trail`)."""
+    return (path / "trail.json").is_file()
+
+
+def cli_source() -> str:
+    """The source of the CLI's own stream in a trail: ``cli.<host>``, apart from the servers' streams."""
+    import socket
+
+    return f"cli.{socket.gethostname()}"
+
+
 @contextmanager
 def audit_handle(source: str, journal: Path | None, ring: Any, policy: Any = None) -> Iterator[Any]:
     """Journal this command into a trail, as a stream of its own, and seal that stream afterwards.

@@ -2,8 +2,10 @@
 
 - key ids: the key ring must hold a key that wrote the source (segment headers, manifests), else
   :class:`~auditlog.investigate.errors.KeyMismatch`: a wrong key would otherwise answer "nothing found";
-- journal segments: :func:`store.journal.verify` over the journal directory (every record's MAC, every
-  chain link and seal), so the live rows the catalog reads are the chained ones;
+- journal segments: :func:`store.trail.verify_trail` over a trail (every stream's records, chain links
+  and seals, and the signed checkpoints of every stream's head; open streams allowed, they are live), or
+  :func:`store.journal.verify` over a single journal directory, so the live rows the catalog reads are
+  the chained ones;
 - Parquet: each manifest's HMAC under its key, and each local file's SHA-256 against its manifest entry
   (re-hashed whenever the file's size or modification time changes; an ``s3://`` source's files are
   checked as they are fetched, by :meth:`auditlog.lake.ship.S3Layout.fetch`).
@@ -83,6 +85,9 @@ class Checker:
             except JournalError:
                 return kids
             kids |= {k for p in listing.segments.values() if (k := _header_kid(p)) is not None}
+            for p in self._catalog.journal.glob("streams/*/[0-9]*.jsonl"):  # a trail's streams
+                if (k := _header_kid(p)) is not None:
+                    kids.add(k)
         return kids
 
     def key_mismatch(self) -> str | None:
@@ -103,14 +108,32 @@ class Checker:
         if self._keys is None:
             return Integrity(verified=False, problems=("no key ring to verify the source with",))
         problems: list[str] = []
-        if self._catalog.journal is not None and any(self._catalog.journal.glob("[0-9]*.jsonl")):
+        journal = self._catalog.journal
+        if journal is not None and (journal / "trail.json").is_file():
+            from store.trail import verify_trail
+
+            trail = verify_trail(journal, keys=self._keys, allow_open=True)
+            problems.extend(
+                " ".join(
+                    part
+                    for part in (
+                        f"stream {p.stream}" if p.stream else "trail",
+                        f"segment {p.segment}" if p.segment else "",
+                        f"seq {p.seq}" if p.seq is not None else "",
+                    )
+                    if part
+                )
+                + f": {p.reason}"
+                for p in trail.problems
+            )
+        elif journal is not None and any(journal.glob("[0-9]*.jsonl")):
             from store.exceptions import JournalError
             from store.journal import verify
 
             try:
-                report = verify(self._catalog.journal, keys=self._keys)
+                report = verify(journal, keys=self._keys)
             except JournalError as exc:
-                problems.append(f"journal {self._catalog.journal}: {exc}")
+                problems.append(f"journal {journal}: {exc}")
             else:
                 problems.extend(
                     f"journal segment {p.segment}"

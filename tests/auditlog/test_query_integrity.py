@@ -43,7 +43,9 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Incident:
 
 def _tamper_segment(inc: Incident) -> str:
     """Change one actor in a sealed segment, keeping the line valid JSON; return the segment's name."""
-    for seg in sorted(inc.journal.glob("*.jsonl"))[:-1]:
+    for seg in sorted(inc.journal.rglob("[0-9]*.jsonl")):  # a journal's segments, or a trail's streams'
+        if not seg.with_name(seg.name.replace(".jsonl", ".seal.json")).exists():
+            continue  # only sealed segments
         data = seg.read_bytes()
         if b'"subject":"alice"' in data:
             seg.write_bytes(data.replace(b'"subject":"alice"', b'"subject":"mallo"', 1))
