@@ -36,6 +36,7 @@ OTHERS = {
     ("selftest",): "cli/app.py",
     ("policy",): "cli/app.py",
     ("policy", "check"): "cli/app.py",
+    ("policy", "reference"): "cli/app.py",
     ("bodies",): "cli/bodies.py",  # the group; its commands use command_with, which adds the epilog
     ("compact",): "cli/lake.py",
     ("ship",): "cli/lake.py",
