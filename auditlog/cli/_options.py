@@ -1,6 +1,7 @@
 """What the ``auditlog`` command groups share, defined once: consoles, options, exits, the key ring.
 
-Exit codes, for every command: 0 success, 1 a check failed or nothing was found, 2 bad usage or input.
+Exit codes, for every command (:data:`EXIT_CODES`, the epilog of every ``--help``): 0 success, 1 a check
+failed or nothing was found, 2 bad usage or input.
 """
 
 from __future__ import annotations
@@ -21,13 +22,18 @@ from store.exceptions import KeyError_
 from store.keys import KeyRing, key_from_env
 
 __all__ = [
+    "EXIT_CODES",
     "CsvOpt",
     "EndpointOpt",
     "JsonOpt",
     "KeyFileOpt",
+    "MaxRowsOpt",
+    "QuietOpt",
     "SinceOpt",
+    "TimeoutOpt",
     "TrailOpt",
     "UntilOpt",
+    "UnverifiedOpt",
     "audit_handle",
     "cli_source",
     "command_with",
@@ -40,6 +46,23 @@ __all__ = [
     "progress_bar",
     "query_errors",
 ]
+
+EXIT_CODES = "Exit codes: 0 success, 1 a check failed or nothing was found, 2 bad usage or input."
+
+
+def _flags_without_type() -> None:
+    """Typer (0.29) labels every flag ``<bool>`` in rich help, ``--help`` included; a flag takes no value."""
+    from typer.core import TyperOption
+
+    labelled = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else labelled(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_without_type()
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 # Tables are wide: when stdout is not a terminal (a pipe, a file), do not fold them to 80 columns.
@@ -61,8 +84,24 @@ CsvOpt = Annotated[bool, typer.Option("--csv", help="Print CSV instead of a tabl
 SinceOpt = Annotated[
     str | None, typer.Option("--since", help="Start: 2026-11-22, 2026-11-22T10:00Z, or 24h, 7d.")
 ]
-UntilOpt = Annotated[str | None, typer.Option("--until", help="End, same forms as --since.")]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="End, same forms as --since, or now.")]
 EndpointOpt = Annotated[str | None, typer.Option("--endpoint-url", help="S3-compatible endpoint.")]
+UnverifiedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--unverified",
+        help="Answer even when the source fails verification (a warning says so). By default a query "
+        "over a changed, truncated or re-keyed source fails with exit code 1.",
+    ),
+]
+TimeoutOpt = Annotated[
+    float,
+    typer.Option("--timeout", min=0.001, metavar="SECONDS", help="Stop a query that runs longer than this."),
+]
+MaxRowsOpt = Annotated[
+    int, typer.Option("--max-rows", min=1, metavar="N", help="Refuse a result of more rows than this.")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 NO_KEY = "no key: pass --key-file, or set AUDITLOG_KEY / AUDITLOG_KEY_FILE (see `auditlog keygen`)"
 
@@ -85,7 +124,33 @@ def key_ring(key_file: Path | None) -> KeyRing:
         raise fail(str(exc)) from None
     if ring is None:
         raise fail(NO_KEY)
+    _warn_if_readable(key_file or _env_key_file())
     return ring
+
+
+def _env_key_file() -> Path | None:
+    import os
+
+    configured = os.environ.get("AUDITLOG_KEY_FILE") if not os.environ.get("AUDITLOG_KEY") else None
+    return Path(configured) if configured else None
+
+
+def _warn_if_readable(path: Path | None) -> None:
+    """Warn when a key file can be read by its group or by others (it should be 0600)."""
+    import stat
+
+    if path is None:
+        return
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        err.print(
+            f"[yellow]warning:[/yellow] key file {path} is readable by group or others "
+            f"(mode {stat.S_IMODE(mode):04o}): chmod 600 {path}",
+            markup=True,
+        )
 
 
 def is_trail(path: Path) -> bool:
@@ -127,7 +192,8 @@ def audit_handle(source: str, journal: Path | None, ring: Any, policy: Any = Non
         handle.shutdown()
 
 
-def progress_bar() -> Any:
+def progress_bar(*, quiet: bool = False) -> Any:
+    """A progress bar on stderr; none with ``quiet`` (``--quiet``)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(
@@ -137,6 +203,7 @@ def progress_bar() -> Any:
         TimeElapsedColumn(),
         console=err,
         transient=True,
+        disable=quiet,
     )
 
 
@@ -158,7 +225,9 @@ def query_errors(source: str) -> Callable[[BaseException], typer.Exit]:
         BadTimeRange,
         CorruptSource,
         EmptySource,
+        KeyMismatch,
         NotJournaled,
+        QueryLimit,
         SandboxViolation,
         UnknownCorrelationId,
     )
@@ -167,13 +236,28 @@ def query_errors(source: str) -> Callable[[BaseException], typer.Exit]:
         if isinstance(exc, UnknownCorrelationId):
             return fail(str(exc), 1)
         if isinstance(exc, CorruptSource):
-            hint = "" if "verify" in str(exc) else f"; `auditlog verify {source}` says more"
-            return fail(f"{exc}{hint}", 1)
-        if isinstance(exc, BadTimeRange | EmptySource | SandboxViolation | NotJournaled | ValueError):
+            return fail(f"{exc}{'' if 'verify' in str(exc) else verify_hint(source)}", 1)
+        if isinstance(exc, QueryLimit):
+            return fail(f"{exc} (--timeout, --max-rows)", 2)
+        if isinstance(
+            exc, BadTimeRange | EmptySource | SandboxViolation | NotJournaled | KeyMismatch | ValueError
+        ):
             return fail(str(exc), 2)
         return fail(f"{type(exc).__name__}: {exc}", 1)
 
     return translate
+
+
+def verify_hint(source: str) -> str:
+    """Where to look further when ``source`` cannot be read: ``auditlog verify`` needs a local journal."""
+    if source.startswith("s3://"):
+        return (
+            "; the shipped copy is checked against its manifests as it is fetched: run `auditlog verify` on "
+            "the journal it was shipped from (on the writer's host) and ship it again"
+        )
+    if is_trail(Path(source)):
+        return f"; `auditlog verify {source}` says more"
+    return "; run `auditlog verify` on the journal it was compacted from"
 
 
 def keyword(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
@@ -213,7 +297,7 @@ def command_with(
         command.__annotations__ = {p.name: p.annotation for p in params}
         command.__doc__ = fn.__doc__
         command.__name__ = f"{name.replace('-', '_')}_cmd"
-        app.command(name)(command)
+        app.command(name, epilog=EXIT_CODES)(command)
         return fn
 
     return register

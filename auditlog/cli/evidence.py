@@ -9,9 +9,11 @@ from typing import Annotated
 import typer
 
 from auditlog.cli._options import (
+    EXIT_CODES,
     EndpointOpt,
     JsonOpt,
     KeyFileOpt,
+    QuietOpt,
     TrailOpt,
     audit_handle,
     err,
@@ -32,7 +34,7 @@ def export_cmd(
     ],
     out_file: Annotated[Path, typer.Option("--out", help="The pack to write (.zip).")],
     since: Annotated[str, typer.Option("--since", help="Start of the range.")],
-    until: Annotated[str, typer.Option("--until", help="End of the range.")],
+    until: Annotated[str, typer.Option("--until", help="End of the range (a time, 0m, or now).")],
     controls: Annotated[str, typer.Option("--controls", help="Control framework.")] = "soc2",
     incident: Annotated[
         list[str] | None, typer.Option("--incident", help="Correlation id for CC7.4.")
@@ -43,6 +45,7 @@ def export_cmd(
     investigator: Annotated[str | None, typer.Option("--investigator", help="Who exports.")] = None,
     endpoint_url: EndpointOpt = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Build a signed evidence pack (SOC 2 CC6.1, CC7.2, CC7.3, CC7.4) for a time range."""
     from auditlog.evidence import EvidenceError, export
@@ -60,7 +63,7 @@ def export_cmd(
         from auditlog.lake.ship import make_client
 
         client = make_client(endpoint_url)
-    with audit_handle(source, journal, ring, pol) as handle, progress_bar() as bar:
+    with audit_handle(source, journal, ring, pol) as handle, progress_bar(quiet=quiet) as bar:
         task = bar.add_task("exporting", total=5)
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -103,13 +106,24 @@ def export_cmd(
 def verify_pack_cmd(
     pack: Annotated[Path, typer.Argument(help="The evidence pack (.zip).")],
     public_key: Annotated[
-        str | None, typer.Option("--public-key", help="Expected signer: base64 key or SHA-256 fingerprint.")
+        str | None,
+        typer.Option(
+            "--public-key",
+            envvar="AUDITLOG_EVIDENCE_PUBLIC_KEY",
+            help="The signer you trust: base64 public key or SHA-256 fingerprint, as `auditlog export` "
+            "prints it. Required: anyone can re-sign a pack with a key of their own.",
+        ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check a pack's Ed25519 signature and the SHA-256 of every member; name each bad member."""
+    """Check a pack's Ed25519 signature by the trusted signer and the SHA-256 of every member."""
     from auditlog.evidence import PackInvalid, verify_pack
 
+    if not public_key:
+        raise fail(
+            "verify-pack needs the signer you trust: pass --public-key (the signer fingerprint "
+            "`auditlog export` printed) or set AUDITLOG_EVIDENCE_PUBLIC_KEY"
+        )
     try:
         check = verify_pack(pack, public_key=public_key)
     except PackInvalid as exc:
@@ -137,5 +151,5 @@ def verify_pack_cmd(
 
 def register(app: typer.Typer) -> None:
     """Add ``export`` and ``verify-pack`` to the root ``auditlog`` app."""
-    app.command("export")(export_cmd)
-    app.command("verify-pack")(verify_pack_cmd)
+    app.command("export", epilog=EXIT_CODES)(export_cmd)
+    app.command("verify-pack", epilog=EXIT_CODES)(verify_pack_cmd)

@@ -20,21 +20,27 @@ import typer
 from rich.table import Table
 
 from auditlog.cli._options import (
+    EXIT_CODES,
     CsvOpt,
     EndpointOpt,
     JsonOpt,
     KeyFileOpt,
+    MaxRowsOpt,
     SinceOpt,
+    TimeoutOpt,
     TrailOpt,
     UntilOpt,
+    UnverifiedOpt,
     audit_handle,
     command_with,
+    err,
     fail,
     key_ring,
     keyword,
     out,
     query_errors,
 )
+from auditlog.investigate.sandbox import MAX_ROWS, TIMEOUT
 
 __all__ = ["register"]
 
@@ -44,38 +50,65 @@ RangedQuery = tuple[str, Callable[[Any, Any, Any], Any]]  # ... on (Investigatio
 query_app = typer.Typer(
     help="Reconstruct an incident: timelines, actors, denials, body reads, fingerprints, anomalies, SQL.",
     no_args_is_help=True,
+    epilog=EXIT_CODES,
 )
 
 
 def _render(result: Any, *, as_json: bool, as_csv: bool, title: str) -> None:
     if as_json and as_csv:
         raise fail("choose one of --json and --csv")
+    rows = [tuple(_zoned(v) for v in row) for row in result.rows]
     if as_json:
         import orjson
 
-        sys.stdout.write(
-            orjson.dumps(result.as_dicts(), option=orjson.OPT_INDENT_2, default=_jsonable).decode() + "\n"
-        )
+        doc = [dict(zip(result.columns, row, strict=True)) for row in rows]
+        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2, default=_jsonable).decode() + "\n")
         return
     if as_csv:
         from auditlog.evidence.report import to_csv
 
-        sys.stdout.write(to_csv(result.columns, result.rows).decode())
+        sys.stdout.write(to_csv(result.columns, rows).decode())
         return
     from auditlog.evidence.report import cell
 
-    table = Table(title=f"{title} ({len(result)} rows)")
-    for c in result.columns:
-        table.add_column(c, overflow="fold")
-    for row in result.rows:
-        table.add_row(*(cell(v) for v in row))
-    out.print(table)
+    texts = [[cell(v) for v in row] for row in rows]
+    caption = f"{title} ({len(result)} rows)"
+    widths = [max([len(c), *(len(t[i]) for t in texts)]) for i, c in enumerate(result.columns)]
+    if sum(widths) + 3 * len(widths) + 1 <= out.width:
+        table = Table(title=caption)
+        for c in result.columns:
+            table.add_column(c, overflow="fold")
+        for row_text in texts:
+            table.add_row(*row_text)
+        out.print(table)
+        return
+    # Too wide for the terminal: one block per row (column, value), as `psql -x` does
+    out.print(caption, markup=False)
+    for n, row_text in enumerate(texts, 1):
+        block = Table(title=f"row {n}", show_header=False, title_justify="left")
+        block.add_column(no_wrap=True)
+        block.add_column(overflow="fold")
+        for c, t in zip(result.columns, row_text, strict=True):
+            block.add_row(c, t)
+        out.print(block)
+
+
+def _zoned(value: object) -> object:
+    """A time as ISO 8601 with its zone (naive times are UTC, the journal's convention): ``...Z``."""
+    from datetime import UTC, datetime
+
+    if isinstance(value, datetime):
+        utc = value.astimezone(UTC) if value.tzinfo else value
+        return utc.replace(tzinfo=None).isoformat() + "Z"
+    return value
 
 
 def _jsonable(value: object) -> object:
     from datetime import date, datetime
 
-    if isinstance(value, datetime | date):
+    if isinstance(value, datetime):
+        return _zoned(value)
+    if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, tuple):
         return list(value)
@@ -116,6 +149,9 @@ def _run(
     as_csv: bool,
     key_file: Path | None,
     journal: Path | None,
+    unverified: bool,
+    timeout: float,
+    max_rows: int,
 ) -> None:
     from auditlog.investigate import Investigation, QueryError
 
@@ -136,11 +172,21 @@ def _run(
                 investigator=o["investigator"],
                 cache_dir=o["cache_dir"],
                 s3_client=client,
+                timeout=timeout,
+                max_rows=max_rows,
+                allow_unverified=unverified,
             ) as inv:
                 result = fn(inv)
+                integrity = inv.integrity
         except (QueryError, ValueError) as exc:
             raise translate(exc) from None
     _render(result, as_json=as_json, as_csv=as_csv, title=title)
+    if not result.verified:
+        err.print(
+            f"[yellow]warning:[/yellow] answered from data that fails verification (--unverified): "
+            f"{integrity.summary()}",
+            markup=True,
+        )
 
 
 # The options every query takes after its own, declared once.
@@ -149,6 +195,9 @@ _SHARED = (
     keyword("as_csv", CsvOpt, False),
     keyword("key_file", KeyFileOpt, None),
     keyword("journal", TrailOpt, None),
+    keyword("unverified", UnverifiedOpt, False),
+    keyword("timeout", TimeoutOpt, TIMEOUT),
+    keyword("max_rows", MaxRowsOpt, MAX_ROWS),
 )
 
 

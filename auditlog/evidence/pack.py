@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CONTROLS",
     "EvidenceError",
+    "MAX_MEMBER_BYTES",
     "PACK_FORMAT",
     "PackCheck",
     "PackInvalid",
@@ -305,19 +306,40 @@ def export(
     )
 
 
-def verify_pack(path: str | Path, *, public_key: str | None = None) -> PackCheck:
-    """Check a pack: the manifest's Ed25519 signature, then every member's SHA-256 and the member list.
+MAX_MEMBER_BYTES = 2 << 30  # a member larger than this is not read (verify_pack's default cap)
+_MAX_MANIFEST_BYTES = 64 << 20
+_MAX_SIG_BYTES = 4096
+_CHUNK = 1 << 20
+
+
+def verify_pack(
+    path: str | Path,
+    *,
+    public_key: str | None = None,
+    trust_embedded_key: bool = False,
+    max_member_bytes: int = MAX_MEMBER_BYTES,
+) -> PackCheck:
+    """Check a pack: the manifest's Ed25519 signature by a trusted signer, then every member.
+
+    A pack can be re-signed by anyone, so the signer must be given (``public_key``): a pack that carries
+    its own key proves nothing about who made it. Members are streamed through SHA-256 (memory stays
+    bounded whatever their size); each one's declared size is compared with the manifest's before it is
+    read, and a member past ``max_member_bytes`` is not read at all. Duplicate member names are refused
+    (a zip reader would pick one of them, an auditor's tool perhaps the other).
 
     Args:
         path: the pack.
-        public_key: the expected signer, as base64 public key or SHA-256 fingerprint (hex); None trusts
-            the key inside the pack (integrity only; compare :attr:`PackCheck.signer` out of band).
+        public_key: the trusted signer, as base64 public key or SHA-256 fingerprint (hex), as
+            ``auditlog export`` prints it.
+        trust_embedded_key: check integrity only, against the key inside the pack (then compare
+            :attr:`PackCheck.signer` out of band); without it, a missing ``public_key`` fails the check.
+        max_member_bytes: the largest member that is read.
 
     Returns:
         A :class:`PackCheck` naming each bad member.
 
     Raises:
-        PackInvalid: not a zip archive, or no readable manifest.
+        PackInvalid: not a zip archive.
     """
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -329,57 +351,101 @@ def verify_pack(path: str | Path, *, public_key: str | None = None) -> PackCheck
         raise PackInvalid(f"{p} is not a readable zip archive ({type(exc).__name__})") from None
     problems: list[PackProblem] = []
     with zf:
-        names = [i.filename for i in zf.infolist()]
-        data: dict[str, bytes] = {}
+        infos = zf.infolist()
+        names = [i.filename for i in infos]
+        seen: set[str] = set()
         for name in names:
-            try:
-                data[name] = zf.read(name)
-            except (zipfile.BadZipFile, OSError, ValueError, zlib.error) as exc:
-                problems.append(PackProblem(member=name, reason=f"unreadable ({_why(exc)})"))
-    if "manifest.json" not in data or "manifest.sig" not in data:
-        missing = "manifest.json" if "manifest.json" not in data else "manifest.sig"
-        if not any(pr.member == missing for pr in problems):
-            problems.append(PackProblem(member=missing, reason="missing"))
-        return PackCheck(ok=False, signer=None, members=tuple(names), problems=tuple(problems))
-    try:
-        manifest = orjson.loads(data["manifest.json"])
-        sig_info = manifest["signature"]
-        raw = base64.b64decode(sig_info["public_key"], validate=True)
-        files = manifest["files"]
-        if manifest.get("format") != PACK_FORMAT or not isinstance(files, dict):
-            raise ValueError("format")
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        problems.append(PackProblem(member="manifest.json", reason="not a valid pack manifest"))
-        return PackCheck(ok=False, signer=None, members=tuple(names), problems=tuple(problems))
-    signer = hashlib.sha256(raw).hexdigest()
-    try:
-        signature = base64.b64decode(data["manifest.sig"].strip(), validate=True)
-        Ed25519PublicKey.from_public_bytes(raw).verify(signature, data["manifest.json"])
-    except (InvalidSignature, ValueError):
-        problems.append(
-            PackProblem(
-                member="manifest.json",
-                reason="the signature does not match (manifest.json or manifest.sig changed); "
-                "the members cannot be checked against an untrusted manifest",
+            if name in seen and not any(pr.member == name for pr in problems):
+                problems.append(PackProblem(member=name, reason="appears more than once in the archive"))
+            seen.add(name)
+        if problems:
+            return PackCheck(ok=False, signer=None, members=tuple(names), problems=tuple(problems))
+        by_name = {i.filename: i for i in infos}
+        head: dict[str, bytes] = {}
+        for name, cap in (("manifest.json", _MAX_MANIFEST_BYTES), ("manifest.sig", _MAX_SIG_BYTES)):
+            info = by_name.get(name)
+            if info is None:
+                problems.append(PackProblem(member=name, reason="missing"))
+            elif info.file_size > cap:
+                problems.append(PackProblem(member=name, reason=f"larger than {cap} bytes"))
+            else:
+                try:
+                    head[name] = zf.read(info)
+                except (zipfile.BadZipFile, OSError, ValueError, zlib.error) as exc:
+                    problems.append(PackProblem(member=name, reason=f"unreadable ({_why(exc)})"))
+        if problems:
+            return PackCheck(ok=False, signer=None, members=tuple(names), problems=tuple(problems[:1]))
+        try:
+            manifest = orjson.loads(head["manifest.json"])
+            sig_info = manifest["signature"]
+            raw = base64.b64decode(sig_info["public_key"], validate=True)
+            files = manifest["files"]
+            if manifest.get("format") != PACK_FORMAT or not isinstance(files, dict):
+                raise ValueError("format")
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            problems.append(PackProblem(member="manifest.json", reason="not a valid pack manifest"))
+            return PackCheck(ok=False, signer=None, members=tuple(names), problems=tuple(problems))
+        signer = hashlib.sha256(raw).hexdigest()
+        try:
+            signature = base64.b64decode(head["manifest.sig"].strip(), validate=True)
+            Ed25519PublicKey.from_public_bytes(raw).verify(signature, head["manifest.json"])
+        except (InvalidSignature, ValueError):
+            problems.append(
+                PackProblem(
+                    member="manifest.json",
+                    reason="the signature does not match (manifest.json or manifest.sig changed); "
+                    "the members cannot be checked against an untrusted manifest",
+                )
             )
-        )
-        return PackCheck(ok=False, signer=signer, members=tuple(names), problems=tuple(problems))
-    if public_key is not None and public_key.strip() not in (signer, sig_info.get("public_key")):
-        problems.append(
-            PackProblem(member="manifest.sig", reason="signed by another key than the expected signer")
-        )
-    for name, meta in sorted(files.items()):
-        if name not in data:
-            if not any(pr.member == name for pr in problems):
+            return PackCheck(ok=False, signer=signer, members=tuple(names), problems=tuple(problems))
+        if public_key is None:
+            if not trust_embedded_key:
+                problems.append(
+                    PackProblem(
+                        member="manifest.sig",
+                        reason="no trusted signer given: anyone can re-sign a pack with a key of their own; "
+                        "pass the expected signer (public_key)",
+                    )
+                )
+        elif public_key.strip() not in (signer, sig_info.get("public_key")):
+            problems.append(
+                PackProblem(member="manifest.sig", reason="signed by another key than the expected signer")
+            )
+        for name, meta in sorted(files.items()):
+            info = by_name.get(name)
+            if info is None:
                 problems.append(PackProblem(member=name, reason="listed in the manifest but missing"))
-            continue
-        blob = data[name]
-        if hashlib.sha256(blob).hexdigest() != meta.get("sha256") or len(blob) != meta.get("bytes"):
-            problems.append(PackProblem(member=name, reason="SHA-256 does not match the manifest (changed)"))
+                continue
+            reason = _check_member(zf, info, meta if isinstance(meta, dict) else {}, max_member_bytes)
+            if reason is not None:
+                problems.append(PackProblem(member=name, reason=reason))
     for name in names:
         if name not in files and name not in ("manifest.json", "manifest.sig"):
             problems.append(PackProblem(member=name, reason="not listed in the manifest (added)"))
     return PackCheck(ok=not problems, signer=signer, members=tuple(names), problems=tuple(problems))
+
+
+def _check_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, meta: dict[str, Any], cap: int) -> str | None:
+    """Why a member does not match its manifest entry, or None; streamed, sizes checked first."""
+    declared = meta.get("bytes")
+    if type(declared) is not int or info.file_size != declared:
+        return "its size is not the one the manifest records (changed)"
+    if info.file_size > cap:
+        return f"larger than {cap} bytes: not read"
+    h = hashlib.sha256()
+    size = 0
+    try:
+        with zf.open(info) as fh:
+            while chunk := fh.read(_CHUNK):
+                size += len(chunk)
+                if size > info.file_size:
+                    return "longer than its declared size"
+                h.update(chunk)
+    except (zipfile.BadZipFile, OSError, ValueError, zlib.error, EOFError) as exc:
+        return f"unreadable ({_why(exc)})"
+    if size != declared or h.hexdigest() != meta.get("sha256"):
+        return "SHA-256 does not match the manifest (changed)"
+    return None
 
 
 # -- building blocks ---------------------------------------------------------------------------------

@@ -17,10 +17,15 @@ from auditlog.investigate.errors import (
     BadTimeRange,
     CorruptSource,
     EmptySource,
+    KeyMismatch,
     NotJournaled,
     QueryError,
+    QueryLimit,
+    QueryTimeout,
+    ResultTooLarge,
     SandboxViolation,
     UnknownCorrelationId,
+    UnverifiedSource,
 )
 from auditlog.investigate.investigation import Investigation, TopBy
 from auditlog.investigate.result import Result
@@ -32,12 +37,17 @@ __all__ = [
     "CorruptSource",
     "EmptySource",
     "Investigation",
+    "KeyMismatch",
     "NotJournaled",
     "QueryError",
+    "QueryLimit",
+    "QueryTimeout",
     "Result",
+    "ResultTooLarge",
     "SandboxViolation",
     "TimeArg",
     "TopBy",
     "UnknownCorrelationId",
+    "UnverifiedSource",
     "parse_time",
 ]

@@ -7,8 +7,13 @@ Errors::
     ├── UnknownCorrelationId  (LookupError)        timeline() found no event with that id
     ├── BadTimeRange          (ValueError)         unparseable since/until, or since after until
     ├── CorruptSource         (ValueError)         a segment or Parquet file cannot be read (names it)
+    │   └── UnverifiedSource                       the source fails verification (changed, deleted, re-keyed)
+    ├── KeyMismatch           (ValueError)         no key of the ring wrote the source
     ├── NotJournaled          (RuntimeError)       no audit handle, or the journal refused query.run
-    └── SandboxViolation      (PermissionError)    user SQL that is not a single read-only query
+    ├── SandboxViolation      (PermissionError)    user SQL that is not a single read-only query
+    └── QueryLimit                                 a query stopped at a resource limit
+        ├── QueryTimeout      (TimeoutError)       it ran longer than ``timeout`` seconds
+        └── ResultTooLarge    (ValueError)         its result exceeds ``max_rows`` rows or ``max_bytes`` bytes
 """
 
 from __future__ import annotations
@@ -19,10 +24,15 @@ __all__ = [
     "BadTimeRange",
     "CorruptSource",
     "EmptySource",
+    "KeyMismatch",
     "NotJournaled",
     "QueryError",
+    "QueryLimit",
+    "QueryTimeout",
+    "ResultTooLarge",
     "SandboxViolation",
     "UnknownCorrelationId",
+    "UnverifiedSource",
 ]
 
 
@@ -52,3 +62,26 @@ class NotJournaled(QueryError, RuntimeError):
 
 class SandboxViolation(QueryError, _sandbox.SandboxViolation):
     """User SQL that is not one read-only query, or that the sandboxed engine refused."""
+
+
+class UnverifiedSource(CorruptSource):
+    """The source fails verification: a record, seal, manifest or Parquet file is not what was written.
+
+    ``Investigation(..., allow_unverified=True)`` answers anyway, with ``Result.verified`` false.
+    """
+
+
+class KeyMismatch(QueryError, ValueError):
+    """The key ring holds none of the keys the source was written under (names both key ids)."""
+
+
+class QueryLimit(QueryError):
+    """A query was stopped at a resource limit (its time, or the size of its result)."""
+
+
+class QueryTimeout(QueryLimit, TimeoutError):
+    """A query ran longer than the investigation's ``timeout`` and was interrupted."""
+
+
+class ResultTooLarge(QueryLimit, ValueError):
+    """A query's result exceeds ``max_rows`` rows or ``max_bytes`` bytes; narrow it or raise the limit."""

@@ -22,6 +22,13 @@ derived ``tool`` and ``route``), on one of two locked DuckDB connections (:mod:`
 - the named queries (library SQL, parameters bound) run on a reader whose engine may read exactly the
   source's Parquet files (``allowed_paths``) with DuckDB's own reader, and nothing else.
 
+Nothing is answered from data that fails verification (:mod:`~._integrity`): on opening (and on
+:meth:`Investigation.refresh`) the journal's chain, every manifest's MAC and every local Parquet file's
+SHA-256 are checked, and the key ring must hold a key the source was written under. A source that fails
+raises :class:`UnverifiedSource` (or, with ``allow_unverified=True``, answers with ``Result.verified``
+false). Every statement runs within :class:`~.sandbox.Limits`: a timeout, and a cap on the result's
+rows and bytes.
+
 Every query is itself journaled as a ``query.run`` event through the audit handle: the query name, the
 *shapes* of its parameters (never their values: ``find`` journals ``{"t": "str", "len": 24}``, not the
 token), the SHA-256 of user SQL, the row count and the duration. The event is written before rows are
@@ -34,8 +41,13 @@ Errors::
     ├── UnknownCorrelationId  (LookupError)        timeline() found no event with that id
     ├── BadTimeRange          (ValueError)         unparseable since/until, or since after until
     ├── CorruptSource         (ValueError)         a segment or Parquet file cannot be read (names it)
+    │   └── UnverifiedSource                       the source fails verification (changed, deleted, re-keyed)
+    ├── KeyMismatch           (ValueError)         no key of the ring wrote the source
     ├── NotJournaled          (RuntimeError)       no audit handle, or the journal refused query.run
-    └── SandboxViolation      (PermissionError)    user SQL that is not a single read-only query
+    ├── SandboxViolation      (PermissionError)    user SQL that is not a single read-only query
+    └── QueryLimit                                 a query stopped at a resource limit
+        ├── QueryTimeout      (TimeoutError)       it ran longer than ``timeout`` seconds
+        └── ResultTooLarge    (ValueError)         its result exceeds ``max_rows`` rows or ``max_bytes`` bytes
 """
 
 from __future__ import annotations
@@ -49,6 +61,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from auditlog.investigate import sandbox as _sandbox
 from auditlog.investigate._audit import AuditSink, QueryJournal, os_user
 from auditlog.investigate._connections import Connections, translate
+from auditlog.investigate._integrity import Checker, Integrity
 from auditlog.investigate._queries import (
     ACTOR_SQL,
     BODY_READS_SQL,
@@ -62,10 +75,14 @@ from auditlog.investigate._queries import (
 from auditlog.investigate.catalog import Catalog, open_catalog
 from auditlog.investigate.errors import (
     CorruptSource,
+    KeyMismatch,
     NotJournaled,
     QueryError,
+    QueryTimeout,
+    ResultTooLarge,
     SandboxViolation,
     UnknownCorrelationId,
+    UnverifiedSource,
 )
 from auditlog.investigate.result import Result
 from auditlog.investigate.timerange import TimeArg, duration_seconds, time_range
@@ -92,10 +109,18 @@ class Investigation:
         s3_client: a boto3 S3 client for ``s3://`` sources (default: ``boto3.client("s3")``).
         memory_limit: the sandbox's DuckDB memory limit.
         threads: the sandbox's DuckDB worker threads (default: one per core).
+        timeout: seconds a query may run before it is interrupted (None: no limit).
+        max_rows: rows a query may return.
+        max_bytes: bytes a query's result may take (as Arrow buffers, before conversion to Python).
+        allow_unverified: answer from a source that fails verification (each ``Result.verified`` is then
+            false) instead of raising :class:`UnverifiedSource`.
 
     Raises:
         EmptySource: the source holds no segment and no Parquet file.
         CorruptSource: a segment or manifest cannot be read.
+        UnverifiedSource: the source fails verification (and ``allow_unverified`` is false).
+        KeyMismatch: the key ring holds none of the keys the source was written under (and
+            ``allow_unverified`` is false).
         NotJournaled: no audit handle is given or configured.
         ImportError: duckdb or pyarrow is missing (``auditlog-pipeline[query]``).
     """
@@ -111,6 +136,10 @@ class Investigation:
         s3_client: Any = None,
         memory_limit: str = "1GB",
         threads: int | None = None,
+        timeout: float | None = _sandbox.TIMEOUT,
+        max_rows: int = _sandbox.MAX_ROWS,
+        max_bytes: int = _sandbox.MAX_BYTES,
+        allow_unverified: bool = False,
     ) -> None:
         if audit is None:
             from auditlog.handle import current_handle
@@ -129,7 +158,15 @@ class Investigation:
             lambda: open_catalog(source, cache_dir=cache_dir, s3_client=s3_client)
         )
         self._journal = QueryJournal(self._audit, investigator=self._investigator, target=self._catalog.kind)
+        self._limits = _sandbox.Limits(timeout=timeout, max_rows=max_rows, max_bytes=max_bytes)
+        self._allow_unverified = allow_unverified
+        self._checker = Checker(self._catalog, self._keys)
         self._conns = Connections(self._catalog, memory_limit=memory_limit, threads=threads)
+        try:
+            self._integrity = self._verify()
+        except BaseException:
+            self._conns.close()
+            raise
 
     # -- named queries -------------------------------------------------------------------------------
 
@@ -229,6 +266,9 @@ class Investigation:
             raise NotJournaled(
                 "find needs the key ring: pass keys= or an audit handle from auditlog.configure"
             )
+        mismatch = self._checker.key_mismatch()
+        if mismatch is not None:  # every fingerprint would differ: "not found" would be a wrong answer
+            raise KeyMismatch(f"find: {mismatch}")
         from processors import Fingerprinter
 
         fps = sorted(
@@ -248,7 +288,9 @@ class Investigation:
         )
         wanted = set(fps)
         rows = tuple((*r[:5], tuple(matching_fields(r[5], wanted)), r[6]) for r in raw.rows)
-        return Result(name="find", columns=(*raw.columns[:5], "fields", "seq"), rows=rows)
+        return Result(
+            name="find", columns=(*raw.columns[:5], "fields", "seq"), rows=rows, verified=raw.verified
+        )
 
     def top(
         self, by: TopBy = "tool", since: TimeArg = None, until: TimeArg = None, limit: int = 10
@@ -401,9 +443,46 @@ class Investigation:
         """The named-query connection (for inspection; reads only the Parquet files, configuration locked)."""
         return self._conns.reader_for(None, None)
 
+    @property
+    def integrity(self) -> Integrity:
+        """What verifying the source found (as of opening, the last refresh, or the last query)."""
+        return self._integrity
+
     def refresh(self) -> None:
-        """Re-read the source: new manifests, new and grown segments."""
+        """Re-read the source (new manifests, new and grown segments) and verify it again.
+
+        Raises:
+            UnverifiedSource: it fails verification (and ``allow_unverified`` is false).
+        """
         self._conns.refresh()
+        self._integrity = self._verify()
+
+    def _verify(self) -> Integrity:
+        """Verify the source; raise unless it passes or unverified answers are allowed."""
+        mismatch = self._checker.key_mismatch()
+        if mismatch is not None and not self._allow_unverified:
+            raise KeyMismatch(mismatch)
+        integrity = self._checker.verify()
+        self._enforce(integrity)
+        return integrity
+
+    def _enforce(self, integrity: Integrity) -> None:
+        if not integrity.verified and not self._allow_unverified:
+            raise UnverifiedSource(
+                f"{self._catalog.describe()} fails verification, so no query answers from it: "
+                f"{integrity.summary()}; {self.verify_hint()}"
+            )
+
+    def verify_hint(self) -> str:
+        """Where to look further, for this kind of source."""
+        if self._catalog.kind == "journal":
+            return f"`auditlog verify {self._catalog.describe()}` reports every problem"
+        if self._catalog.kind == "parquet":
+            return "run `auditlog verify` on the journal it was compacted from"
+        return (
+            "run `auditlog verify` on the journal it was shipped from (on the writer's host), then ship it "
+            "again; files fetched into the cache are re-checked against their manifest"
+        )
 
     def close(self) -> None:
         """Close the connections. Idempotent."""
@@ -431,16 +510,33 @@ class Investigation:
         started = time.perf_counter()
         shown_sql = sql if user_sql else None  # only user SQL is journaled (as its hash)
         duckdb = require("duckdb")
+        changed = self._checker.recheck_files()  # a stat per file; re-hashed only when one changed
+        if changed:
+            self._integrity = Integrity(verified=False, problems=(*self._integrity.problems, *changed))
+            self._enforce(self._integrity)
         try:
             con = self._conns.sandbox_for(since, until) if user_sql else self._conns.reader_for(since, until)
-            cur = con.execute(sql, params) if params is not None else con.execute(sql)
-            columns = tuple(d[0] for d in cur.description or ())
-            rows = tuple(cur.fetchall())
+            columns, rows = _sandbox.run_limited(con, sql, params, self._limits)
+        except (_sandbox.StatementTimeout, _sandbox.ResultLimit) as exc:
+            self._journal(
+                name,
+                shown,
+                rows=0,
+                status="refused",
+                error=type(exc).__name__,
+                started=started,
+                sql=shown_sql,
+            )
+            if isinstance(exc, _sandbox.StatementTimeout):
+                raise QueryTimeout(f"{name}: {exc}; narrow the query or raise the timeout") from None
+            raise ResultTooLarge(
+                f"{name}: {exc}; narrow the query (a time range, LIMIT) or raise it"
+            ) from None
         except duckdb.PermissionException as exc:
             if not user_sql:
                 raise CorruptSource(
                     f"{name} could not read {self._catalog.describe()} (a file outside the catalog?); "
-                    "run `auditlog verify` on the journal for details"
+                    f"{self.verify_hint()}"
                 ) from exc
             self._journal(
                 name,
@@ -460,7 +556,7 @@ class Investigation:
                 raise QueryError(f"the query failed: {_sandbox.first_line(exc)}") from None
             raise CorruptSource(
                 f"{name} could not read {self._catalog.describe()} ({type(exc).__name__}); "
-                "run `auditlog verify` on the journal for details"
+                f"{self.verify_hint()}"
             ) from exc
         except OSError as exc:
             self._journal(
@@ -468,4 +564,4 @@ class Investigation:
             )
             raise CorruptSource(f"{name}: a data file cannot be read ({type(exc).__name__})") from exc
         self._journal(name, shown, rows=len(rows), status="ok", error=None, started=started, sql=shown_sql)
-        return Result(name=name, columns=columns, rows=rows)
+        return Result(name=name, columns=columns, rows=rows, verified=self._integrity.verified)

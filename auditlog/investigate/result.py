@@ -13,11 +13,16 @@ __all__ = ["Result"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Result:
-    """Rows of one query: ``columns`` and ``rows`` (tuples), in order. Iterating yields dicts."""
+    """Rows of one query: ``columns`` and ``rows`` (tuples), in order. Iterating yields dicts.
+
+    ``verified`` is true when the source passed verification before the query ran; an investigation
+    opened with ``allow_unverified=True`` over a source that fails it answers with ``verified`` false.
+    """
 
     name: str
     columns: tuple[str, ...]
     rows: tuple[tuple[Any, ...], ...]
+    verified: bool = False
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -13,28 +13,147 @@ Two kinds of connection, never mixed (compaction's privileged loader lives in :m
 - :func:`reader` runs the library's named queries (constant SQL, bound parameters): the same lock-down,
   except that ``allowed_paths`` lists exactly the source's Parquet files, so DuckDB's own Parquet reader
   (row-group pruning, metadata cache) does the lookups. User SQL never runs there.
+
+Every statement runs through :func:`run_limited`, under :class:`Limits`: a timer thread interrupts the
+connection after ``timeout`` seconds, and the result is streamed as Arrow record batches whose rows and
+bytes are counted *before* anything becomes a Python object (DuckDB's ``memory_limit`` bounds the engine,
+not the Python objects a result turns into: ``SELECT list(range(...))`` would otherwise take gigabytes).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from auditlog.lake.engine import duckdb_size, require
 
 __all__ = [
     "READ_ONLY_STATEMENTS",
+    "MAX_BYTES",
+    "MAX_ROWS",
+    "TIMEOUT",
+    "Limits",
+    "ResultLimit",
     "SandboxViolation",
+    "StatementTimeout",
     "check_select",
     "first_line",
     "parquet_scan_sql",
     "reader",
+    "run_limited",
     "sandbox",
 ]
 
 
 class SandboxViolation(PermissionError):
     """A statement the investigation sandbox refuses (a write, ATTACH, SET, PRAGMA, INSTALL, ...)."""
+
+
+# defaults of :class:`Limits` (and of the CLI's --timeout and --max-rows)
+TIMEOUT = 60.0
+MAX_ROWS = 100_000
+MAX_BYTES = 256 << 20
+
+
+class StatementTimeout(TimeoutError):
+    """A statement ran longer than :attr:`Limits.timeout` and was interrupted."""
+
+
+class ResultLimit(ValueError):
+    """A result has more rows or bytes than :class:`Limits` allow."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """What one statement may use: seconds, result rows, result bytes (Arrow buffers, before conversion).
+
+    Raises:
+        ValueError: a limit that is not positive.
+    """
+
+    timeout: float | None = TIMEOUT
+    max_rows: int = MAX_ROWS
+    max_bytes: int = MAX_BYTES
+
+    def __post_init__(self) -> None:
+        if self.timeout is not None and not self.timeout > 0:
+            raise ValueError("timeout must be a positive number of seconds (or None for no timeout)")
+        if type(self.max_rows) is not int or self.max_rows < 1:
+            raise ValueError("max_rows must be a positive integer")
+        if type(self.max_bytes) is not int or self.max_bytes < 1:
+            raise ValueError("max_bytes must be a positive integer")
+
+
+_BATCH_ROWS = 2048
+
+
+def run_limited(
+    con: Any, sql: str, params: Sequence[Any] | Mapping[str, Any] | None, limits: Limits
+) -> tuple[tuple[str, ...], tuple[tuple[Any, ...], ...]]:
+    """Run ``sql`` on ``con`` within ``limits``; return its column names and rows.
+
+    The result streams as Arrow record batches; rows and bytes are counted per batch, and only a result
+    within both limits is converted to Python values (by DuckDB, so the types are its usual ones).
+
+    Raises:
+        StatementTimeout: the statement ran longer than ``limits.timeout``.
+        ResultLimit: the result has more than ``limits.max_rows`` rows or ``limits.max_bytes`` bytes.
+        duckdb.Error: anything else the engine refused.
+    """
+    duckdb = require("duckdb")
+    fired = threading.Event()
+
+    def stop() -> None:
+        fired.set()
+        con.interrupt()
+
+    timer = threading.Timer(limits.timeout, stop) if limits.timeout is not None else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    try:
+        rel = con.sql(sql, params=params) if params is not None else con.sql(sql)
+        if rel is None:  # not a query (the sandbox never lets one through)
+            return (), ()
+        columns, types = tuple(rel.columns), list(rel.types)
+        batches: list[Any] = []
+        rows = size = 0
+        reader = rel.to_arrow_reader(min(_BATCH_ROWS, limits.max_rows + 1))
+        for batch in reader:
+            rows += batch.num_rows
+            size += batch.get_total_buffer_size()
+            if rows > limits.max_rows:
+                raise ResultLimit(f"the result has more than {limits.max_rows} rows (the limit)")
+            if size > limits.max_bytes:
+                raise ResultLimit(f"the result is larger than {limits.max_bytes} bytes (the limit)")
+            batches.append(batch)
+        table = require("pyarrow").Table.from_batches(batches, schema=reader.schema)
+        back = con.from_arrow(table)
+        # Arrow has no HUGEINT, UUID or ENUM: cast those columns back to the type the query produced
+        exprs = [
+            f"CAST({_ident(name)} AS {orig})" if str(orig) != str(now) else _ident(name)
+            for name, orig, now in zip(columns, types, back.types, strict=True)
+        ]
+        if len(set(columns)) == len(columns) and exprs != [_ident(c) for c in columns]:
+            back = back.project(", ".join(exprs))
+        values = tuple(back.fetchall()) if columns else ()
+    except duckdb.InterruptException:
+        if fired.is_set():
+            raise StatementTimeout(
+                f"the query ran longer than {limits.timeout:g} seconds (the limit) and was stopped"
+            ) from None
+        raise
+    finally:
+        if timer is not None:
+            timer.cancel()
+            timer.join()
+    return columns, values
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def sandbox(*, memory_limit: str = "1GB", threads: int | None = None) -> Any:

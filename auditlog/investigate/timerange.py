@@ -19,8 +19,8 @@ def parse_time(value: TimeArg, *, name: str = "time", now: datetime | None = Non
     """Parse a time bound to a naive UTC ``datetime`` (the Parquet ``ts`` convention).
 
     Accepts a ``datetime`` (naive means UTC), a ``date`` (midnight UTC), an ISO 8601 string
-    (``2026-11-22``, ``2026-11-22T10:00``, ``...Z``, ``...+02:00``) or a relative duration meaning "that
-    long ago" (``30m``, ``24h``, ``7d``, ``2w``).
+    (``2026-11-22``, ``2026-11-22T10:00``, ``...Z``, ``...+02:00``), a relative duration meaning "that
+    long ago" (``30m``, ``24h``, ``7d``, ``2w``), or ``now``.
 
     Args:
         value: the bound, or None.
@@ -41,6 +41,8 @@ def parse_time(value: TimeArg, *, name: str = "time", now: datetime | None = Non
         return datetime(value.year, value.month, value.day)
     if isinstance(value, str):
         text = value.strip()
+        if text.lower() == "now":
+            return now or datetime.now(UTC).replace(tzinfo=None)
         m = _RELATIVE.fullmatch(text)
         if m:
             ref = now or datetime.now(UTC).replace(tzinfo=None)
@@ -52,8 +54,8 @@ def parse_time(value: TimeArg, *, name: str = "time", now: datetime | None = Non
         if parsed is not None:
             return parse_time(parsed, name=name)
     raise BadTimeRange(
-        f"{name}: expected an ISO 8601 date or time (2026-11-22, 2026-11-22T10:00Z) or a duration like "
-        "30m, 24h, 7d"
+        f"{name}: expected an ISO 8601 date or time (2026-11-22, 2026-11-22T10:00Z), a duration like "
+        "30m, 24h, 7d, or now"
     )
 
 

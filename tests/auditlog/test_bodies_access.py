@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,11 +12,13 @@ from typer.testing import CliRunner
 
 from auditlog import AuditHandle, configure
 from auditlog.bodies import PolicyBodyStore, body_meta, lifecycle_days, open_body_store, principal_for
+from auditlog.canaries import scan
 from auditlog.cli.bodies import bodies_app
 from auditlog.policy import Policy, loads
 from store.bodies import AccessDenied, AuditUnavailable, BodyNotFound, Principal
 from store.journal import iter_records, verify
 from store.keys import KeyRing, MasterKey
+from tests.conftest import corpus
 
 POLICY = """
 version = 1
@@ -50,8 +50,7 @@ tenants = ["acme"]
 scopes = ["logs:read"]
 tenants = ["*"]
 """
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "canaries"
-NEEDLES: list[str] = json.loads((SHARED / "canaries.json").read_text())["needles"]
+NEEDLES: list[str] = list(corpus().needles)
 
 
 @pytest.fixture
@@ -162,7 +161,7 @@ class TestJournalAfterErasure:
     def test_erasure_is_journaled_the_chain_verifies_and_no_canary_is_in_it(
         self, bodies: PolicyBodyStore, policy: Policy, handle: AuditHandle, ring: KeyRing, tmp_path: Path
     ) -> None:
-        """Canary bodies read, then erased: body.erased is journaled, verify passes, find_leaks is clean."""
+        """Canary bodies read, then erased: body.erased is journaled, verify passes, no leak found."""
         for i, needle in enumerate(NEEDLES):
             bodies.put(
                 f"c-{i}", needle.encode(), meta=body_meta(policy.defaults, tenant="acme", subject="alice")
@@ -176,13 +175,7 @@ class TestJournalAfterErasure:
         (ev,) = journal_events(tmp_path / "journal", "body.erased")
         assert len(NEEDLES) == ev["erased"]
         assert verify(tmp_path / "journal", keys=ring).ok
-        leaks = subprocess.run(
-            [sys.executable, str(SHARED / "find_leaks.py"), str(tmp_path)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert 0 == leaks.returncode, leaks.stdout
+        assert [] == scan(tmp_path, canaries=corpus())
 
 
 @pytest.fixture

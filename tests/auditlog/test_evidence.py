@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import csv
+import hashlib
 import io
 import subprocess
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -16,14 +19,18 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from auditlog.canaries import scan
 from auditlog.evidence import PackInvalid, export, signer_public_key, verify_pack
+from auditlog.evidence.pack import _signing_key
 from auditlog.lake.compact import compact
 from store.journal import iter_records
 from store.keys import KeyRing, MasterKey
 from tests._support import query_cli, write_key_file
 from tests.auditlog.test_query import POLICY, POLICY_TOML, Incident, write_incident
+from tests.conftest import corpus
 
-FIND_LEAKS = Path("/work/shared/canaries/find_leaks.py")
+ROOT = Path(__file__).resolve().parents[2]
+
 CONTROL_FILES = {
     "controls/CC6.1_access_decisions.csv",
     "controls/CC6.1_body_reads.csv",
@@ -163,18 +170,11 @@ class TestPackContents:
         assert page.count("<svg") == 3 and "<script" not in page
 
     def test_no_canary_in_the_pack(self, pack: Path, tmp_path: Path) -> None:
-        """find_leaks.py finds none of the canaries the application logged, in the pack or its members."""
+        """The leak scan finds none of the canaries the application logged, in the pack or its members."""
         out = tmp_path / "unpacked"
         with zipfile.ZipFile(pack) as zf:
             zf.extractall(out)
-        proc = subprocess.run(
-            [sys.executable, str(FIND_LEAKS), str(pack), str(out)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert 0 == proc.returncode, proc.stdout
-        assert "no leaks" in proc.stdout
+        assert [] == scan(pack, out, canaries=corpus())
 
     def test_export_is_journaled(self, pack: Path, incident: Incident) -> None:
         """The export writes an evidence.export event (pack hash, signer); its queries write query.run."""
@@ -186,27 +186,34 @@ class TestPackContents:
         assert {"sql", "denials", "body_reads", "anomalies", "timeline"} <= names
 
 
+@pytest.fixture(scope="module")
+def signer(incident: Incident) -> str:
+    """The fingerprint of the pack's legitimate signer."""
+    return signer_public_key(incident.ring)[1]
+
+
 class TestVerifyPack:
     def test_passes(self, pack: Path, incident: Incident) -> None:
-        """An untouched pack verifies, with and without the expected signer."""
-        check = verify_pack(pack)
-        assert check.ok and not check.problems
+        """An untouched pack verifies against its signer (fingerprint or key); no signer is no pass."""
         public, fingerprint = signer_public_key(incident.ring)
-        assert verify_pack(pack, public_key=fingerprint).ok
+        check = verify_pack(pack, public_key=fingerprint)
+        assert check.ok and not check.problems
         assert verify_pack(pack, public_key=public).ok
+        assert ["manifest.sig"] == [p.member for p in verify_pack(pack).problems]
+        assert verify_pack(pack, trust_embedded_key=True).ok
 
-    def test_one_byte_changed_in_any_member_names_it(self, pack: Path, tmp_path: Path) -> None:
+    def test_one_byte_changed_in_any_member_names_it(self, pack: Path, tmp_path: Path, signer: str) -> None:
         """Flip one byte in any member: verification fails and names exactly that member."""
         for name, data in members(pack).items():
             target = tmp_path / "bad.zip"
             i = len(data) // 2
             rewrite(pack, target, {name: data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1 :]})
-            check = verify_pack(target)
+            check = verify_pack(target, public_key=signer)
             assert not check.ok, name
             expected = "manifest.json" if name in ("manifest.json", "manifest.sig") else name
             assert [expected] == [p.member for p in check.problems], name
 
-    def test_corrupted_archive_bytes_name_the_member(self, pack: Path, tmp_path: Path) -> None:
+    def test_corrupted_archive_bytes_name_the_member(self, pack: Path, tmp_path: Path, signer: str) -> None:
         """A byte flipped inside the archive's compressed data is reported against its member (bad CRC)."""
         raw = bytearray(pack.read_bytes())
         with zipfile.ZipFile(pack) as zf:
@@ -215,20 +222,20 @@ class TestVerifyPack:
         raw[start] ^= 0xFF
         target = tmp_path / "crc.zip"
         target.write_bytes(bytes(raw))
-        check = verify_pack(target)
+        check = verify_pack(target, public_key=signer)
         assert "report.md" in {p.member for p in check.problems}
 
-    def test_added_and_removed_members(self, pack: Path, tmp_path: Path) -> None:
+    def test_added_and_removed_members(self, pack: Path, tmp_path: Path, signer: str) -> None:
         """A member added or removed is named."""
         target = tmp_path / "added.zip"
         rewrite(pack, target, {"extra.txt": b"hello"})
-        assert ["extra.txt"] == [p.member for p in verify_pack(target).problems]
+        assert ["extra.txt"] == [p.member for p in verify_pack(target, public_key=signer).problems]
         content = members(pack)
         del content["policy.json"]
         with zipfile.ZipFile(target, "w") as zf:
             for name, data in content.items():
                 zf.writestr(name, data)
-        assert ["policy.json"] == [p.member for p in verify_pack(target).problems]
+        assert ["policy.json"] == [p.member for p in verify_pack(target, public_key=signer).problems]
 
     def test_another_signer(self, pack: Path) -> None:
         """A pack re-signed by someone else fails against the expected signer."""
@@ -270,7 +277,7 @@ class TestCLI:
         bad = tmp_path / "bad.zip"
         data = members(out)["controls/CC7.3_denials.csv"]
         rewrite(out, bad, {"controls/CC7.3_denials.csv": data.replace(b"alice", b"alicf", 1)})
-        res = CliRunner().invoke(cli, ["verify-pack", str(bad)])
+        res = CliRunner().invoke(cli, ["verify-pack", str(bad), "--public-key", summary["signer"]])
         assert 1 == res.exit_code
         assert "controls/CC7.3_denials.csv: SHA-256 does not match" in " ".join(res.stdout.split())
 
@@ -284,3 +291,116 @@ class TestCLI:
         )  # fmt: skip
         assert 2 == res.exit_code
         assert "until: expected an ISO 8601" in " ".join(res.stderr.split())
+
+
+def resign(source: Path, target: Path, ring: KeyRing, changed: dict[str, bytes] | None = None) -> str:
+    """Rebuild ``source`` with ``changed`` members and a manifest signed by ``ring``; return the signer."""
+    content = {k: v for k, v in members(source).items() if k not in ("manifest.json", "manifest.sig")}
+    content.update(changed or {})
+    manifest = orjson.loads(members(source)["manifest.json"])
+    public, fingerprint = signer_public_key(ring)
+    manifest["signature"].update(public_key=public, fingerprint=fingerprint)
+    manifest["files"] = {
+        n: {"sha256": hashlib.sha256(d).hexdigest(), "bytes": len(d)} for n, d in content.items()
+    }
+    data = orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("manifest.json", data)
+        zf.writestr("manifest.sig", base64.b64encode(_signing_key(ring).sign(data)) + b"\n")
+        for name, blob in content.items():
+            zf.writestr(name, blob)
+    return fingerprint
+
+
+class TestTrustedSigner:
+    def test_a_pack_re_signed_with_another_key_fails_by_default(self, pack: Path, tmp_path: Path) -> None:
+        """Changed content, re-signed by someone else: self-consistent, but no default trust passes it."""
+        forged = tmp_path / "forged.zip"
+        resign(pack, forged, KeyRing(MasterKey.generate()), {"report.md": b"# all good\n"})
+        assert not verify_pack(forged).ok
+        assert verify_pack(forged, trust_embedded_key=True).ok  # integrity only: it *is* self-consistent
+
+    def test_the_expected_signer_rejects_a_forgery(self, pack: Path, tmp_path: Path, signer: str) -> None:
+        """Against the real signer, the forgery names manifest.sig."""
+        forged = tmp_path / "forged.zip"
+        resign(pack, forged, KeyRing(MasterKey.generate()))
+        check = verify_pack(forged, public_key=signer)
+        assert ["manifest.sig"] == [p.member for p in check.problems]
+
+    def test_cli_requires_a_trusted_key(
+        self, pack: Path, signer: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """`verify-pack` without --public-key is a usage error; AUDITLOG_EVIDENCE_PUBLIC_KEY pins one."""
+        monkeypatch.delenv("AUDITLOG_EVIDENCE_PUBLIC_KEY", raising=False)
+        res = CliRunner().invoke(query_cli(), ["verify-pack", str(pack)])
+        assert 2 == res.exit_code, res.output
+        assert "needs the signer you trust" in " ".join(res.stderr.split())
+        monkeypatch.setenv("AUDITLOG_EVIDENCE_PUBLIC_KEY", signer)
+        res = CliRunner().invoke(query_cli(), ["verify-pack", str(pack)])
+        assert 0 == res.exit_code, res.output
+
+
+class TestMembers:
+    def test_duplicate_member_names_are_refused(self, pack: Path, tmp_path: Path, signer: str) -> None:
+        """Two members with one name: refused before anything is read."""
+        target = tmp_path / "dup.zip"
+        content = members(pack)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # zipfile warns about the duplicate we write
+            with zipfile.ZipFile(target, "w") as zf:
+                for name, data in content.items():
+                    zf.writestr(name, data)
+                zf.writestr("report.md", b"# the other report\n")
+        check = verify_pack(target, public_key=signer)
+        assert (False, ["report.md"]) == (check.ok, [p.member for p in check.problems])
+        assert "more than once" in check.problems[0].reason
+
+    def test_a_member_of_another_size_is_not_read(self, pack: Path, tmp_path: Path, signer: str) -> None:
+        """A member whose size differs from the manifest's is reported from the archive's directory."""
+        target = tmp_path / "big.zip"
+        content = {**members(pack), "report.md": bytes(64 << 20)}
+        with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
+            for name, data in content.items():
+                zf.writestr(name, data)
+        check = verify_pack(target, public_key=signer)
+        assert [("report.md", "its size is not the one the manifest records (changed)")] == [
+            (p.member, p.reason) for p in check.problems
+        ]
+
+    def test_members_past_the_cap_are_not_read(self, pack: Path, signer: str) -> None:
+        """max_member_bytes: larger members are named, unread."""
+        check = verify_pack(pack, public_key=signer, max_member_bytes=64)
+        assert check.problems and all("not read" in p.reason for p in check.problems)
+
+    def test_memory_stays_bounded_for_a_large_signed_member(self, tmp_path: Path) -> None:
+        """A 1 MB pack holding a 256 MiB member: verify-pack streams it (RSS grows far less than 256 MiB)."""
+        code = f"""
+import base64, hashlib, resource, zipfile, orjson
+from pathlib import Path
+from auditlog.evidence import signer_public_key, verify_pack
+from auditlog.evidence.pack import PACK_FORMAT, _signing_key
+from store.keys import KeyRing, MasterKey
+ring = KeyRing(MasterKey.generate())
+size, chunk = 256 << 20, bytes(1 << 20)
+sha = hashlib.sha256()
+for _ in range(size // len(chunk)):
+    sha.update(chunk)
+public, fp = signer_public_key(ring)
+manifest = orjson.dumps({{"format": PACK_FORMAT, "signature": {{"public_key": public}},
+                         "files": {{"zeros.bin": {{"sha256": sha.hexdigest(), "bytes": size}}}}}})
+path = Path({str(tmp_path / "zeros.zip")!r})
+with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+    zf.writestr("manifest.json", manifest)
+    zf.writestr("manifest.sig", base64.b64encode(_signing_key(ring).sign(manifest)))
+    with zf.open("zeros.bin", "w", force_zip64=True) as fh:
+        for _ in range(size // len(chunk)):
+            fh.write(chunk)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+check = verify_pack(path, public_key=fp)
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(check.ok, path.stat().st_size < (2 << 20), grown < 64 * 1024)
+"""
+        res = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300
+        )
+        assert "True True True" == res.stdout.strip(), res.stderr

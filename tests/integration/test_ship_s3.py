@@ -399,7 +399,7 @@ class TestEvidenceFromS3:
             f"s3://{bucket}/ev", tmp_path / "pack.zip", since=incident.days[0], until="0m", audit=sink,
             s3_client=s3, cache_dir=tmp_path / "cache",
         )  # fmt: skip
-        assert report.chain_ok and verify_pack(report.path).ok
+        assert report.chain_ok and verify_pack(report.path, public_key=report.signer).ok
         with zipfile.ZipFile(report.path) as zf:
             chain = orjson.loads(zf.read("chain_verification.json"))
         assert chain["segments"] and {s["checked"].split(" ")[0] for s in chain["segments"]} == {"manifest"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -24,12 +25,12 @@ from store.bodies._backend import blob_name
 from store.bodies._crypto import Envelope, pack, unpack
 from store.bodies.memory import MemoryBackend
 from store.keys import KeyRing, MasterKey
+from tests.conftest import corpus
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "canaries"
-FIND_LEAKS = SHARED / "find_leaks.py"
-CANARIES = json.loads((SHARED / "canaries.json").read_text())
-NEEDLES: list[str] = CANARIES["needles"]
-CANARY_VALUES: dict[str, str] = CANARIES["values"]
+ROOT = Path(__file__).resolve().parents[2]
+CANARIES = corpus()
+NEEDLES: list[str] = list(CANARIES.needles)
+CANARY_VALUES: dict[str, str] = CANARIES.values
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -243,9 +244,14 @@ def memory_store(**kw: Any) -> MemoryBodyStore:
 
 
 def find_leaks(*paths: Path) -> subprocess.CompletedProcess[str]:
-    """Run the shared leak scanner over ``paths`` (exit 0: no canary found)."""
+    """Run the project's leak scanner (``python -m auditlog.canaries``) over ``paths``: exit 0, no leak."""
+    extra = [arg for c in (os.environ.get("AUDITLOG_CANARIES"),) if c for arg in ("--canaries", c)]
     return subprocess.run(
-        [sys.executable, str(FIND_LEAKS), *map(str, paths)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "auditlog.canaries", *extra, *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
     )
 
 
