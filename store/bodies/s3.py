@@ -14,7 +14,14 @@ Server-side encryption (``sse="AES256"`` or ``"aws:kms"``) is requested on every
 bucket default; it is a second layer under the envelope, which never leaves the process unencrypted.
 With ``kms_key_id`` the per-body data keys are wrapped by KMS (encryption context: the correlation id)
 instead of the local master key; while KMS is unreachable the background writer seals with the local
-key and the store re-wraps for KMS on delivery.
+key and the store re-wraps for KMS on delivery. With ``kms_session_key_id`` (what the local-first
+:class:`~store.bodies.BodyOutbox` wants: no KMS call per body) data keys are wrapped under session keys
+from KMS ``GenerateDataKey`` and every read calls KMS ``Decrypt`` (see :mod:`store.bodies.readerkey`).
+
+Timeouts. Every client this module builds has a connect timeout, a read timeout and bounded retries
+with exponential backoff (botocore ``standard`` mode): :data:`DEFAULT_TIMEOUTS`, ~2 s to detect a dead
+endpoint and at most ``(connect + read) * attempts`` (~24 s) for one that accepts and never answers.
+Pass ``client_config`` (a ``botocore.config.Config``) to change them.
 
 Errors are translated at this boundary: connection failures and 5xx -> :class:`BodyStoreUnavailable`,
 refused credentials -> :class:`AccessDenied`, missing keys -> :class:`BodyNotFound`.
@@ -27,7 +34,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal
 
 from store._s3_lifecycle import merge_rules
-from store.bodies._crypto import WrappedKey
+from store.bodies._crypto import KeyWrapper, WrappedKey
 from store.bodies._model import DEFAULT_MAX_BODY_BYTES
 from store.bodies._store import AuditSink, EncryptedBodyStore
 from store.bodies.exceptions import (
@@ -74,18 +81,35 @@ def _botocore() -> Any:
     return botocore.exceptions
 
 
+DEFAULT_TIMEOUTS: dict[str, float] = {"connect_timeout": 2.0, "read_timeout": 6.0, "max_attempts": 3}
+
+
+def client_config(
+    *, connect_timeout: float = 2.0, read_timeout: float = 6.0, max_attempts: int = 3, pool: int = 16
+) -> Any:
+    """A ``botocore.config.Config`` with connect and read timeouts and bounded retries with backoff."""
+    try:
+        from botocore.config import Config
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise ImportError(_HINT) from exc
+    return Config(
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"max_attempts": max_attempts, "mode": "standard"},
+        max_pool_connections=pool,
+        tcp_keepalive=True,
+    )
+
+
 def make_client(
     service: str, *, endpoint_url: str | None, region_name: str | None, config: Any | None = None
 ) -> Any:
-    """A boto3 client with short timeouts and few retries (the writer does its own backoff)."""
+    """A boto3 client with timeouts and bounded retries (the outbox and writer add their own backoff)."""
     try:
         import boto3
-        from botocore.config import Config
     except ImportError as exc:
         raise ImportError(_HINT) from exc
-    cfg = config or Config(
-        retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=2, read_timeout=15
-    )
+    cfg = config or client_config()
     return boto3.client(service, endpoint_url=endpoint_url, region_name=region_name, config=cfg)
 
 
@@ -177,6 +201,7 @@ class S3Backend:
     __slots__ = ("_errors", "_sse", "bucket", "client", "prefix")
 
     kind = "s3"
+    remote = True
 
     def __init__(
         self,
@@ -292,7 +317,10 @@ class S3BodyStore(EncryptedBodyStore):
         region_name: the bucket's region.
         sse: server-side encryption requested on every put: ``"AES256"``, ``"aws:kms"`` or None.
         kms_key_id: wrap per-body data keys with this KMS key (and use it for SSE-KMS).
+        kms_session_key_id: wrap data keys under session keys from ``GenerateDataKey`` on this KMS key
+            (no KMS call per body; reads call ``Decrypt``).
         kms_client: a boto3 KMS client; built like ``client`` when omitted.
+        wrapper: the key wrapper new bodies are sealed with (a reader key); wins over the KMS options.
         client_config: a ``botocore.config.Config`` for the clients this store builds.
         keys, audit, max_body_bytes, clock: see :class:`EncryptedBodyStore`.
 
@@ -312,11 +340,16 @@ class S3BodyStore(EncryptedBodyStore):
         region_name: str | None = None,
         sse: SSE | None = "AES256",
         kms_key_id: str | None = None,
+        kms_session_key_id: str | None = None,
         kms_client: Any | None = None,
         client_config: Any | None = None,
+        wrapper: KeyWrapper | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         clock: Callable[[], float] = time.time,
+        ledger: Callable[[str], str | None] | None = None,
     ) -> None:
+        from store.bodies.readerkey import KmsSessions, SessionKeyWrapper
+
         s3 = client or make_client(
             "s3", endpoint_url=endpoint_url, region_name=region_name, config=client_config
         )
@@ -327,17 +360,32 @@ class S3BodyStore(EncryptedBodyStore):
                 "kms", endpoint_url=endpoint_url, region_name=region_name, config=client_config
             ),
         )
+        kms_sessions = SessionKeyWrapper(
+            KmsSessions(
+                kms_client,
+                key_id=kms_session_key_id,
+                factory=lambda: make_client(
+                    "kms", endpoint_url=endpoint_url, region_name=region_name, config=client_config
+                ),
+            )
+        )
         backend = S3Backend(
             bucket, client=s3, prefix=prefix, sse=sse, sse_kms_key_id=kms_key_id if sse == "aws:kms" else None
         )
+        if wrapper is None:
+            if kms_session_key_id is not None:
+                wrapper = kms_sessions
+            elif kms_key_id is not None:
+                wrapper = kms_wrapper
         super().__init__(
             backend,
             keys=keys,
             audit=audit,
-            wrapper=kms_wrapper if kms_key_id is not None else None,
-            unwrappers=(kms_wrapper,),
+            wrapper=wrapper,
+            unwrappers=(kms_wrapper, kms_sessions),
             max_body_bytes=max_body_bytes,
             clock=clock,
+            ledger=ledger,
         )
         self.bucket = bucket
         self.prefix = backend.prefix

@@ -17,7 +17,7 @@ from auditlog.bodies import PolicyBodyStore, body_meta, lifecycle_days, open_bod
 from auditlog.cli.bodies import bodies_app
 from auditlog.policy import Policy, loads
 from store.bodies import AccessDenied, AuditUnavailable, BodyNotFound, Principal
-from store.journal import iter_records, verify
+from store.trail import iter_trail_records, verify_trail
 from store.keys import KeyRing, MasterKey
 
 POLICY = """
@@ -49,6 +49,12 @@ tenants = ["acme"]
 [readers.auditor]
 scopes = ["logs:read"]
 tenants = ["*"]
+
+[operators.records]
+scopes = ["bodies:admin"]
+
+[operators.intern]
+scopes = ["bodies:read"]
 """
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "canaries"
 NEEDLES: list[str] = json.loads((SHARED / "canaries.json").read_text())["needles"]
@@ -74,6 +80,11 @@ def handle(tmp_path: Path, policy: Policy, ring: KeyRing) -> Iterator[AuditHandl
 @pytest.fixture
 def bodies(tmp_path: Path, handle: AuditHandle) -> PolicyBodyStore:
     return open_body_store(f"file://{tmp_path}/bodies", handle=handle)
+
+
+def iter_records(path: Path) -> Iterator[dict[str, object]]:
+    """Every record of every stream of the trail at ``path``."""
+    return (rec for _, rec in iter_trail_records(path))
 
 
 def journal_events(path: Path, kind: str) -> list[dict[str, object]]:
@@ -130,7 +141,7 @@ class TestPolicyReaders:
         """A purpose or hold reason quoting a secret is journaled redacted."""
         bodies.put("req-1", b"x", meta=body_meta(policy.defaults, tenant="acme"))
         bodies.get("req-1", reader="oncall", purpose=f"INC-1 token {NEEDLES[1]}")
-        bodies.hold("req-1", reason=f"case for {NEEDLES[1]}")
+        bodies.hold("req-1", reason=f"case for {NEEDLES[1]}", operator="records")
         handle.flush()
         journaled = json.dumps(list(iter_records(tmp_path / "journal")))
         assert (False, True) == (NEEDLES[1] in journaled, "INC-1" in journaled)
@@ -168,14 +179,14 @@ class TestJournalAfterErasure:
                 f"c-{i}", needle.encode(), meta=body_meta(policy.defaults, tenant="acme", subject="alice")
             )
             assert needle.encode() == bodies.get(f"c-{i}", reader="oncall", purpose="DSR-7")
-        report = bodies.erase(subject="alice")
+        report = bodies.erase(subject="alice", operator="records")
         assert len(NEEDLES) == report.erased
         with pytest.raises(BodyNotFound):
             bodies.get("c-0", reader="oncall", purpose="DSR-7")
         handle.shutdown()
         (ev,) = journal_events(tmp_path / "journal", "body.erased")
         assert len(NEEDLES) == ev["erased"]
-        assert verify(tmp_path / "journal", keys=ring).ok
+        assert verify_trail(tmp_path / "journal", keys=ring).ok
         leaks = subprocess.run(
             [sys.executable, str(SHARED / "find_leaks.py"), str(tmp_path)],
             capture_output=True,
@@ -259,11 +270,12 @@ class TestCli:
         """Each command runs and journals its event."""
         seed(tmp_path, ring, policy)
         app = root_app()
-        assert 0 == cli.invoke(app, ["bodies", "hold", "req-1", "--reason", "CASE-3"]).exit_code
-        assert 0 == cli.invoke(app, ["bodies", "release", "req-1", "--reason", "CASE-3"]).exit_code
-        r = cli.invoke(app, ["bodies", "purge"])
+        op = ["--operator", "records"]
+        assert 0 == cli.invoke(app, ["bodies", "hold", "req-1", *op, "--reason", "CASE-3"]).exit_code
+        assert 0 == cli.invoke(app, ["bodies", "release", "req-1", *op, "--reason", "CASE-3"]).exit_code
+        r = cli.invoke(app, ["bodies", "purge", *op])
         assert (0, "scanned 2, purged 0, kept on hold 0, unreadable 0\n") == (r.exit_code, r.stdout)
-        erase = ["bodies", "erase", "--subject", "-", "--reason"]
+        erase = ["bodies", "erase", *op, "--subject", "-", "--reason"]
         r = cli.invoke(app, [*erase, "DSR for bob"], input="bob\n")
         assert 2 == r.exit_code and "must not name the subject" in r.stderr and "bob" not in r.stderr
         r = cli.invoke(app, [*erase, "DSR-4"], input="bob\n")
@@ -277,5 +289,5 @@ class TestCli:
     def test_missing_key_is_bad_usage(self, cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
         """No key anywhere: exit 2 with a hint."""
         monkeypatch.delenv("AUDITLOG_KEY")
-        r = cli.invoke(root_app(), ["bodies", "purge"])
+        r = cli.invoke(root_app(), ["bodies", "purge", "--operator", "records"])
         assert 2 == r.exit_code and "no key" in r.stderr
