@@ -17,8 +17,8 @@ from auditlog.bodies import PolicyBodyStore, body_meta, lifecycle_days, open_bod
 from auditlog.cli.bodies import bodies_app
 from auditlog.policy import Policy, loads
 from store.bodies import AccessDenied, AuditUnavailable, BodyNotFound, Principal
-from store.trail import iter_trail_records, verify_trail
 from store.keys import KeyRing, MasterKey
+from store.trail import iter_trail_records, verify_trail
 
 POLICY = """
 version = 1

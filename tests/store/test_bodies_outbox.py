@@ -30,7 +30,9 @@ from tests.store.bodies_fixtures import AuditRecorder, new_ring
 
 META = BodyMeta(tenant="acme", subject="u-1", retention=3600)
 READER = Principal(name="oncall", scopes=frozenset({"bodies:read"}), tenants=frozenset({"*"}))
-FAST = OutboxConfig(pack_age=0.05, ship_interval=0.02, backoff_initial=0.02, backoff_max=0.05, close_timeout=1)
+FAST = OutboxConfig(
+    pack_age=0.05, ship_interval=0.02, backoff_initial=0.02, backoff_max=0.05, close_timeout=1
+)
 
 
 class FlakyBackend(MemoryBackend):
@@ -118,7 +120,9 @@ class TestBodyOutbox:
     def test_a_live_writers_open_pack_is_not_taken(self, tmp_path: Path) -> None:
         """Two outboxes over one directory: neither ships the other's open pack."""
         ring = new_ring()
-        a = BodyOutbox(MemoryBodyStore(keys=ring), tmp_path / "o", config=OutboxConfig(pack_age=60), start=False)
+        a = BodyOutbox(
+            MemoryBodyStore(keys=ring), tmp_path / "o", config=OutboxConfig(pack_age=60), start=False
+        )
         a.put("a-1", b"x", meta=META)
         b_store = MemoryBodyStore(keys=ring)
         b = BodyOutbox(b_store, tmp_path / "o", config=FAST, start=False)
