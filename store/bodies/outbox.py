@@ -194,6 +194,7 @@ class BodyOutbox:
         self._thread: threading.Thread | None = None
         self._progress: dict[str, set[int]] = {}
         self._backoff = self.config.backoff_initial
+        self._failing = False
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._bytes = self._scan_bytes()
         if start:
@@ -420,18 +421,34 @@ class BodyOutbox:
             return True  # another process sharing the outbox shipped it
         done = self._progress.setdefault(path.name, set())
         todo = [(off, payload) for off, payload in records if off not in done]
-        failed = False
+        if todo and self._failing:
+            # After a failure, one envelope probes the store before the pack goes out in parallel: a
+            # store that is still down costs one attempt per backoff period, not one per body.
+            off, payload = todo.pop(0)
+            if not self._deliver(payload):
+                return False
+            done.add(off)
+            self._failing = False
+        abort = threading.Event()
+
+        def deliver(payload: bytes) -> bool:
+            if abort.is_set():
+                return False
+            ok = self._deliver(payload)
+            if not ok:
+                abort.set()
+            return ok
+
         if todo:
             workers = min(self.config.ship_concurrency, len(todo))
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="auditlog-ship") as pool:
                 for off, outcome in zip(
-                    (o for o, _ in todo), pool.map(self._deliver, (p for _, p in todo)), strict=True
+                    (o for o, _ in todo), pool.map(deliver, (p for _, p in todo)), strict=True
                 ):
                     if outcome:
                         done.add(off)
-                    else:
-                        failed = True
-        if failed:
+        if abort.is_set():
+            self._failing = True
             return False
         size = 0
         with contextlib.suppress(FileNotFoundError):
