@@ -44,6 +44,7 @@ from store.bodies._crypto import (
     open_envelope,
     rewrap,
     seal,
+    seal_record,
 )
 from store.bodies._ids import validate_correlation_id
 from store.bodies._model import (
@@ -119,6 +120,7 @@ class EncryptedBodyStore:
         self._wrappers.update({LOCAL_SCHEME: self._local, self._wrapper.scheme: self._wrapper})
         self._subject_keys = {k.key_id: k.derive("bodies-subject") for k in (keys.active, *keys.older)}
         self._state_keys = {k.key_id: k.derive("bodies-state") for k in (keys.active, *keys.older)}
+        self._fp_cache: dict[tuple[str, str], str] = {}
         self.ledger = ledger
 
     @property
@@ -148,9 +150,25 @@ class EncryptedBodyStore:
             TypeError: ``body`` is not bytes-like.
         """
         cid = validate_correlation_id(correlation_id)
+        data, stored = self._stored(body, meta)
+        return seal(cid, data, meta=stored, wrapper=self._local if local else self._wrapper)
+
+    def seal_record(self, correlation_id: str, body: bytes, *, meta: BodyMeta) -> bytes:
+        """:meth:`seal` to the compact binary form the outbox appends (see :func:`~store.bodies._crypto.
+        seal_record`): the JSON header is built later, off the request path.
+
+        Raises:
+            InvalidCorrelationId, TypeError: as :meth:`seal`.
+            BodyStoreUnavailable: the wrapper has no key to seal with (KMS sessions not ready).
+        """
+        data, stored = self._stored(body, meta)
+        return seal_record(validate_correlation_id(correlation_id), data, meta=stored, wrapper=self._wrapper)
+
+    def _stored(self, body: bytes, meta: BodyMeta) -> tuple[bytes, dict[str, Any]]:
+        """The capped body and the metadata stored (and bound as associated data) with it."""
         if not isinstance(body, bytes | bytearray | memoryview):
             raise TypeError(f"body: expected bytes, not {type(body).__name__}")
-        if not isinstance(meta, BodyMeta):
+        if type(meta) is not BodyMeta:
             raise TypeError("meta: expected a BodyMeta")
         data = bytes(body[: self.max_body_bytes])
         size = max(len(body), meta.original_size or 0)
@@ -168,7 +186,7 @@ class EncryptedBodyStore:
             "content_type": meta.content_type,
             "rule": meta.rule,
         }
-        return seal(cid, data, meta=stored, wrapper=self._local if local else self._wrapper)
+        return data, stored
 
     def put_envelope(self, env: Envelope) -> None:
         """Store a sealed envelope, re-wrapping its data key for the preferred wrapper if needed.
@@ -460,8 +478,14 @@ class EncryptedBodyStore:
         self.backend.delete_blob(blob_name(cid, env.nonce))
 
     def _fingerprint(self, subject: str, key_id: str) -> str:
-        mac = hmac.new(self._subject_keys[key_id], subject.encode("utf-8", "surrogatepass"), hashlib.sha256)
-        return f"{key_id}:{mac.hexdigest()[:32]}"
+        fp = self._fp_cache.get((subject, key_id))
+        if fp is None:
+            data = subject.encode("utf-8", "surrogatepass")
+            fp = f"{key_id}:{hmac.digest(self._subject_keys[key_id], data, 'sha256').hex()[:32]}"
+            if len(self._fp_cache) >= 4096:
+                self._fp_cache.clear()
+            self._fp_cache[(subject, key_id)] = fp
+        return fp
 
     def _require_audit(self, what: str) -> None:
         if self._audit is None:

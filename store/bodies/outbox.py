@@ -16,8 +16,10 @@ Layout (directory 0700, files 0600)::
     OUTBOX/<pid>-<ns>-<rand>.open    the pack being appended to (its writer holds an exclusive flock)
     OUTBOX/<pid>-<ns>-<rand>.pack    sealed, waiting for the shipper
 
-Each record is ``b"ALPK" | u32 length | u32 crc32 | envelope`` (:meth:`Envelope.to_bytes`); a torn or
-corrupt tail ends the pack's readable records.
+Each record is ``b"ALPK" | u32 length | sealed record`` (:func:`store.bodies._crypto.seal_record`: the
+ciphertext, wrapped key and associated data; the JSON header is built by the shipper); a torn tail (shorter
+than announced, or no magic) ends the pack's readable records. No checksum: the envelope is AEAD-sealed,
+so a corrupted record fails to verify on delivery and resolves as ``body.lost`` (``unreadable``).
 
 Every ``body_ref`` resolves: each body the outbox takes ends as exactly one of ``stored`` (journaled
 ``body.stored`` once confirmed), ``body.dropped`` (on the request path: ``outbox_full``, ``disk_full``,
@@ -36,16 +38,13 @@ import os
 import struct
 import threading
 import time
-import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import orjson
-
-from store.bodies._crypto import Envelope, unpack
+from store.bodies._crypto import envelope_from_record
 from store.bodies._ids import validate_correlation_id
 from store.bodies._model import BodyMeta
 from store.bodies._store import AuditSink, EncryptedBodyStore
@@ -61,7 +60,7 @@ __all__ = ["BodyOutbox", "OutboxConfig", "OutboxStats", "read_pack"]
 
 log = logging.getLogger("store.bodies")
 _MAGIC = b"ALPK"
-_REC = struct.Struct(">4sII")
+_REC = struct.Struct(">4sI")
 _OPEN = ".open"
 _SEALED = ".pack"
 _RETRYABLE = (BodyStoreUnavailable, AccessDenied)
@@ -130,7 +129,7 @@ class OutboxStats:
 
 
 def _frame(payload: bytes) -> bytes:
-    return _REC.pack(_MAGIC, len(payload), zlib.crc32(payload)) + payload
+    return _REC.pack(_MAGIC, len(payload)) + payload
 
 
 def read_pack(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
@@ -138,18 +137,17 @@ def read_pack(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
     data = Path(path).read_bytes()
     pos = 0
     while pos + _REC.size <= len(data):
-        magic, n, crc = _REC.unpack_from(data, pos)
+        magic, n = _REC.unpack_from(data, pos)
         start = pos + _REC.size
         payload = data[start : start + n]
-        if magic != _MAGIC or len(payload) != n or zlib.crc32(payload) != crc:
+        if magic != _MAGIC or len(payload) != n:
             return
         yield pos, payload
         pos = start + n
 
 
 def _cid_of(payload: bytes) -> str:
-    header, _ = unpack(payload, correlation_id="?")
-    return validate_correlation_id(orjson.loads(header)["cid"])
+    return validate_correlation_id(envelope_from_record(payload).correlation_id)
 
 
 class BodyOutbox:
@@ -164,7 +162,7 @@ class BodyOutbox:
         directory: the outbox directory (created 0700).
         audit: the sink ``body.dropped``, ``body.lost`` and ``body.stored`` go to.
         config: see :class:`OutboxConfig`.
-        start: start the shipper now (else on the first :meth:`put` or :meth:`start`).
+        start: start the shipper now (else call :meth:`start`, or ship with :meth:`ship_once`).
     """
 
     def __init__(
@@ -207,9 +205,7 @@ class BodyOutbox:
         counted and journaled as ``body.dropped`` with its reason."""
         try:
             cid = validate_correlation_id(correlation_id)
-            if not isinstance(body, bytes | bytearray | memoryview) or not isinstance(meta, BodyMeta):
-                raise TypeError("put takes bytes and a BodyMeta")
-        except (InvalidCorrelationId, TypeError) as exc:
+        except InvalidCorrelationId as exc:
             self._count_drop("invalid", type(exc).__name__)
             return  # an invalid id cannot be journaled as one, nor referenced by an event
         if self._pid != os.getpid():
@@ -217,16 +213,17 @@ class BodyOutbox:
         if self._closed.is_set():
             self._drop(cid, "closed")
             return
-        if self._thread is None:
-            self.start()
         estimate = len(body) + 1024
         if not self._has_room(estimate):
             self._drop(cid, "outbox_full")
             return
         try:
-            record = _frame(self.store.seal(cid, body, meta=meta).to_bytes())
+            record = _frame(self.store.seal_record(cid, body, meta=meta))
         except BodyStoreUnavailable:
             self._drop(cid, "key_unavailable")
+            return
+        except TypeError as exc:
+            self._drop(cid, "invalid", exc)
             return
         except Exception as exc:
             self._drop(cid, "error", exc)
@@ -235,12 +232,11 @@ class BodyOutbox:
             self._append(record)
         except OSError as exc:
             self._drop(cid, "disk_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "error", exc)
-            return
-        with self._lock:
-            self.stats.accepted += 1
 
     def _has_room(self, size: int) -> bool:
         limit = self.config.max_outbox_bytes
+        if self._bytes + size <= limit:  # the common case, without the condition's lock
+            return True
         with self._space:
             if self._bytes + size <= limit:
                 return True
@@ -261,6 +257,7 @@ class BodyOutbox:
                 os.fsync(self._fd)
             self._pack_size += n
             self._bytes += n
+            self.stats.accepted += 1
             if self._pack_size >= self.config.pack_bytes:
                 self._seal_locked()
 
@@ -342,8 +339,11 @@ class BodyOutbox:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
         self._fd, self._pack, self._pack_size = -1, None, 0
+        shipping = self._thread is not None
         self._thread = None
         self._progress = {}
+        if shipping:
+            self.start()
 
     # -- the shipper ------------------------------------------------------------------------------
 
@@ -464,8 +464,8 @@ class BodyOutbox:
     def _deliver(self, payload: bytes) -> bool:
         """Deliver one envelope. True when it is resolved (stored, or lost on the record)."""
         try:
-            cid = _cid_of(payload)
-            env = Envelope.from_bytes(payload, correlation_id=cid)
+            env = envelope_from_record(payload)
+            cid = validate_correlation_id(env.correlation_id)
         except Exception as exc:
             self._note(exc)
             self._lost(None, "unreadable")

@@ -11,8 +11,13 @@ correlation id. The session key itself is only ever stored wrapped for the reade
   the request path); the KMS ciphertext of the session key is stored with every body, and reading calls
   KMS ``Decrypt``, so IAM gates every read and CloudTrail logs it.
 
-The wrapped key stored with a body is ``u16 len | descriptor (ephemeral public key or KMS blob) | nonce |
-AES-GCM(session key, data key, aad=canonical context)``. Sessions rotate (``rotate_after`` seconds) and the
+Each body's data key is derived: keyed BLAKE2b (key: the session key, salt: 16 fresh random bytes,
+personalisation ``auditlog-bkey-v1``) over the canonical context, and the wrapped key stored with the
+body is ``u16 len | descriptor (ephemeral public key or KMS blob) | salt``: one PRF call per body instead
+of a second AEAD, bound to the correlation id by the context. Deleting the header deletes the only copy
+of the salt (crypto-shredding). Data keys made elsewhere (re-wrapping) are stored as ``u16 len |
+descriptor | nonce | AES-GCM(session key, data key)``.
+Sessions rotate (``rotate_after`` seconds) and the
 old session key is forgotten, so a compromised app server can read back at most the bodies sealed in its
 current session window, which it was serving in plaintext anyway; everything older needs the reader key.
 Unwrapping needs a :class:`ReaderKey` (or KMS ``Decrypt``); without one, :meth:`SessionKeyWrapper.unwrap`
@@ -65,14 +70,16 @@ _INFO = b"auditlog/body-session/v1"
 _KMS_CONTEXT = {"auditlog": "body-session/v1"}
 _LEN = struct.Struct(">H")
 _NONCE = 12
+_SALT = 16
+_DATA_KEY_PERSON = b"auditlog-bkey-v1"
 _PUB_PREFIX = "x25519:"
 
 
 @dataclass(frozen=True, slots=True)
 class Session:
-    """One session key: the AEAD over it, the descriptor stored with each body, the key id, its birth."""
+    """One session key: its secret, the descriptor stored with each body, the key id, its birth."""
 
-    aead: AESGCM
+    secret: bytes
     descriptor: bytes
     key_id: str
     born: float
@@ -91,18 +98,16 @@ class SessionSource(Protocol):
 
     def new_session(self) -> Session: ...
 
-    def open_session(self, descriptor: bytes, key_id: str) -> AESGCM: ...
+    def open_session(self, descriptor: bytes, key_id: str) -> bytes: ...
 
 
 def _key_id(public: bytes) -> str:
     return "x25519:" + hashlib.sha256(public).hexdigest()[:16]
 
 
-def _derive(shared: bytes, eph_pub: bytes, reader_pub: bytes) -> AESGCM:
-    kek = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO + eph_pub + reader_pub).derive(
-        shared
-    )
-    return AESGCM(kek)
+def _derive(shared: bytes, eph_pub: bytes, reader_pub: bytes) -> bytes:
+    info = _INFO + eph_pub + reader_pub
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)
 
 
 def load_public_key(value: str | bytes | X25519PublicKey) -> X25519PublicKey:
@@ -144,7 +149,7 @@ class ReaderKey:
         self.public_bytes = private.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
-        self._cache: dict[bytes, AESGCM] = {}
+        self._cache: dict[bytes, bytes] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -167,7 +172,7 @@ class ReaderKey:
     def key_id(self) -> str:
         return _key_id(self.public_bytes)
 
-    def session(self, eph_pub: bytes) -> AESGCM:
+    def session(self, eph_pub: bytes) -> bytes:
         """The session key of the session whose ephemeral public key is ``eph_pub`` (cached)."""
         aead = self._cache.get(eph_pub)
         if aead is None:
@@ -220,10 +225,10 @@ class ReaderKeySessions:
     def new_session(self) -> Session:
         eph = X25519PrivateKey.generate()
         eph_pub = eph.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        aead = _derive(eph.exchange(self._public), eph_pub, self._raw)
-        return Session(aead=aead, descriptor=eph_pub, key_id=_key_id(self._raw), born=time.monotonic())
+        secret = _derive(eph.exchange(self._public), eph_pub, self._raw)
+        return Session(secret=secret, descriptor=eph_pub, key_id=_key_id(self._raw), born=time.monotonic())
 
-    def open_session(self, descriptor: bytes, key_id: str) -> AESGCM:
+    def open_session(self, descriptor: bytes, key_id: str) -> bytes:
         if self.reader is None:
             raise AccessDenied(
                 "this process holds no reader key: bodies sealed for a reader cannot be read here"
@@ -279,13 +284,13 @@ class KmsSessions:
         except (self._errors.ClientError, self._errors.BotoCoreError) as exc:
             raise translate(exc, "KMS generate data key") from exc
         return Session(
-            aead=AESGCM(resp["Plaintext"]),
+            secret=bytes(resp["Plaintext"]),
             descriptor=resp["CiphertextBlob"],
             key_id=str(resp.get("KeyId", self.key_id)),
             born=time.monotonic(),
         )
 
-    def open_session(self, descriptor: bytes, key_id: str) -> AESGCM:
+    def open_session(self, descriptor: bytes, key_id: str) -> bytes:
         from store.bodies.s3 import translate
 
         try:
@@ -294,7 +299,7 @@ class KmsSessions:
             )
         except (self._errors.ClientError, self._errors.BotoCoreError) as exc:
             raise translate(exc, "KMS decrypt") from exc
-        return AESGCM(resp["Plaintext"])
+        return bytes(resp["Plaintext"])
 
 
 class SessionKeyWrapper:
@@ -352,15 +357,23 @@ class SessionKeyWrapper:
             raise BodyStoreUnavailable("no session key yet (the key service is unreachable)")
         return s
 
+    def new_data_key(self, *, context: Mapping[str, str]) -> tuple[bytes, WrappedKey]:
+        """A fresh data key *derived* from the session key and a random salt, and its wrapped form (the
+        descriptor and the salt): one keyed BLAKE2b instead of an AEAD per body. Deleting the header
+        deletes the only copy of the salt, which shreds the body as deleting a wrapped key would."""
+        s = self._current()
+        salt = os.urandom(_SALT)
+        key = _derive_data_key(s.secret, salt, context)
+        blob = b"".join((_LEN.pack(len(s.descriptor)), s.descriptor, salt))
+        return key, WrappedKey(scheme=self.scheme, key_id=s.key_id, blob=blob)
+
     def wrap(self, data_key: bytes, *, context: Mapping[str, str]) -> WrappedKey:
+        """Wrap a given data key (re-wrapping another scheme's body): AES-GCM under the session key."""
         s = self._current()
         nonce = os.urandom(_NONCE)
-        ct = s.aead.encrypt(nonce, data_key, _canonical(context))
-        return WrappedKey(
-            scheme=self.scheme,
-            key_id=s.key_id,
-            blob=b"".join((_LEN.pack(len(s.descriptor)), s.descriptor, nonce, ct)),
-        )
+        ct = AESGCM(s.secret).encrypt(nonce, data_key, _canonical(context))
+        blob = b"".join((_LEN.pack(len(s.descriptor)), s.descriptor, nonce, ct))
+        return WrappedKey(scheme=self.scheme, key_id=s.key_id, blob=blob)
 
     def unwrap(self, wrapped: WrappedKey, *, context: Mapping[str, str]) -> bytes:
         blob = wrapped.blob
@@ -368,14 +381,23 @@ class SessionKeyWrapper:
             raise BodyIntegrityError("the wrapped data key is truncated", part="wrapped_key")
         (n,) = _LEN.unpack_from(blob)
         end = _LEN.size + n
-        descriptor, nonce, ct = blob[_LEN.size : end], blob[end : end + _NONCE], blob[end + _NONCE :]
-        if len(nonce) != _NONCE or not ct:
+        descriptor, rest = blob[_LEN.size : end], blob[end:]
+        if len(descriptor) != n or len(rest) not in (_SALT, _NONCE + 48):
             raise BodyIntegrityError("the wrapped data key is truncated", part="wrapped_key")
-        aead = self.source.open_session(descriptor, wrapped.key_id)
+        secret = self.source.open_session(descriptor, wrapped.key_id)
+        if len(rest) == _SALT:  # a derived key: the AEAD over the body is what verifies it
+            return _derive_data_key(secret, rest, context)
         try:
-            return aead.decrypt(nonce, ct, _canonical(context))
+            return AESGCM(secret).decrypt(rest[:_NONCE], rest[_NONCE:], _canonical(context))
         except (InvalidTag, ValueError) as exc:
             raise BodyIntegrityError("the wrapped data key fails to verify", part="wrapped_key") from exc
+
+
+def _derive_data_key(secret: bytes, salt: bytes, context: Mapping[str, str]) -> bytes:
+    """Keyed BLAKE2b (a PRF; CPython's own, no OpenSSL digest lookup per body) over salt and context."""
+    return hashlib.blake2b(
+        _canonical(context), digest_size=32, key=secret, salt=salt, person=_DATA_KEY_PERSON
+    ).digest()
 
 
 def _canonical(obj: Mapping[str, str]) -> bytes:
