@@ -30,9 +30,11 @@ Run: ``.venv/bin/python benchmarks/bench_bodies.py [--bodies N] [--size BYTES] [
 
 ``--paced``: the local-first outbox under a paced open-loop load (default 1000 req/s, 4 KiB bodies, 30 s
 per configuration, 8 keep-alive connections from this process, uvicorn in its own process). ``off``
-(capture off) against ``outbox`` (``open_body_store(..., outbox=DIR, reader_public_key=...)``: each body
-sealed for an X25519 reader key and appended to a local pack before the event is written; the shipper
-delivers packs to a ``LocalBodyStore``). Printed: p50/p99 per configuration, p99 added (target < 1 ms),
+(capture off) against the outbox (``open_body_store(..., outbox=DIR, reader_public_key=...)``: each body
+sealed for an X25519 reader key and appended to a local pack before the event is written; packs are
+delivered to a ``LocalBodyStore``), with the shipper in its own process (``sidecar``: the server runs
+``OutboxConfig(ship=False)`` next to ``auditlog bodies ship``) and as a thread in the server (``outbox``).
+Printed: p50/p99 per configuration, p99 added (target < 1 ms),
 bodies dropped (target 0). Then saturation: a 256 KiB outbox budget in front of an S3 endpoint that
 refuses every connection; drops are expected, and each must be counted and journaled (``body.dropped``
 events in the trail = the outbox's count).
@@ -368,7 +370,12 @@ def serve_outbox(port: int, config: str, directory: Path, size: int) -> None:
 
     capture = config != "off"
     policy = loads(POLICY.format(capture="true" if capture else "false"))
-    handle = configure(journal_dir=directory / "trail", policy=policy, key=MasterKey.generate(), stdlib=False)
+    key = (
+        MasterKey.from_b64(os.environ["AUDITLOG_KEY"])
+        if "AUDITLOG_KEY" in os.environ
+        else MasterKey.generate()
+    )
+    handle = configure(journal_dir=directory / "trail", policy=policy, key=key, stdlib=False)
     bodies = None
     if capture:
         public = generate_reader_key(directory / "reader.pem")
@@ -377,7 +384,7 @@ def serve_outbox(port: int, config: str, directory: Path, size: int) -> None:
             cfg = OutboxConfig(max_outbox_bytes=256 << 10, backoff_initial=5.0, backoff_max=5.0)
             opts["region_name"] = "us-east-1"
         else:
-            url, opts, cfg = f"file://{directory}/bodies", {}, OutboxConfig()
+            url, opts, cfg = f"file://{directory}/bodies", {}, OutboxConfig(ship=config != "sidecar")
         bodies = open_body_store(
             url,
             handle=handle,
@@ -392,7 +399,7 @@ def serve_outbox(port: int, config: str, directory: Path, size: int) -> None:
     stats: dict[str, Any] = {"accepted": 0, "dropped": 0, "stored": 0}
     if bodies is not None and bodies.outbox is not None:
         box = bodies.outbox
-        if config != "saturate":
+        if config == "outbox":
             box.flush(60)
         st = box.stats
         stats = {"accepted": st.accepted, "dropped": sum(st.dropped.values()), "stored": st.stored}
@@ -455,16 +462,29 @@ def run_paced(rate: float, seconds: float, size: int) -> None:
 
     def one(config: str, secs: float) -> tuple[list[float], int, dict[str, Any], int]:
         port = _free_port()
+        env = {**os.environ, "AUDITLOG_KEY": MasterKey.generate().to_b64(), "PYTHONPATH": str(ROOT)}
         with tempfile.TemporaryDirectory(prefix="bench-outbox-") as tmp:
             cmd = [sys.executable, __file__, "--serve-outbox", config, "--port", str(port)]
             cmd += ["--dir", tmp, "--size", str(size)]
-            with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as server:
+            sidecar = None
+            if config == "sidecar":  # the shipper in its own process: `auditlog bodies ship`
+                ship = [sys.executable, "-m", "auditlog", "bodies", "ship", f"{tmp}/outbox"]
+                ship += ["--store", f"file://{tmp}/bodies", "--journal", f"{tmp}/trail"]
+                sidecar = subprocess.Popen(ship, env=env, cwd=ROOT)
+            with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) as server:
                 try:
                     lat, errors = paced_client(port, rate, secs)
                 finally:
                     server.terminate()
                     stdout, _ = server.communicate(timeout=120)
             stats = json.loads(stdout.strip().splitlines()[-1])
+            if sidecar is not None:
+                deadline = time.monotonic() + 120
+                while any(Path(tmp, "outbox").iterdir()) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                stats["stored"] = sum(1 for _ in Path(tmp, "bodies").rglob("*.body"))
+                sidecar.terminate()
+                sidecar.wait(60)
             journaled = _count_events(Path(tmp) / "trail", "body.dropped")
         return lat, errors, stats, journaled
 
@@ -472,17 +492,24 @@ def run_paced(rate: float, seconds: float, size: int) -> None:
     print()
     print("| configuration | requests | p50 µs | p99 µs | p99 added | bodies kept / dropped | target |")
     print("|---|---:|---:|---:|---:|---:|---|")
-    runs = {c: one(c, seconds) for c in ("off", "outbox")}
+    runs = {c: one(c, seconds) for c in ("off", "sidecar", "outbox")}
     off99 = pct(runs["off"][0], 99)
+    labels = {
+        "off": "capture off",
+        "sidecar": "capture on: outbox, shipper in its own process (`auditlog bodies ship`)",
+        "outbox": "capture on: outbox, shipper thread in the server",
+    }
     for config, (lat, errors, stats, _) in runs.items():
         added = "" if config == "off" else f"{(pct(lat, 99) - off99) / 1000:+.2f} ms"
-        kept = "" if config == "off" else f"{stats['accepted']} / {stats['dropped']}"
-        target = "" if config == "off" else "p99 added < 1 ms, 0 dropped"
-        label = {"off": "capture off", "outbox": "capture on: outbox (reader key) -> LocalBodyStore"}[config]
-        p50, p99 = pct(lat, 50), pct(lat, 99)
-        print(
-            f"| {label} | {len(lat)} (+{errors} errors) | {p50:,.0f} | {p99:,.0f} | {added} | {kept} | {target} |"
+        kept = (
+            "" if config == "off" else f"{stats['accepted']} / {stats['dropped']} ({stats['stored']} shipped)"
         )
+        target = "" if config == "off" else "p99 added < 1 ms, 0 dropped"
+        p50, p99 = pct(lat, 50), pct(lat, 99)
+        row = (
+            f"| {labels[config]} | {len(lat)} (+{errors} errors) | {p50:,.0f} | {p99:,.0f} | {added} | {kept}"
+        )
+        print(f"{row} | {target} |")
     lat, errors, stats, journaled = one("saturate", min(seconds, 5.0))
     print()
     print(
@@ -580,7 +607,9 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=1000.0)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--count", action="store_true", help="instructions per captured body (callgrind)")
-    ap.add_argument("--serve-outbox", choices=["off", "outbox", "saturate"], help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--serve-outbox", choices=["off", "outbox", "sidecar", "saturate"], help=argparse.SUPPRESS
+    )
     ap.add_argument("--count-loop", choices=["plain", "plain-writer", "outbox"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:

@@ -16,6 +16,7 @@ Nothing but ``get`` prints body bytes, and ``get`` prints them only to ``--out``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -27,7 +28,7 @@ import typer
 from rich.console import Console
 
 from auditlog._configure import configure
-from auditlog.bodies import PolicyBodyStore, open_body_store, reconcile
+from auditlog.bodies import PolicyBodyStore, audit_sink, open_body_store, reconcile
 from auditlog.cli._options import cli_source, command_with, fail, key_ring, keyword, print_summary
 from auditlog.policy import DEFAULT_POLICY, Policy, PolicyError
 from auditlog.policy import load as load_policy
@@ -290,3 +291,50 @@ def _keygen(
     except FileExistsError:
         raise fail(f"{out} exists; refusing to overwrite a key") from None
     typer.echo(public)
+
+
+@bodies_app.command("ship")
+def _ship(
+    outbox: Annotated[Path, typer.Argument(help="The outbox directory the app servers append to.")],
+    store: StoreOpt,
+    journal: JournalOpt,
+    key_file: KeyOpt = None,
+    endpoint_url: EndpointOpt = None,
+    once: Annotated[bool, typer.Option("--once", help="Ship what is there, then exit.")] = False,
+) -> None:
+    """Deliver an outbox's packs to the store (a sidecar for servers run with OutboxConfig(ship=False)).
+
+    body.stored and body.lost are journaled into the trail as this command's own stream. Runs until
+    SIGTERM / Ctrl-C unless --once; exit 1 if --once left packs behind.
+    """
+    import signal
+    import threading
+
+    from store.bodies import BodyOutbox
+
+    ring = key_ring(key_file)
+    try:
+        handle = configure(journal_dir=journal, key=ring, stdlib=False, source=cli_source())
+    except JournalError as exc:
+        raise fail(f"cannot open the journal: {exc}") from None
+    try:
+        try:
+            bodies = open_body_store(store, handle=handle, outbox=False, **_store_options(endpoint_url))
+        except (ValueError, ImportError, BodyStoreError) as exc:
+            raise fail(str(exc)) from None
+        box = BodyOutbox(bodies.store, outbox, audit=audit_sink(handle), start=False)
+        if once:
+            box.ship_once()
+            left = box.pending_packs()
+            typer.echo(f"stored {box.stats.stored}; packs left {left}")
+            if left:
+                raise typer.Exit(1)
+            return
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        box.start()
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
+        box.close()
+    finally:
+        handle.shutdown()

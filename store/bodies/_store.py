@@ -198,7 +198,9 @@ class EncryptedBodyStore:
             BodyStoreUnavailable, AccessDenied: the backend is unreachable or refuses our credentials.
         """
         cid = validate_correlation_id(env.correlation_id)
-        env = rewrap(env, wrappers=self._wrappers, to=self._wrapper)
+        if env.key.scheme == LOCAL_SCHEME:  # spooled under the master key while KMS was away
+            env = rewrap(env, wrappers=self._wrappers, to=self._wrapper)
+        # Anything else is stored as sealed: a shipper never needs (or holds) the reader key.
         blob = blob_name(cid, env.nonce)
         try:
             self.backend.write(cid, env.header_bytes(), blob, env.ciphertext)

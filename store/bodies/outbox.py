@@ -84,6 +84,10 @@ class OutboxConfig:
         journal_stored: journal ``body.stored`` for every confirmed body.
         close_timeout: seconds :meth:`BodyOutbox.close` keeps shipping before it leaves the rest for the
             next start.
+        ship: deliver packs from this process. ``False``: this process only appends and seals packs
+            (its thread still seals by age and refreshes session keys); a separate shipper over the same
+            directory (``auditlog bodies ship``) delivers them, so the app's interpreter never spends
+            time on delivery, and the app server needs no credentials for the store.
     """
 
     max_outbox_bytes: int = 1 << 30
@@ -98,6 +102,7 @@ class OutboxConfig:
     fsync: bool = False
     journal_stored: bool = True
     close_timeout: float = 2.0
+    ship: bool = True
 
     def __post_init__(self) -> None:
         if self.on_full not in ("drop", "block"):
@@ -258,7 +263,8 @@ class BodyOutbox:
             self._pack_size += n
             self._bytes += n
             self.stats.accepted += 1
-            if self._pack_size >= self.config.pack_bytes:
+            cfg = self.config
+            if self._pack_size >= cfg.pack_bytes or time.monotonic() - self._pack_born >= cfg.pack_age:
                 self._seal_locked()
 
     def _open_pack(self) -> None:
@@ -318,7 +324,8 @@ class BodyOutbox:
         with self._lock:
             self._seal_locked()
         wait = self.config.close_timeout if timeout is None else timeout
-        self.flush(wait)
+        if self.config.ship:
+            self.flush(wait)
         self._closed.set()
         self._wake.set()
         if self._thread is not None:
@@ -355,7 +362,7 @@ class BodyOutbox:
                 if self._fd >= 0 and self._pack_size and time.monotonic() - self._pack_born >= cfg.pack_age:
                     self._seal_locked()
             try:
-                ok = self.ship_once()
+                ok = self.ship_once() if cfg.ship else True
             except Exception as exc:  # the shipper must survive anything
                 self._note(exc)
                 ok = False

@@ -460,3 +460,30 @@ class TestReconcile:
         handle.flush()
         r = cli.invoke(root_app(), cmd)
         assert (0, 0) == (r.exit_code, json.loads(r.stdout)["dangling"])
+
+
+class TestShipSidecar:
+    def test_a_sidecar_ships_what_a_write_only_server_appended(
+        self, cli: CliRunner, tmp_path: Path, handle: AuditHandle, policy: Policy
+    ) -> None:
+        """The server appends (ship=False); `bodies ship --once`, holding no reader key, delivers."""
+        from store.bodies import OutboxConfig, generate_reader_key
+
+        public = generate_reader_key(tmp_path / "reader.pem")
+        server = open_body_store(
+            f"file://{tmp_path}/bodies",
+            handle=handle,
+            outbox=tmp_path / "outbox",
+            outbox_config=OutboxConfig(ship=False),
+            reader_public_key=public,
+        )
+        for i in range(3):
+            server.put(f"req-{i}", b"body", meta=body_meta(policy.defaults, tenant="acme"))
+        server.close()
+        assert 1 == len(list((tmp_path / "outbox").iterdir()))
+        r = cli.invoke(
+            root_app(),
+            ["bodies", "ship", str(tmp_path / "outbox"), "--journal", str(tmp_path / "journal"), "--once"],
+        )
+        assert (0, "stored 3; packs left 0\n") == (r.exit_code, r.stdout)
+        assert 3 == len(trail_events(tmp_path / "journal", "body.stored"))
