@@ -469,7 +469,7 @@ def run_paced(rate: float, seconds: float, size: int) -> None:
             sidecar = None
             if config == "sidecar":  # the shipper in its own process: `auditlog bodies ship`
                 ship = [sys.executable, "-m", "auditlog", "bodies", "ship", f"{tmp}/outbox"]
-                ship += ["--store", f"file://{tmp}/bodies", "--journal", f"{tmp}/trail"]
+                ship += ["--store", f"file://{tmp}/bodies", "--journal", f"{tmp}/trail", "--nice", "19"]
                 sidecar = subprocess.Popen(ship, env=env, cwd=ROOT)
             with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) as server:
                 try:

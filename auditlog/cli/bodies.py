@@ -301,6 +301,9 @@ def _ship(
     key_file: KeyOpt = None,
     endpoint_url: EndpointOpt = None,
     once: Annotated[bool, typer.Option("--once", help="Ship what is there, then exit.")] = False,
+    nice: Annotated[
+        int, typer.Option("--nice", help="Niceness to add, so the app servers keep the CPU (0-19).")
+    ] = 10,
 ) -> None:
     """Deliver an outbox's packs to the store (a sidecar for servers run with OutboxConfig(ship=False)).
 
@@ -313,6 +316,9 @@ def _ship(
     from store.bodies import BodyOutbox
 
     ring = key_ring(key_file)
+    if nice > 0:
+        with contextlib.suppress(OSError):
+            os.nice(min(nice, 19))
     try:
         handle = configure(journal_dir=journal, key=ring, stdlib=False, source=cli_source())
     except JournalError as exc:
