@@ -7,9 +7,9 @@ correlation id. The session key itself is only ever stored wrapped for the reade
 - :class:`ReaderKeySessions` (scheme ``x25519-session``): ephemeral-static X25519. A session is a fresh
   ephemeral key pair; the session key is ``HKDF-SHA256(ECDH(ephemeral, reader public), info=...)`` and
   the ephemeral *public* key is stored with every body. Only the reader's private key recomputes it.
-- :class:`KmsSessions` (scheme ``kms-session``): AWS KMS ``GenerateDataKey`` (in the background, never on
-  the request path); the KMS ciphertext of the session key is stored with every body, and reading calls
-  KMS ``Decrypt``, so IAM gates every read and CloudTrail logs it.
+- :class:`~store.bodies.s3.KmsSessions` (scheme ``kms-session``): AWS KMS ``GenerateDataKey`` (in the
+  background, never on the request path); the KMS ciphertext of the session key is stored with every
+  body, and reading calls KMS ``Decrypt``, so IAM gates every read and CloudTrail logs it.
 
 Each body's data key is derived: keyed BLAKE2b (key: the session key, salt: 16 fresh random bytes,
 personalisation ``auditlog-bkey-v1``) over the canonical context, and the wrapped key stored with the
@@ -36,10 +36,10 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import orjson
 from cryptography.exceptions import InvalidTag
@@ -54,7 +54,6 @@ from store.bodies.exceptions import AccessDenied, BodyIntegrityError, BodyStoreU
 __all__ = [
     "KMS_SESSION_SCHEME",
     "X25519_SCHEME",
-    "KmsSessions",
     "ReaderKey",
     "ReaderKeySessions",
     "Session",
@@ -236,70 +235,6 @@ class ReaderKeySessions:
         if key_id != self.reader.key_id:
             raise AccessDenied(f"the body was sealed for reader key {key_id!r}, not the one loaded")
         return self.reader.session(descriptor)
-
-
-class KmsSessions:
-    """Session keys from AWS KMS ``GenerateDataKey``; reading calls KMS ``Decrypt`` for every body.
-
-    Args:
-        client: a boto3 KMS client.
-        key_id: the KMS key sessions are generated under (None: read only).
-    """
-
-    __slots__ = ("_client", "_errors", "_factory", "key_id")
-
-    scheme = KMS_SESSION_SCHEME
-    local = False
-
-    def __init__(
-        self,
-        client: Any | None = None,
-        *,
-        key_id: str | None = None,
-        factory: Callable[[], Any] | None = None,
-    ) -> None:
-        from store.bodies.s3 import _botocore
-
-        if client is None and factory is None:
-            raise ValueError("KmsSessions needs a client or a factory")
-        self._client = client
-        self._factory = factory
-        self._errors = _botocore()
-        self.key_id = key_id
-
-    def _kms(self) -> Any:
-        if self._client is None and self._factory is not None:
-            self._client = self._factory()
-        return self._client
-
-    def new_session(self) -> Session:
-        from store.bodies.s3 import translate
-
-        if self.key_id is None:
-            raise ValueError("this KMS session source has no key id: it can only read")
-        try:
-            resp = self._kms().generate_data_key(
-                KeyId=self.key_id, KeySpec="AES_256", EncryptionContext=_KMS_CONTEXT
-            )
-        except (self._errors.ClientError, self._errors.BotoCoreError) as exc:
-            raise translate(exc, "KMS generate data key") from exc
-        return Session(
-            secret=bytes(resp["Plaintext"]),
-            descriptor=resp["CiphertextBlob"],
-            key_id=str(resp.get("KeyId", self.key_id)),
-            born=time.monotonic(),
-        )
-
-    def open_session(self, descriptor: bytes, key_id: str) -> bytes:
-        from store.bodies.s3 import translate
-
-        try:
-            resp = self._kms().decrypt(
-                CiphertextBlob=descriptor, EncryptionContext=_KMS_CONTEXT, KeyId=key_id
-            )
-        except (self._errors.ClientError, self._errors.BotoCoreError) as exc:
-            raise translate(exc, "KMS decrypt") from exc
-        return bytes(resp["Plaintext"])
 
 
 class SessionKeyWrapper:

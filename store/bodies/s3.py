@@ -45,6 +45,7 @@ from store.bodies.exceptions import (
     BodyStoreError,
     BodyStoreUnavailable,
 )
+from store.bodies.readerkey import _KMS_CONTEXT, KMS_SESSION_SCHEME, Session
 from store.keys import KeyRing
 
 __all__ = ["KMS_SCHEME", "KmsKeyWrapper", "S3Backend", "S3BodyStore"]
@@ -193,6 +194,64 @@ class KmsKeyWrapper:
             raise translate(exc, "KMS decrypt") from exc
         plaintext: bytes = resp["Plaintext"]
         return plaintext
+
+
+class KmsSessions:
+    """Session keys from AWS KMS ``GenerateDataKey``; reading calls KMS ``Decrypt`` for every body.
+
+    Args:
+        client: a boto3 KMS client.
+        key_id: the KMS key sessions are generated under (None: read only).
+    """
+
+    __slots__ = ("_client", "_errors", "_factory", "key_id")
+
+    scheme = KMS_SESSION_SCHEME
+    local = False
+
+    def __init__(
+        self,
+        client: Any | None = None,
+        *,
+        key_id: str | None = None,
+        factory: Callable[[], Any] | None = None,
+    ) -> None:
+        if client is None and factory is None:
+            raise ValueError("KmsSessions needs a client or a factory")
+        self._client = client
+        self._factory = factory
+        self._errors = _botocore()
+        self.key_id = key_id
+
+    def _kms(self) -> Any:
+        if self._client is None and self._factory is not None:
+            self._client = self._factory()
+        return self._client
+
+    def new_session(self) -> Session:
+        if self.key_id is None:
+            raise ValueError("this KMS session source has no key id: it can only read")
+        try:
+            resp = self._kms().generate_data_key(
+                KeyId=self.key_id, KeySpec="AES_256", EncryptionContext=_KMS_CONTEXT
+            )
+        except (self._errors.ClientError, self._errors.BotoCoreError) as exc:
+            raise translate(exc, "KMS generate data key") from exc
+        return Session(
+            secret=bytes(resp["Plaintext"]),
+            descriptor=resp["CiphertextBlob"],
+            key_id=str(resp.get("KeyId", self.key_id)),
+            born=time.monotonic(),
+        )
+
+    def open_session(self, descriptor: bytes, key_id: str) -> bytes:
+        try:
+            resp = self._kms().decrypt(
+                CiphertextBlob=descriptor, EncryptionContext=_KMS_CONTEXT, KeyId=key_id
+            )
+        except (self._errors.ClientError, self._errors.BotoCoreError) as exc:
+            raise translate(exc, "KMS decrypt") from exc
+        return bytes(resp["Plaintext"])
 
 
 class S3Backend:
@@ -348,7 +407,7 @@ class S3BodyStore(EncryptedBodyStore):
         clock: Callable[[], float] = time.time,
         ledger: Callable[[str], str | None] | None = None,
     ) -> None:
-        from store.bodies.readerkey import KmsSessions, SessionKeyWrapper
+        from store.bodies.readerkey import SessionKeyWrapper
 
         s3 = client or make_client(
             "s3", endpoint_url=endpoint_url, region_name=region_name, config=client_config
