@@ -27,6 +27,9 @@ A policy is a TOML file, loaded and validated eagerly::
     scopes = ["bodies:read"]
     tenants = ["*"]
 
+    [operators.records_team]      # may hold, release, purge and erase bodies
+    scopes = ["bodies:admin"]
+
 Rules are tried in order; the first whose every ``match`` field matches wins, else ``[defaults]`` applies.
 Rule fields not given inherit from ``[defaults]``. Match patterns are shell-style globs
 (``fnmatch.fnmatchcase``); ``logger`` also matches any child logger (``"app"`` matches ``"app.db"``).
@@ -54,8 +57,10 @@ import orjson
 from processors import FieldPolicy
 
 __all__ = [
+    "ADMIN_SCOPE",
     "DEFAULT_POLICY",
     "Level",
+    "Operator",
     "Policy",
     "PolicyError",
     "Reader",
@@ -225,6 +230,17 @@ class Reader:
     tenants: frozenset[str] = frozenset()
 
 
+ADMIN_SCOPE = "bodies:admin"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Operator:
+    """A principal allowed to hold, release, purge and erase bodies: it needs ``bodies:admin``."""
+
+    name: str
+    scopes: frozenset[str] = frozenset()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Policy:
     """A validated policy. ``hash`` is the SHA-256 of its canonical form, recorded with every event."""
@@ -235,6 +251,7 @@ class Policy:
     rules: tuple[Rule, ...] = ()
     readers: Mapping[str, Reader] = field(default_factory=dict)
     source: str | None = None
+    operators: Mapping[str, Operator] = field(default_factory=dict)
     # What match() answered, per attributes: a policy never changes, and its rules are tried in order on
     # every request otherwise. Keys are route templates or collapsed paths, tool names and methods (never
     # raw paths or values); bounded, cleared when full.
@@ -350,7 +367,7 @@ def loads(text: str, *, source: str = "<policy>") -> Policy:
         raise PolicyError(f"{source}: {exc}") from None
 
 
-_TOP = ("version", "id", "defaults", "rules", "readers")
+_TOP = ("version", "id", "defaults", "rules", "readers", "operators")
 _RULE_FIELDS = (
     "id",
     "match",
@@ -399,9 +416,26 @@ def _build(data: dict[str, Any], source: str) -> Policy:
         seen.add(rid)
         rules.append(_rule(r, base=defaults, where=where, rid=rid, index=i))
     readers = _readers(data.get("readers", {}))
-    draft = Policy(id=pid, hash="", defaults=defaults, rules=tuple(rules), readers=readers, source=source)
+    operators = _operators(data.get("operators", {}))
+    draft = Policy(
+        id=pid,
+        hash="",
+        defaults=defaults,
+        rules=tuple(rules),
+        readers=readers,
+        source=source,
+        operators=operators,
+    )
     digest = hashlib.sha256(orjson.dumps(_canonical(draft), option=orjson.OPT_SORT_KEYS)).hexdigest()
-    return Policy(id=pid, hash=digest, defaults=defaults, rules=tuple(rules), readers=readers, source=source)
+    return Policy(
+        id=pid,
+        hash=digest,
+        defaults=defaults,
+        rules=tuple(rules),
+        readers=readers,
+        source=source,
+        operators=operators,
+    )
 
 
 def _rule(t: dict[str, Any], *, base: Rule | None, where: str, rid: str, index: int | None) -> Rule:
@@ -459,6 +493,21 @@ def _readers(raw: object) -> dict[str, Reader]:
             scopes=_scopes(t, "scopes", frozenset(), where),
             tenants=_scopes(t, "tenants", frozenset(), where),
         )
+    return out
+
+
+def _operators(raw: object) -> dict[str, Operator]:
+    if not isinstance(raw, dict):
+        raise PolicyError("operators: expected a table of operator tables")
+    out: dict[str, Operator] = {}
+    for name, t in raw.items():
+        where = f"operators.{name}"
+        if not _FIELD_NAME.match(name):
+            raise PolicyError(f"{where}: operator names must be identifier-like")
+        if not isinstance(t, dict):
+            raise PolicyError(f"{where}: expected a table")
+        _no_unknown(t, ("scopes",), f"{where}.")
+        out[name] = Operator(name=name, scopes=_scopes(t, "scopes", frozenset(), where))
     return out
 
 
@@ -540,6 +589,12 @@ def _canonical(p: Policy) -> dict[str, Any]:
             n: {"scopes": sorted(r.scopes), "tenants": sorted(r.tenants)}
             for n, r in sorted(p.readers.items())
         },
+        # Only when declared, so the hash of a policy without operators is unchanged.
+        **(
+            {"operators": {n: {"scopes": sorted(o.scopes)} for n, o in sorted(p.operators.items())}}
+            if p.operators
+            else {}
+        ),
     }
 
 

@@ -23,7 +23,7 @@ from store.bodies._crypto import KeyWrapper, LocalKeyWrapper
 from store.bodies._ids import MAX_ID_LENGTH, validate_correlation_id
 from store.bodies._model import READ_SCOPE, BodyInfo, BodyMeta, EraseReport, Principal, PurgeReport
 from store.bodies._protocols import BodyStore, EraseBodies, GetBody, HeadBody, HoldBody, PurgeBodies, PutBody
-from store.bodies._store import AuditSink, EncryptedBodyStore
+from store.bodies._store import AuditSink, EncryptedBodyStore, Ledger
 from store.bodies.exceptions import (
     AccessDenied,
     AuditUnavailable,
@@ -37,6 +37,14 @@ from store.bodies.exceptions import (
 )
 from store.bodies.local import LocalBodyStore
 from store.bodies.memory import MemoryBodyStore
+from store.bodies.outbox import BodyOutbox, OutboxConfig, OutboxStats
+from store.bodies.readerkey import (
+    ReaderKey,
+    ReaderKeySessions,
+    SessionKeyWrapper,
+    generate_reader_key,
+    load_public_key,
+)
 from store.bodies.url import from_url
 from store.bodies.writer import BodyWriter, WriterConfig, WriterStats
 
@@ -50,6 +58,7 @@ __all__ = [
     "BodyIntegrityError",
     "BodyMeta",
     "BodyNotFound",
+    "BodyOutbox",
     "BodyStore",
     "BodyStoreError",
     "BodyStoreUnavailable",
@@ -62,18 +71,26 @@ __all__ = [
     "HoldBody",
     "InvalidCorrelationId",
     "KeyWrapper",
+    "Ledger",
     "LocalBodyStore",
     "LocalKeyWrapper",
     "MAX_ID_LENGTH",
     "MemoryBodyStore",
+    "OutboxConfig",
+    "OutboxStats",
     "Principal",
     "PurgeBodies",
     "PurgeReport",
     "PutBody",
     "READ_SCOPE",
+    "ReaderKey",
+    "ReaderKeySessions",
+    "SessionKeyWrapper",
     "WriterConfig",
     "WriterStats",
     "from_url",
+    "generate_reader_key",
+    "load_public_key",
     "validate_correlation_id",
 ]
 

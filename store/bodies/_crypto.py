@@ -14,7 +14,6 @@ locally, the encryption context on KMS). The mutable legal-hold marker lives out
 
 from __future__ import annotations
 
-import base64
 import binascii
 import os
 import struct
@@ -37,11 +36,13 @@ __all__ = [
     "KeyWrapper",
     "LocalKeyWrapper",
     "WrappedKey",
+    "envelope_from_record",
     "key_context",
     "open_envelope",
     "pack",
     "rewrap",
     "seal",
+    "seal_record",
     "unpack",
 ]
 
@@ -241,12 +242,70 @@ def seal(correlation_id: str, body: bytes, *, meta: Mapping[str, Any], wrapper: 
 
     ``meta`` must be JSON-ready (str keys; str, int, float, bool or None values).
     """
-    data_key = AESGCM.generate_key(bit_length=8 * DATA_KEY_BYTES)
+    data_key, wrapped = _data_key(correlation_id, wrapper)
     nonce = os.urandom(NONCE_BYTES)
     meta = dict(meta)
     ciphertext = AESGCM(data_key).encrypt(nonce, body, _aad(correlation_id, meta))
-    wrapped = wrapper.wrap(data_key, context=key_context(correlation_id))
     return Envelope(correlation_id=correlation_id, meta=meta, nonce=nonce, key=wrapped, ciphertext=ciphertext)
+
+
+def _data_key(correlation_id: str, wrapper: KeyWrapper) -> tuple[bytes, WrappedKey]:
+    """A fresh data key and its wrapped form (derived in one step when the wrapper can: sessions)."""
+    derive = getattr(wrapper, "new_data_key", None)
+    if derive is not None:
+        pair: tuple[bytes, WrappedKey] = derive(context=key_context(correlation_id))
+        return pair
+    data_key = os.urandom(DATA_KEY_BYTES)
+    return data_key, wrapper.wrap(data_key, context=key_context(correlation_id))
+
+
+_RECORD = struct.Struct(">HIHHH")
+
+
+def seal_record(correlation_id: str, body: bytes, *, meta: Mapping[str, Any], wrapper: KeyWrapper) -> bytes:
+    """:func:`seal`, to a compact binary record: what the request path appends to the outbox.
+
+    ``u16 len cid | u32 len aad | u16 len scheme | u16 len key id | u16 len wrapped | cid | aad | scheme |
+    key id | wrapped | nonce | ciphertext``, where ``aad`` is the associated data (canonical JSON of
+    ``{"v", "cid", "meta"}``). :func:`envelope_from_record` turns it into an :class:`Envelope` later.
+    """
+    data_key, wrapped = _data_key(correlation_id, wrapper)
+    nonce = os.urandom(NONCE_BYTES)
+    aad = _aad(correlation_id, meta)
+    ciphertext = AESGCM(data_key).encrypt(nonce, body, aad)
+    cid = correlation_id.encode("ascii")
+    scheme = wrapped.scheme.encode("ascii")
+    kid = wrapped.key_id.encode("utf-8")
+    head = _RECORD.pack(len(cid), len(aad), len(scheme), len(kid), len(wrapped.blob))
+    return b"".join((head, cid, aad, scheme, kid, wrapped.blob, nonce, ciphertext))
+
+
+def envelope_from_record(record: bytes) -> Envelope:
+    """Inverse of :func:`seal_record`.
+
+    Raises:
+        BodyIntegrityError: truncated or malformed.
+    """
+    try:
+        n_cid, n_aad, n_scheme, n_kid, n_blob = _RECORD.unpack_from(record)
+        pos = _RECORD.size
+        fields = []
+        for n in (n_cid, n_aad, n_scheme, n_kid, n_blob, NONCE_BYTES):
+            fields.append(record[pos : pos + n])
+            if len(fields[-1]) != n:
+                raise ValueError("truncated")
+            pos += n
+        cid_b, aad, scheme, kid, blob, nonce = fields
+        cid = cid_b.decode("ascii")
+        parsed = orjson.loads(aad)
+        if type(parsed) is not dict or parsed.get("cid") != cid or type(parsed.get("meta")) is not dict:
+            raise ValueError("associated data")
+        key = WrappedKey(scheme=scheme.decode("ascii"), key_id=kid.decode("utf-8"), blob=bytes(blob))
+    except (struct.error, ValueError, UnicodeDecodeError) as exc:
+        raise BodyIntegrityError("an outbox record does not parse", part="header") from exc
+    return Envelope(
+        correlation_id=cid, meta=parsed["meta"], nonce=bytes(nonce), key=key, ciphertext=record[pos:]
+    )
 
 
 def open_envelope(
@@ -295,7 +354,7 @@ def _canonical(obj: object) -> bytes:
 
 
 def _b64(b: bytes) -> str:
-    return base64.b64encode(b).decode("ascii")
+    return binascii.b2a_base64(b, newline=False).decode("ascii")
 
 
 def _unb64(v: object) -> bytes:

@@ -7,8 +7,17 @@ Backends only move bytes; every decision lives here, so Memory, Local and S3 beh
 - ``get`` checks the purpose and the reader's scope, loads the header, checks the tenant and the expiry,
   decrypts, and journals ``body.read`` through the audit sink *before* returning. Every refusal journals
   ``body.read_denied`` (or ``body.integrity_failed``); a sink that raises refuses the read.
-- ``purge_expired``, ``erase``, ``hold`` and ``release`` journal ``body.purged``, ``body.erased``,
-  ``body.held`` and ``body.released``. Without an audit sink they are refused.
+- ``purge_expired``, ``erase``, ``hold`` and ``release`` journal ``body.purged``, ``body.erased``
+  (both with the correlation ids, in chunks), ``body.held`` and ``body.released``. Without an audit sink
+  they are refused.
+
+Authenticated state. Tenant, subject, creation and expiry are the body's associated data (an edit fails
+to decrypt). A legal hold is MAC'd (``HMAC(master.derive("bodies-state"), cid, nonce, hold)``): a hold
+marker added or copied on disk fails the check, is ignored (the body expires and is purged as if unheld)
+and journaled as ``body.tamper_detected``. An optional *ledger* (``ledger(cid) -> "erased" | "purged" |
+None``, built by :mod:`auditlog.bodies` from the trail) names bodies the trail says are gone: such a body
+found in the store was restored from a backup, so reading it is refused and ``body.tamper_detected`` is
+journaled.
 
 The audit sink is any ``Callable[[dict], None]`` that raises when it cannot record the event; the
 events it receives hold correlation ids, reader names, tenants, purposes, sizes and counts, never a body.
@@ -16,12 +25,15 @@ events it receives hold correlation ids, reader names, tenants, purposes, sizes 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any, NoReturn
+
+import orjson
 
 from store.bodies._backend import Backend, blob_name
 from store.bodies._crypto import (
@@ -32,6 +44,7 @@ from store.bodies._crypto import (
     open_envelope,
     rewrap,
     seal,
+    seal_record,
 )
 from store.bodies._ids import validate_correlation_id
 from store.bodies._model import (
@@ -56,9 +69,11 @@ from store.bodies.exceptions import (
 )
 from store.keys import KeyRing
 
-__all__ = ["AuditSink", "EncryptedBodyStore"]
+__all__ = ["AuditSink", "EncryptedBodyStore", "Ledger"]
 
 AuditSink = Callable[[dict[str, Any]], None]
+Ledger = Callable[[str], str | None]
+_CHUNK = 500  # correlation ids per body.purged / body.erased event
 
 
 class EncryptedBodyStore:
@@ -75,6 +90,7 @@ class EncryptedBodyStore:
         unwrappers: further wrappers, used only to read bodies wrapped by their scheme.
         max_body_bytes: bodies beyond this are truncated to it; ``size`` records the original length.
         clock: seconds since the epoch (tests pass a fake).
+        ledger: names bodies the trail says were erased or purged (see the module docstring).
     """
 
     def __init__(
@@ -87,6 +103,7 @@ class EncryptedBodyStore:
         unwrappers: Iterable[KeyWrapper] = (),
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         clock: Callable[[], float] = time.time,
+        ledger: Ledger | None = None,
     ) -> None:
         if not isinstance(keys, KeyRing):
             raise TypeError("keys: expected a store.keys.KeyRing")
@@ -102,6 +119,18 @@ class EncryptedBodyStore:
         self._wrappers: dict[str, KeyWrapper] = {w.scheme: w for w in unwrappers}
         self._wrappers.update({LOCAL_SCHEME: self._local, self._wrapper.scheme: self._wrapper})
         self._subject_keys = {k.key_id: k.derive("bodies-subject") for k in (keys.active, *keys.older)}
+        self._state_keys = {k.key_id: k.derive("bodies-state") for k in (keys.active, *keys.older)}
+        self._fp_cache: dict[tuple[str, str], str] = {}
+        self.ledger = ledger
+
+    @property
+    def wrapper(self) -> KeyWrapper:
+        """The key wrapper new bodies are sealed with."""
+        return self._wrapper
+
+    def add_unwrapper(self, wrapper: KeyWrapper) -> None:
+        """Read bodies wrapped by ``wrapper``'s scheme with it (a reader key loaded by the CLI)."""
+        self._wrappers[wrapper.scheme] = wrapper
 
     # -- write path -------------------------------------------------------------------------------
 
@@ -121,9 +150,25 @@ class EncryptedBodyStore:
             TypeError: ``body`` is not bytes-like.
         """
         cid = validate_correlation_id(correlation_id)
+        data, stored = self._stored(body, meta)
+        return seal(cid, data, meta=stored, wrapper=self._local if local else self._wrapper)
+
+    def seal_record(self, correlation_id: str, body: bytes, *, meta: BodyMeta) -> bytes:
+        """:meth:`seal` to the compact binary form the outbox appends (see :func:`~store.bodies._crypto.
+        seal_record`): the JSON header is built later, off the request path.
+
+        Raises:
+            InvalidCorrelationId, TypeError: as :meth:`seal`.
+            BodyStoreUnavailable: the wrapper has no key to seal with (KMS sessions not ready).
+        """
+        data, stored = self._stored(body, meta)
+        return seal_record(validate_correlation_id(correlation_id), data, meta=stored, wrapper=self._wrapper)
+
+    def _stored(self, body: bytes, meta: BodyMeta) -> tuple[bytes, dict[str, Any]]:
+        """The capped body and the metadata stored (and bound as associated data) with it."""
         if not isinstance(body, bytes | bytearray | memoryview):
             raise TypeError(f"body: expected bytes, not {type(body).__name__}")
-        if not isinstance(meta, BodyMeta):
+        if type(meta) is not BodyMeta:
             raise TypeError("meta: expected a BodyMeta")
         data = bytes(body[: self.max_body_bytes])
         size = max(len(body), meta.original_size or 0)
@@ -141,7 +186,7 @@ class EncryptedBodyStore:
             "content_type": meta.content_type,
             "rule": meta.rule,
         }
-        return seal(cid, data, meta=stored, wrapper=self._local if local else self._wrapper)
+        return data, stored
 
     def put_envelope(self, env: Envelope) -> None:
         """Store a sealed envelope, re-wrapping its data key for the preferred wrapper if needed.
@@ -153,7 +198,9 @@ class EncryptedBodyStore:
             BodyStoreUnavailable, AccessDenied: the backend is unreachable or refuses our credentials.
         """
         cid = validate_correlation_id(env.correlation_id)
-        env = rewrap(env, wrappers=self._wrappers, to=self._wrapper)
+        if env.key.scheme == LOCAL_SCHEME:  # spooled under the master key while KMS was away
+            env = rewrap(env, wrappers=self._wrappers, to=self._wrapper)
+        # Anything else is stored as sealed: a shipper never needs (or holds) the reader key.
         blob = blob_name(cid, env.nonce)
         try:
             self.backend.write(cid, env.header_bytes(), blob, env.ciphertext)
@@ -216,8 +263,25 @@ class EncryptedBodyStore:
         if not reader.reads_tenant(tenant):
             # Told apart in the journal only: to the reader, another tenant's body is a missing one.
             self._refuse(cid, reader, why, "tenant", _not_found(cid))
+        gone = self.ledger(cid) if self.ledger is not None else None
+        if gone is not None:
+            self._record("body.tamper_detected", cid, actor=reader.name, what=f"restored_after_{gone}")
+            self._refuse(cid, reader, why, f"restored_after_{gone}", _not_found(cid))
         if self._expired(env):
             self._refuse_expired(cid, reader, why, env)
+        # Journaled before anything is decrypted: a read the journal did not take never happens.
+        self._record(
+            "body.read",
+            cid,
+            actor=reader.name,
+            allowed=True,
+            purpose=why,
+            tenant=tenant,
+            size=int(env.meta.get("size", 0)),
+            stored_size=int(env.meta.get("stored", 0)),
+            truncated=bool(env.meta.get("truncated", False)),
+            key_scheme=env.key.scheme,
+        )
         try:
             if ciphertext is None:
                 ciphertext = self.backend.read_blob(blob_name(cid, env.nonce))
@@ -226,17 +290,11 @@ class EncryptedBodyStore:
             self._integrity_failed(cid, reader, why, BodyIntegrityError(f"body {cid!r}: ciphertext missing"))
         except BodyIntegrityError as exc:
             self._integrity_failed(cid, reader, why, exc)
-        self._record(
-            "body.read",
-            cid,
-            actor=reader.name,
-            allowed=True,
-            purpose=why,
-            tenant=tenant,
-            size=int(env.meta.get("size", len(body))),
-            stored_size=len(body),
-            truncated=bool(env.meta.get("truncated", False)),
-        )
+        except AccessDenied as exc:  # the key material here cannot open it (no reader key, KMS refused)
+            self._record(
+                "body.read_denied", cid, actor=reader.name, allowed=False, reason="no_key", purpose=why
+            )
+            raise exc
         return body
 
     # -- retention ----------------------------------------------------------------------------------
@@ -246,7 +304,8 @@ class EncryptedBodyStore:
         cid = validate_correlation_id(correlation_id)
         why = validate_note(reason, "reason")
         self._require_audit("hold bodies")
-        env = replace(self._envelope_header(cid), hold={"reason": why, "at": self._clock(), "by": actor})
+        env = self._envelope_header(cid)
+        env = replace(env, hold=self._signed_hold(env, {"reason": why, "at": self._clock(), "by": actor}))
         self.backend.replace_header(cid, env.header_bytes(), blob=blob_name(cid, env.nonce), held=True)
         self._record("body.held", cid, actor=actor, reason=why)
         return self._info(env)
@@ -269,7 +328,8 @@ class EncryptedBodyStore:
     def purge_expired(self, *, actor: str = "retention") -> PurgeReport:
         """Delete every expired body not on hold (wrapped key first). Journals ``body.purged``."""
         self._require_audit("purge bodies")
-        scanned = purged = held = unreadable = 0
+        scanned = held = unreadable = 0
+        gone: list[str] = []
         for cid in self._ids():
             scanned += 1
             try:
@@ -280,16 +340,24 @@ class EncryptedBodyStore:
                 unreadable += 1
                 continue
             if self._clock() >= float(env.meta.get("expires", 0.0)):
-                if env.hold is not None:
+                if self._held(env, actor):
                     held += 1
                 else:
                     self._delete(cid, env)
-                    purged += 1
+                    gone.append(cid)
+        purged = len(gone)
         report = PurgeReport(scanned=scanned, purged=purged, held=held, unreadable=unreadable)
-        self._record(
-            "body.purged", None, actor=actor, trigger="purge", scanned=scanned, purged=purged, held=held,
-            unreadable=unreadable,
-        )  # fmt: skip
+        for i, chunk in enumerate(_chunks(gone)):
+            counts: dict[str, Any] = {
+                "scanned": scanned,
+                "purged": purged,
+                "held": held,
+                "unreadable": unreadable,
+            }
+            self._record(
+                "body.purged", None, actor=actor, trigger="purge", correlation_ids=chunk,
+                **(counts if i == 0 else {"purged": len(chunk)}),
+            )  # fmt: skip
         return report
 
     def erase(self, *, subject: str, reason: str | None = None, actor: str = "operator") -> EraseReport:
@@ -310,7 +378,7 @@ class EncryptedBodyStore:
             raise ValueError("reason: must not name the subject (the journal keeps only its fingerprint)")
         self._require_audit("erase bodies")
         wanted = {self._fingerprint(subject, kid) for kid in self._subject_keys}
-        erased = 0
+        gone: list[str] = []
         held: list[str] = []
         for cid in self._ids():
             try:
@@ -318,20 +386,23 @@ class EncryptedBodyStore:
             except (BodyNotFound, BodyIntegrityError):
                 continue
             if env.meta.get("subject") in wanted:
-                if env.hold is not None:
+                if self._held(env, actor):
                     held.append(cid)
                 else:
                     self._delete(cid, env)
-                    erased += 1
-        self._record(
-            "body.erased",
-            None,
-            actor=actor,
-            subject_fp=self._fingerprint(subject, self.keys.active.key_id),
-            erased=erased,
-            held=len(held),
-            **_reason(why),
-        )
+                    gone.append(cid)
+        erased = len(gone)
+        for i, chunk in enumerate(_chunks(gone)):
+            self._record(
+                "body.erased",
+                None,
+                actor=actor,
+                subject_fp=self._fingerprint(subject, self.keys.active.key_id),
+                erased=erased if i == 0 else len(chunk),
+                held=len(held) if i == 0 else 0,
+                correlation_ids=chunk,
+                **_reason(why),
+            )
         return EraseReport(erased=erased, held=len(held), held_ids=tuple(sorted(held)))
 
     def iter_info(self) -> Iterator[BodyInfo]:
@@ -374,15 +445,49 @@ class EncryptedBodyStore:
             expires = float(env.meta["expires"])
         except (KeyError, TypeError, ValueError):
             return True  # fail closed; the AEAD check would refuse an edited header anyway
-        return env.hold is None and self._clock() >= expires
+        return self._clock() >= expires and not self._held(env, "retention")
+
+    def _hold_mac(self, env: Envelope, hold: dict[str, Any], key_id: str) -> str:
+        fields = {k: hold.get(k) for k in ("reason", "at", "by")}
+        msg = orjson.dumps(
+            {"cid": env.correlation_id, "nonce": env.nonce.hex(), "hold": fields}, option=orjson.OPT_SORT_KEYS
+        )
+        return f"{key_id}:{hmac.new(self._state_keys[key_id], msg, hashlib.sha256).hexdigest()}"
+
+    def _signed_hold(self, env: Envelope, hold: dict[str, Any]) -> dict[str, Any]:
+        return {**hold, "mac": self._hold_mac(env, hold, self.keys.active.key_id)}
+
+    def _held(self, env: Envelope, actor: str) -> bool:
+        """True when the body carries a legal hold whose MAC verifies; a forged one is journaled."""
+        hold = env.hold
+        if hold is None:
+            return False
+        mac = hold.get("mac")
+        key_id = mac.split(":", 1)[0] if isinstance(mac, str) else ""
+        if (
+            isinstance(mac, str)
+            and key_id in self._state_keys
+            and hmac.compare_digest(mac, self._hold_mac(env, dict(hold), key_id))
+        ):
+            return True
+        if self._audit is not None:
+            with contextlib.suppress(AuditUnavailable):
+                self._record("body.tamper_detected", env.correlation_id, actor=actor, what="hold")
+        return False
 
     def _delete(self, cid: str, env: Envelope) -> None:
         self.backend.delete_header(cid)  # the wrapped key: from here on, every copy is shredded
         self.backend.delete_blob(blob_name(cid, env.nonce))
 
     def _fingerprint(self, subject: str, key_id: str) -> str:
-        mac = hmac.new(self._subject_keys[key_id], subject.encode("utf-8", "surrogatepass"), hashlib.sha256)
-        return f"{key_id}:{mac.hexdigest()[:32]}"
+        fp = self._fp_cache.get((subject, key_id))
+        if fp is None:
+            data = subject.encode("utf-8", "surrogatepass")
+            fp = f"{key_id}:{hmac.digest(self._subject_keys[key_id], data, 'sha256').hex()[:32]}"
+            if len(self._fp_cache) >= 4096:
+                self._fp_cache.clear()
+            self._fp_cache[(subject, key_id)] = fp
+        return fp
 
     def _require_audit(self, what: str) -> None:
         if self._audit is None:
@@ -441,6 +546,11 @@ class EncryptedBodyStore:
             part=exc.part,
         )
         raise exc
+
+
+def _chunks(ids: list[str]) -> list[list[str]]:
+    """Correlation ids in event-sized chunks (one empty chunk when there are none: one event)."""
+    return [ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)] or [[]]
 
 
 def _reason(why: str | None) -> dict[str, Any]:

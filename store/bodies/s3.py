@@ -14,7 +14,14 @@ Server-side encryption (``sse="AES256"`` or ``"aws:kms"``) is requested on every
 bucket default; it is a second layer under the envelope, which never leaves the process unencrypted.
 With ``kms_key_id`` the per-body data keys are wrapped by KMS (encryption context: the correlation id)
 instead of the local master key; while KMS is unreachable the background writer seals with the local
-key and the store re-wraps for KMS on delivery.
+key and the store re-wraps for KMS on delivery. With ``kms_session_key_id`` (what the local-first
+:class:`~store.bodies.BodyOutbox` wants: no KMS call per body) data keys are wrapped under session keys
+from KMS ``GenerateDataKey`` and every read calls KMS ``Decrypt`` (see :mod:`store.bodies.readerkey`).
+
+Timeouts. Every client this module builds has a connect timeout, a read timeout and bounded retries
+with exponential backoff (botocore ``standard`` mode): :data:`DEFAULT_TIMEOUTS`, ~2 s to detect a dead
+endpoint and at most ``(connect + read) * attempts`` (~24 s) for one that accepts and never answers.
+Pass ``client_config`` (a ``botocore.config.Config``) to change them.
 
 Errors are translated at this boundary: connection failures and 5xx -> :class:`BodyStoreUnavailable`,
 refused credentials -> :class:`AccessDenied`, missing keys -> :class:`BodyNotFound`.
@@ -27,7 +34,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal
 
 from store._s3_lifecycle import merge_rules
-from store.bodies._crypto import WrappedKey
+from store.bodies._crypto import KeyWrapper, WrappedKey
 from store.bodies._model import DEFAULT_MAX_BODY_BYTES
 from store.bodies._store import AuditSink, EncryptedBodyStore
 from store.bodies.exceptions import (
@@ -38,6 +45,7 @@ from store.bodies.exceptions import (
     BodyStoreError,
     BodyStoreUnavailable,
 )
+from store.bodies.readerkey import _KMS_CONTEXT, KMS_SESSION_SCHEME, Session
 from store.keys import KeyRing
 
 __all__ = ["KMS_SCHEME", "KmsKeyWrapper", "S3Backend", "S3BodyStore"]
@@ -74,18 +82,35 @@ def _botocore() -> Any:
     return botocore.exceptions
 
 
+DEFAULT_TIMEOUTS: dict[str, float] = {"connect_timeout": 2.0, "read_timeout": 6.0, "max_attempts": 3}
+
+
+def client_config(
+    *, connect_timeout: float = 2.0, read_timeout: float = 6.0, max_attempts: int = 3, pool: int = 16
+) -> Any:
+    """A ``botocore.config.Config`` with connect and read timeouts and bounded retries with backoff."""
+    try:
+        from botocore.config import Config
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise ImportError(_HINT) from exc
+    return Config(
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"max_attempts": max_attempts, "mode": "standard"},
+        max_pool_connections=pool,
+        tcp_keepalive=True,
+    )
+
+
 def make_client(
     service: str, *, endpoint_url: str | None, region_name: str | None, config: Any | None = None
 ) -> Any:
-    """A boto3 client with short timeouts and few retries (the writer does its own backoff)."""
+    """A boto3 client with timeouts and bounded retries (the outbox and writer add their own backoff)."""
     try:
         import boto3
-        from botocore.config import Config
     except ImportError as exc:
         raise ImportError(_HINT) from exc
-    cfg = config or Config(
-        retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=2, read_timeout=15
-    )
+    cfg = config or client_config()
     return boto3.client(service, endpoint_url=endpoint_url, region_name=region_name, config=cfg)
 
 
@@ -171,12 +196,71 @@ class KmsKeyWrapper:
         return plaintext
 
 
+class KmsSessions:
+    """Session keys from AWS KMS ``GenerateDataKey``; reading calls KMS ``Decrypt`` for every body.
+
+    Args:
+        client: a boto3 KMS client.
+        key_id: the KMS key sessions are generated under (None: read only).
+    """
+
+    __slots__ = ("_client", "_errors", "_factory", "key_id")
+
+    scheme = KMS_SESSION_SCHEME
+    local = False
+
+    def __init__(
+        self,
+        client: Any | None = None,
+        *,
+        key_id: str | None = None,
+        factory: Callable[[], Any] | None = None,
+    ) -> None:
+        if client is None and factory is None:
+            raise ValueError("KmsSessions needs a client or a factory")
+        self._client = client
+        self._factory = factory
+        self._errors = _botocore()
+        self.key_id = key_id
+
+    def _kms(self) -> Any:
+        if self._client is None and self._factory is not None:
+            self._client = self._factory()
+        return self._client
+
+    def new_session(self) -> Session:
+        if self.key_id is None:
+            raise ValueError("this KMS session source has no key id: it can only read")
+        try:
+            resp = self._kms().generate_data_key(
+                KeyId=self.key_id, KeySpec="AES_256", EncryptionContext=_KMS_CONTEXT
+            )
+        except (self._errors.ClientError, self._errors.BotoCoreError) as exc:
+            raise translate(exc, "KMS generate data key") from exc
+        return Session(
+            secret=bytes(resp["Plaintext"]),
+            descriptor=resp["CiphertextBlob"],
+            key_id=str(resp.get("KeyId", self.key_id)),
+            born=time.monotonic(),
+        )
+
+    def open_session(self, descriptor: bytes, key_id: str) -> bytes:
+        try:
+            resp = self._kms().decrypt(
+                CiphertextBlob=descriptor, EncryptionContext=_KMS_CONTEXT, KeyId=key_id
+            )
+        except (self._errors.ClientError, self._errors.BotoCoreError) as exc:
+            raise translate(exc, "KMS decrypt") from exc
+        return bytes(resp["Plaintext"])
+
+
 class S3Backend:
     """Headers and blobs as objects in ``bucket`` under ``prefix``."""
 
     __slots__ = ("_errors", "_sse", "bucket", "client", "prefix")
 
     kind = "s3"
+    remote = True
 
     def __init__(
         self,
@@ -292,7 +376,10 @@ class S3BodyStore(EncryptedBodyStore):
         region_name: the bucket's region.
         sse: server-side encryption requested on every put: ``"AES256"``, ``"aws:kms"`` or None.
         kms_key_id: wrap per-body data keys with this KMS key (and use it for SSE-KMS).
+        kms_session_key_id: wrap data keys under session keys from ``GenerateDataKey`` on this KMS key
+            (no KMS call per body; reads call ``Decrypt``).
         kms_client: a boto3 KMS client; built like ``client`` when omitted.
+        wrapper: the key wrapper new bodies are sealed with (a reader key); wins over the KMS options.
         client_config: a ``botocore.config.Config`` for the clients this store builds.
         keys, audit, max_body_bytes, clock: see :class:`EncryptedBodyStore`.
 
@@ -312,11 +399,16 @@ class S3BodyStore(EncryptedBodyStore):
         region_name: str | None = None,
         sse: SSE | None = "AES256",
         kms_key_id: str | None = None,
+        kms_session_key_id: str | None = None,
         kms_client: Any | None = None,
         client_config: Any | None = None,
+        wrapper: KeyWrapper | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         clock: Callable[[], float] = time.time,
+        ledger: Callable[[str], str | None] | None = None,
     ) -> None:
+        from store.bodies.readerkey import SessionKeyWrapper
+
         s3 = client or make_client(
             "s3", endpoint_url=endpoint_url, region_name=region_name, config=client_config
         )
@@ -327,17 +419,32 @@ class S3BodyStore(EncryptedBodyStore):
                 "kms", endpoint_url=endpoint_url, region_name=region_name, config=client_config
             ),
         )
+        kms_sessions = SessionKeyWrapper(
+            KmsSessions(
+                kms_client,
+                key_id=kms_session_key_id,
+                factory=lambda: make_client(
+                    "kms", endpoint_url=endpoint_url, region_name=region_name, config=client_config
+                ),
+            )
+        )
         backend = S3Backend(
             bucket, client=s3, prefix=prefix, sse=sse, sse_kms_key_id=kms_key_id if sse == "aws:kms" else None
         )
+        if wrapper is None:
+            if kms_session_key_id is not None:
+                wrapper = kms_sessions
+            elif kms_key_id is not None:
+                wrapper = kms_wrapper
         super().__init__(
             backend,
             keys=keys,
             audit=audit,
-            wrapper=kms_wrapper if kms_key_id is not None else None,
-            unwrappers=(kms_wrapper,),
+            wrapper=wrapper,
+            unwrappers=(kms_wrapper, kms_sessions),
             max_body_bytes=max_body_bytes,
             clock=clock,
+            ledger=ledger,
         )
         self.bucket = bucket
         self.prefix = backend.prefix

@@ -26,6 +26,8 @@ def from_url(
         keys: the master key ring.
         audit: the audit sink reads, purges and erasures are journaled to (None: write-only).
         options: passed to the store's constructor (``fsync=``, ``endpoint_url=``, ``kms_key_id=``...).
+            ``reader_public_key="x25519:..."`` seals every body for that reader key (write-only: this
+            store cannot read them back; see :mod:`store.bodies.readerkey`).
 
     Raises:
         ValueError: an unsupported scheme or a malformed URL (the message names the problem).
@@ -36,6 +38,11 @@ def from_url(
     if parts.query or parts.fragment:
         raise ValueError("body store URL: query strings and fragments are not supported; pass options")
     scheme = parts.scheme.lower()
+    reader_public = options.pop("reader_public_key", None)
+    if reader_public is not None:
+        from store.bodies.readerkey import ReaderKeySessions, SessionKeyWrapper
+
+        options["wrapper"] = SessionKeyWrapper(ReaderKeySessions(reader_public))
     if scheme == "memory":
         if parts.netloc or parts.path not in ("", "/"):
             raise ValueError("body store URL: memory:// takes no path")

@@ -16,8 +16,8 @@ from auditlog.canaries import scan
 from auditlog.cli.bodies import bodies_app
 from auditlog.policy import Policy, loads
 from store.bodies import AccessDenied, AuditUnavailable, BodyNotFound, Principal
-from store.journal import iter_records, verify
 from store.keys import KeyRing, MasterKey
+from store.trail import iter_trail_records, verify_trail
 from tests.conftest import corpus
 
 POLICY = """
@@ -49,6 +49,12 @@ tenants = ["acme"]
 [readers.auditor]
 scopes = ["logs:read"]
 tenants = ["*"]
+
+[operators.records]
+scopes = ["bodies:admin"]
+
+[operators.intern]
+scopes = ["bodies:read"]
 """
 NEEDLES: list[str] = list(corpus().needles)
 
@@ -73,6 +79,11 @@ def handle(tmp_path: Path, policy: Policy, ring: KeyRing) -> Iterator[AuditHandl
 @pytest.fixture
 def bodies(tmp_path: Path, handle: AuditHandle) -> PolicyBodyStore:
     return open_body_store(f"file://{tmp_path}/bodies", handle=handle)
+
+
+def iter_records(path: Path) -> Iterator[dict[str, object]]:
+    """Every record of every stream of the trail at ``path``."""
+    return (rec for _, rec in iter_trail_records(path))
 
 
 def journal_events(path: Path, kind: str) -> list[dict[str, object]]:
@@ -129,7 +140,7 @@ class TestPolicyReaders:
         """A purpose or hold reason quoting a secret is journaled redacted."""
         bodies.put("req-1", b"x", meta=body_meta(policy.defaults, tenant="acme"))
         bodies.get("req-1", reader="oncall", purpose=f"INC-1 token {NEEDLES[1]}")
-        bodies.hold("req-1", reason=f"case for {NEEDLES[1]}")
+        bodies.hold("req-1", reason=f"case for {NEEDLES[1]}", operator="records")
         handle.flush()
         journaled = json.dumps(list(iter_records(tmp_path / "journal")))
         assert (False, True) == (NEEDLES[1] in journaled, "INC-1" in journaled)
@@ -167,14 +178,14 @@ class TestJournalAfterErasure:
                 f"c-{i}", needle.encode(), meta=body_meta(policy.defaults, tenant="acme", subject="alice")
             )
             assert needle.encode() == bodies.get(f"c-{i}", reader="oncall", purpose="DSR-7")
-        report = bodies.erase(subject="alice")
+        report = bodies.erase(subject="alice", operator="records")
         assert len(NEEDLES) == report.erased
         with pytest.raises(BodyNotFound):
             bodies.get("c-0", reader="oncall", purpose="DSR-7")
         handle.shutdown()
         (ev,) = journal_events(tmp_path / "journal", "body.erased")
         assert len(NEEDLES) == ev["erased"]
-        assert verify(tmp_path / "journal", keys=ring).ok
+        assert verify_trail(tmp_path / "journal", keys=ring).ok
         assert [] == scan(tmp_path, canaries=corpus())
 
 
@@ -252,11 +263,12 @@ class TestCli:
         """Each command runs and journals its event."""
         seed(tmp_path, ring, policy)
         app = root_app()
-        assert 0 == cli.invoke(app, ["bodies", "hold", "req-1", "--reason", "CASE-3"]).exit_code
-        assert 0 == cli.invoke(app, ["bodies", "release", "req-1", "--reason", "CASE-3"]).exit_code
-        r = cli.invoke(app, ["bodies", "purge"])
+        op = ["--operator", "records"]
+        assert 0 == cli.invoke(app, ["bodies", "hold", "req-1", *op, "--reason", "CASE-3"]).exit_code
+        assert 0 == cli.invoke(app, ["bodies", "release", "req-1", *op, "--reason", "CASE-3"]).exit_code
+        r = cli.invoke(app, ["bodies", "purge", *op])
         assert (0, "scanned 2, purged 0, kept on hold 0, unreadable 0\n") == (r.exit_code, r.stdout)
-        erase = ["bodies", "erase", "--subject", "-", "--reason"]
+        erase = ["bodies", "erase", *op, "--subject", "-", "--reason"]
         r = cli.invoke(app, [*erase, "DSR for bob"], input="bob\n")
         assert 2 == r.exit_code and "must not name the subject" in r.stderr and "bob" not in r.stderr
         r = cli.invoke(app, [*erase, "DSR-4"], input="bob\n")
@@ -270,5 +282,201 @@ class TestCli:
     def test_missing_key_is_bad_usage(self, cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
         """No key anywhere: exit 2 with a hint."""
         monkeypatch.delenv("AUDITLOG_KEY")
-        r = cli.invoke(root_app(), ["bodies", "purge"])
+        r = cli.invoke(root_app(), ["bodies", "purge", "--operator", "records"])
         assert 2 == r.exit_code and "no key" in r.stderr
+
+
+def trail_events(path: Path, kind: str) -> list[dict[str, object]]:
+    return [r for _, r in iter_trail_records(path) if r.get("kind") == kind]
+
+
+class TestWriteOnlyServers:
+    def test_the_app_servers_keys_cannot_read_and_the_reader_key_can(
+        self, tmp_path: Path, handle: AuditHandle, policy: Policy
+    ) -> None:
+        """Sealed for a reader key: the server's master key fails (journaled); the reader key reads
+        (journaled as body.read before decryption)."""
+        from store.bodies import ReaderKey, generate_reader_key
+
+        public = generate_reader_key(tmp_path / "reader.pem")
+        server = open_body_store(f"file://{tmp_path}/bodies", handle=handle, reader_public_key=public)
+        server.put("req-1", b"card 4111", meta=body_meta(policy.defaults, tenant="acme"))
+        with pytest.raises(AccessDenied):
+            server.get("req-1", reader="oncall", purpose="INC-1")
+        investigator = open_body_store(
+            f"file://{tmp_path}/bodies",
+            handle=handle,
+            reader_key=ReaderKey.from_file(tmp_path / "reader.pem"),
+        )
+        assert b"card 4111" == investigator.get("req-1", reader="oncall", purpose="INC-2")
+        handle.flush()
+        denied = trail_events(tmp_path / "journal", "body.read_denied")
+        reads = trail_events(tmp_path / "journal", "body.read")
+        assert ["no_key"] == [e["decision"]["reason"] for e in denied]  # type: ignore[index]
+        assert ["INC-1", "INC-2"] == [e["purpose"] for e in reads]
+        assert {"x25519-session"} == {e["key_scheme"] for e in reads}
+
+    def test_the_cli_reads_with_the_reader_key_only(
+        self, cli: CliRunner, tmp_path: Path, ring: KeyRing, policy: Policy
+    ) -> None:
+        """`bodies get` without --reader-key exits 1; with it, the body is printed."""
+        from store.bodies import LocalBodyStore, ReaderKeySessions, SessionKeyWrapper
+
+        r = cli.invoke(root_app(), ["bodies", "keygen", "--out", str(tmp_path / "reader.pem")])
+        public = r.stdout.strip()
+        store = LocalBodyStore(
+            tmp_path / "bodies", keys=ring, wrapper=SessionKeyWrapper(ReaderKeySessions(public))
+        )
+        store.put("req-1", b"secret body", meta=body_meta(policy.defaults, tenant="acme"))
+        get = ["bodies", "get", "req-1", "--reader", "oncall", "--purpose", "INC-9"]
+        r = cli.invoke(root_app(), get)
+        assert (1, "") == (r.exit_code, r.stdout)
+        r = cli.invoke(root_app(), [*get, "--reader-key", str(tmp_path / "reader.pem")])
+        assert (0, "secret body") == (r.exit_code, r.stdout)
+
+
+class TestOperators:
+    @pytest.mark.parametrize(
+        ("operator", "reason"), [("intern", "missing_scope"), ("nobody", "not_an_operator")]
+    )
+    def test_undeclared_or_unscoped_operators_are_refused_on_the_record(
+        self,
+        bodies: PolicyBodyStore,
+        policy: Policy,
+        handle: AuditHandle,
+        tmp_path: Path,
+        operator: str,
+        reason: str,
+    ) -> None:
+        """hold/release/purge/erase by a non-operator: AccessDenied, body.operation_denied journaled."""
+        bodies.put("req-1", b"x", meta=body_meta(policy.defaults, tenant="acme", subject="s"))
+        for call in (
+            lambda: bodies.hold("req-1", reason="CASE-1", operator=operator),
+            lambda: bodies.release("req-1", operator=operator),
+            lambda: bodies.purge_expired(operator=operator),
+            lambda: bodies.erase(subject="s", operator=operator),
+        ):
+            with pytest.raises(AccessDenied):
+                call()
+        handle.flush()
+        denied = trail_events(tmp_path / "journal", "body.operation_denied")
+        assert ["hold", "release", "purge", "erase"] == [e["operation"] for e in denied]
+        assert {reason} == {e["decision"]["reason"] for e in denied}  # type: ignore[index]
+        assert [] == trail_events(tmp_path / "journal", "body.held")
+
+    def test_the_cli_refuses_a_non_operator(
+        self, cli: CliRunner, tmp_path: Path, ring: KeyRing, policy: Policy
+    ) -> None:
+        """--operator intern: exit 1 and a journaled refusal."""
+        seed(tmp_path, ring, policy)
+        r = cli.invoke(root_app(), ["bodies", "hold", "req-1", "--operator", "intern", "--reason", "C-1"])
+        assert 1 == r.exit_code
+        assert 1 == len(trail_events(tmp_path / "journal-cli", "body.operation_denied"))
+
+
+class TestAuthenticatedState:
+    def test_a_hold_marker_added_on_disk_is_ignored_and_journaled(
+        self, tmp_path: Path, handle: AuditHandle, policy: Policy
+    ) -> None:
+        """A hold written into the header by hand fails its MAC: the body is purged, tampering journaled."""
+        import orjson
+
+        from store.bodies import LocalBodyStore
+        from store.bodies._crypto import pack, unpack
+        from tests.store.bodies_fixtures import FakeClock
+
+        clock = FakeClock()
+        bodies = open_body_store(f"file://{tmp_path}/bodies", handle=handle, clock=clock)
+        bodies.put("req-1", b"x", meta=body_meta(policy.defaults, tenant="acme"))
+        bodies.put("req-2", b"y", meta=body_meta(policy.defaults, tenant="acme"))
+        bodies.hold("req-2", reason="CASE-1", operator="records")
+        assert isinstance(bodies.store, LocalBodyStore)
+        path = Path(bodies.store.backend.path("req-1"))  # type: ignore[attr-defined]
+        header, ct = unpack(path.read_bytes(), correlation_id="req-1")
+        held = orjson.loads(
+            unpack(Path(bodies.store.backend.path("req-2")).read_bytes(), correlation_id="req-2")[0]
+        )  # type: ignore[attr-defined]
+        forged = {**orjson.loads(header), "hold": held["hold"]}  # a valid hold of another body
+        path.write_bytes(pack(orjson.dumps(forged), ct))
+        clock.advance(2 * 86_400)
+        report = bodies.purge_expired(operator="records")
+        assert (1, 1) == (report.purged, report.held)
+        handle.flush()
+        tampered = trail_events(tmp_path / "journal", "body.tamper_detected")
+        assert [("req-1", "hold")] == [(e["correlation_id"], e["what"]) for e in tampered]
+
+    def test_an_erased_body_restored_from_a_backup_is_refused(
+        self, tmp_path: Path, handle: AuditHandle, policy: Policy
+    ) -> None:
+        """Erase, restore the file from a backup: a reader opening the store with the trail's ledger is
+        refused, and the attempt is journaled."""
+        bodies = open_body_store(f"file://{tmp_path}/bodies", handle=handle)
+        bodies.put("req-1", b"secret", meta=body_meta(policy.defaults, tenant="acme", subject="alice"))
+        path = Path(bodies.store.backend.path("req-1"))  # type: ignore[attr-defined]
+        backup = path.read_bytes()
+        assert 1 == bodies.erase(subject="alice", reason="DSR-1", operator="records").erased
+        path.write_bytes(backup)
+        handle.flush()
+        reader = open_body_store(f"file://{tmp_path}/bodies", handle=handle, ledger=True)
+        with pytest.raises(BodyNotFound):
+            reader.get("req-1", reader="oncall", purpose="INC-3")
+        handle.flush()
+        (ev,) = trail_events(tmp_path / "journal", "body.tamper_detected")
+        assert ("req-1", "restored_after_erased") == (ev["correlation_id"], ev["what"])
+        assert [] == trail_events(tmp_path / "journal", "body.read")
+
+
+class TestReconcile:
+    def test_reconcile_counts_and_exits_1_on_a_dangling_ref(
+        self, cli: CliRunner, tmp_path: Path, handle: AuditHandle, policy: Policy
+    ) -> None:
+        """Stored, dropped and dangling refs are told apart; exit 1 while one dangles, 0 once accounted."""
+        bodies = open_body_store(f"file://{tmp_path}/bodies", handle=handle)
+        bodies.put("req-1", b"a", meta=body_meta(policy.defaults, tenant="acme"))
+        for key in ("req-1", "req-2", "req-3"):
+            handle.emit({"kind": "http.request", "correlation_id": key, "body_ref": {"key": key, "bytes": 1}})
+        handle.emit({"kind": "body.dropped", "correlation_id": "req-2", "reason": "outbox_full"})
+        handle.flush()
+        cmd = [
+            "bodies",
+            "reconcile",
+            str(tmp_path / "journal"),
+            "--store",
+            f"file://{tmp_path}/bodies",
+            "--json",
+        ]
+        r = cli.invoke(root_app(), cmd)
+        got = json.loads(r.stdout)
+        assert (1, 3, 1, 1, 1) == (r.exit_code, got["refs"], got["stored"], got["accounted"], got["dangling"])
+        assert ["req-3"] == got["dangling_ids"]
+        handle.emit({"kind": "body.lost", "correlation_id": "req-3", "reason": "store_refused"})
+        handle.flush()
+        r = cli.invoke(root_app(), cmd)
+        assert (0, 0) == (r.exit_code, json.loads(r.stdout)["dangling"])
+
+
+class TestShipSidecar:
+    def test_a_sidecar_ships_what_a_write_only_server_appended(
+        self, cli: CliRunner, tmp_path: Path, handle: AuditHandle, policy: Policy
+    ) -> None:
+        """The server appends (ship=False); `bodies ship --once`, holding no reader key, delivers."""
+        from store.bodies import OutboxConfig, generate_reader_key
+
+        public = generate_reader_key(tmp_path / "reader.pem")
+        server = open_body_store(
+            f"file://{tmp_path}/bodies",
+            handle=handle,
+            outbox=tmp_path / "outbox",
+            outbox_config=OutboxConfig(ship=False),
+            reader_public_key=public,
+        )
+        for i in range(3):
+            server.put(f"req-{i}", b"body", meta=body_meta(policy.defaults, tenant="acme"))
+        server.close()
+        assert 1 == len(list((tmp_path / "outbox").iterdir()))
+        r = cli.invoke(
+            root_app(),
+            ["bodies", "ship", str(tmp_path / "outbox"), "--journal", str(tmp_path / "journal"), "--once"],
+        )
+        assert (0, "stored 3; packs left 0\n") == (r.exit_code, r.stdout)
+        assert 3 == len(trail_events(tmp_path / "journal", "body.stored"))
