@@ -21,6 +21,7 @@ from typing import IO, Any
 import structlog
 from structlog.typing import Processor
 
+from auditlog.correlation import random_bytes24
 from auditlog.policy import Policy
 from processors import (
     Fingerprinter,
@@ -154,7 +155,7 @@ class AuditHandle:
         if "ts" not in event:
             event["ts"] = now_iso()
         if "event_id" not in event:
-            event["event_id"] = os.urandom(16).hex()  # 128 random bits, as uuid4 but a quarter of the cost
+            event["event_id"] = random_bytes24()[:16].hex()  # 128 random bits (buffered os.urandom)
         try:
             if owned and type(event) is dict:
                 if "policy" not in event:

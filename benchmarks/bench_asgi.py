@@ -20,6 +20,16 @@ Memory: a 512 MiB streamed response through (b) with body capture on (cap 1 MiB)
 RSS growth. MCP: tool calls per second through an in-memory client session with and without
 ``MCPAuditMiddleware``, and with the reference (f) as the server's middleware. Targets: (b)/(a) >= 0.90,
 (b) faster than (c), p99 added < 1 ms, RSS growth < 32 MiB, MCP ratio >= 0.90.
+
+``--count`` (deterministic; ``--variants a,b``, ``--n``, ``--warm``): each variant in its own process,
+driven in process with a synthetic scope/receive/send loop (MCP: the in-memory client session), counted
+under callgrind: instructions per request with and without SHA-256, system calls per request (strace),
+and CPU µs per request without valgrind for context. Variants: bare Starlette, a no-op wrapper, the
+journal-only reference (f), ``AuditMiddleware`` (default policy; a 100-rule policy on a 100-route app),
+OpenTelemetry's ASGI middleware (BatchSpanProcessor, console exporter to a file), Sentry's ASGI
+middleware (traces on, a no-op transport), and MCP bare / (f) / ``MCPAuditMiddleware``. Targets, judged
+without SHA-256: (b) added <= 1.5x (f) added; <= 1/10 of OpenTelemetry's and of Sentry's; MCP adapter
+<= 1.5x its (f); at most one added system call per request. See ``benchmarks/_instr.py``.
 """
 
 from __future__ import annotations
@@ -381,14 +391,11 @@ def run_memory(mib: int) -> dict[str, Any]:
     }
 
 
-def run_mcp(calls: int) -> dict[str, float]:
-    import anyio
-    from mcp import Client
+def mcp_server(variant: str, handle: Any) -> Any:
+    """An MCP server with one tool, bare, with ``MCPAuditMiddleware``, or with the reference (f)."""
     from mcp.server.mcpserver import MCPServer
 
     from auditlog.integrations.mcp import MCPAuditMiddleware
-
-    handle = _handle(Path(tempfile.mkdtemp(prefix="bench-mcp-")))
 
     async def journal_only(ctx: Any, call_next: Any) -> Any:
         """Reference (f): one minimal record per request appended to the same journal, nothing else."""
@@ -414,18 +421,24 @@ def run_mcp(calls: int) -> dict[str, float]:
         "audit": [MCPAuditMiddleware(handle=handle)],
         "journal": [journal_only],
     }
+    s = MCPServer("bench", middleware=middleware[variant], log_level="ERROR")
 
-    def server(variant: str) -> MCPServer:
-        s = MCPServer("bench", middleware=middleware[variant], log_level="ERROR")
+    @s.tool()
+    def lookup(order_id: int, fields: list[str]) -> dict[str, Any]:
+        return {"id": order_id, "fields": fields, "status": "shipped"}
 
-        @s.tool()
-        def lookup(order_id: int, fields: list[str]) -> dict[str, Any]:
-            return {"id": order_id, "fields": fields, "status": "shipped"}
+    return s
 
-        return s
+
+def run_mcp(calls: int) -> dict[str, float]:
+    import anyio
+    from mcp import Client
+
+    handle = _handle(Path(tempfile.mkdtemp(prefix="bench-mcp-")))
+    variants = ("bare", "audit", "journal")
 
     async def rate(variant: str) -> float:
-        async with Client(server(variant)) as client:
+        async with Client(mcp_server(variant, handle)) as client:
             for i in range(200):
                 await client.call_tool("lookup", {"order_id": i, "fields": ["status"]})
             t0 = time.perf_counter()
@@ -433,12 +446,292 @@ def run_mcp(calls: int) -> dict[str, float]:
                 await client.call_tool("lookup", {"order_id": i, "fields": ["status", "total"]})
             return calls / (time.perf_counter() - t0)
 
-    results = dict.fromkeys(middleware, 0.0)
+    results = dict.fromkeys(variants, 0.0)
     for _round in range(3):
-        for variant in middleware:
+        for variant in variants:
             results[variant] = max(results[variant], anyio.run(rate, variant))
     handle.shutdown()
     return results
+
+
+# -- --count: instructions and system calls per request, in process, deterministic ----------------------
+
+COUNT_HEADERS = [
+    (b"host", b"127.0.0.1:8000"),
+    (b"user-agent", b"bench/1.0"),
+    (b"accept", b"*/*"),
+    (b"accept-encoding", b"gzip, deflate"),
+    (b"connection", b"keep-alive"),
+]
+COUNT_VARIANTS: dict[str, str] = {
+    "bare": "bare Starlette JSON endpoint",
+    "noop": "a pure ASGI wrapper that does nothing (wraps send)",
+    "journal": "(f) journal only: one minimal chained record per request",
+    "audit": "AuditMiddleware, default policy",
+    "bare-100": "bare, 100 routes before the one served",
+    "journal-100": "(f) journal only, 100 routes",
+    "audit-100": "AuditMiddleware, 100-rule policy, 100 routes",
+    "otel": "OpenTelemetry ASGI, BatchSpanProcessor, file exporter",
+    "sentry": "Sentry SDK ASGI integration, traces on, no-op transport",
+    "mcp-bare": "MCP tool call, bare server (in-memory client session)",
+    "mcp-journal": "MCP (f) journal only: one minimal record per call",
+    "mcp-audit": "MCP tool call, MCPAuditMiddleware",
+}
+# Each variant's baseline: what "added" is measured against.
+COUNT_BASE = {
+    "audit-100": "bare-100",
+    "journal-100": "bare-100",
+    "mcp-journal": "mcp-bare",
+    "mcp-audit": "mcp-bare",
+}
+
+
+class NoOpWrapper:
+    """A pure ASGI wrapper that does nothing but wrap ``send`` (the floor of any middleware)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def wrapped_send(message: dict[str, Any]) -> None:
+            await send(message)
+
+        await self.app(scope, receive, wrapped_send)
+
+
+def _hundred_rules() -> Any:
+    from auditlog.policy import loads
+
+    rules = "".join(
+        f'[[rules]]\nid = "section{i}"\nmatch = {{ route = "/section{i}/{{item_id}}" }}\n'
+        f'required_scopes = []\nlevel = "{("shape", "metadata")[i % 2]}"\n'
+        for i in range(100)
+    )
+    return loads('version = 1\nid = "hundred"\n' + rules)
+
+
+def count_app(variant: str, workdir: Path) -> tuple[Any, Any]:
+    """The ASGI app of a --count variant, and a flush hook (run before counting starts and stops)."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def order(request: Any) -> JSONResponse:
+        return JSONResponse(PAYLOAD)
+
+    routes = [Route("/orders/{order_id}", order)]
+    base = variant
+    if variant.endswith("-100"):
+        routes = [Route(f"/section{i}/{{item_id}}", order) for i in range(100)] + routes
+        base = variant[: -len("-100")]
+    app: Any = Starlette(routes=routes)
+    flush: Any = None
+    if base == "noop":
+        app = NoOpWrapper(app)
+    elif base == "journal":
+        app = JournalOnly(app, _handle(workdir))
+    elif base == "audit":
+        from auditlog.integrations.asgi import AuditMiddleware
+
+        policy = _hundred_rules() if variant.endswith("-100") else None
+        app = AuditMiddleware(app, handle=_handle(workdir, policy))
+    elif base == "otel":
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+        provider = TracerProvider()
+        spans = (workdir / "spans.jsonl").open("w")
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter(out=spans)))
+        app = OpenTelemetryMiddleware(app, tracer_provider=provider)
+        flush = provider.force_flush
+    elif base == "sentry":
+        import sentry_sdk
+        from sentry_sdk.integrations.asgi import SentryAsgiMiddleware
+        from sentry_sdk.transport import Transport
+
+        class NoOpTransport(Transport):
+            def capture_envelope(self, envelope: Any) -> None:
+                pass
+
+        sentry_sdk.init(
+            dsn="https://public@o0.ingest.sentry.io/0",
+            transport=NoOpTransport,
+            traces_sample_rate=1.0,
+            default_integrations=False,
+        )
+        app = SentryAsgiMiddleware(app)
+        flush = sentry_sdk.flush
+    return app, flush
+
+
+async def _drive(app: Any, k: int) -> None:
+    """``k`` GET /orders/42 requests straight into the app: a synthetic scope, receive and send."""
+    request = {"type": "http.request", "body": b"", "more_body": False}
+
+    async def receive() -> dict[str, Any]:
+        return request
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    for _ in range(k):
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "server": ("127.0.0.1", 8000),
+            "client": ("127.0.0.1", 50000),
+            "scheme": "http",
+            "method": "GET",
+            "root_path": "",
+            "path": "/orders/42",
+            "raw_path": b"/orders/42",
+            "query_string": b"",
+            "headers": list(COUNT_HEADERS),
+            "state": {},
+        }
+        await app(scope, receive, send)
+
+
+def count_child(variant: str, warm: int, n: int) -> None:
+    """One --count variant in this process: warm up, then count ``n`` requests (or MCP tool calls)."""
+    sys.path.insert(0, str(HERE))
+    import _instr
+
+    workdir = Path(tempfile.mkdtemp(prefix=f"bench-count-{variant}-"))
+    if variant.startswith("mcp-"):
+        import anyio
+        from mcp import Client
+
+        server = mcp_server(variant[4:], _handle(workdir))
+
+        async def calls() -> float:
+            async with Client(server) as client:
+                for i in range(warm):
+                    await client.call_tool("lookup", {"order_id": i, "fields": ["status"]})
+                t0 = time.process_time()
+                _instr.start()
+                for i in range(n):
+                    await client.call_tool("lookup", {"order_id": i, "fields": ["status", "total"]})
+                _instr.stop()
+                return time.process_time() - t0
+
+        seconds = anyio.run(calls)
+    else:
+        app, flush = count_app(variant, workdir)
+
+        async def requests() -> float:
+            await _drive(app, warm)
+            if flush is not None:
+                flush()
+            t0 = time.process_time()
+            _instr.start()
+            await _drive(app, n)
+            if flush is not None:
+                flush()
+            _instr.stop()
+            return time.process_time() - t0
+
+        seconds = asyncio.run(requests())
+    print(json.dumps({"us": seconds / n * 1e6 if n else 0.0}))
+
+
+def run_count(variants: list[str], warm: int, n: int, timed: int) -> dict[str, dict[str, float]]:
+    sys.path.insert(0, str(HERE))
+    import _instr
+
+    out: dict[str, dict[str, float]] = {}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    os.environ.update(env)
+    for variant in variants:
+        cmd = [sys.executable, __file__, "--count-child", variant]
+        ir, sha = _instr.instructions(cmd, warm=warm, n=n, tag=variant)
+        sc = _instr.syscalls(cmd, warm=warm, n=n)
+        res = subprocess.run([*cmd, "--warm", str(warm), "--n", str(timed)], check=True, capture_output=True)
+        us = json.loads(res.stdout.splitlines()[-1])["us"]
+        out[variant] = {"ir": ir, "sha": sha, "syscalls": sc if sc is not None else float("nan"), "us": us}
+        print(
+            f"  {variant}: {ir / 1000:.1f}k instructions ({sha / 1000:.1f}k SHA-256), "
+            f"{out[variant]['syscalls']:.2f} syscalls, {us:.1f} µs CPU",
+            file=sys.stderr,
+        )
+    return out
+
+
+def print_count(res: dict[str, dict[str, float]], warm: int, n: int) -> None:
+    print(
+        f"instructions per request (callgrind, {n} requests after {warm} warm-up, in process; "
+        "'w/o SHA' = less OpenSSL's sha256 block functions); system calls per request (strace -f -c, "
+        "difference of two runs); CPU µs per request (in process, no valgrind; context only)"
+    )
+    print()
+    print(
+        "| variant | instr / req | w/o SHA | added | added w/o SHA | syscalls / req | added | CPU µs / req |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for v, r in res.items():
+        base = res.get(COUNT_BASE.get(v, "mcp-bare" if v.startswith("mcp-") else "bare"))
+        if base is None or base is r:
+            added = added_ns = added_sc = ""
+        else:
+            added = f"+{(r['ir'] - base['ir']) / 1000:,.1f}k"
+            added_ns = f"+{((r['ir'] - r['sha']) - (base['ir'] - base['sha'])) / 1000:,.1f}k"
+            added_sc = f"{r['syscalls'] - base['syscalls']:+.2f}"
+        print(
+            f"| {COUNT_VARIANTS[v]} | {r['ir'] / 1000:,.1f}k | {(r['ir'] - r['sha']) / 1000:,.1f}k | "
+            f"{added} | {added_ns} | {r['syscalls']:.2f} | {added_sc} | {r['us']:.1f} |"
+        )
+
+    def added(v: str) -> float:
+        """Instructions ``v`` adds over its baseline, without SHA-256 (what the targets are judged on)."""
+        base = res[COUNT_BASE.get(v, "mcp-bare" if v.startswith("mcp-") else "bare")]
+        r = res[v]
+        return (r["ir"] - base["ir"]) - (r["sha"] - base["sha"])
+
+    print()
+    checks = []
+    if {"audit", "journal"} <= res.keys():
+        checks.append(
+            ("AuditMiddleware added / journal-only added, w/o SHA", added("audit") / added("journal"), 1.5)
+        )
+    if {"audit-100", "journal-100"} <= res.keys():
+        checks.append(
+            (
+                "100 routes: AuditMiddleware added / journal-only added, w/o SHA",
+                added("audit-100") / added("journal-100"),
+                1.5,
+            )
+        )
+    if {"audit", "otel"} <= res.keys():
+        checks.append(
+            ("AuditMiddleware added / OpenTelemetry added, w/o SHA", added("audit") / added("otel"), 0.1)
+        )
+    if {"audit", "sentry"} <= res.keys():
+        checks.append(
+            ("AuditMiddleware added / Sentry added, w/o SHA", added("audit") / added("sentry"), 0.1)
+        )
+    if {"mcp-audit", "mcp-journal"} <= res.keys():
+        checks.append(
+            (
+                "MCP adapter added / MCP journal-only added, w/o SHA",
+                added("mcp-audit") / added("mcp-journal"),
+                1.5,
+            )
+        )
+    for name, value, target in checks:
+        verdict = "met" if value <= target else "NOT met"
+        print(f"- {name}: {value:.2f} (target <= {target}: **{verdict}**)")
+    if "audit" in res and "bare" in res:
+        sc = res["audit"]["syscalls"] - res["bare"]["syscalls"]
+        print(
+            f"- AuditMiddleware added syscalls per request: {sc:.2f} (target <= 1: **"
+            f"{'met' if sc <= 1.0 else 'NOT met'}**)"
+        )
 
 
 def main() -> None:
@@ -455,7 +748,20 @@ def main() -> None:
     ap.add_argument("--paced-rate", type=float, default=2000.0)
     ap.add_argument("--paced-requests", type=int, default=12000)
     ap.add_argument("--paced-connections", type=int, default=8)
+    ap.add_argument("--count", action="store_true", help="instructions and syscalls per request (callgrind)")
+    ap.add_argument("--count-child", help=argparse.SUPPRESS)
+    ap.add_argument("--variants", help="--count: comma-separated variants (default: all)")
+    ap.add_argument("--warm", type=int, default=300)
+    ap.add_argument("--n", type=int, default=1000, help="--count: requests counted per variant")
+    ap.add_argument("--timed", type=int, default=5000, help="--count: requests timed for the CPU column")
     args = ap.parse_args()
+    if args.count_child:
+        count_child(args.count_child, args.warm, args.n)
+        return
+    if args.count:
+        variants = args.variants.split(",") if args.variants else list(COUNT_VARIANTS)
+        print_count(run_count(variants, args.warm, args.n, args.timed), args.warm, args.n)
+        return
     if args.serve:
         serve(args.serve, args.port_file)
         return

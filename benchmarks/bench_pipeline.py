@@ -10,6 +10,9 @@ header, a dict key or a password field, in rotation). Prints µs/event, the rati
 per approach (events whose output holds a planted value). Then chained vs unchained journal throughput.
 
 Run: ``.venv/bin/python benchmarks/bench_pipeline.py [--events N] [--presidio-sample N]``
+
+``--count``: instructions per event of (a) and (b) under callgrind, with and without SHA-256, and system
+calls per event (see ``benchmarks/_instr.py``); deterministic, so it is what the targets are judged on.
 """
 
 from __future__ import annotations
@@ -228,12 +231,90 @@ def journal_throughput(directory: Path, key: MasterKey, records: list[dict[str, 
     return len(records) / best
 
 
+# -- --count: instructions per event, deterministic (callgrind; see benchmarks/_instr.py) -----------------
+COUNT_VARIANTS = {
+    "plain": "(a) structlog + orjson, no redaction",
+    "audit": "(b) auditlog pipeline + chained journal",
+}
+
+
+def count_child(variant: str, warm: int, n: int) -> None:
+    """One --count variant in this process: ``warm`` events, then ``n`` counted (copies made beforehand)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _instr
+
+    c = load_canaries()
+    events = make_events(warm + n, c)
+    batch = _copy(events)
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench-pipeline-count-{variant}-"))
+    fh = (tmp / "plain.jsonl").open("wb")
+    if variant == "plain":
+        structlog.configure(
+            processors=[
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.JSONRenderer(serializer=orjson.dumps),
+            ],
+            logger_factory=structlog.BytesLoggerFactory(fh),
+            cache_logger_on_first_use=True,
+        )
+        log = structlog.get_logger()
+    else:
+        configure(journal_dir=tmp / "journal", key=KeyRing(MasterKey.generate()), stdlib=False)
+        log = structlog.get_logger("bench")
+    for ev, kw in batch[:warm]:
+        log.info(ev, **kw)
+    t0 = time.process_time()
+    _instr.start()
+    for ev, kw in batch[warm:]:
+        log.info(ev, **kw)
+    _instr.stop()
+    print(f'{{"us": {(time.process_time() - t0) / max(n, 1) * 1e6}}}')
+
+
+def run_count(warm: int, n: int) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _instr
+
+    res: dict[str, tuple[float, float, float | None]] = {}
+    for variant in COUNT_VARIANTS:
+        cmd = [sys.executable, __file__, "--count-child", variant]
+        ir, sha = _instr.instructions(cmd, warm=warm, n=n, tag=variant)
+        res[variant] = (ir, sha, _instr.syscalls(cmd, warm=warm, n=n))
+    print(f"instructions per event (callgrind, {n} events after {warm} warm-up; 'w/o SHA' = less OpenSSL's")
+    print("SHA-256 block functions); system calls per event (strace -f -c, difference of two runs)\n")
+    print("| approach | instr / event | w/o SHA | ratio to (a), w/o SHA | syscalls / event |")
+    print("|---|---:|---:|---:|---:|")
+    base = res["plain"][0] - res["plain"][1]
+    for variant, (ir, sha, sc) in res.items():
+        calls = f"{sc:.2f}" if sc is not None else "n/a"
+        print(
+            f"| {COUNT_VARIANTS[variant]} | {ir / 1000:,.1f}k | {(ir - sha) / 1000:,.1f}k | "
+            f"{(ir - sha) / base:.2f}x | {calls} |"
+        )
+    ratio = (res["audit"][0] - res["audit"][1]) / base
+    print(
+        f"\n(b)/(a) without SHA-256 = {ratio:.2f}x "
+        f"(target <= 1.15x: **{'met' if ratio <= 1.15 else 'NOT met'}**)"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--presidio-sample", type=int, default=400)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--count", action="store_true", help="instructions per event (callgrind) and syscalls")
+    ap.add_argument("--count-child", help=argparse.SUPPRESS)
+    ap.add_argument("--warm", type=int, default=300)
+    ap.add_argument("--n", type=int, default=1000)
     args = ap.parse_args()
+    if args.count_child:
+        count_child(args.count_child, args.warm, args.n)
+        return
+    if args.count:
+        run_count(args.warm, args.n)
+        return
     c = load_canaries()
     events = make_events(args.events, c)
     key = MasterKey.generate()

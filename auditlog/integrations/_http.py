@@ -12,14 +12,15 @@ from __future__ import annotations
 import re
 import time
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import orjson
 
-from auditlog.actor import ANONYMOUS, Actor, ActorResolver
+from auditlog.actor import ANONYMOUS, Actor, ActorResolver, default_actor
 from auditlog.correlation import Correlation, resolve
 from auditlog.events import (
+    SCHEMA_VERSION,
     Action,
     Decision,
     EventKind,
@@ -29,9 +30,7 @@ from auditlog.events import (
     build_event,
     decide,
     emit_event,
-    event_dict,
     failure_event,
-    outcome_dict,
     shape_value,
 )
 from auditlog.handle import AuditHandle
@@ -39,7 +38,7 @@ from auditlog.integrations.urls import collapse_path, redact_target
 from auditlog.policy import DEFAULT_POLICY, Policy, Rule
 from processors import Scanner, SecretScanner, ShapeLimits
 from processors.correlation import current_span_ids
-from processors.shapes import emittable_key
+from processors.shapes import emittable_key, rendered_shape
 
 _MAX_HEADER_NAMES = 64
 _MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9.+-]{0,49}/[a-z0-9][a-z0-9.+-]{0,49}", re.ASCII)
@@ -54,6 +53,36 @@ _FALLBACK_SCANNER = SecretScanner()
 _Route = tuple[str, str, str, Rule, orjson.Fragment]  # method, name, redacted target, rule, action JSON
 _EMPTY_OBJ = orjson.Fragment(b'{"t":"obj","n":0}')
 _NO_BYTES = orjson.Fragment(b'{"t":"bytes","len":0}')
+_NO_ARGS = orjson.Fragment(b'{"query":{"t":"obj","n":0},"body":{"t":"bytes","len":0}}')  # no query, no body
+
+
+# What a request's header names and a few values say: names (as journaled), hidden names, traceparent,
+# x-request-id, cookie count, request media type, whether the request body is encoded.
+_Head = tuple[list[str], int, str | None, str | None, int, str | None, bool]
+
+
+def digest_headers(headers: Iterable[tuple[str, str]]) -> _Head:
+    """The facts the event keeps from a request's headers (names lower case, values decoded)."""
+    traceparent = request_id = ctype = None
+    hidden = cookies = 0
+    encoded = False
+    names: list[str] = []
+    for name, value in headers:
+        if name == "traceparent":
+            traceparent = value
+        elif name == "x-request-id":
+            request_id = value
+        elif name == "cookie":
+            cookies += value.count(";") + 1
+        elif name == "content-type":
+            ctype = _media_type(value)
+        elif name == "content-encoding":
+            encoded = value.strip().lower() not in ("", "identity")
+        if len(names) < _MAX_HEADER_NAMES and emittable_key(name):
+            names.append(name)
+        else:
+            hidden += 1
+    return names, hidden, traceparent, request_id, cookies, ctype, encoded
 
 
 class BodySink(Protocol):
@@ -245,6 +274,7 @@ class _Recorder:
         query: str,
         context: object,
         route: _Route | None = None,
+        head: _Head | None = None,
     ) -> _Request:
         """Read the request's head (header names are lower case) and decide; the app has not run yet.
 
@@ -253,29 +283,15 @@ class _Recorder:
         the framework says which route served the request (:meth:`_route_name`), collapsed.
         ``route``: the name, redacted target and rule already found for this method and path (the
         caller's cache); ``path``, ``route_path``, ``target`` and ``query`` are then not looked at.
+        ``head``: what :func:`digest_headers` would find in ``headers``, found by the caller.
         """
         req = _Request()
         req.handle = handle
         req.context = context
         scanner = handle.scanner if handle is not None else _FALLBACK_SCANNER
-        traceparent = request_id = None
-        hidden = 0
-        names: list[str] = []
-        for name, value in headers:
-            if name == "traceparent":
-                traceparent = value
-            elif name == "x-request-id":
-                request_id = value
-            elif name == "cookie":
-                req.cookies += value.count(";") + 1
-            elif name == "content-type":
-                req.req_ctype = _media_type(value)
-            elif name == "content-encoding":
-                req.req_encoded = value.strip().lower() not in ("", "identity")
-            if len(names) < _MAX_HEADER_NAMES and emittable_key(name):
-                names.append(name)
-            else:
-                hidden += 1
+        if head is None:
+            head = digest_headers(headers)
+        names, hidden, traceparent, request_id, req.cookies, req.req_ctype, req.req_encoded = head
         req.headers = names
         req.hidden_headers = hidden
         req.corr = resolve(traceparent=traceparent, request_id=request_id, scanner=scanner)
@@ -291,7 +307,15 @@ class _Recorder:
             req.target = redact_target(f"{target}?{query}" if query else target, scanner=scanner)
             req.rule = policy.match_request(path=route_path or "/", method=method)
         try:
-            actor = self._actor(context) or ANONYMOUS
+            if (
+                self._actor is default_actor
+                and type(context) is dict
+                and "user" not in context
+                and context.get("auth") is None
+            ):
+                actor = ANONYMOUS  # what default_actor answers for a scope without user or auth
+            else:
+                actor = self._actor(context) or ANONYMOUS
         except Exception as exc:
             self.stats.error("actor", exc)
             actor = ANONYMOUS
@@ -371,47 +395,37 @@ class _Recorder:
 
     def _event(self, req: _Request) -> dict[str, Any]:
         """The request's ``http.request`` event, as :func:`auditlog.events.build_event` lays it out, with
-        the shapes, actor, decision and action already JSON (the event goes to the journal as it is)."""
+        the shapes, actor, decision and action already JSON (the event goes to the journal as it is).
+
+        One dict literal, in the schema's key order; the parts that never change for a route (actor,
+        decision, action, empty arguments) are kept JSON."""
         handle = req.handle
         scanner: Scanner = handle.scanner if handle is not None else _FALLBACK_SCANNER
         fingerprint = handle.fingerprinter.fingerprint if handle is not None else None
         rule = req.rule
+        level = rule.level
         fps: dict[str, str] | None = None
         args_shape: Any = None
         result_shape: Any = None
-        if rule.level in ("shape", "values"):
-            query: Any = _EMPTY_OBJ
-            if req.query:
-                query, fps = shape_value(
-                    _form(req.query),
-                    rule=rule,
-                    scanner=scanner,
-                    fingerprint=fingerprint,
-                    limits=self._limits,
-                    render=True,
-                )
-            body: Any = _NO_BYTES if not req.req_bytes else {"t": "bytes", "len": req.req_bytes}
-            if req.req_buf is not None and req.req_bytes:
-                parsed = _parse_body(bytes(req.req_buf), req.req_ctype)
-                if not isinstance(parsed, bytes):
-                    body, fb = shape_value(
-                        parsed,
-                        rule=rule,
-                        scanner=scanner,
-                        fingerprint=fingerprint,
-                        limits=self._limits,
-                        render=True,
-                    )
-                    fps = {**fps, **fb} if fps else fb
-            args_shape = {"query": query, "body": body}
+        if level == "shape" or level == "values":
+            if not req.query and not req.req_bytes:
+                args_shape = _NO_ARGS
+            else:
+                args_shape, fps = self._args_shape(req, scanner, fingerprint)
             result_shape = {"t": "bytes", "len": req.resp_bytes}
             if req.resp_buf is not None and req.complete and req.resp_bytes:
                 parsed = _parse_body(bytes(req.resp_buf), req.resp_ctype)
                 if not isinstance(parsed, bytes):
-                    result_shape, _ = shape_value(
-                        parsed, rule=rule, scanner=scanner, limits=self._limits, render=True
-                    )
-        body_ref = self._store_body(req)
+                    if level == "shape":  # shape_value's path for this level, without its checks
+                        try:
+                            result_shape = rendered_shape(parsed, limits=self._limits)
+                        except Exception as exc:
+                            result_shape = f"<unshapeable:{type(exc).__name__}>"
+                    else:
+                        result_shape, _ = shape_value(
+                            parsed, rule=rule, scanner=scanner, limits=self._limits, render=True
+                        )
+        body_ref = self._store_body(req) if req.resp_capture is not None else None
         status: Status
         if req.error_type is not None:
             status = "cancelled" if req.error_type == "CancelledError" else "error"
@@ -419,24 +433,33 @@ class _Recorder:
             status = "error"
         else:
             status = "ok"
-        event = event_dict(
-            "http.request",
-            correlation_id=req.corr.correlation_id,
-            span_id=req.corr.span_id,
-            actor=req.actor.redacted(scanner, fingerprint).as_json(),
-            action=_action(req, self._name_after(req)),
-            decision=req.decision.as_json(),
-            outcome=outcome_dict(
-                status,
-                (time.perf_counter() - req.start) * 1000.0,
-                http_status=req.status,
-                error_type=req.error_type,
-            ),
-            args_shape=args_shape,
-            result_shape=result_shape,
-            body_ref=body_ref,
-            fp=fps,
-        )
+        actor = req.actor
+        corr = req.corr
+        event: dict[str, Any] = {
+            "v": SCHEMA_VERSION,
+            "kind": "http.request",
+            "correlation_id": corr.correlation_id,
+            "span_id": corr.span_id,
+            "actor": actor.as_json()
+            if actor is ANONYMOUS
+            else actor.redacted(scanner, fingerprint).as_json(),
+            "action": _action(req, self._name_after(req)),
+            "decision": req.decision.as_json(),
+            "outcome": {
+                "status": status,
+                "http_status": req.status,
+                "error_type": req.error_type,
+                "duration_ms": round((time.perf_counter() - req.start) * 1000.0, 3),
+            },
+        }
+        if args_shape is not None:
+            event["args_shape"] = args_shape
+        if result_shape is not None:
+            event["result_shape"] = result_shape
+        if body_ref:
+            event["body_ref"] = body_ref
+        if fps:
+            event["fp"] = fps
         http: dict[str, Any] = {
             "headers": req.headers,
             "request_bytes": req.req_bytes,
@@ -452,6 +475,37 @@ class _Recorder:
             http["partial"] = True
         event["http"] = http
         return event
+
+    def _args_shape(
+        self, req: _Request, scanner: Scanner, fingerprint: Callable[[object], str] | None
+    ) -> tuple[dict[str, Any], dict[str, str] | None]:
+        """The request's query and body shaped at the rule's level, and the fingerprints it asks for."""
+        rule = req.rule
+        fps: dict[str, str] | None = None
+        query: Any = _EMPTY_OBJ
+        if req.query:
+            query, fps = shape_value(
+                _form(req.query),
+                rule=rule,
+                scanner=scanner,
+                fingerprint=fingerprint,
+                limits=self._limits,
+                render=True,
+            )
+        body: Any = _NO_BYTES if not req.req_bytes else {"t": "bytes", "len": req.req_bytes}
+        if req.req_buf is not None and req.req_bytes:
+            parsed = _parse_body(bytes(req.req_buf), req.req_ctype)
+            if not isinstance(parsed, bytes):
+                body, fb = shape_value(
+                    parsed,
+                    rule=rule,
+                    scanner=scanner,
+                    fingerprint=fingerprint,
+                    limits=self._limits,
+                    render=True,
+                )
+                fps = {**fps, **fb} if fps else fb
+        return {"query": query, "body": body}, fps
 
     def _name_after(self, req: _Request) -> str | None:
         try:

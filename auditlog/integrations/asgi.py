@@ -35,6 +35,7 @@ Enforcement needs the actor *before* the app runs: put the authentication middle
 
 from __future__ import annotations
 
+import contextvars
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -44,10 +45,20 @@ import structlog
 
 from auditlog.actor import ActorResolver, default_actor
 from auditlog.handle import AuditHandle, current_handle
-from auditlog.integrations._http import _FALLBACK_SCANNER, BodySink, _Recorder, _Request, _Route
+from auditlog.integrations._http import (
+    _FALLBACK_SCANNER,
+    _MAX_HEADER_NAMES,
+    BodySink,
+    _Head,
+    _Recorder,
+    _Request,
+    _Route,
+    digest_headers,
+)
 from auditlog.integrations.urls import collapse_path
 from auditlog.policy import DEFAULT_POLICY, Policy
 from processors import Scanner, ShapeLimits
+from processors.shapes import emittable_key
 
 __all__ = ["AuditMiddleware", "BodySink"]
 
@@ -61,6 +72,56 @@ _HIDES = re.compile(r"\{(?:email|token|id|\.\.\.)\}")  # placeholders that stand
 _LONG_DIGITS = re.compile(r"[0-9]{12}")  # a card or phone number is an {n} segment too, but is not kept
 _MAX_KNOWN_ROUTES = 4096
 _MAX_KNOWN_PATH = 512  # longer paths are decided afresh: the kept routes stay a few MiB at most
+
+
+_SPECIAL_HEADERS = frozenset({"traceparent", "x-request-id", "cookie", "content-type", "content-encoding"})
+_MAX_PLANS = 256
+# (names as journaled, hidden names, (index, name) of each header whose value the event reads)
+_Plan = tuple[list[str], int, tuple[tuple[int, str], ...]]
+
+
+def _plan(raw_names: tuple[bytes, ...]) -> _Plan:
+    names: list[str] = []
+    hidden = 0
+    special: list[tuple[int, str]] = []
+    for i, raw in enumerate(raw_names):
+        name = raw.decode("latin-1").lower()
+        if name in _SPECIAL_HEADERS:
+            special.append((i, name))
+        if len(names) < _MAX_HEADER_NAMES and emittable_key(name):
+            names.append(name)
+        else:
+            hidden += 1
+    return names, hidden, tuple(special)
+
+
+class _Plans(dict[tuple[bytes, ...], _Plan]):
+    """Header plans by list of header names, at most ``_MAX_PLANS`` (then no more are kept)."""
+
+    def full(self) -> bool:
+        return len(self) >= _MAX_PLANS
+
+
+def _structlog_var(key: str) -> contextvars.ContextVar[Any]:
+    """The context variable ``structlog.contextvars.bind_contextvars(key=...)`` sets (made as it makes
+    it, in its registry, so ``merge_contextvars`` finds it)."""
+    registry: dict[str, contextvars.ContextVar[Any]] | None = getattr(
+        structlog.contextvars, "_CONTEXT_VARS", None
+    )
+    name = f"{structlog.contextvars.STRUCTLOG_KEY_PREFIX}{key}"
+    if registry is None:  # a structlog without the registry: bind once to have it made
+        token = structlog.contextvars.bind_contextvars(**{key: None})[key]
+        var: contextvars.ContextVar[Any] = token.var
+        var.reset(token)
+        return var
+    var = registry.get(name)  # type: ignore[assignment]
+    if var is None:
+        var = registry[name] = contextvars.ContextVar(name, default=Ellipsis)
+    return var
+
+
+_CORRELATION_ID = _structlog_var("correlation_id")
+_SPAN_ID = _structlog_var("span_id")
 
 
 class _KnownRoutes:
@@ -102,8 +163,9 @@ class AuditMiddleware(_Recorder):
         ValueError: a limit is not a positive int.
     """
 
-    # _known: what each known path decided
-    __slots__ = ("_known", "app")
+    # _known: what each known path decided; _plans: what each list of header names says
+    # _routes: the template of each route object the framework routed to
+    __slots__ = ("_known", "_plans", "_routes", "app")
 
     def __init__(
         self,
@@ -132,6 +194,8 @@ class AuditMiddleware(_Recorder):
         )
         self.app = app
         self._known = _KnownRoutes()
+        self._plans = _Plans()
+        self._routes: dict[int, tuple[object, str | None]] = {}
 
     def _lifespan_send(self, send: Send) -> Send:
         """Follow the server's lifespan: once the app has shut down, the process may end at any moment
@@ -213,16 +277,17 @@ class AuditMiddleware(_Recorder):
                 else:
                     await _send_response(send, *self._closed_refusal(req))
 
-        tokens = structlog.contextvars.bind_contextvars(
-            correlation_id=req.corr.correlation_id, span_id=req.corr.span_id
-        )
+        corr = req.corr
+        cid_token = _CORRELATION_ID.set(corr.correlation_id)
+        span_token = _SPAN_ID.set(corr.span_id)
         try:
             await self.app(scope, audited_receive, audited_send)
         except BaseException as exc:
             req.error_type = type(exc).__name__
             raise
         finally:
-            structlog.contextvars.reset_contextvars(**tokens)
+            _CORRELATION_ID.reset(cid_token)
+            _SPAN_ID.reset(span_token)
             if not req.committed:
                 ok = self._commit(req)
                 if closed and req.error_type is None:
@@ -240,7 +305,7 @@ class AuditMiddleware(_Recorder):
         root = scope.get("root_path") or ""
         method = str(scope.get("method", "GET"))
         query = scope.get("query_string") or b""
-        headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers") or ()]
+        head = self._head(scope.get("headers") or ())
         # Method, name, target and rule follow from method, path and root path alone when the query is
         # empty: found once, kept per policy and scanner. Only paths whose redacted target hides nothing
         # are kept (route words, short numbers, UUIDs), so no token, email, card number or flagged
@@ -256,7 +321,8 @@ class AuditMiddleware(_Recorder):
             route = known.routes.get(key)
         req = self._start(
             handle=handle,
-            headers=headers,
+            headers=(),
+            head=head,
             method=method,
             path=path,
             route_path=_route_path(scope),
@@ -277,18 +343,44 @@ class AuditMiddleware(_Recorder):
             self._known.put(key, (req.method, req.name, req.target, req.rule, orjson.Fragment(action)))
         return req
 
+    def _head(self, raw: Any) -> _Head:
+        """What the request's headers say (see :func:`~auditlog.integrations._http.digest_headers`),
+        decoding only the values it reads: which names there are, and where those values sit, is worked
+        out once per list of header names (kept when every name may be journaled)."""
+        if type(raw) is not list and type(raw) is not tuple:
+            raw = list(raw)
+        key = tuple([k for k, _ in raw])
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = _plan(key)
+            if not plan[1] and not self._plans.full():
+                self._plans[key] = plan
+        names, hidden, special = plan
+        if not special:
+            return names, hidden, None, None, 0, None, False
+        values = [(name, raw[i][1].decode("latin-1")) for i, name in special]
+        _, _, traceparent, request_id, cookies, ctype, encoded = digest_headers(values)
+        return names, hidden, traceparent, request_id, cookies, ctype, encoded
+
     def _route_name(self, req: _Request) -> str | None:
         """The template of the route Starlette/FastAPI chose (``scope["route"]``, set by the router once
         it has routed), under the collapsed prefix of the mounts it went through; None: not routed."""
         scope = req.context
-        if not isinstance(scope, MutableMapping):
+        if type(scope) is not dict and not isinstance(scope, MutableMapping):
             return None
         route = scope.get("route")
-        path = getattr(route, "path", None)
-        if type(path) is not str or isinstance(getattr(route, "routes", None), list):
-            return None  # not routed, or a Mount serving an app that is not a router: the collapsed path
-        if getattr(route, "endpoint", None) is None and hasattr(route, "app"):
-            return None  # a Mount or Host whose app routes on its own
+        if route is None:
+            return None
+        routes = self._routes
+        kept = routes.get(id(route))
+        if kept is None or kept[0] is not route:
+            kept = (route, _template(route))
+            if len(routes) >= _MAX_KNOWN_ROUTES:
+                routes.clear()
+            routes[id(route)] = kept
+        path = kept[1]
+        if path is None:
+            return None
         root = scope.get("root_path") or ""
         first = req.root
         if root == first or not root.startswith(first):
@@ -316,6 +408,18 @@ class AuditMiddleware(_Recorder):
             if not message.get("more_body", False):
                 req.complete = True
         return message
+
+
+def _template(route: object) -> str | None:
+    """A routed route's template (its ``path``); None: not routed, or a Mount serving an app that is not
+    a router (the collapsed path names it), or a Mount or Host whose app routes on its own. Worked out
+    once per route object (the app's routes do not change their paths)."""
+    path = getattr(route, "path", None)
+    if type(path) is not str or isinstance(getattr(route, "routes", None), list):
+        return None
+    if getattr(route, "endpoint", None) is None and hasattr(route, "app"):
+        return None
+    return path
 
 
 def _route_path(scope: Scope) -> str:
