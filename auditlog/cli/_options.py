@@ -37,6 +37,7 @@ __all__ = [
     "audit_handle",
     "cli_source",
     "command_with",
+    "state_exit_codes",
     "keyword",
     "err",
     "fail",
@@ -301,3 +302,18 @@ def command_with(
         return fn
 
     return register
+
+
+def state_exit_codes(app: typer.Typer) -> None:
+    """Give every command and group under ``app`` (and ``app`` itself) the exit-code epilog, unless it has
+    one: the scheme is stated once here, and a command added later states it too."""
+    if not app.info.epilog:
+        app.info.epilog = EXIT_CODES
+    for command in app.registered_commands:
+        if not command.epilog:
+            command.epilog = EXIT_CODES
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            state_exit_codes(group.typer_instance)
+        if not group.epilog:
+            group.epilog = EXIT_CODES

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from auditlog.cli import evidence, lake, query, trail
-from auditlog.cli._options import err, fail, key_ring
+from auditlog.cli._options import err, fail, key_ring, state_exit_codes
 from auditlog.cli.bodies import bodies_app
 from auditlog.policy import PolicyError, sensitive_allowlist_warnings
 from auditlog.policy import load as load_policy
@@ -107,7 +107,7 @@ def fingerprint(
     value: Annotated[str, typer.Argument(help="The value to fingerprint, or '-' to read it from stdin.")],
     key_file: KeyFileOpt = None,
 ) -> None:
-    """Print the keyed fingerprint of VALUE, as journaled in ``fp`` fields (to ask "did it appear?")."""
+    """Print the keyed fingerprint of VALUE, as journaled in fp fields (to ask "did it appear?")."""
     from processors import Fingerprinter
 
     ring = key_ring(key_file)
@@ -207,6 +207,7 @@ def selftest(
 trail.register(app)
 for group in (lake, query, evidence):  # compact, ship, query, export, verify-pack: after the commands above
     group.register(app)
+state_exit_codes(app)
 
 
 def main() -> None:

@@ -26,21 +26,6 @@ from store.keys import KeyRing, MasterKey
 from tests._support import write_key_file
 
 EXIT_CODES = "Exit codes: 0 success, 1 a check failed or nothing was found, 2 bad usage or input."
-# Commands of modules others own, not following yet; each xfail is strict, so it flips when fixed.
-OTHERS = {
-    (): "cli/app.py",
-    ("verify",): "cli/app.py",
-    ("keygen",): "cli/app.py",
-    ("fingerprint",): "cli/app.py",
-    ("demo",): "cli/app.py",
-    ("selftest",): "cli/app.py",
-    ("policy",): "cli/app.py",
-    ("policy", "check"): "cli/app.py",
-    ("policy", "reference"): "cli/app.py",
-    ("bodies",): "cli/bodies.py",  # the group; its commands use command_with, which adds the epilog
-    ("compact",): "cli/lake.py",
-    ("ship",): "cli/lake.py",
-}
 
 
 def walk(cmd: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
@@ -64,11 +49,7 @@ def help_text(path: tuple[str, ...]) -> str:
 
 
 def _param(path: tuple[str, ...]) -> object:
-    owner = OTHERS.get(path)
-    marks = (
-        [pytest.mark.xfail(strict=True, reason=f"{owner}: its owner adds the conventions")] if owner else []
-    )
-    return pytest.param(path, marks=marks, id=" ".join(path) or "auditlog")
+    return pytest.param(path, id=" ".join(path) or "auditlog")
 
 
 class TestHelp:
