@@ -209,3 +209,12 @@ def only_stream(trail: Path) -> Path:
 def trail_ok(trail: Path, keys: KeyRing) -> bool:
     """Whether the trail verifies (every stream, seal and checkpoint)."""
     return verify_trail(trail, keys=keys).ok
+
+
+def every_record(directory: Path) -> list[dict[str, Any]]:
+    """The records of a classic journal directory's own segments, then of every stream of the trail
+    that shares the directory (an investigation journaling into the journal it reads)."""
+    from store.journal import iter_records
+
+    flat = list(iter_records(directory)) if any(directory.glob("[0-9]*.jsonl")) else []
+    return flat + (trail_records(directory) if (directory / "trail.json").exists() else [])

@@ -23,9 +23,8 @@ from auditlog.canaries import scan
 from auditlog.evidence import PackInvalid, export, signer_public_key, verify_pack
 from auditlog.evidence.pack import _signing_key
 from auditlog.lake.compact import compact
-from store.journal import iter_records
 from store.keys import KeyRing, MasterKey
-from tests._support import query_cli, write_key_file
+from tests._support import every_record, query_cli, write_key_file
 from tests.auditlog.test_query import POLICY, POLICY_TOML, Incident, write_incident
 from tests.conftest import corpus
 
@@ -178,7 +177,7 @@ class TestPackContents:
 
     def test_export_is_journaled(self, pack: Path, incident: Incident) -> None:
         """The export writes an evidence.export event (pack hash, signer); its queries write query.run."""
-        records = list(iter_records(incident.journal))
+        records = list(every_record(incident.journal))
         (event,) = [r for r in records if r.get("kind") == "evidence.export"]
         assert members(pack) and event["evidence"]["signer"] == signer_public_key(incident.ring)[1]
         assert event["evidence"]["pack_sha256"] and event["evidence"]["chain_ok"] is True

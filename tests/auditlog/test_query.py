@@ -40,9 +40,10 @@ from auditlog.investigate import (
 from auditlog.lake.compact import compact
 from auditlog.policy import loads
 from processors import Fingerprinter
-from store.journal import JournalConfig, JournalWriter, iter_records
+from store.journal import JournalConfig
 from store.keys import KeyRing, MasterKey
-from tests._support import query_cli, write_key_file
+from store.trail import iter_trail_records
+from tests._support import every_record, only_stream, query_cli, write_key_file
 
 POLICY_TOML = """
 version = 1
@@ -368,9 +369,9 @@ class TestFind:
         """find journals the value's shape only: the journal never holds the value or its fingerprint."""
         with incident.handle() as handle, Investigation(incident.journal, audit=handle) as inv:
             assert len(inv.find(incident.token)) == 3
-        runs = [r for r in iter_records(incident.journal) if r.get("kind") == "query.run"]
+        runs = [r for r in every_record(incident.journal) if r.get("kind") == "query.run"]
         assert {"t": "str", "len": len(incident.token)} == runs[-1]["query"]["params"]["value"]
-        raw = b"".join(p.read_bytes() for p in incident.journal.glob("*.jsonl"))
+        raw = b"".join(p.read_bytes() for p in incident.journal.rglob("*.jsonl"))
         assert incident.token.encode() not in raw
         fp = handle.fingerprinter.fingerprint(incident.token)
         assert raw.count(fp.encode()) == 3  # the three events that carried it, not the query
@@ -625,7 +626,7 @@ class TestJournaling:
         """With no audit= the active configure() handle journals, into the same journal."""
         with incident.handle(), Investigation(incident.journal) as inv:
             inv.denials()
-        runs = [r for r in iter_records(incident.journal) if r.get("kind") == "query.run"]
+        runs = [r for r in every_record(incident.journal) if r.get("kind") == "query.run"]
         assert "denials" == runs[-1]["query"]["name"]
 
 
@@ -675,7 +676,7 @@ class TestSources:
     def test_corrupt_segment_names_segment_and_line(self, tmp_path: Path) -> None:
         """A line that is not a record names its segment and line, and points at `auditlog verify`."""
         inc = write_incident(tmp_path, per_day=6, days=1)
-        seg = sorted(inc.journal.glob("*.jsonl"))[1]
+        seg = sorted(only_stream(inc.journal).glob("*.jsonl"))[1]
         lines = seg.read_bytes().split(b"\n")
         lines[2] = b"{not json" + lines[2][9:]
         seg.write_bytes(b"\n".join(lines))
@@ -687,7 +688,8 @@ class TestSources:
         inc = write_incident(tmp_path, per_day=6, days=1)
         with inc.handle() as h:
             h.emit({"kind": "http.request", "correlation_id": "c-last"})
-            active = sorted(inc.journal.glob("*.jsonl"))[-1]
+            h.flush()
+            active = sorted(h.journal.stream.path.glob("*.jsonl"))[-1]
             with open(active, "ab") as fh:
                 fh.write(b'{"correlation_id":"c-torn","kind":"ht')
             with Investigation(inc.journal, audit=h) as inv:
@@ -780,7 +782,7 @@ class TestCLI:
         assert 0 == res.exit_code, res.output
         rows = orjson.loads(res.stdout)
         assert [*incident.incident_steps, "body.read_denied"] == [r["kind"] for r in rows]
-        runs = [r for r in iter_records(tmp_path / "a") if r.get("kind") == "query.run"]
+        runs = [r for r in every_record(tmp_path / "a") if r.get("kind") == "query.run"]
         assert ["timeline"] == [r["query"]["name"] for r in runs]
 
     def test_table_and_csv(
@@ -845,7 +847,7 @@ class TestCLI:
     def test_corrupt_segment(self, cli: typer.Typer, tmp_path: Path) -> None:
         """A corrupt segment names segment and line and points at `auditlog verify`."""
         inc = write_incident(tmp_path / "i", per_day=6, days=1)
-        seg = sorted(inc.journal.glob("*.jsonl"))[0]
+        seg = sorted(only_stream(inc.journal).glob("*.jsonl"))[0]
         seg.write_bytes(seg.read_bytes().replace(b"\n", b"\n\x00garbage\n", 1))
         key = write_key_file(inc.ring, tmp_path / "k.key")
         res = self.run(cli, "query", inc.journal, "denials", "--key-file", key, "--journal", tmp_path / "a")
@@ -854,14 +856,21 @@ class TestCLI:
         assert f"journal segment {seg.name} line 2 is not a valid record" in err
         assert "auditlog verify" in err
 
-    def test_busy_journal_needs_an_audit_dir(self, cli: typer.Typer, tmp_path: Path) -> None:
-        """While the application's writer holds the journal, the CLI asks for --journal."""
+    def test_live_trail_takes_the_investigation_as_its_own_stream(
+        self, cli: typer.Typer, tmp_path: Path
+    ) -> None:
+        """While the application writes to the trail, the CLI journals its query beside it, in a stream of
+        its own (source cli.<host>): no "in use by another writer"."""
         inc = write_incident(tmp_path / "i", per_day=3, days=1)
         key = write_key_file(inc.ring, tmp_path / "k.key")
-        with JournalWriter(inc.journal, keys=inc.ring, config=JournalConfig(fsync="never")):
+        with inc.handle() as app_handle:
+            app_handle.emit({"kind": "http.request", "correlation_id": "c-live"})
             res = self.run(cli, "query", inc.journal, "denials", "--key-file", key)
-        assert 2 == res.exit_code
-        assert "pass --journal" in " ".join(res.stderr.split())
+        assert 0 == res.exit_code, res.output
+        runs = [
+            (info.source, r) for info, r in iter_trail_records(inc.journal) if r.get("kind") == "query.run"
+        ]
+        assert [("cli.", "denials")] == [(s[:4], r["query"]["name"]) for s, r in runs]
 
     def test_default_audit_dir_is_the_source_journal(self, cli: typer.Typer, tmp_path: Path) -> None:
         """Without --journal the query.run event goes into the source journal itself."""
@@ -871,5 +880,5 @@ class TestCLI:
         assert 0 == res.exit_code, res.output
         assert (
             "top"
-            == [r for r in iter_records(inc.journal) if r.get("kind") == "query.run"][-1]["query"]["name"]
+            == [r for r in every_record(inc.journal) if r.get("kind") == "query.run"][-1]["query"]["name"]
         )
