@@ -75,6 +75,9 @@ ROWS: tuple[Row, ...] = (
         meaning="a reader of stored bodies needs `bodies:read` here (`bodies get --reader NAME`)"),
     Row(key="readers.NAME.tenants", type="array of tenant ids", default="`[]`",
         meaning="the tenants whose bodies the reader may read (`*`: all)"),
+    Row(key="operators.NAME.scopes", type="array of scope names", default="`[]`",
+        meaning="an operator of the body store needs `bodies:admin` here to hold, release, purge or erase "
+                "(`bodies ... --operator NAME`); anyone else is refused and journaled"),
 )  # fmt: skip
 
 
