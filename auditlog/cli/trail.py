@@ -25,6 +25,17 @@ from auditlog.cli._options import EndpointOpt, KeyFileOpt, fail, key_ring, out
 
 __all__ = ["register"]
 
+AnchorOpt = Annotated[
+    Path | None,
+    typer.Option("--anchor", help="A copy of checkpoints.jsonl kept elsewhere (or that trail's directory)."),
+]
+AllowOpenOpt = Annotated[
+    bool, typer.Option("--allow-open", help="A live trail: open streams are not failures.")
+]
+RepairOpt = Annotated[
+    bool, typer.Option("--repair", help="First recover and seal the streams of writers that died.")
+]
+
 
 def verify_cmd(
     sources: Annotated[
@@ -32,18 +43,9 @@ def verify_cmd(
     ],
     key_file: KeyFileOpt = None,
     endpoint_url: EndpointOpt = None,
-    anchor: Annotated[
-        Path | None,
-        typer.Option(
-            "--anchor", help="A copy of checkpoints.jsonl kept elsewhere (or that trail's directory)."
-        ),
-    ] = None,
-    allow_open: Annotated[
-        bool, typer.Option("--allow-open", help="A live trail: open streams are not failures.")
-    ] = False,
-    repair: Annotated[
-        bool, typer.Option("--repair", help="First recover and seal the streams of writers that died.")
-    ] = False,
+    anchor: AnchorOpt = None,
+    allow_open: AllowOpenOpt = False,
+    repair: RepairOpt = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Check every stream, seal, chain link and checkpoint; name each problem (stream, segment, seq).
