@@ -60,7 +60,7 @@ def export_cmd(
         raise fail(str(exc)) from None
     client = None
     if source.startswith("s3://"):
-        from auditlog.lake.ship import make_client
+        from auditlog.lake.s3 import make_client
 
         client = make_client(endpoint_url)
     with audit_handle(source, journal, ring, pol) as handle, progress_bar(quiet=quiet) as bar:

@@ -116,7 +116,8 @@ def ship_cmd(
     import math
 
     from auditlog.lake.layout import LayoutError
-    from auditlog.lake.ship import ShipError, ship
+    from auditlog.lake.s3 import ShipError
+    from auditlog.lake.ship import ship
     from auditlog.policy import PolicyError, parse_duration
 
     days = None
@@ -192,7 +193,7 @@ def register_cmd(
 ) -> None:
     """Create or update the lake's table in a catalog (today: AWS Glue, with Athena projection)."""
     from auditlog.lake.ddl import register_glue
-    from auditlog.lake.ship import ShipError
+    from auditlog.lake.s3 import ShipError
 
     if not glue:
         raise fail("choose a catalog: --glue")
@@ -257,7 +258,7 @@ def verify_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Verify a shipped lake across hosts: manifests, files, seals and checkpoints; per source."""
-    from auditlog.lake.ship import ShipError, make_client
+    from auditlog.lake.s3 import ShipError, make_client
     from auditlog.lake.verify import verify_lake
 
     ring = key_ring(key_file)

@@ -160,7 +160,7 @@ def _run(
     translate = query_errors(o["source"])
     client = None
     if o["source"].startswith("s3://"):
-        from auditlog.lake.ship import make_client
+        from auditlog.lake.s3 import make_client
 
         client = make_client(o["endpoint_url"])
     with audit_handle(o["source"], journal or o["journal"], ring) as handle:

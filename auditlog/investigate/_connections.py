@@ -132,7 +132,7 @@ class Connections:
 def translate(fn: Callable[[], _T]) -> _T:
     """Run a catalog step, translating its errors into the investigation's at one boundary."""
     from auditlog.lake.layout import LayoutError
-    from auditlog.lake.ship import ShipError
+    from auditlog.lake.s3 import ShipError
 
     try:
         return fn()

@@ -251,7 +251,7 @@ def open_catalog(
     text = str(source)
     try:
         if text.startswith("s3://"):
-            from auditlog.lake.ship import S3Layout
+            from auditlog.lake.s3 import S3Layout
 
             s3 = S3Layout(text, cache_dir=cache_dir, client=s3_client)
             return Catalog(kind="s3", label=s3.url, journal=None, root=None, s3=s3)

@@ -218,7 +218,7 @@ def register_glue(
         ValueError: a name that is not ``[A-Za-z0-9_]``.
         ImportError: boto3 is missing (``auditlog-pipeline[s3]``).
     """
-    from auditlog.lake.ship import ShipError, make_client
+    from auditlog.lake.s3 import ShipError, make_client
     from store._s3_lifecycle import aws_code
 
     _check_name(database, "database")

@@ -100,7 +100,7 @@ class _Store:
         self.s3: Any = None
         self.root: Path | None = None
         if url.startswith("s3://"):
-            from auditlog.lake.ship import S3Layout
+            from auditlog.lake.s3 import S3Layout
 
             self.s3 = S3Layout(url, client=client, cache_dir=tempfile.gettempdir())
         else:
@@ -143,7 +143,7 @@ class _Store:
 
     def write(self, rel: str, data: bytes) -> None:
         if self.s3 is not None:
-            from auditlog.lake.ship import ShipError
+            from auditlog.lake.s3 import ShipError
 
             key = f"{self.s3.prefix}/{rel}" if self.s3.prefix else rel
             try:

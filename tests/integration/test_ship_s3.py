@@ -19,7 +19,8 @@ from auditlog.evidence import export, verify_pack
 from auditlog.investigate import CorruptSource, Investigation
 from auditlog.lake.compact import compact
 from auditlog.lake.layout import load_manifests
-from auditlog.lake.ship import ChecksumMismatch, ObjectCollision, ShipError, ship
+from auditlog.lake.s3 import ChecksumMismatch, ShipError
+from auditlog.lake.ship import ObjectCollision, ship
 from store.trail import list_streams
 from tests._support import query_cli, write_key_file
 from tests.auditlog.test_query import Incident, Sink, write_incident
@@ -361,7 +362,7 @@ class TestQueryS3:
         self, incident: Incident, s3: Any, bucket: str, tmp_path: Path
     ) -> None:
         """When a batch expires from the bucket, the next listing drops its cached copies too."""
-        from auditlog.lake.ship import S3Layout
+        from auditlog.lake.s3 import S3Layout
 
         ship(incident.journal, f"s3://{bucket}/e", client=s3)
         cache = tmp_path / "cache"
