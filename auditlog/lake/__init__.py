@@ -4,7 +4,7 @@
 - :mod:`~auditlog.lake.engine`: DuckDB and Arrow (the optional import, the loader connection, the schema);
 - :mod:`~auditlog.lake.compact`: sealed journal segments to Parquet batches (``_batches`` writes them);
 - :mod:`~auditlog.lake.ship`: the layout (seals, checkpoints, segments by choice) to S3, never overwriting;
-- :mod:`~auditlog.lake.s3`: S3 URLs, clients, errors, and the read side of a shipped layout (:class:`S3Layout`);
+- :mod:`~auditlog.lake.s3`: S3 URLs, clients, errors, the read side of a shipped layout (``S3Layout``);
 - :mod:`~auditlog.lake.merge`, :mod:`~auditlog.lake.ddl`, :mod:`~auditlog.lake.verify`: small files merged,
   tables for engines (Athena, Trino, Spark, DuckDB, Glue), fleet verification.
 
