@@ -37,12 +37,10 @@ def corpus() -> Canaries:
 
 
 def planted() -> Canaries:
-    """The corpus tests plant: ``canaries.json``, the project's and ``$AUDITLOG_CANARIES``'s.
-
-    The values of ``canaries-forms.json`` are found by form only; the processor tests plant them on
-    purpose (``tests/processors``), and every scan looks for their needles.
-    """
-    return load_corpus(*_extra("canaries.json"), bundled=("canaries.json",))
+    """The corpus tests plant: every corpus (:func:`corpus`): ``canaries.json``'s marked values and
+    ``canaries-forms.json``'s unmarked ones (a card number, a password with special characters, a hex
+    session token, ...), so every redaction path is tried on both."""
+    return corpus()
 
 
 @pytest.fixture(scope="session")

@@ -192,6 +192,7 @@ class Investigation:
             {"cid": correlation_id},
             since=None,
             until=None,
+            correlation_id=correlation_id,  # over s3://, only the files that may hold it are fetched
         )
         if not result.rows:
             raise UnknownCorrelationId(
@@ -504,6 +505,7 @@ class Investigation:
         since: datetime | None,
         until: datetime | None,
         user_sql: bool = False,
+        correlation_id: str | None = None,
     ) -> Result:
         if self._conns.closed:
             raise QueryError("the investigation is closed")
@@ -515,7 +517,11 @@ class Investigation:
             self._integrity = Integrity(verified=False, problems=(*self._integrity.problems, *changed))
             self._enforce(self._integrity)
         try:
-            con = self._conns.sandbox_for(since, until) if user_sql else self._conns.reader_for(since, until)
+            con = (
+                self._conns.sandbox_for(since, until)
+                if user_sql
+                else self._conns.reader_for(since, until, correlation_id=correlation_id)
+            )
             columns, rows = _sandbox.run_limited(con, sql, params, self._limits)
         except (_sandbox.StatementTimeout, _sandbox.ResultLimit) as exc:
             self._journal(

@@ -327,6 +327,23 @@ class TestQueryS3:
         total = sum(len(m.files) for m in catalog.manifests)
         assert 0 < fetched < total
 
+    def test_investigation_timeline_fetches_only_what_it_needs(
+        self, incident: Incident, s3: Any, bucket: str, tmp_path: Path
+    ) -> None:
+        """Investigation.timeline over s3:// fetches only the files that may hold the id, and caches them."""
+        ship(incident.journal, f"s3://{bucket}/it", client=s3)
+        cache = tmp_path / "cache"
+        with Investigation(
+            f"s3://{bucket}/it", audit=Sink(incident.ring), s3_client=s3, cache_dir=cache
+        ) as inv:
+            total = sum(len(m.files) for m in inv._catalog.manifests)
+            kinds = inv.timeline(incident.incident_cid).column("kind")
+            fetched = sorted(cache.rglob("*.parquet"))
+            assert incident.incident_steps[0] == kinds[0]
+            assert 0 < len(fetched) < total
+            inv.timeline(incident.incident_cid)
+            assert fetched == sorted(cache.rglob("*.parquet"))  # cached: nothing fetched again
+
     def test_corrupt_download_refused(self, incident: Incident, s3: Any, bucket: str, tmp_path: Path) -> None:
         """A Parquet object that does not match its manifest's SHA-256 is refused, not queried."""
         ship(incident.journal, f"s3://{bucket}/c", client=s3)

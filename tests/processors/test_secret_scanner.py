@@ -247,13 +247,20 @@ class TestHardNegatives:
         assert [] == SCANNER.findings(text)
 
 
+def whole_needles(canaries: Canaries) -> list[str]:
+    """The needles that are secrets on their own: not a fragment of a planted value (``horse!`` is the
+    tail of a password: it is looked for, so a partial leak shows, but alone it is an ordinary word)."""
+    values = list(canaries.values.values())
+    return [n for n in canaries.needles if not any(n != v and n in v for v in values)]
+
+
 class TestCanaries:
     @pytest.mark.parametrize(
         "template", ["note: {} was seen", "{}", "({})", "x={}, y=2", "line one\n{}\nline three", '"{}"']
     )
     def test_every_needle_masked_in_free_text(self, canaries: Canaries, template: str) -> None:
         """Every needle planted in free text is masked completely."""
-        leaked = [n for n in canaries.needles if canaries.leaks(SCANNER.redact(template.format(n)))]
+        leaked = [n for n in whole_needles(canaries) if canaries.leaks(SCANNER.redact(template.format(n)))]
         assert [] == leaked
 
     def test_every_value_masked_in_free_text(self, canaries: Canaries) -> None:
@@ -270,7 +277,7 @@ class TestCanaries:
         )
         seps = st.sampled_from([" ", ", ", "\n", "; ", " | ", "\t", " = "])
         parts = data.draw(
-            st.lists(st.one_of(words, st.sampled_from(canaries.needles)), min_size=1, max_size=12)
+            st.lists(st.one_of(words, st.sampled_from(whole_needles(canaries))), min_size=1, max_size=12)
         )
         text = "".join(p + data.draw(seps) for p in parts)
         assert [] == canaries.leaks(SCANNER.redact(text))
