@@ -45,14 +45,6 @@ class TestCorpus:
         with pytest.raises(FileNotFoundError):
             load_corpus(tmp_path)
 
-    def test_the_forms_corpus_is_the_shared_one(self) -> None:
-        """When the shared corpus is beside the repository, the project's copies are the same bytes."""
-        shared = ROOT.parent / "shared" / "canaries"
-        if not shared.is_dir():
-            pytest.skip("no shared corpus beside the repository")
-        for name in ("canaries.json", "canaries-forms.json"):
-            assert (shared / name).read_bytes() == (ROOT / "auditlog" / "data" / name).read_bytes()
-
 
 class TestForms:
     @pytest.mark.parametrize(
