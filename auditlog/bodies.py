@@ -344,6 +344,29 @@ def _pack_ids(path: Path) -> set[str]:
     return out
 
 
+def local_first(sink: Any, handle: AuditHandle) -> Any:
+    """What the middleware stores captured bodies through: ``sink`` itself when a ``put`` stays local (a
+    memory or ``file://`` store, or an outbox already in front of a remote one), else ``sink``'s store
+    behind a new outbox next to the handle's trail. So a remote store is never called on the request
+    path, whatever the middleware was handed (a bare ``S3BodyStore`` included).
+
+    Raises:
+        ValueError: the store is remote and the handle's journal has no directory for an outbox.
+    """
+    if isinstance(sink, PolicyBodyStore):
+        if sink.outbox is not None or not getattr(sink.store.backend, "remote", False):
+            return sink
+        store, policy = sink.store, sink.policy
+    elif getattr(getattr(sink, "backend", None), "remote", False):
+        store, policy = sink, handle.policy
+    else:
+        return sink
+    audit = audit_sink(handle)
+    box = BodyOutbox(store, default_outbox(handle), audit=audit)
+    atexit.register(box.close)
+    return PolicyBodyStore(store, policy, outbox=box, audit=audit)
+
+
 def default_outbox(handle: AuditHandle) -> Path:
     """The outbox next to the handle's trail: ``<trail>.bodies-outbox``."""
     directory = getattr(handle.journal, "directory", None)

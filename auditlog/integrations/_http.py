@@ -10,6 +10,7 @@ shapers, at the rule's level.
 from __future__ import annotations
 
 import re
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable
@@ -83,6 +84,9 @@ def digest_headers(headers: Iterable[tuple[str, str]]) -> _Head:
         else:
             hidden += 1
     return names, hidden, traceparent, request_id, cookies, ctype, encoded
+
+
+_WRAP_LOCK = threading.Lock()
 
 
 class BodySink(Protocol):
@@ -213,6 +217,7 @@ class _Recorder:
 
     __slots__ = (
         "_actor",
+        "_body_local",
         "_body_store",
         "_capture_limit",
         "_closed_limit",
@@ -248,6 +253,7 @@ class _Recorder:
         self._actor = actor
         self.enforce = enforce
         self._body_store = body_store
+        self._body_local = False  # not yet checked: a remote store gets an outbox in front (local_first)
         self._handle = handle
         self._capture_limit = capture_limit
         self._shape_limit = shape_limit
@@ -521,7 +527,16 @@ class _Recorder:
             return None
         key = req.corr.request_key
         try:
-            from auditlog.bodies import body_meta
+            from auditlog.bodies import body_meta, local_first
+
+            if not self._body_local:
+                if req.handle is None:
+                    raise ValueError("no audit handle: a captured body would have no body_ref")
+                with _WRAP_LOCK:  # WSGI servers run requests in threads: one outbox, not two
+                    if not self._body_local:
+                        self._body_store = local_first(store, req.handle)
+                        self._body_local = True
+                store = self._body_store
 
             meta = body_meta(
                 req.rule,

@@ -19,7 +19,7 @@ from auditlog import configure
 from auditlog.bodies import open_body_store
 from auditlog.integrations.asgi import AuditMiddleware
 from auditlog.policy import loads
-from store.bodies import OutboxConfig
+from store.bodies import OutboxConfig, from_url
 from store.bodies.s3 import client_config
 from store.keys import KeyRing, MasterKey
 
@@ -48,6 +48,14 @@ def main() -> None:
     ring = KeyRing(MasterKey.from_b64(os.environ["AUDITLOG_KEY"]))
     handle = configure(journal_dir=cfg["trail"], policy=loads(POLICY), key=ring, stdlib=False)
     t = float(cfg.get("timeout", 1.0))
+    timeouts = client_config(connect_timeout=t / 2, read_timeout=t, max_attempts=2)
+    if cfg.get("bare"):  # a bare remote store: the middleware must put an outbox in front by itself
+        store = from_url(
+            cfg["store"], keys=ring, endpoint_url=cfg["endpoint"], region_name="us-east-1",
+            reader_public_key=cfg["public"], client_config=timeouts,
+        )  # fmt: skip
+        serve(AuditMiddleware(app, handle=handle, body_store=store), int(cfg["port"]))
+        return
     bodies = open_body_store(
         cfg["store"],
         handle=handle,
@@ -58,15 +66,13 @@ def main() -> None:
         outbox_config=OutboxConfig(
             pack_age=0.2, ship_interval=0.1, backoff_initial=0.2, backoff_max=1.0, close_timeout=1.0
         ),
-        client_config=client_config(connect_timeout=t / 2, read_timeout=t, max_attempts=2),
+        client_config=timeouts,
     )
-    uvicorn.run(
-        AuditMiddleware(app, handle=handle, body_store=bodies),
-        host="127.0.0.1",
-        port=int(cfg["port"]),
-        log_level="warning",
-        lifespan="off",
-    )
+    serve(AuditMiddleware(app, handle=handle, body_store=bodies), int(cfg["port"]))
+
+
+def serve(app: Any, port: int) -> None:
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
 
 
 if __name__ == "__main__":

@@ -166,6 +166,7 @@ class Rig:
     public: str
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
+    bare: bool = False  # the middleware is handed a bare S3BodyStore, not open_body_store's
 
     @property
     def trail(self) -> Path:
@@ -173,7 +174,7 @@ class Rig:
 
     @property
     def outbox(self) -> Path:
-        return self.tmp / "outbox"
+        return self.tmp / ("trail.bodies-outbox" if self.bare else "outbox")
 
     def env(self) -> dict[str, str]:
         return {**os.environ, **AWS_ENV, "AUDITLOG_KEY": self.key_b64, "PYTHONPATH": str(ROOT)}
@@ -187,6 +188,7 @@ class Rig:
             "endpoint": f"http://127.0.0.1:{self.proxy.port}",
             "public": self.public,
             "port": self.port,
+            "bare": self.bare,
         }
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.integration.bodies_server", json.dumps(cfg)],
@@ -297,3 +299,25 @@ def test_an_s3_outage_never_stalls_a_request(rig: Rig, mode: str, seconds: float
     report = rig.reconcile()
     assert (0, 0) == (report["exit"], report["dangling"]), report
     assert report["refs"] == captured.ok == report["stored"]
+
+
+def test_a_bare_remote_store_is_put_behind_an_outbox(rig: Rig) -> None:
+    """Handed a bare S3BodyStore (no outbox of its own), the middleware puts an outbox in front: with S3
+    hanging, captured requests keep their latency and the bodies wait on local disk, then ship."""
+    rig.bare = True
+    rig.start()
+    base = Load(rig.port, 50.0, path="/plain", conns=1).start()
+    time.sleep(2.0)
+    base.finish()
+    rig.proxy.mode = "hang"
+    captured = Load(rig.port, RATE).start()
+    time.sleep(HANG_S / 2)
+    captured.finish()
+    assert rig.unshipped() > 0  # in the outbox the middleware made, next to the trail
+    rig.proxy.mode = "pass"
+    rig.drain()
+    rig.signal(signal.SIGTERM)
+    assert 0 == captured.failed
+    assert p99(captured.latencies) < max(3 * p99(base.latencies), 0.05)
+    report = rig.reconcile()
+    assert (0, 0) == (report["exit"], report["dangling"]), report
