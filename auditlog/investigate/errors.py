@@ -1,4 +1,4 @@
-"""The errors of an investigation, re-exported by :mod:`auditlog.investigate.investigation`.
+"""The errors of an investigation, exported by :mod:`auditlog.investigate`.
 
 Errors::
 

@@ -34,20 +34,7 @@ Every query is itself journaled as a ``query.run`` event through the audit handl
 token), the SHA-256 of user SQL, the row count and the duration. The event is written before rows are
 returned; a journal that refuses it refuses the query.
 
-Errors::
-
-    QueryError
-    ├── EmptySource           (FileNotFoundError)  no segments and no Parquet files at the source
-    ├── UnknownCorrelationId  (LookupError)        timeline() found no event with that id
-    ├── BadTimeRange          (ValueError)         unparseable since/until, or since after until
-    ├── CorruptSource         (ValueError)         a segment or Parquet file cannot be read (names it)
-    │   └── UnverifiedSource                       the source fails verification (changed, deleted, re-keyed)
-    ├── KeyMismatch           (ValueError)         no key of the ring wrote the source
-    ├── NotJournaled          (RuntimeError)       no audit handle, or the journal refused query.run
-    ├── SandboxViolation      (PermissionError)    user SQL that is not a single read-only query
-    └── QueryLimit                                 a query stopped at a resource limit
-        ├── QueryTimeout      (TimeoutError)       it ran longer than ``timeout`` seconds
-        └── ResultTooLarge    (ValueError)         its result exceeds ``max_rows`` rows or ``max_bytes`` bytes
+Errors: the tree is drawn in :mod:`auditlog.investigate.errors` (all exported by ``auditlog.investigate``).
 """
 
 from __future__ import annotations

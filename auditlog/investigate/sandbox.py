@@ -40,7 +40,6 @@ __all__ = [
     "StatementTimeout",
     "check_select",
     "first_line",
-    "parquet_scan_sql",
     "reader",
     "run_limited",
     "sandbox",
@@ -168,6 +167,20 @@ def sandbox(*, memory_limit: str = "1GB", threads: int | None = None) -> Any:
     Returns:
         A ``duckdb.DuckDBPyConnection`` whose settings can no longer change.
     """
+    con = _locked_base(memory_limit, threads)
+    for stmt in (
+        "SET allowed_directories = []",
+        "SET allowed_paths = []",
+        "SET enable_external_access = false",
+        "SET lock_configuration = true",
+    ):
+        con.execute(stmt)
+    return con
+
+
+def _locked_base(memory_limit: str, threads: int | None) -> Any:
+    """An in-memory connection with no extension loading, UTC, bounded memory, no spilling, no Python
+    replacement scans: what both locked connections start from (each then closes the file system)."""
     duckdb = require("duckdb")
     con = duckdb.connect(
         ":memory:",
@@ -183,10 +196,6 @@ def sandbox(*, memory_limit: str = "1GB", threads: int | None = None) -> Any:
         *([f"SET threads = {int(threads)}"] if threads is not None else []),
         "SET temp_directory = ''",
         "SET python_enable_replacements = false",
-        "SET allowed_directories = []",
-        "SET allowed_paths = []",
-        "SET enable_external_access = false",
-        "SET lock_configuration = true",
     ):
         con.execute(stmt)
     return con
@@ -208,38 +217,13 @@ def reader(files: Sequence[str], *, memory_limit: str = "1GB", threads: int | No
     Returns:
         A ``duckdb.DuckDBPyConnection``.
     """
-    duckdb = require("duckdb")
-    con = duckdb.connect(
-        ":memory:",
-        config={
-            "autoinstall_known_extensions": False,
-            "autoload_known_extensions": False,
-            "allow_community_extensions": False,
-        },
-    )
-    for stmt in (
-        "SET TimeZone = 'UTC'",
-        f"SET memory_limit = '{duckdb_size(memory_limit)}'",
-        *([f"SET threads = {int(threads)}"] if threads is not None else []),
-        "SET temp_directory = ''",
-        "SET python_enable_replacements = false",
-        "SET parquet_metadata_cache = true",
-        "SET allowed_directories = []",
-    ):
-        con.execute(stmt)
+    con = _locked_base(memory_limit, threads)
+    con.execute("SET parquet_metadata_cache = true")
+    con.execute("SET allowed_directories = []")
     con.execute("SET allowed_paths = ?", [list(files)])
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con
-
-
-def parquet_scan_sql(files: Sequence[str]) -> str:
-    """``read_parquet([...])`` over ``files`` with the hive partition columns as strings."""
-    quoted = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-    return (
-        f"read_parquet([{quoted}], hive_partitioning = true, union_by_name = true, "
-        "hive_types = {'date': VARCHAR, 'source': VARCHAR})"
-    )
 
 
 READ_ONLY_STATEMENTS = frozenset({"SELECT"})
