@@ -55,7 +55,7 @@ def _translate(exc: OSError, what: str) -> Exception:
 class LocalBackend:
     """Envelopes as files under ``root`` (see the module docstring)."""
 
-    __slots__ = ("_bodies", "_fsync", "root")
+    __slots__ = ("_bodies", "_fsync", "_ready", "root")
 
     kind = "local"
 
@@ -63,6 +63,9 @@ class LocalBackend:
         self.root = Path(root)
         self._bodies = os.path.join(os.fspath(self.root), "bodies")
         self._fsync = fsync
+        self._ready = False  # the shard directories are made by the first write: a read creates nothing
+
+    def _make_dirs(self) -> None:
         try:
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
             if not os.path.isdir(os.path.join(self._bodies, _SHARDS[-1])):
@@ -70,6 +73,7 @@ class LocalBackend:
                     os.makedirs(os.path.join(self._bodies, shard), mode=0o700, exist_ok=True)
         except OSError as exc:
             raise _translate(exc, f"body store root {self.root}") from exc
+        self._ready = True
 
     def path(self, correlation_id: str) -> str:
         """The file holding a body (tests tamper with it)."""
@@ -91,6 +95,8 @@ class LocalBackend:
             os.fsync(fd)
 
     def write(self, correlation_id: str, header: bytes, blob: str, data: bytes) -> None:
+        if not self._ready:
+            self._make_dirs()
         path = self.path(correlation_id)
         try:
             try:

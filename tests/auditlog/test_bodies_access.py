@@ -237,6 +237,15 @@ class TestCli:
         reads = journal_events(tmp_path / "journal-cli", "body.read")
         assert ["req-1", "req-2"] == [e["correlation_id"] for e in reads]
 
+    def test_a_read_creates_nothing(
+        self, cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """`bodies get` on a store that does not exist: not found (exit 1), and no directory appears."""
+        missing = tmp_path / "no-such-store"
+        monkeypatch.setenv("AUDITLOG_BODY_STORE", f"file://{missing}")
+        r = cli.invoke(root_app(), ["bodies", "get", "req-1", "--reader", "oncall", "--purpose", "INC-9"])
+        assert (1, False) == (r.exit_code, missing.exists()), r.output
+
     def test_refused_get_exits_1_and_is_journaled(
         self, cli: CliRunner, tmp_path: Path, ring: KeyRing, policy: Policy
     ) -> None:

@@ -213,11 +213,14 @@ class TestBodyMeta:
 
 class TestFromUrl:
     def test_memory_and_file(self, tmp_path: Path) -> None:
-        """memory:// and file:///abs open the matching store."""
+        """memory:// and file:///abs open the matching store; a file store makes its directories on its
+        first write, never on open or read."""
         ring = new_ring()
         assert isinstance(from_url("memory://", keys=ring), MemoryBodyStore)
         local = from_url(f"file://{tmp_path}/bodies", keys=ring)
-        assert isinstance(local, LocalBodyStore) and (tmp_path / "bodies" / "bodies" / "ff").is_dir()
+        assert isinstance(local, LocalBodyStore) and not (tmp_path / "bodies").exists()
+        local.put("c-1", b"x", meta=BodyMeta(tenant="t", retention=3600.0))
+        assert (tmp_path / "bodies" / "bodies" / "ff").is_dir()
 
     @pytest.mark.parametrize(
         "url",
