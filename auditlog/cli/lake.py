@@ -15,6 +15,7 @@ from auditlog.cli._options import (
     EndpointOpt,
     JsonOpt,
     KeyFileOpt,
+    QuietOpt,
     fail,
     key_ring,
     print_summary,
@@ -34,6 +35,7 @@ def compact_cmd(
         typer.Option("--prune", help="Then delete the batches of segments the journal's retention purged."),
     ] = False,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Compact every stream's sealed segments into Parquet (date=/hour=), with manifests. Idempotent.
 
@@ -43,7 +45,7 @@ def compact_cmd(
     from auditlog.lake.layout import LayoutError
 
     ring = key_ring(key_file)
-    with progress_bar() as bar:
+    with progress_bar(quiet=quiet) as bar:
         task = bar.add_task("compacting", total=None)
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -111,6 +113,7 @@ def ship_cmd(
         ),
     ] = False,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Upload Parquet, manifests, seals and checkpoints to S3: never overwrites, resumable, checksummed."""
     import math
@@ -127,7 +130,7 @@ def ship_cmd(
         except PolicyError as exc:
             raise fail(str(exc)) from None
 
-    with progress_bar() as bar:
+    with progress_bar(quiet=quiet) as bar:
         task = bar.add_task("shipping", total=None)
         try:
             report = ship(

@@ -44,6 +44,9 @@ from auditlog.investigate.sandbox import MAX_ROWS, TIMEOUT
 
 __all__ = ["register"]
 
+InvestigatorOpt = Annotated[str | None, typer.Option("--investigator", help="Who investigates.")]
+CacheDirOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Local cache for s3:// sources.")]
+
 Query = tuple[str, Callable[[Any], Any]]  # a title, and what to run on the Investigation
 RangedQuery = tuple[str, Callable[[Any, Any, Any], Any]]  # ... on (Investigation, since, until)
 
@@ -123,10 +126,8 @@ def _query_main(
     ],
     key_file: KeyFileOpt = None,
     journal: TrailOpt = None,
-    investigator: Annotated[str | None, typer.Option("--investigator", help="Who investigates.")] = None,
-    cache_dir: Annotated[
-        Path | None, typer.Option("--cache-dir", help="Local cache for s3:// sources.")
-    ] = None,
+    investigator: InvestigatorOpt = None,
+    cache_dir: CacheDirOpt = None,
     endpoint_url: EndpointOpt = None,
 ) -> None:
     """Query SOURCE; every query is journaled as query.run (parameter shapes, never values)."""
@@ -152,10 +153,25 @@ def _run(
     unverified: bool,
     timeout: float,
     max_rows: int,
+    endpoint_url: str | None = None,
+    investigator: str | None = None,
+    cache_dir: Path | None = None,
 ) -> None:
     from auditlog.investigate import Investigation, QueryError
 
-    o = ctx.obj
+    # Options given after the command win over the same options given before it (on the group).
+    o = {
+        **ctx.obj,
+        **{
+            k: v
+            for k, v in (
+                ("endpoint_url", endpoint_url),
+                ("investigator", investigator),
+                ("cache_dir", cache_dir),
+            )
+            if v is not None
+        },
+    }
     ring = key_ring(key_file or o["key_file"])
     translate = query_errors(o["source"])
     client = None
@@ -198,6 +214,9 @@ _SHARED = (
     keyword("unverified", UnverifiedOpt, False),
     keyword("timeout", TimeoutOpt, TIMEOUT),
     keyword("max_rows", MaxRowsOpt, MAX_ROWS),
+    keyword("endpoint_url", EndpointOpt, None),
+    keyword("investigator", InvestigatorOpt, None),
+    keyword("cache_dir", CacheDirOpt, None),
 )
 
 

@@ -444,3 +444,10 @@ class TestCLI:
         assert 0 == res.exit_code, res.output
         rows = orjson.loads(res.stdout)
         assert incident.denied_cids == [r["correlation_id"] for r in rows if r["kind"] == "authz.denied"]
+        after = runner.invoke(  # the group's options, given after the command, work the same
+            app,
+            ["query", f"s3://{bucket}/cli", "denials", "--json", "--key-file", str(key),
+             "--journal", str(tmp_path / "audit"), "--endpoint-url", endpoint,
+             "--cache-dir", str(tmp_path / "d")],
+        )  # fmt: skip
+        assert (0, rows) == (after.exit_code, orjson.loads(after.stdout)), after.output
