@@ -165,6 +165,18 @@ class PolicyBodyStore:
         who = reader if isinstance(reader, Principal) else principal_for(self.policy, reader)
         return self.store.get(correlation_id, reader=who, purpose=purpose)
 
+    def keys_for(self, correlation_id: str) -> list[str]:
+        """The body keys stored for a request's correlation id.
+
+        The middleware stores a body under ``correlation_id.span_id`` (a trace id is shared by every request
+        of a trace). A full key is returned as it is; a bare correlation id (no ``.``) lists the keys that
+        start with it, sorted (the store's listing, so nothing is read or journaled).
+        """
+        if "." in correlation_id:
+            return [correlation_id]
+        prefix = correlation_id + "."
+        return sorted(k for k in self.store.backend.ids() if k == correlation_id or k.startswith(prefix))
+
     def head(self, correlation_id: str) -> BodyInfo:
         return self.store.head(correlation_id)
 

@@ -170,10 +170,20 @@ def _get(
     purpose: Annotated[str, typer.Option("--purpose", help="Why: a ticket or incident id (journaled).")],
     out: Annotated[Path | None, typer.Option("--out", help="Write the body here (0600), not stdout.")] = None,
 ) -> Action:
-    """Read one body as READER for PURPOSE. The read is journaled (body.read) before any byte is shown."""
+    """Read one body as READER for PURPOSE. The read is journaled (body.read) before any byte is shown.
+
+    CID is a request's correlation id (the response's x-correlation-id) or a body key (CID.SPAN). A
+    correlation id with several bodies (a trace of several requests) lists their keys: pass one.
+    """
 
     def act(bodies: PolicyBodyStore) -> None:
-        data = bodies.get(correlation_id, reader=reader, purpose=purpose)
+        key = correlation_id
+        if "." not in key:
+            found = bodies.keys_for(key)
+            if len(found) > 1:
+                raise fail(f"{len(found)} bodies for {key}; pass one of: {', '.join(found)}")
+            key = found[0] if found else key
+        data = bodies.get(key, reader=reader, purpose=purpose)
         if out is None:
             sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()

@@ -237,6 +237,25 @@ class TestCli:
         reads = journal_events(tmp_path / "journal-cli", "body.read")
         assert ["req-1", "req-2"] == [e["correlation_id"] for e in reads]
 
+    def test_get_by_correlation_id(
+        self, cli: CliRunner, tmp_path: Path, ring: KeyRing, policy: Policy
+    ) -> None:
+        """A correlation id finds its request's body (stored as CID.SPAN); with several, the keys are
+        listed (exit 2) and one of them reads."""
+        from store.bodies import LocalBodyStore
+
+        store = LocalBodyStore(tmp_path / "bodies", keys=ring)
+        meta = body_meta(policy.defaults, tenant="acme", subject="bob")
+        for key, body in (("c1.s1", b"one"), ("c2.s1", b"two-a"), ("c2.s2", b"two-b")):
+            store.put(key, body, meta=meta)
+        args = ["--reader", "oncall", "--purpose", "INC-9"]
+        r = cli.invoke(root_app(), ["bodies", "get", "c1", *args])
+        assert (0, "one") == (r.exit_code, r.stdout)
+        r = cli.invoke(root_app(), ["bodies", "get", "c2", *args])
+        assert 2 == r.exit_code and "c2.s1" in r.stderr and "c2.s2" in r.stderr
+        r = cli.invoke(root_app(), ["bodies", "get", "c2.s2", *args])
+        assert (0, "two-b") == (r.exit_code, r.stdout)
+
     def test_a_read_creates_nothing(
         self, cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
