@@ -74,6 +74,7 @@ def configure(
     scanner: Scanner | None = None,
     journal_config: JournalConfig | None = None,
     source: str | None = None,
+    session: str | None = None,
     console: IO[str] | None = None,
     stdlib: bool = True,
     stdlib_level: int = logging.INFO,
@@ -93,6 +94,8 @@ def configure(
         journal_config: rotation, fsync and retention settings of the journal.
         source: the writer's source recorded in its stream (default ``AUDITLOG_SOURCE``, else
             ``journal_config.source``, else the host name: a pod name under Kubernetes).
+        session: a stable name for this writer's stream, so writers that run one after another continue
+            one stream (the CLI: one per investigator and day); None: a stream of its own.
         console: a stream that also receives each *redacted* line (e.g. ``sys.stderr``), or None.
         stdlib: route stdlib ``logging`` (root logger and ``capture_loggers``) through the pipeline.
         stdlib_level: the level set on the root logger when ``stdlib`` is on.
@@ -120,7 +123,7 @@ def configure(
     source = source or os.environ.get("AUDITLOG_SOURCE")
     if source:
         jconf = dataclasses.replace(jconf, source=source)
-    journal = TrailWriter(Path(journal_dir), keys=ring, config=jconf)
+    journal = TrailWriter(Path(journal_dir), keys=ring, config=jconf, session=session)
     reporter = Reporter(Stats())
     fingerprinter = Fingerprinter(key=ring.active.derive("fingerprint"), key_id=ring.active.key_id, fields=())
     resolver = PolicyResolver(pol)

@@ -105,6 +105,9 @@ class TrailWriter:
         recover: recover and seal stale streams on open.
         seal_on_sigterm: if SIGTERM still has its default disposition (and this is the main thread),
             make it raise ``SystemExit`` so atexit seals the stream.
+        session: a stable instance name: the stream ``<source>.<session>`` is continued if a writer before
+            this one sealed it (a CLI investigator's commands, one after another, share one stream);
+            while another writer holds it, a new stream opens instead.
 
     Raises:
         ValueError: ``checkpoint_interval`` is not a positive number.
@@ -128,6 +131,7 @@ class TrailWriter:
         "_moved",
         "_pid",
         "_recovered",
+        "_session",
         "_signer",
         "_stop",
         "_thread",
@@ -144,6 +148,7 @@ class TrailWriter:
         checkpoint_interval: float | None = 60.0,
         recover: bool = True,
         seal_on_sigterm: bool = True,
+        session: str | None = None,
     ) -> None:
         ci = checkpoint_interval
         if ci is not None and (type(ci) not in (int, float) or not 0 < ci < float("inf")):
@@ -158,6 +163,7 @@ class TrailWriter:
         self._checkpoint_errors = 0
         self._moved = -1
         self._eager = False
+        self._session = safe_source(session) if session else None
         signing = keys.active.signing_key()
         self._signer = (keys.active.key_id, signing, public_digest(signing))
         try:
@@ -241,7 +247,10 @@ class TrailWriter:
         source = self._config.source
         err: JournalError | None = None
         for _ in range(_OPEN_ATTEMPTS):
-            instance = new_instance(self._clock)
+            # A session names the stream: it continues one a writer before it sealed (a CLI investigator's
+            # commands, one after another); busy (another command at the same time), a new one opens.
+            instance = self._session or new_instance(self._clock)
+            self._session = None
             stream = f"{safe_source(source)}.{instance}"
             path = self._dir / STREAMS_DIR / stream
             labels = {"trail_id": self._trail_id, "stream": stream, "instance": instance}

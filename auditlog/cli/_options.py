@@ -7,6 +7,7 @@ failed or nothing was found, 2 bad usage or input.
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 import typing
 from collections.abc import Callable, Iterator
@@ -35,6 +36,7 @@ __all__ = [
     "UntilOpt",
     "UnverifiedOpt",
     "audit_handle",
+    "cli_session",
     "cli_source",
     "command_with",
     "state_exit_codes",
@@ -159,6 +161,19 @@ def is_trail(path: Path) -> bool:
     return (path / "trail.json").is_file()
 
 
+def cli_session() -> str:
+    """The CLI's stream in a trail is one per OS user and UTC day: an investigator's commands, one after
+    another, continue it (a segment each) instead of opening a stream per command."""
+    import pwd
+    import time
+
+    try:
+        user = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        user = f"uid-{os.getuid()}"
+    return f"{user}-{time.strftime('%Y%m%d', time.gmtime())}"
+
+
 def cli_source() -> str:
     """The source of the CLI's own stream in a trail: ``cli.<host>``, apart from the servers' streams."""
     import socket
@@ -183,8 +198,9 @@ def audit_handle(source: str, journal: Path | None, ring: Any, policy: Any = Non
         target = Path(source)
     try:
         handle = auditlog.configure(
-            journal_dir=target, key=ring, policy=policy, stdlib=False, source=cli_source()
-        )
+            journal_dir=target, key=ring, policy=policy, stdlib=False, source=cli_source(),
+            session=cli_session(),
+        )  # fmt: skip
     except JournalError as exc:
         raise fail(f"cannot journal this command into {target}: {exc}") from None
     try:

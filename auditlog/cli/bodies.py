@@ -29,7 +29,15 @@ from rich.console import Console
 
 from auditlog._configure import configure
 from auditlog.bodies import PolicyBodyStore, audit_sink, open_body_store, reconcile
-from auditlog.cli._options import cli_source, command_with, fail, key_ring, keyword, print_summary
+from auditlog.cli._options import (
+    cli_session,
+    cli_source,
+    command_with,
+    fail,
+    key_ring,
+    keyword,
+    print_summary,
+)
 from auditlog.policy import DEFAULT_POLICY, Policy, PolicyError
 from auditlog.policy import load as load_policy
 from store.bodies import (
@@ -107,7 +115,12 @@ def _opened(shared: dict[str, Any]) -> Iterator[PolicyBodyStore]:
     reader = _reader_key(shared["reader_key"])
     try:
         handle = configure(
-            journal_dir=shared["journal"], policy=pol, key=ring, stdlib=False, source=cli_source()
+            journal_dir=shared["journal"],
+            policy=pol,
+            key=ring,
+            stdlib=False,
+            source=cli_source(),
+            session=cli_session(),
         )
     except JournalError as exc:
         raise fail(f"cannot open the journal: {exc}") from None

@@ -241,6 +241,25 @@ time.sleep(30)
         assert ["sealed"] == [i.state for i in list_streams(tmp_path)]
         assert verify_trail(tmp_path, keys=RING).ok
 
+    def test_a_session_continues_one_stream(self, tmp_path: Path) -> None:
+        """Writers with the same session, one after another, continue one stream (the chain goes on);
+        while one holds it, another with that session opens a stream of its own."""
+        first = open_writer(tmp_path, session="ann-20261207")
+        first.append({"i": 1})
+        busy = open_writer(tmp_path, session="ann-20261207")  # the first still holds it
+        busy.append({"i": 2})
+        busy.close()
+        first.close()
+        second = open_writer(tmp_path, session="ann-20261207")
+        second.append({"i": 3})
+        second.close()
+        by_stream: dict[str, list[int]] = {}
+        for stream, rec in user_records(tmp_path):
+            by_stream.setdefault(stream, []).append(rec["i"])
+        assert sorted([[1, 3], [2]]) == sorted(by_stream.values())
+        assert "test-host.ann-20261207" in by_stream
+        assert verify_trail(tmp_path, keys=RING).ok
+
     def test_quiesced_stream_stays_sealed_when_the_process_dies(self, tmp_path: Path) -> None:
         """After quiesce() every record is sealed as it is written: a process that then dies without any
         exit hook (SIGTERM re-raised with its default action, as uvicorn does) leaves a sealed stream."""
