@@ -44,6 +44,9 @@ def export_cmd(
     journal: TrailOpt = None,
     investigator: Annotated[str | None, typer.Option("--investigator", help="Who exports.")] = None,
     endpoint_url: EndpointOpt = None,
+    memory_limit: Annotated[
+        str, typer.Option("--memory-limit", help="Memory for the export's queries (512MB, 1GB...).")
+    ] = "1GB",
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -83,6 +86,7 @@ def export_cmd(
                 investigator=investigator,
                 progress=progress,
                 s3_client=client,
+                memory_limit=memory_limit,
             )
         except (QueryError, ValueError) as exc:
             raise query_errors(source)(exc) from None

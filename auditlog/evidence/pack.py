@@ -152,6 +152,7 @@ def export(
     progress: Progress | None = None,
     s3_client: Any = None,
     cache_dir: str | Path | None = None,
+    memory_limit: str = "1GB",
 ) -> PackReport:
     """Build a signed evidence pack for ``[since, until]``.
 
@@ -165,6 +166,7 @@ def export(
         policy: the policy to snapshot (default: the audit handle's policy).
         journal: the journal directory whose chain is verified (default: ``source`` when it is one).
         controls: the control framework (``"soc2"``).
+        memory_limit: DuckDB's memory limit for the export's queries (events stream in batches).
         incidents: correlation ids whose timelines go into CC7.4 (default: those of the denials).
         investigator: who exports (default: the OS user).
         progress: ``progress(stage, done, total)``.
@@ -192,7 +194,15 @@ def export(
             progress(name, steps.index(name), len(steps))
 
     with Investigation(
-        source, audit=audit, keys=keys, investigator=investigator, s3_client=s3_client, cache_dir=cache_dir
+        source,
+        audit=audit,
+        keys=keys,
+        investigator=investigator,
+        s3_client=s3_client,
+        cache_dir=cache_dir,
+        memory_limit=memory_limit,
+        max_rows=10_000_000,  # the control tables of a long range; events stream (write_events)
+        timeout=None,
     ) as inv:
         ring = keys if keys is not None else inv.keys
         if ring is None:
@@ -204,20 +214,14 @@ def export(
         with tempfile.TemporaryDirectory(prefix="auditlog-pack-") as tmp:
             work = Path(tmp)
             step("events")
-            events = inv.sql(
-                "SELECT * FROM events WHERE ts >= $lo AND ts <= $hi ORDER BY ts, seq",
-                {"lo": lo, "hi": hi},
-                since=lo,
-                until=hi,
-            )
-            _write_parquet(events, work / "events.parquet")
+            # streamed: memory stays bounded however many events the range holds
+            n_events, segments = inv.write_events(lo, hi, work / "events.parquet")
             step("controls")
             tables, charts = _report.control_tables(inv, lo, hi, incidents)
             for name, table in tables.items():
                 (work / "controls").mkdir(exist_ok=True)
                 (work / "controls" / f"{name}.csv").write_bytes(_report.to_csv(table.columns, table.rows))
             step("chain")
-            segments = sorted({(r["stream"], r["segment"]) for r in events})
             chain = _chain(inv, ring, journal, segments, lo, hi)
             (work / "chain_verification.json").write_bytes(orjson.dumps(chain, option=orjson.OPT_INDENT_2))
             policy_doc = _report.policy_document(pol, inv, lo, hi)
@@ -237,7 +241,7 @@ def export(
                 "generated": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "investigator": inv.investigator,
                 "signer": fingerprint,
-                "events": len(events),
+                "events": n_events,
             }
             sections = _report.sections(
                 meta, tables, charts, chain, policy_doc, _report.retention_settings(pol), controls
@@ -283,7 +287,7 @@ def export(
             "evidence": {
                 "since": lo.isoformat(),
                 "until": hi.isoformat(),
-                "events": len(events),
+                "events": n_events,
                 "pack_sha256": pack_sha,
                 "signer": fingerprint,
                 "chain_ok": chain["ok"],
@@ -299,7 +303,7 @@ def export(
         path=target,
         sha256=pack_sha,
         signer=fingerprint,
-        events=len(events),
+        events=n_events,
         members=("manifest.json", "manifest.sig", *members),
         chain_ok=bool(chain["ok"]),
         seconds=time.monotonic() - started,
@@ -464,19 +468,6 @@ def _digest(path: Path) -> dict[str, Any]:
             h.update(chunk)
             size += len(chunk)
     return {"sha256": h.hexdigest(), "bytes": size}
-
-
-def _write_parquet(result: Any, path: Path) -> None:
-    from auditlog.lake.engine import arrow_schema, require
-
-    pq = require("pyarrow.parquet", "evidence packs")
-    pa = require("pyarrow", "evidence packs")
-    schema = arrow_schema()
-    columns = {name: result.column(name) if name in result.columns else [] for name in schema.names}
-    table = pa.table(
-        {n: pa.array(columns[n], type=schema.field(n).type) for n in schema.names}, schema=schema
-    )
-    pq.write_table(table, path, compression="zstd")
 
 
 def _chain(
