@@ -209,7 +209,14 @@ class Rig:
         self.proc.wait(30)
 
     def unshipped(self) -> int:
-        return sum(1 for p in self.outbox.iterdir() if p.stat().st_size) if self.outbox.exists() else 0
+        """Non-empty packs in the outbox (one the shipper deletes while this counts is not counted)."""
+        if not self.outbox.exists():
+            return 0
+        count = 0
+        for p in self.outbox.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                count += 1 if p.stat().st_size else 0
+        return count
 
     def drain(self, timeout: float = 90.0) -> None:
         """Wait until the outbox holds no non-empty pack (everything shipped)."""
