@@ -28,6 +28,7 @@ __all__ = [
     "EndpointOpt",
     "JsonOpt",
     "KeyFileOpt",
+    "MemoryLimitOpt",
     "MaxRowsOpt",
     "QuietOpt",
     "SinceOpt",
@@ -89,6 +90,9 @@ SinceOpt = Annotated[
 ]
 UntilOpt = Annotated[str | None, typer.Option("--until", help="End, same forms as --since, or now.")]
 EndpointOpt = Annotated[str | None, typer.Option("--endpoint-url", help="S3-compatible endpoint.")]
+MemoryLimitOpt = Annotated[
+    str, typer.Option("--memory-limit", help="Memory for the engine's queries (512MB, 1GB...).")
+]
 UnverifiedOpt = Annotated[
     bool,
     typer.Option(

@@ -13,6 +13,7 @@ from auditlog.cli._options import (
     EndpointOpt,
     JsonOpt,
     KeyFileOpt,
+    MemoryLimitOpt,
     QuietOpt,
     TrailOpt,
     audit_handle,
@@ -44,9 +45,7 @@ def export_cmd(
     journal: TrailOpt = None,
     investigator: Annotated[str | None, typer.Option("--investigator", help="Who exports.")] = None,
     endpoint_url: EndpointOpt = None,
-    memory_limit: Annotated[
-        str, typer.Option("--memory-limit", help="Memory for the export's queries (512MB, 1GB...).")
-    ] = "1GB",
+    memory_limit: MemoryLimitOpt = "1GB",
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:

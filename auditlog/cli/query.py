@@ -26,6 +26,7 @@ from auditlog.cli._options import (
     JsonOpt,
     KeyFileOpt,
     MaxRowsOpt,
+    MemoryLimitOpt,
     SinceOpt,
     TimeoutOpt,
     TrailOpt,
@@ -47,8 +48,7 @@ __all__ = ["register"]
 InvestigatorOpt = Annotated[str | None, typer.Option("--investigator", help="Who investigates.")]
 CacheDirOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Local cache for s3:// sources.")]
 
-Query = tuple[str, Callable[[Any], Any]]  # a title, and what to run on the Investigation
-RangedQuery = tuple[str, Callable[[Any, Any, Any], Any]]  # ... on (Investigation, since, until)
+Query = tuple[str, Callable[[Any, Any, Any], Any]]  # a title, what to run on (Investigation, since, until)
 
 query_app = typer.Typer(
     help="Reconstruct an incident: timelines, actors, denials, body reads, fingerprints, anomalies, SQL.",
@@ -156,6 +156,7 @@ def _run(
     endpoint_url: str | None = None,
     investigator: str | None = None,
     cache_dir: Path | None = None,
+    memory_limit: str = "1GB",
 ) -> None:
     from auditlog.investigate import Investigation, QueryError
 
@@ -190,6 +191,7 @@ def _run(
                 s3_client=client,
                 timeout=timeout,
                 max_rows=max_rows,
+                memory_limit=memory_limit,
                 allow_unverified=unverified,
             ) as inv:
                 result = fn(inv)
@@ -217,12 +219,8 @@ _SHARED = (
     keyword("endpoint_url", EndpointOpt, None),
     keyword("investigator", InvestigatorOpt, None),
     keyword("cache_dir", CacheDirOpt, None),
+    keyword("memory_limit", MemoryLimitOpt, "1GB"),
 )
-
-
-def _query(ctx: typer.Context, shared: dict[str, Any], call: Callable[[], Any]) -> None:
-    title, query = call()
-    _run(ctx, title, query, **shared)
 
 
 _RANGE = (keyword("since", SinceOpt, None), keyword("until", UntilOpt, None))
@@ -234,42 +232,39 @@ def _ranged(ctx: typer.Context, shared: dict[str, Any], call: Callable[[], Any])
     _run(ctx, title, lambda inv: query(inv, since, until), **shared)
 
 
-def query_command(name: str, *, ranged: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def query_command(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``auditlog query SOURCE <name>``.
 
-    The function takes the command's own parameters and returns ``(title, query)``; ``query(inv)`` runs
-    it, or ``query(inv, since, until)`` for a ``ranged`` one, which gets ``--since`` and ``--until``. Those
-    and the options every query shares are declared once, here.
+    The function takes the command's own parameters and returns ``(title, query)``; ``query(inv, since,
+    until)`` runs it. ``--since``, ``--until`` and the options every query shares are declared once, here.
     """
-    if ranged:
-        return command_with(query_app, name, (*_RANGE, *_SHARED), _ranged)
-    return command_with(query_app, name, _SHARED, _query)
+    return command_with(query_app, name, (*_RANGE, *_SHARED), _ranged)
 
 
-@query_command("timeline", ranged=False)
+@query_command("timeline")
 def _timeline(
     correlation_id: Annotated[str, typer.Argument(help="The correlation id.")],
 ) -> Query:
     """Every event of one correlation id, in order."""
-    return "timeline", lambda inv: inv.timeline(correlation_id)
+    return "timeline", lambda inv, since, until: inv.timeline(correlation_id, since, until)
 
 
 @query_command("actor")
 def _actor(
     subject: Annotated[str, typer.Argument(help="actor.subject")],
-) -> RangedQuery:
+) -> Query:
     """What one actor did in a time range."""
     return f"actor {subject}", lambda inv, since, until: inv.actor(subject, since, until)
 
 
 @query_command("denials")
-def _denials() -> RangedQuery:
+def _denials() -> Query:
     """Refused calls and reads."""
     return "denials", lambda inv, since, until: inv.denials(since, until)
 
 
 @query_command("reads")
-def _reads() -> RangedQuery:
+def _reads() -> Query:
     """Reads of stored bodies (refused ones included): reader, purpose, correlation id."""
     return "body reads", lambda inv, since, until: inv.body_reads(since, until)
 
@@ -277,7 +272,7 @@ def _reads() -> RangedQuery:
 @query_command("find")
 def _find(
     value: Annotated[str, typer.Argument(help="The value (token, e-mail), or '-' to read it from stdin.")],
-) -> RangedQuery:
+) -> Query:
     """Which events carried VALUE? Compares keyed fingerprints; the value is never printed or journaled."""
     if value == "-":
         value = sys.stdin.readline().rstrip("\n")
@@ -290,7 +285,7 @@ def _find(
 def _top(
     by: Annotated[str, typer.Option("--by", help="tool, route or actor.")] = "tool",
     limit: Annotated[int, typer.Option("--limit", min=1, max=10000)] = 10,
-) -> RangedQuery:
+) -> Query:
     """The busiest tools, routes or actors."""
     if by not in ("tool", "route", "actor"):
         raise fail("--by must be tool, route or actor")
@@ -301,7 +296,7 @@ def _top(
 def _anomalies(
     window: Annotated[str, typer.Option("--window", help="Rate window for spikes.")] = "1h",
     min_calls: Annotated[int, typer.Option("--min-calls", min=1)] = 20,
-) -> RangedQuery:
+) -> Query:
     """Call-rate spikes against each actor's baseline, denial bursts, first-seen tools."""
     return "anomalies", lambda inv, since, until: inv.anomalies(
         since, until, window=window, min_calls=min_calls
@@ -311,7 +306,7 @@ def _anomalies(
 @query_command("sql")
 def _sql(
     text: Annotated[str, typer.Argument(help="One read-only query against the `events` view.")],
-) -> RangedQuery:
+) -> Query:
     """Run one SELECT in the sandbox (no file access, no writes, no settings)."""
     return "sql", lambda inv, since, until: inv.sql(text, since=since, until=until)
 

@@ -11,6 +11,8 @@ boundary where catalog errors become :mod:`auditlog.investigate.investigation` e
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -44,6 +46,9 @@ class Connections:
         self._fast_files: tuple[str, ...] | None = None
         self._sandbox_files: tuple[str, ...] | None = None
         self._closed = False
+        # Where the named-query connection may spill (a sort over more rows than memory_limit holds):
+        # private to this investigation, removed on close. The user-SQL sandbox never spills.
+        self._spill = tempfile.mkdtemp(prefix="auditlog-spill-")
         try:
             self._live = translate(self._catalog.live_table)
             self._con.register("_live", self._live)
@@ -84,6 +89,7 @@ class Connections:
             if self._fast is not None:
                 self._fast.close()
                 self._fast = None
+            shutil.rmtree(self._spill, ignore_errors=True)
 
     def files(
         self, since: datetime | None, until: datetime | None, *, correlation_id: str | None = None
@@ -110,7 +116,9 @@ class Connections:
             if self._fast is not None:
                 self._fast.close()
                 self._fast = None
-            con = _sandbox.reader(files, memory_limit=self._memory_limit, threads=self._threads)
+            con = _sandbox.reader(
+                files, memory_limit=self._memory_limit, threads=self._threads, spill_directory=self._spill
+            )
             con.register("_live", self._live)
             if files:
                 con.execute(EVENTS_VIEW.replace("{parquet}", read_parquet_sql(files)))

@@ -47,7 +47,11 @@ _WINDOW = (
 )
 
 #: Parameters: ``cid``. Across streams (hosts, workers) rows are ordered by ts, then stream, then seq.
-TIMELINE_SQL = f"SELECT {_TIMELINE_COLS} FROM events WHERE correlation_id = $cid ORDER BY ts, stream, seq"  # noqa: S608
+#: Parameters: ``cid``, ``lo``, ``hi``.
+TIMELINE_SQL = (
+    f"SELECT {_TIMELINE_COLS} FROM events WHERE correlation_id = $cid AND {_WINDOW} "  # noqa: S608
+    "ORDER BY ts, stream, seq"
+)
 
 #: Parameters: ``subject``, ``lo``, ``hi``.
 ACTOR_SQL = (

@@ -157,11 +157,14 @@ class Investigation:
 
     # -- named queries -------------------------------------------------------------------------------
 
-    def timeline(self, correlation_id: str) -> Result:
+    def timeline(self, correlation_id: str, since: TimeArg = None, until: TimeArg = None) -> Result:
         """Every event of one correlation id (audit events and application log lines), in time order.
 
         Args:
             correlation_id: the id (from a response's ``x-correlation-id``, a log line, a trace).
+            since: start of the time range searched, or None; over ``s3://`` only the files of the range
+                (and whose Bloom filter may hold the id) are fetched.
+            until: end of the time range, or None.
 
         Returns:
             Rows: ts, seq, kind, what (tool, route or log event), method, actor, tenant, allowed, reason,
@@ -172,13 +175,14 @@ class Investigation:
         """
         if not isinstance(correlation_id, str) or not correlation_id:
             raise UnknownCorrelationId("a correlation id must be a non-empty string")
+        lo, hi = time_range(since, until)
         result = self._run(
             "timeline",
-            {"correlation_id": correlation_id},
+            {"correlation_id": correlation_id, "since": lo, "until": hi},
             TIMELINE_SQL,
-            {"cid": correlation_id},
-            since=None,
-            until=None,
+            {"cid": correlation_id, "lo": lo, "hi": hi},
+            since=lo,
+            until=hi,
             correlation_id=correlation_id,  # over s3://, only the files that may hold it are fetched
         )
         if not result.rows:

@@ -201,7 +201,13 @@ def _locked_base(memory_limit: str, threads: int | None) -> Any:
     return con
 
 
-def reader(files: Sequence[str], *, memory_limit: str = "1GB", threads: int | None = None) -> Any:
+def reader(
+    files: Sequence[str],
+    *,
+    memory_limit: str = "1GB",
+    threads: int | None = None,
+    spill_directory: str | None = None,
+) -> Any:
     """Open a locked DuckDB connection that can read exactly ``files`` (Parquet) and nothing else.
 
     For library-authored, parameter-bound queries only (the named investigation queries): its engine can
@@ -211,13 +217,16 @@ def reader(files: Sequence[str], *, memory_limit: str = "1GB", threads: int | No
 
     Args:
         files: absolute paths of the Parquet files it may read.
-        memory_limit: DuckDB's ``memory_limit``.
+        memory_limit: DuckDB's ``memory_limit``; beyond it, sorts and joins spill to ``spill_directory``.
         threads: worker threads, or None for DuckDB's default.
+        spill_directory: a private directory DuckDB may spill to (the caller removes it), or None.
 
     Returns:
         A ``duckdb.DuckDBPyConnection``.
     """
     con = _locked_base(memory_limit, threads)
+    if spill_directory is not None:  # a private directory: only library SQL runs here, never user SQL
+        con.execute("SET temp_directory = ?", [spill_directory])
     con.execute("SET parquet_metadata_cache = true")
     con.execute("SET allowed_directories = []")
     con.execute("SET allowed_paths = ?", [list(files)])

@@ -593,7 +593,11 @@ class TestJournaling:
             ("query.run", n) for n in ("timeline", "actor", "denials", "body_reads", "top", "anomalies")
         ] == names
         timeline = sink.events[0]["query"]
-        assert {"correlation_id": {"t": "str", "len": len(incident.incident_cid)}} == timeline["params"]
+        assert {
+            "correlation_id": {"t": "str", "len": len(incident.incident_cid)},
+            "since": {"t": "null"},
+            "until": {"t": "null"},
+        } == timeline["params"]
         assert 6 == timeline["rows"]
         assert {
             "subject": {"t": "str", "len": 3},

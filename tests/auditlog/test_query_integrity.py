@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from auditlog.investigate import (
     KeyMismatch,
     QueryTimeout,
     ResultTooLarge,
+    UnknownCorrelationId,
     UnverifiedSource,
 )
 from auditlog.lake.compact import compact
@@ -220,3 +222,24 @@ class TestLimits:
         res = _cli("query", small.journal, "sql", "SELECT count(*) FROM range(1000000000000) a",
                    "--timeout", "0.3", *opts)  # fmt: skip
         assert (2, True) == (res.exit_code, "longer than 0.3 seconds" in _said(res)), res.output
+
+
+class TestSpillAndRanges:
+    def test_named_queries_spill_to_a_private_directory_removed_on_close(self, tmp_path: Path) -> None:
+        """The named-query connection may spill to a directory of its own; it is gone after close()."""
+        inc = write_incident(tmp_path, per_day=3, days=1)
+        with Investigation(inc.journal, audit=Sink(inc.ring)) as inv:
+            con = inv._conns.reader_for(None, None)
+            (spill,) = con.execute("SELECT current_setting('temp_directory')").fetchone()
+            assert Path(spill).is_dir() and Path(spill).name.startswith("auditlog-spill-")
+        assert not Path(spill).exists()
+
+    def test_timeline_takes_a_time_range(self, tmp_path: Path) -> None:
+        """A timeline limited to a range where the id has no event finds nothing; the full range finds it."""
+        inc = write_incident(tmp_path, per_day=3, days=2)
+        with Investigation(inc.journal, audit=Sink(inc.ring)) as inv:
+            steps = inv.timeline(inc.incident_cid)
+            first = steps.column("ts")[0]
+            assert len(steps) == len(inv.timeline(inc.incident_cid, since=first, until="now"))
+            with pytest.raises(UnknownCorrelationId):
+                inv.timeline(inc.incident_cid, until=first - timedelta(seconds=1))
