@@ -382,10 +382,7 @@ class Investigation:
 
         schema = arrow_schema()
         started = time.perf_counter()
-        changed = self._checker.recheck_files()
-        if changed:
-            self._integrity = Integrity(verified=False, problems=(*self._integrity.problems, *changed))
-            self._enforce(self._integrity)
+        self._recheck()
         con = self._conns.reader_for(lo, hi)
         where = "WHERE ($lo IS NULL OR ts >= $lo) AND ($hi IS NULL OR ts <= $hi)"
         params = {"lo": lo, "hi": hi}
@@ -538,6 +535,13 @@ class Investigation:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _recheck(self) -> None:
+        """Before a query reads Parquet: re-check the files (a stat each; re-hashed only when one changed)."""
+        changed = self._checker.recheck_files()
+        if changed:
+            self._integrity = Integrity(verified=False, problems=(*self._integrity.problems, *changed))
+            self._enforce(self._integrity)
+
     def _run(
         self,
         name: str,
@@ -555,10 +559,7 @@ class Investigation:
         started = time.perf_counter()
         shown_sql = sql if user_sql else None  # only user SQL is journaled (as its hash)
         duckdb = require("duckdb")
-        changed = self._checker.recheck_files()  # a stat per file; re-hashed only when one changed
-        if changed:
-            self._integrity = Integrity(verified=False, problems=(*self._integrity.problems, *changed))
-            self._enforce(self._integrity)
+        self._recheck()
         try:
             con = (
                 self._conns.sandbox_for(since, until)
