@@ -30,6 +30,10 @@ A policy is a TOML file, loaded and validated eagerly::
     [operators.records_team]      # may hold, release, purge and erase bodies
     scopes = ["bodies:admin"]
 
+    [paths]                       # what journaled URL paths keep (action.name and action.target)
+    segments = "literals"         # literals | words
+    literals = ["healthz"]        # words kept besides the rules' routes and the app's route templates
+
 Rules are tried in order; the first whose every ``match`` field matches wins, else ``[defaults]`` applies.
 Rule fields not given inherit from ``[defaults]``. Match patterns are shell-style globs
 (``fnmatch.fnmatchcase``); ``logger`` also matches any child logger (``"app"`` matches ``"app.db"``).
@@ -54,6 +58,7 @@ from typing import Any, Literal, cast
 
 import orjson
 
+from auditlog.routes import method_matches, route_regex, template_literals
 from processors import FieldPolicy
 
 __all__ = [
@@ -61,6 +66,7 @@ __all__ = [
     "DEFAULT_POLICY",
     "Level",
     "Operator",
+    "Paths",
     "Policy",
     "PolicyError",
     "Reader",
@@ -75,6 +81,8 @@ Level = Literal["none", "metadata", "shape", "values"]
 FailMode = Literal["open", "closed"]
 LEVELS: tuple[str, ...] = ("none", "metadata", "shape", "values")
 FAIL_MODES: tuple[str, ...] = ("open", "closed")
+PathSegments = Literal["literals", "words"]
+PATH_SEGMENTS: tuple[str, ...] = ("literals", "words")
 MATCH_FIELDS: tuple[str, ...] = ("route", "tool", "method", "logger")
 DAY = 86_400.0
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
@@ -149,7 +157,7 @@ class Rule:
             if name == "route":
                 if self.route_regex is None or self.route_regex.fullmatch(path) is None:
                     return False
-            elif name != "method" or not _method_matches(method, pattern):
+            elif name != "method" or not method_matches(method, pattern):
                 return False
         return True
 
@@ -161,7 +169,7 @@ class Rule:
             if value is None:
                 return False
             if name == "method":
-                if not _method_matches(value, pattern):
+                if not method_matches(value, pattern):
                     return False
                 continue
             if name == "logger" and (value == pattern or value.startswith(pattern + ".")):
@@ -169,56 +177,6 @@ class Rule:
             if not fnmatch.fnmatchcase(value, pattern):
                 return False
         return True
-
-
-_PLACEHOLDER = re.compile(
-    r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z_]+))?\}|<(?:([A-Za-z_]+)(?:\([^)]*\))?:)?([A-Za-z_][A-Za-z0-9_]*)>"
-)
-_CONVERTERS = {
-    None: "[^/]+",
-    "str": "[^/]+",
-    "string": "[^/]+",
-    "default": "[^/]+",
-    "path": ".*",
-    "int": "[0-9]+",
-    "float": "[0-9]+(?:\\.[0-9]+)?",
-    "uuid": "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
-    "any": "[^/]+",
-}
-
-
-def _method_matches(value: str, pattern: str) -> bool:
-    """As the frameworks route: methods compared in upper case, and HEAD served by the GET handler
-    (Starlette, Flask, Django), so a GET rule applies to HEAD too."""
-    value, pattern = value.upper(), pattern.upper()
-    if fnmatch.fnmatchcase(value, pattern):
-        return True
-    return value == "HEAD" and fnmatch.fnmatchcase("GET", pattern)
-
-
-def route_regex(pattern: str) -> re.Pattern[str]:
-    """Compile a rule's ``route`` to a regex over request paths (what the framework routes on).
-
-    Placeholders stand for what the frameworks' own route syntax matches: ``{name}`` (Starlette,
-    FastAPI) and ``<name>`` (Flask, werkzeug) one path segment, ``{name:path}`` / ``<path:name>`` the
-    rest of the path, ``int`` / ``float`` / ``uuid`` converters their forms. Around them the pattern is
-    a shell-style glob as elsewhere in the policy (``*`` also crosses ``/``, ``?``, ``[...]``).
-    """
-    out: list[str] = []
-    pos = 0
-    for m in _PLACEHOLDER.finditer(pattern):
-        out.append(_glob(pattern[pos : m.start()]))
-        converter = m.group(2) if m.group(1) is not None else m.group(3)
-        out.append(_CONVERTERS.get(converter.lower() if converter else None, "[^/]+"))
-        pos = m.end()
-    out.append(_glob(pattern[pos:]))
-    return re.compile("".join(out), re.DOTALL)
-
-
-def _glob(text: str) -> str:
-    """A glob piece as regex (fnmatch's translation without its anchors)."""
-    translated = fnmatch.translate(text)  # "(?s:...)\\Z"
-    return translated[: -len("\\Z")] if translated.endswith("\\Z") else translated
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -242,6 +200,21 @@ class Operator:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Paths:
+    """Which segments of a journaled URL path stay verbatim (the ``[paths]`` table).
+
+    ``segments = "literals"`` (the default): only route literals, the words that the rules' ``route``
+    patterns, the app's route templates or ``literals`` name; every other segment becomes a placeholder
+    naming its kind (``{n}``, ``{uuid}``, ``{email}``, ``{token}``, ``{id}``), so ``/users/alice`` is
+    journaled as ``/users/{id}``. ``"words"``: word-like segments the scanner finds nothing in stay too
+    (``/users/alice``), for apps whose paths name no people.
+    """
+
+    segments: PathSegments = "literals"
+    literals: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Policy:
     """A validated policy. ``hash`` is the SHA-256 of its canonical form, recorded with every event."""
 
@@ -252,6 +225,10 @@ class Policy:
     readers: Mapping[str, Reader] = field(default_factory=dict)
     source: str | None = None
     operators: Mapping[str, Operator] = field(default_factory=dict)
+    paths: Paths = field(default_factory=Paths)
+    # The words a journaled path keeps (see Paths): its literals and those of every rule's route; None
+    # when word-like segments are kept too.
+    route_literals: frozenset[str] | None = field(init=False, repr=False, compare=False)
     # What match() answered, per attributes: a policy never changes, and its rules are tried in order on
     # every request otherwise. Keys are route templates or collapsed paths, tool names and methods (never
     # raw paths or values); bounded, cleared when full.
@@ -262,6 +239,11 @@ class Policy:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_ref", orjson.Fragment(orjson.dumps(self.ref)))
+        words: frozenset[str] | None = None
+        if self.paths.segments == "literals":
+            routes = [r.match["route"] for r in self.rules if "route" in r.match]
+            words = self.paths.literals.union(*(template_literals(t) for t in routes))
+        object.__setattr__(self, "route_literals", words)
 
     def __getstate__(self) -> list[Any]:  # copies and pickles: the fields, not the memo or the kept JSON
         return [getattr(self, f.name) for f in fields(self) if f.init]
@@ -367,7 +349,7 @@ def loads(text: str, *, source: str = "<policy>") -> Policy:
         raise PolicyError(f"{source}: {exc}") from None
 
 
-_TOP = ("version", "id", "defaults", "rules", "readers", "operators")
+_TOP = ("version", "id", "defaults", "rules", "readers", "operators", "paths")
 _RULE_FIELDS = (
     "id",
     "match",
@@ -382,6 +364,7 @@ _RULE_FIELDS = (
     "disabled",
     "pii",
 )
+_PATH_FIELDS = ("segments", "literals")
 _DEFAULT_FIELDS = tuple(f for f in _RULE_FIELDS if f not in ("id", "match"))
 
 
@@ -417,6 +400,7 @@ def _build(data: dict[str, Any], source: str) -> Policy:
         rules.append(_rule(r, base=defaults, where=where, rid=rid, index=i))
     readers = _readers(data.get("readers", {}))
     operators = _operators(data.get("operators", {}))
+    paths = _paths(data.get("paths", {}))
     draft = Policy(
         id=pid,
         hash="",
@@ -425,6 +409,7 @@ def _build(data: dict[str, Any], source: str) -> Policy:
         readers=readers,
         source=source,
         operators=operators,
+        paths=paths,
     )
     digest = hashlib.sha256(orjson.dumps(_canonical(draft), option=orjson.OPT_SORT_KEYS)).hexdigest()
     return Policy(
@@ -435,6 +420,7 @@ def _build(data: dict[str, Any], source: str) -> Policy:
         readers=readers,
         source=source,
         operators=operators,
+        paths=paths,
     )
 
 
@@ -509,6 +495,25 @@ def _operators(raw: object) -> dict[str, Operator]:
         _no_unknown(t, ("scopes",), f"{where}.")
         out[name] = Operator(name=name, scopes=_scopes(t, "scopes", frozenset(), where))
     return out
+
+
+def _paths(raw: object) -> Paths:
+    if not isinstance(raw, dict):
+        raise PolicyError("paths: expected a table")
+    _no_unknown(raw, _PATH_FIELDS, "paths.")
+    segments = raw.get("segments", "literals")
+    if segments not in PATH_SEGMENTS:
+        raise PolicyError("paths.segments: expected 'literals' or 'words'")
+    words = raw.get("literals", [])
+    if not isinstance(words, list):
+        raise PolicyError("paths.literals: expected an array of path segments")
+    for i, word in enumerate(words):
+        if not isinstance(word, str) or template_literals(word) != {word}:
+            raise PolicyError(
+                f"paths.literals[{i}]: expected one path segment (no '/', placeholder or glob; at most 64 "
+                "characters)"
+            )
+    return Paths(segments=cast(PathSegments, segments), literals=frozenset(words))
 
 
 def _names(t: dict[str, Any], key: str, default: frozenset[str], where: str) -> frozenset[str]:
@@ -593,6 +598,11 @@ def _canonical(p: Policy) -> dict[str, Any]:
         **(
             {"operators": {n: {"scopes": sorted(o.scopes)} for n, o in sorted(p.operators.items())}}
             if p.operators
+            else {}
+        ),
+        **(
+            {"paths": {"segments": p.paths.segments, "literals": sorted(p.paths.literals)}}
+            if p.paths != Paths()
             else {}
         ),
     }

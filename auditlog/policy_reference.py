@@ -78,6 +78,15 @@ ROWS: tuple[Row, ...] = (
     Row(key="operators.NAME.scopes", type="array of scope names", default="`[]`",
         meaning="an operator of the body store needs `bodies:admin` here to hold, release, purge or erase "
                 "(`bodies ... --operator NAME`); anyone else is refused and journaled"),
+    Row(key="paths.segments", type="`literals` \\| `words`", default="`literals`",
+        meaning="what journaled URL paths (`action.name`, `action.target`, access lines, spans) keep: "
+                "`literals` keeps only route literals (words of the rules' `route` patterns, of the app's "
+                "route templates and of `paths.literals`) and turns every other segment into a placeholder "
+                "(`/users/alice` gives `/users/{id}`); `words` also keeps word-like segments the scanner "
+                "finds nothing in"),
+    Row(key="paths.literals", type="array of path segments", default="`[]`",
+        meaning="more words journaled paths keep verbatim (for routes the app does not declare, such as "
+                "those a proxy or a 404 handler answers)"),
 )  # fmt: skip
 
 

@@ -35,7 +35,7 @@ from auditlog.events import (
     shape_value,
 )
 from auditlog.handle import AuditHandle
-from auditlog.integrations.urls import collapse_path, redact_target
+from auditlog.integrations.urls import ROUTE_WORDS, collapse_path, redact_target
 from auditlog.policy import DEFAULT_POLICY, Policy, Rule
 from processors import Scanner, SecretScanner, ShapeLimits
 from processors.correlation import current_span_ids
@@ -118,6 +118,7 @@ class _Request:
         "name",
         "partial",
         "query",
+        "raw_target",
         "req_buf",
         "req_bytes",
         "req_ctype",
@@ -173,6 +174,7 @@ class _Request:
         self.headers: list[str] = []
         self.hidden_headers = 0
         self.query = ""
+        self.raw_target: str | None = None  # the target as sent, while a template may still add literals
         self.root = ""  # the ASGI root_path before the app ran (Mount extends it)
         self.routed: str | None = None  # the route template the framework recorded, once it has routed
 
@@ -221,10 +223,12 @@ class _Recorder:
         "_body_store",
         "_capture_limit",
         "_closed_limit",
+        "_declared",
         "_handle",
         "_limits",
         "_policy",
         "_shape_limit",
+        "_words",
         "enforce",
         "stats",
     )
@@ -260,6 +264,8 @@ class _Recorder:
         self._closed_limit = closed_buffer_limit
         self._limits = limits or ShapeLimits()
         self.stats = MiddlewareStats()
+        self._words = ROUTE_WORDS
+        self._declared = False  # the app's route table is read at the first request (it is complete then)
         current_span_ids()  # imports OpenTelemetry (when installed) now, not on a request in the event loop
 
     def set_policy(self, policy: Policy | None) -> None:
@@ -304,13 +310,18 @@ class _Recorder:
         if route is not None:
             req.method, req.name, req.target, req.rule, req.action = route
         else:
+            if not self._declared:
+                self._declared = True
+                self._learn_declared()
             policy = self._policy or (handle.policy if handle is not None else DEFAULT_POLICY)
             method = method.upper()
             # The label hides an odd method; the rule is matched on the real one (the framework routes it).
             req.method = method if method.isalpha() and method.isascii() and len(method) <= 16 else "OTHER"
-            req.name = collapse_path(path or "/", scanner=scanner)
+            literals = self._words.literals(policy)
+            req.name = collapse_path(path or "/", scanner=scanner, literals=literals)
             req.query = query
-            req.target = redact_target(f"{target}?{query}" if query else target, scanner=scanner)
+            req.raw_target = f"{target}?{query}" if query else target
+            req.target = redact_target(req.raw_target, scanner=scanner, literals=literals)
             req.rule = policy.match_request(path=route_path or "/", method=method)
         try:
             if (
@@ -398,6 +409,16 @@ class _Recorder:
     def _route_name(self, req: _Request) -> str | None:
         """The route template the framework recorded once it routed ``req`` (None: not known)."""
         return None
+
+    def _declared_routes(self) -> Iterable[str]:
+        """The route templates the app declares, read from its route table (never called)."""
+        return ()
+
+    def _learn_declared(self) -> None:
+        try:
+            self._words.learn_all(self._declared_routes())
+        except Exception as exc:  # an odd route table: the templates the framework records still teach
+            self.stats.error("routes", exc)
 
     def _event(self, req: _Request) -> dict[str, Any]:
         """The request's ``http.request`` event, as :func:`auditlog.events.build_event` lays it out, with
@@ -514,11 +535,27 @@ class _Recorder:
         return {"query": query, "body": body}, fps
 
     def _name_after(self, req: _Request) -> str | None:
+        """The template the framework recorded (see :meth:`_route_name`). Its literals join the words
+        journaled paths keep; when one is new, the request's target is collapsed again with it."""
         try:
-            return self._route_name(req)
+            name = self._route_name(req)
         except Exception as exc:
             self.stats.error("route", exc)
             return None
+        if name is not None and self._words.learn(name) and req.raw_target is not None:
+            handle = req.handle
+            policy = self._policy or (handle.policy if handle is not None else DEFAULT_POLICY)
+            scanner = handle.scanner if handle is not None else _FALLBACK_SCANNER
+            literals = self._words.literals(policy)
+            req.target = redact_target(req.raw_target, scanner=scanner, literals=literals)
+        return name
+
+    def _mount_prefix(self, prefix: str, req: _Request) -> str:
+        """A mount prefix the framework routed through (SCRIPT_NAME, a Mount's root_path), collapsed."""
+        handle = req.handle
+        policy = self._policy or (handle.policy if handle is not None else DEFAULT_POLICY)
+        scanner = handle.scanner if handle is not None else _FALLBACK_SCANNER
+        return collapse_path(prefix, scanner=scanner, literals=self._words.literals(policy))
 
     def _store_body(self, req: _Request) -> dict[str, Any] | None:
         cap = req.resp_capture

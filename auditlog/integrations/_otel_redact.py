@@ -15,7 +15,9 @@ from typing import Any
 
 import orjson
 
-from auditlog.integrations.urls import collapse_path, redact_target
+from auditlog.handle import current_handle
+from auditlog.integrations.urls import ROUTE_WORDS, collapse_path, redact_target
+from auditlog.policy import DEFAULT_POLICY, Policy
 from processors import Scanner, shape_of
 from processors.shapes import emittable_key
 
@@ -123,7 +125,7 @@ _VERSION = re.compile(r"^v?\d{1,4}(?:\.\d{1,4}){0,3}(?:[-.]?(?:rc|alpha|beta|a|b
 class Redactor:
     """The rules shared by spans and log records. Never returns a value it has not scanned or shaped."""
 
-    __slots__ = ("_allow", "_prefixes", "_scanner", "_stacktrace", "_urls")
+    __slots__ = ("_allow", "_policy", "_prefixes", "_scanner", "_stacktrace", "_urls")
 
     def __init__(
         self,
@@ -132,6 +134,7 @@ class Redactor:
         allow_prefixes: Iterable[str],
         url_attributes: Mapping[str, str],
         stacktrace: str,
+        policy: Policy | None = None,
     ) -> None:
         if stacktrace not in ("frames", "drop"):
             raise ValueError("stacktrace must be 'frames' or 'drop'")
@@ -143,6 +146,16 @@ class Redactor:
         self._prefixes = tuple(allow_prefixes)
         self._urls = dict(url_attributes)
         self._stacktrace = stacktrace
+        self._policy = policy
+
+    def _literals(self) -> frozenset[str] | None:
+        """The route literals paths keep (see :class:`~.urls.PathWords`), under this redactor's policy,
+        else the current handle's; None: the policy keeps word-like segments too."""
+        policy = self._policy
+        if policy is None:
+            handle = current_handle()
+            policy = handle.policy if handle is not None else DEFAULT_POLICY
+        return ROUTE_WORDS.literals(policy)
 
     def text(self, value: str) -> str:
         return self._scanner.redact(value)
@@ -150,7 +163,13 @@ class Redactor:
     def name(self, name: str) -> str:
         """Collapse id-like words (and path segments) of a span, event or log event name."""
         words = name.split(" ")
-        out = [_harden(collapse_path(w, scanner=self._scanner)) if w else w for w in words[:_MAX_WORDS]]
+        literals = self._literals()
+        out = [
+            _harden(collapse_path(w, scanner=self._scanner, literals=literals if w.startswith("/") else None))
+            if w
+            else w
+            for w in words[:_MAX_WORDS]
+        ]
         if len(words) > _MAX_WORDS:
             out.append("{...}")
         return " ".join(out)
@@ -170,7 +189,7 @@ class Redactor:
     def value(self, key: str, value: Any) -> Any:
         kind = self._urls.get(key)
         if kind is not None and type(value) is str:
-            return _scrub(kind, value, self._scanner)
+            return _scrub(kind, value, self._scanner, self._literals())
         if key == "exception.message" and type(value) is str:
             return self.text(value)
         if key == "exception.stacktrace" and type(value) is str:
@@ -225,18 +244,18 @@ def shape_json(value: Any) -> str:
     return shape if isinstance(shape, str) else orjson.dumps(shape, option=orjson.OPT_SORT_KEYS).decode()
 
 
-def _scrub(kind: str, value: str, scanner: Scanner) -> str:
+def _scrub(kind: str, value: str, scanner: Scanner, literals: frozenset[str] | None) -> str:
     if kind == "url":
-        return redact_url(value, scanner=scanner)
+        return redact_url(value, scanner=scanner, literals=literals)
     if kind == "target":
-        return _redact_target(value, scanner)
+        return _redact_target(value, scanner, literals)
     if kind == "path":
-        return _harden(collapse_path(value, scanner=scanner))
+        return _harden(collapse_path(value, scanner=scanner, literals=literals))
     return redact_target("?" + value, scanner=scanner)[1:]
 
 
-def _redact_target(target: str, scanner: Scanner | None) -> str:
-    path, sep, query = redact_target(target, scanner=scanner).partition("?")
+def _redact_target(target: str, scanner: Scanner | None, literals: frozenset[str] | None) -> str:
+    path, sep, query = redact_target(target, scanner=scanner, literals=literals).partition("?")
     return _harden(path) + sep + query
 
 
@@ -263,7 +282,7 @@ def _harden(path: str) -> str:
     return "/".join("{token}" if _token_like(seg) else seg for seg in path.split("/"))
 
 
-def redact_url(url: str, *, scanner: Scanner | None = None) -> str:
+def redact_url(url: str, *, scanner: Scanner | None = None, literals: frozenset[str] | None = None) -> str:
     """Redact a URL: scheme and host kept (host scanned), userinfo and fragment dropped, path collapsed,
     query keys kept without values (see :func:`~.urls.redact_target`). A host that is not a DNS
     name or an IP literal (a client's ``Host`` header can hold anything) becomes ``<invalid-host>``.
@@ -282,7 +301,7 @@ def redact_url(url: str, *, scanner: Scanner | None = None) -> str:
         host = scanner.redact(host)
     netloc = f"{host}:{port}" if port is not None else host
     target = parts.path + (f"?{parts.query}" if parts.query else "")
-    rest = _redact_target(target, scanner) if target else ""
+    rest = _redact_target(target, scanner, literals) if target else ""
     if parts.scheme:
         return f"{parts.scheme}://{netloc}{rest}" if parts.netloc else f"{parts.scheme}:{rest}"
     return f"//{netloc}{rest}" if parts.netloc else rest

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import contextvars
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from typing import Any
 
 import orjson
@@ -55,7 +55,6 @@ from auditlog.integrations._http import (
     _Route,
     digest_headers,
 )
-from auditlog.integrations.urls import collapse_path
 from auditlog.policy import DEFAULT_POLICY, Policy
 from processors import Scanner, ShapeLimits
 from processors.shapes import emittable_key
@@ -72,6 +71,7 @@ _HIDES = re.compile(r"\{(?:email|token|id|\.\.\.)\}")  # placeholders that stand
 _LONG_DIGITS = re.compile(r"[0-9]{12}")  # a card or phone number is an {n} segment too, but is not kept
 _MAX_KNOWN_ROUTES = 4096
 _MAX_KNOWN_PATH = 512  # longer paths are decided afresh: the kept routes stay a few MiB at most
+_MAX_APP_DEPTH = 16  # middleware in front of the router, and mounts within mounts
 
 
 _SPECIAL_HEADERS = frozenset({"traceparent", "x-request-id", "cookie", "content-type", "content-encoding"})
@@ -125,18 +125,20 @@ _SPAN_ID = _structlog_var("span_id")
 
 
 class _KnownRoutes:
-    """Method, name, target and rule per (method, path, raw path, root path), under one policy and scanner."""
+    """Method, name, target and rule per (method, path, raw path, root path), under one policy, scanner
+    and generation of the route literals (a new template's words change what a target keeps)."""
 
-    __slots__ = ("policy", "routes", "scanner")
+    __slots__ = ("generation", "policy", "routes", "scanner")
 
     def __init__(self) -> None:
         self.policy: Policy | None = None
         self.scanner: Scanner | None = None
+        self.generation = -1
         self.routes: dict[tuple[object, ...], _Route] = {}
 
-    def reset(self, policy: Policy, scanner: Scanner) -> None:
+    def reset(self, policy: Policy, scanner: Scanner, generation: int) -> None:
         self.routes = {}
-        self.policy, self.scanner = policy, scanner
+        self.policy, self.scanner, self.generation = policy, scanner, generation
 
     def put(self, key: tuple[object, ...], route: _Route) -> None:
         if len(self.routes) >= _MAX_KNOWN_ROUTES:
@@ -316,8 +318,9 @@ class AuditMiddleware(_Recorder):
             policy = self._policy or (handle.policy if handle is not None else DEFAULT_POLICY)
             scanner = handle.scanner if handle is not None else _FALLBACK_SCANNER
             known = self._known
-            if known.policy is not policy or known.scanner is not scanner:
-                known.reset(policy, scanner)
+            generation = self._words.generation
+            if known.policy is not policy or known.scanner is not scanner or known.generation != generation:
+                known.reset(policy, scanner, generation)
             route = known.routes.get(key)
         req = self._start(
             handle=handle,
@@ -385,9 +388,10 @@ class AuditMiddleware(_Recorder):
         first = req.root
         if root == first or not root.startswith(first):
             return path
-        handle = req.handle
-        scanner = handle.scanner if handle is not None else _FALLBACK_SCANNER
-        return collapse_path(root[len(first) :], scanner=scanner) + path
+        return self._mount_prefix(root[len(first) :], req) + path
+
+    def _declared_routes(self) -> Iterable[str]:
+        return _route_table(self.app)
 
     def _on_send(self, req: _Request, message: Message) -> Message:
         kind = message["type"]
@@ -408,6 +412,30 @@ class AuditMiddleware(_Recorder):
             if not message.get("more_body", False):
                 req.complete = True
         return message
+
+
+def _route_table(app: object) -> Iterator[str]:
+    """The path templates of a Starlette/FastAPI route table under ``app`` (through the middleware in
+    front of it, by their ``app`` attribute), mounts and hosts included; attributes read, nothing called."""
+    node = app
+    for _ in range(_MAX_APP_DEPTH):
+        routes = getattr(node, "routes", None)
+        if isinstance(routes, list):
+            yield from _paths_of(routes, 0)
+            return
+        node = getattr(node, "app", None)
+        if node is None:
+            return
+
+
+def _paths_of(routes: list[Any], depth: int) -> Iterator[str]:
+    for route in routes:
+        path = getattr(route, "path", None)
+        if type(path) is str:
+            yield path
+        inner = getattr(route, "routes", None)
+        if isinstance(inner, list) and depth < _MAX_APP_DEPTH:
+            yield from _paths_of(inner, depth + 1)
 
 
 def _template(route: object) -> str | None:

@@ -127,6 +127,8 @@ class FastMCPAuditMiddleware(_Middleware):
                 result = auditor.visible_tools(result)
             except Exception as exc:
                 auditor.stats.error("tools_list", exc)
+        elif call.method == "resources/templates/list":
+            auditor.learn_templates(result)
         try:
             shaped = call.method in _SHAPED and call.rule.level in ("shape", "values")
             body, is_error = _result(result) if shaped else (None, None)

@@ -50,7 +50,7 @@ from auditlog.events import (
     shape_value,
 )
 from auditlog.handle import AuditHandle, current_handle
-from auditlog.integrations.urls import accepted_by, collapse_path
+from auditlog.integrations.urls import ROUTE_WORDS, accepted_by, collapse_path
 from auditlog.policy import DEFAULT_POLICY, Policy, Rule
 from processors import Scanner, SecretScanner, ShapeLimits
 from processors.correlation import current_span_ids
@@ -94,8 +94,11 @@ def _missing_sdk(module: str) -> ImportError:
     return ImportError(f"install auditlog-pipeline[mcp] to use {module}")
 
 
-def resource_template(uri: object, scanner: Scanner | None = None) -> tuple[str | None, str]:
-    """``(scheme, template)`` of a resource URI: id-like segments collapsed, query and fragment dropped.
+def resource_template(
+    uri: object, scanner: Scanner | None = None, literals: frozenset[str] | None = None
+) -> tuple[str | None, str]:
+    """``(scheme, template)`` of a resource URI: segments that are values collapsed (see
+    :func:`~.urls.collapse_path`; ``literals``: only these words stay), query and fragment dropped.
 
     ``"users://42/profile?token=x"`` gives ``("users", "users://{n}/profile")``.
     """
@@ -104,12 +107,30 @@ def resource_template(uri: object, scanner: Scanner | None = None) -> tuple[str 
     text = uri[:2048].split("#", 1)[0].split("?", 1)[0]
     m = _SCHEME.match(text)
     if m is None:
-        return None, collapse_path(text, scanner=scanner)
+        return None, collapse_path(text, scanner=scanner, literals=literals)
     scheme = m.group(1).lower()
     rest = text[m.end() :]
     if rest.startswith("//"):
-        return scheme, f"{scheme}:/" + collapse_path(rest[1:], scanner=scanner)
-    return scheme, f"{scheme}:" + collapse_path(rest, scanner=scanner)
+        return scheme, f"{scheme}:/" + collapse_path(rest[1:], scanner=scanner, literals=literals)
+    return scheme, f"{scheme}:" + collapse_path(rest, scanner=scanner, literals=literals)
+
+
+def _learn_templates(result: object) -> None:
+    """Add the literals of the URI templates a server lists (``resources/templates/list``): its code
+    declares them, so reads of ``notes://daily/{date}`` keep ``daily``. ``result``: the protocol's result,
+    or the list of templates fastmcp hands its middleware."""
+    listed = result if isinstance(result, list | tuple) else _field(result, "resourceTemplates")
+    if isinstance(listed, list | tuple):
+        for item in listed[:_MAX_TEMPLATES]:
+            template = _field(item, "uriTemplate")
+            if template is None:
+                template = _field(item, "uri_template")  # fastmcp's own ResourceTemplate
+            if isinstance(template, str):
+                ROUTE_WORDS.learn(template)
+
+
+def _field(value: object, name: str) -> object:
+    return value.get(name) if isinstance(value, dict) else getattr(value, name, None)
 
 
 def _resource_path(uri: str) -> str:
@@ -119,6 +140,7 @@ def _resource_path(uri: str) -> str:
 
 # Labels (client names and versions, session ids) that passed, per scanner: a client sends the same ones
 # on every call. Only labels the scanner found nothing in are kept, and they are written out verbatim.
+_MAX_TEMPLATES = 1024
 _ACCEPTED_LABELS: dict[int, tuple[Scanner | None, set[str]]] = {}
 _MAX_LABELS = 1024
 
@@ -219,7 +241,7 @@ class MCPAuditor:
             rule = policy.match(tool=real, method=method, remember=real is None or name == real)
         elif method == "resources/read":
             uri = params.get("uri")
-            scheme, name = resource_template(uri, scanner)
+            scheme, name = resource_template(uri, scanner, ROUTE_WORDS.literals(policy))
             info["scheme"] = scheme
             rule = policy.match(route=name, method=method)
             if rule is policy.defaults and isinstance(uri, str):  # a rule naming the URI itself
@@ -333,6 +355,13 @@ class MCPAuditor:
         if decision.required:
             data["required"] = list(decision.required)
         return INVALID_REQUEST, message, data
+
+    def learn_templates(self, result: object) -> None:
+        """Learn the route literals of the URI templates a ``resources/templates/list`` result lists."""
+        try:
+            _learn_templates(result)
+        except Exception as exc:
+            self.stats.error("templates", exc)
 
     def finish(
         self,
@@ -559,6 +588,8 @@ class MCPAuditMiddleware:
                 result = auditor.visible_tools(result)
             except Exception as exc:
                 auditor.stats.error("tools_list", exc)
+        elif call.method == "resources/templates/list":
+            auditor.learn_templates(result)
         try:
             body, is_error = tool_result(result) if call.rule.level in ("shape", "values") else (None, None)
             if is_error is None and isinstance(result, Mapping):

@@ -18,7 +18,9 @@ processor; the live span (and any other processor on the provider) is untouched,
   the secret scanner flags, is never emitted: ``auditlog.hidden_keys`` counts them.
 - **Names** (span, event, log event): each word goes through :func:`~.urls.collapse_path` (numbers,
   UUIDs, emails and tokens become ``{n}``, ``{uuid}``, ``{email}``, ``{token}``), so ``GET /users/42`` is
-  ``GET /users/{n}`` and ``MCP handle tools/call <anything>`` keeps only a word-like tool name.
+  ``GET /users/{n}`` and ``MCP handle tools/call <anything>`` keeps only a word-like tool name. A word
+  that is a URL path (it starts with ``/``), like URL-valued attributes, keeps only route literals under
+  the policy's ``[paths]`` (``GET /users/alice`` is ``GET /users/{id}``; see :class:`~.urls.PathWords`).
 - **Exceptions**: ``exception.message`` and the status description are scanned; ``exception.stacktrace``
   is reduced to its frames (``File "...", line N, in f``) and exception type names, without source lines,
   locals or messages (``stacktrace="drop"`` removes it).
@@ -52,6 +54,7 @@ from auditlog.integrations._otel_redact import (
     redact_url,
     shape_json,
 )
+from auditlog.policy import Policy
 from processors import Scanner, SecretScanner
 
 try:
@@ -109,6 +112,8 @@ class RedactingSpanProcessor(SpanProcessor):
         allow_prefixes: key prefixes allowed the same way (default :data:`ALLOWED_PREFIXES`).
         url_attributes: URL-valued keys and how to scrub them (default :data:`URL_ATTRIBUTES`).
         stacktrace: ``"frames"`` keeps frames and exception types, ``"drop"`` removes stack traces.
+        policy: decides which URL path segments stay (``[paths]``: route literals by default); default:
+            the current handle's policy when the span ends.
 
     Raises:
         ValueError: ``stacktrace`` or a ``url_attributes`` value is not one of the choices.
@@ -123,9 +128,12 @@ class RedactingSpanProcessor(SpanProcessor):
         allow_prefixes: Iterable[str] = ALLOWED_PREFIXES,
         url_attributes: Mapping[str, str] = URL_ATTRIBUTES,
         stacktrace: Literal["frames", "drop"] = "frames",
+        policy: Policy | None = None,
     ) -> None:
         self._inner = inner
-        self._redact = Redactor(scanner or SecretScanner(), allow, allow_prefixes, url_attributes, stacktrace)
+        self._redact = Redactor(
+            scanner or SecretScanner(), allow, allow_prefixes, url_attributes, stacktrace, policy
+        )
         self.redacted = 0
         self.dropped = 0
 
@@ -184,6 +192,7 @@ class RedactingLogRecordProcessor(LogRecordProcessor):
         allow_prefixes: as for :class:`RedactingSpanProcessor`.
         url_attributes: as for :class:`RedactingSpanProcessor`.
         stacktrace: as for :class:`RedactingSpanProcessor`.
+        policy: as for :class:`RedactingSpanProcessor`.
         body: ``"scan"`` passes a string body through the scanner, ``"shape"`` replaces it by its shape.
 
     Raises:
@@ -200,11 +209,14 @@ class RedactingLogRecordProcessor(LogRecordProcessor):
         url_attributes: Mapping[str, str] = URL_ATTRIBUTES,
         stacktrace: Literal["frames", "drop"] = "frames",
         body: Literal["scan", "shape"] = "scan",
+        policy: Policy | None = None,
     ) -> None:
         if body not in ("scan", "shape"):
             raise ValueError("body must be 'scan' or 'shape'")
         self._inner = inner
-        self._redact = Redactor(scanner or SecretScanner(), allow, allow_prefixes, url_attributes, stacktrace)
+        self._redact = Redactor(
+            scanner or SecretScanner(), allow, allow_prefixes, url_attributes, stacktrace, policy
+        )
         self._body = body
         self.redacted = 0
         self.dropped = 0

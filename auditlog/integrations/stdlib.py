@@ -17,8 +17,10 @@ from typing import IO, TYPE_CHECKING, Any
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from auditlog.integrations.urls import redact_target
+from auditlog.handle import current_handle
+from auditlog.integrations.urls import ROUTE_WORDS, redact_target
 from auditlog.pipeline import CALLER_RESERVED, CONTEXT_IDS, stash_reserved
+from auditlog.policy import DEFAULT_POLICY
 
 if TYPE_CHECKING:
     from auditlog.handle import AuditHandle
@@ -36,12 +38,20 @@ def _access_event(args: object, ed: EventDict) -> EventDict:
         _client, method, target, http_version, status = args
         ed["event"] = "http.access"
         ed["method"] = method if isinstance(method, str) and method.isalpha() and len(method) < 16 else "?"
-        ed["target"] = redact_target(target) if isinstance(target, str) else "<unshapeable>"
+        ed["target"] = _target(target) if isinstance(target, str) else "<unshapeable>"
         ed["status"] = status if isinstance(status, int) else None
         ed["http_version"] = http_version if isinstance(http_version, str) and len(http_version) < 8 else "?"
     else:
         ed["event"] = "http.access"
     return ed
+
+
+def _target(target: str) -> str:
+    """An access line's target as the middleware journals it: route literals kept, per the policy."""
+    handle = current_handle()
+    policy = handle.policy if handle is not None else DEFAULT_POLICY
+    scanner = handle.scanner if handle is not None else None
+    return redact_target(target, scanner=scanner, literals=ROUTE_WORDS.literals(policy))
 
 
 def record_to_event(logger: WrappedLogger, method_name: str, ed: EventDict) -> EventDict:

@@ -4,6 +4,11 @@
 id-like path segments collapse to a placeholder naming their kind, query keys stay (when they are
 identifier-like) and query values never appear. Everything is percent-decoded first, so an encoded secret
 is recognised as what it is.
+
+Given ``literals`` (the policy's default, ``[paths] segments = "literals"``), a segment stays only when it
+is a route literal: a word that a route template or policy pattern names (:class:`PathWords` gathers them).
+Every other segment is a value, whatever it looks like: ``/users/alice`` becomes ``/users/{id}``. Without
+``literals``, word-like segments that the scanner finds nothing in stay too.
 """
 
 from __future__ import annotations
@@ -11,10 +16,13 @@ from __future__ import annotations
 import itertools
 import re
 import urllib.parse
+from collections.abc import Iterable
 
+from auditlog.policy import Policy
+from auditlog.routes import template_literals
 from processors import Scanner
 
-__all__ = ["collapse_path", "redact_target", "query_keys"]
+__all__ = ["ROUTE_WORDS", "PathWords", "collapse_path", "redact_target", "query_keys"]
 
 _WORD = re.compile(r"^[A-Za-z][A-Za-z_.\-]{0,39}[0-9]{0,2}$")
 _VERSIONISH = re.compile(r"^v[0-9]{1,3}(\.[0-9]{1,3}){0,2}$")
@@ -84,6 +92,17 @@ def _segment(seg: str, scanner: Scanner | None, accepted: set[str] | None = None
 
 
 def _judge(seg: str, scanner: Scanner | None) -> str:
+    kind = _kind(seg)
+    if kind is not None:
+        return kind
+    if _VERSIONISH.match(seg) or (_WORD.match(seg) and (scanner is None or not scanner.findings(seg))):
+        # Word-like segments mixing in long digit runs were rejected by _WORD already.
+        return seg
+    return _unnamed(seg)
+
+
+def _kind(seg: str) -> str | None:
+    """The placeholder of an id-like segment (number, UUID, e-mail, token); None: it may be a word."""
     if seg.startswith("{") and seg.endswith("}"):
         return "{id}"  # a literal placeholder from a client is still not trusted
     if _NUMBER.match(seg):
@@ -92,22 +111,39 @@ def _judge(seg: str, scanner: Scanner | None) -> str:
         return "{uuid}"
     if _EMAIL.search(seg):
         return "{email}"
-    if _VERSIONISH.match(seg):
-        return seg
     if _random_looking(seg):
         return "{token}"
-    if _WORD.match(seg) and (scanner is None or not scanner.findings(seg)):
-        # Word-like segments mixing in long digit runs were rejected by _WORD already.
-        return seg
+    return None
+
+
+def _unnamed(seg: str) -> str:
     return "{token}" if len(seg) >= 8 else "{id}"
 
 
-def collapse_path(path: str, *, scanner: Scanner | None = None) -> str:
-    """Collapse id-like segments of a URL path (numbers, UUIDs, emails, tokens) to placeholders."""
+def _literal(seg: str, literals: frozenset[str]) -> str:
+    if not seg or seg in literals:
+        return seg
+    return _kind(seg) or _unnamed(seg)
+
+
+def collapse_path(
+    path: str, *, scanner: Scanner | None = None, literals: frozenset[str] | None = None
+) -> str:
+    """Collapse the segments of a URL path that are values to placeholders naming their kind.
+
+    Args:
+        path: the path, percent-encoded or not.
+        scanner: decides word-like segments when ``literals`` is None.
+        literals: the route literals (see :class:`PathWords`): only these stay; None: word-like segments
+            the scanner finds nothing in stay too.
+    """
     decoded = urllib.parse.unquote(path, errors="replace")
     parts = decoded.split("/")
-    accepted = accepted_by(scanner)
-    out = [_segment(p, scanner, accepted) for p in parts[:_MAX_SEGMENTS]]
+    if literals is not None:
+        out = [_literal(p, literals) for p in parts[:_MAX_SEGMENTS]]
+    else:
+        accepted = accepted_by(scanner)
+        out = [_segment(p, scanner, accepted) for p in parts[:_MAX_SEGMENTS]]
     if len(parts) > _MAX_SEGMENTS:
         out.append("{...}")
     return "/".join(out)
@@ -131,10 +167,13 @@ def _looks_like_token(k: str) -> bool:
     return len(k) >= 12 and sum(c.isdigit() for c in k) >= 3
 
 
-def redact_target(target: str, *, scanner: Scanner | None = None) -> str:
-    """Redact a request target (path plus optional query): collapsed path, query keys without values."""
+def redact_target(
+    target: str, *, scanner: Scanner | None = None, literals: frozenset[str] | None = None
+) -> str:
+    """Redact a request target (path plus optional query): collapsed path (see :func:`collapse_path`),
+    query keys without values."""
     path, sep, query = target.partition("?")
-    out = collapse_path(path, scanner=scanner)
+    out = collapse_path(path, scanner=scanner, literals=literals)
     if sep:
         keys, hidden = query_keys(query)
         parts = [f"{k}=" for k in keys]
@@ -142,3 +181,49 @@ def redact_target(target: str, *, scanner: Scanner | None = None) -> str:
             parts.append(f"<{hidden} hidden>")
         out += "?" + "&".join(parts)
     return out
+
+
+class PathWords:
+    """The route literals journaled paths keep under a policy (see :class:`auditlog.policy.Paths`).
+
+    The policy's own (``[paths] literals`` and its rules' ``route`` patterns), plus the words of the app's
+    route templates: those it declared (:meth:`learn_all` at the first request) and those the framework
+    recorded as it routed (:meth:`learn`). Templates are the app's code, never client input. At most 4096
+    learned words; ``generation`` counts the changes, so callers know when what they kept is stale.
+    """
+
+    __slots__ = ("_kept", "_learned", "generation")
+
+    def __init__(self) -> None:
+        self._learned: set[str] = set()
+        self._kept: tuple[Policy | None, int, frozenset[str] | None] = (None, -1, None)
+        self.generation = 0
+
+    def learn(self, template: str) -> bool:
+        """Add the literals of one route template; True when a word was new."""
+        new = template_literals(template) - self._learned
+        if not new or len(self._learned) + len(new) > _MAX_WORDS:
+            return False
+        self._learned |= new
+        self.generation += 1
+        return True
+
+    def learn_all(self, templates: Iterable[str]) -> None:
+        """Add the literals of many route templates (an app's route table)."""
+        for template in itertools.islice(templates, _MAX_WORDS):
+            self.learn(template)
+
+    def literals(self, policy: Policy) -> frozenset[str] | None:
+        """The words ``policy`` lets a journaled path keep; None: it keeps word-like segments too."""
+        kept_policy, generation, words = self._kept
+        if kept_policy is policy and generation == self.generation:
+            return words
+        base = policy.route_literals
+        words = None if base is None else base | self._learned
+        self._kept = (policy, self.generation, words)
+        return words
+
+
+# The process's route literals: every middleware adds the templates of its app, and every sink that writes
+# a path (events, access lines, spans) reads them, so one path is journaled alike everywhere.
+ROUTE_WORDS = PathWords()

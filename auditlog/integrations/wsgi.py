@@ -34,7 +34,6 @@ import structlog
 from auditlog.actor import ANONYMOUS, ActorResolver, wsgi_actor
 from auditlog.handle import AuditHandle, current_handle
 from auditlog.integrations._http import BodySink, _Recorder, _Request
-from auditlog.integrations.urls import collapse_path
 from auditlog.policy import Policy
 from processors import ShapeLimits
 
@@ -357,9 +356,17 @@ class AuditWSGIMiddleware(_Recorder):
         script = env.get("SCRIPT_NAME") or ""
         if not script:
             return name
-        handle = req.handle
-        scanner = handle.scanner if handle is not None else None
-        return collapse_path(script, scanner=scanner) + name
+        return self._mount_prefix(script, req) + name
+
+    def _declared_routes(self) -> Iterable[str]:
+        """The URL rules of the Flask app wrapped (``app`` or its bound ``wsgi_app``), read from its
+        ``url_map``; other apps declare none (the rules the route finder reports still teach)."""
+        owner = getattr(self.app, "__self__", self.app)
+        url_map = getattr(owner, "url_map", None)
+        rules = getattr(url_map, "iter_rules", None)
+        if rules is None:
+            return ()
+        return [r.rule for r in rules() if isinstance(getattr(r, "rule", None), str)]
 
     def _on_start(self, req: _Request, status: str, headers: Headers) -> Headers:
         if self._route is not None:

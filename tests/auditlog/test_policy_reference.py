@@ -15,7 +15,8 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 def loader_keys() -> set[str]:
     """Every key the loader accepts, spelled as the reference spells it."""
-    keys = {k for k in policy._TOP if k not in ("defaults", "rules", "readers", "operators")}
+    keys = {k for k in policy._TOP if k not in ("defaults", "rules", "readers", "operators", "paths")}
+    keys |= {f"paths.{k}" for k in policy._PATH_FIELDS}
     keys |= {f"defaults.{k}" for k in policy._DEFAULT_FIELDS}
     keys |= {f"rules[].{k}" for k in policy._RULE_FIELDS if k != "match"}
     keys |= {f"rules[].match.{k}" for k in policy.MATCH_FIELDS}

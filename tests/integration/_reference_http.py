@@ -20,7 +20,6 @@ from auditlog.integrations._http import (
     _parse_body,
     _Request,
 )
-from auditlog.integrations.urls import collapse_path
 from processors import Scanner
 from processors.shapes import emittable_key
 
@@ -50,7 +49,7 @@ def reference_head(raw: Any) -> tuple[Any, ...]:
     return names, hidden, traceparent, request_id, cookies, ctype, encoded
 
 
-def reference_route_name(req: _Request) -> str | None:
+def reference_route_name(self: Any, req: _Request) -> str | None:
     """The template of the route Starlette/FastAPI chose (``scope["route"]``, set by the router once
     it has routed), under the collapsed prefix of the mounts it went through; None: not routed."""
     scope = req.context
@@ -66,9 +65,7 @@ def reference_route_name(req: _Request) -> str | None:
     first = req.root
     if root == first or not root.startswith(first):
         return path
-    handle = req.handle
-    scanner = handle.scanner if handle is not None else _FALLBACK_SCANNER
-    return collapse_path(root[len(first) :], scanner=scanner) + path
+    return self._mount_prefix(root[len(first) :], req) + path
 
 
 def reference_event(self: Any, req: _Request) -> dict[str, Any]:
@@ -126,7 +123,7 @@ def reference_event(self: Any, req: _Request) -> dict[str, Any]:
         correlation_id=req.corr.correlation_id,
         span_id=req.corr.span_id,
         actor=req.actor.redacted(scanner, fingerprint).as_json(),
-        action=_action(req, reference_route_name(req)),
+        action=_action(req, reference_route_name(self, req)),
         decision=req.decision.as_json(),
         outcome=outcome_dict(
             status,
