@@ -192,15 +192,20 @@ class PathWords:
     learned words; ``generation`` counts the changes, so callers know when what they kept is stale.
     """
 
-    __slots__ = ("_kept", "_learned", "generation")
+    __slots__ = ("_kept", "_learned", "_templates", "generation")
 
     def __init__(self) -> None:
         self._learned: set[str] = set()
+        self._templates: set[str] = set()  # templates already read: a route's template comes every request
         self._kept: tuple[Policy | None, int, frozenset[str] | None] = (None, -1, None)
         self.generation = 0
 
     def learn(self, template: str) -> bool:
         """Add the literals of one route template; True when a word was new."""
+        if template in self._templates:
+            return False
+        if len(self._templates) < _MAX_WORDS:
+            self._templates.add(template)
         new = template_literals(template) - self._learned
         if not new or len(self._learned) + len(new) > _MAX_WORDS:
             return False

@@ -42,6 +42,7 @@ from auditlog.integrations.otel import (
     RedactingSpanProcessor,
     redact_url,
 )
+from auditlog.policy import loads
 from processors import add_correlation_ids
 from processors.pii import PIIScanner
 
@@ -80,13 +81,22 @@ def _log_text(r: ReadableLogRecord) -> str:
     return r.to_json() + repr(rec.body) + repr(dict(rec.attributes or {})) + repr(rec.event_name)
 
 
+# The spans below are made by hand, with no app whose routes would name their paths' words: the policy names
+# them (see tests/integration/test_path_literals.py for paths no route names).
+PATHS = loads('[paths]\nliterals = ["u", "users", "orders", "reset"]\n')
+
+
 def _pipeline(**options: Any) -> Iterator[Pipeline]:
     spans = InMemorySpanExporter()
-    span_processor = RedactingSpanProcessor(SimpleSpanProcessor(spans), **options.get("span", {}))
+    span_processor = RedactingSpanProcessor(
+        SimpleSpanProcessor(spans), **{"policy": PATHS, **options.get("span", {})}
+    )
     tracer_provider = TracerProvider(resource=RESOURCE, span_limits=options.get("limits"))
     tracer_provider.add_span_processor(span_processor)
     logs = InMemoryLogRecordExporter()
-    log_processor = RedactingLogRecordProcessor(SimpleLogRecordProcessor(logs), **options.get("log", {}))
+    log_processor = RedactingLogRecordProcessor(
+        SimpleLogRecordProcessor(logs), **{"policy": PATHS, **options.get("log", {})}
+    )
     logger_provider = LoggerProvider(resource=RESOURCE)
     logger_provider.add_log_record_processor(log_processor)
     with warnings.catch_warnings():
@@ -281,7 +291,7 @@ class TestSpanNamesEventsAndExceptions:
                 seen.append(span.name)
 
         provider = TracerProvider()
-        provider.add_span_processor(RedactingSpanProcessor(Recorder()))
+        provider.add_span_processor(RedactingSpanProcessor(Recorder(), policy=PATHS))
         with provider.get_tracer("t").start_as_current_span(f"GET /u/{VALUES['email']}"):
             pass
         provider.shutdown()

@@ -31,6 +31,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from auditlog.integrations.otel import RedactingSpanProcessor, redact_url
+from auditlog.policy import loads
 from tests._support import START_TIMEOUT, semconv_mode, serve_uvicorn
 from tests.conftest import Canaries
 
@@ -84,7 +85,10 @@ def served(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
     monkeypatch.setattr(logging.getLogger("uvicorn.error"), "disabled", True)
 
     redacted, raw = InMemorySpanExporter(), InMemorySpanExporter()
-    processor = RedactingSpanProcessor(SimpleSpanProcessor(redacted))
+    # A bare ASGI app declares no routes: the policy names the words its paths keep.
+    processor = RedactingSpanProcessor(
+        SimpleSpanProcessor(redacted), policy=loads('[paths]\nliterals = ["items", "boom", "a", "b"]\n')
+    )
     provider = TracerProvider()
     provider.add_span_processor(processor)
     provider.add_span_processor(SimpleSpanProcessor(raw))

@@ -178,28 +178,30 @@ class TestStdlib:
         captured = capsys.readouterr()
         assert [] == CANARIES.leaks_in((captured.out + captured.err).encode())
 
-    def test_uvicorn_access_line_is_structured_and_redacted(
-        self, configured: tuple[auditlog.AuditHandle, Path, io.StringIO]
-    ) -> None:
-        """Access lines keep method, route, query keys and status; no client address, no query values."""
-        handle, d, _ = configured
+    def test_uvicorn_access_line_is_structured_and_redacted(self, tmp_path: Path) -> None:
+        """Access lines keep method, route literals, query keys and status; no client address, no query
+        values, no path segment that no route names (``zqcarol``)."""
+        d = tmp_path / "journal"
+        policy = loads('[paths]\nliterals = ["v1", "users", "reset"]\n')
+        handle = auditlog.configure(journal_dir=d, key=KeyRing(KEY), console=io.StringIO(), policy=policy)
         logging.getLogger("uvicorn.access").info(
             '%s - "%s %s HTTP/%s" %d',
             (CANARIES.values["ipv4"], 5000),
             "GET",
-            "/v1/users/42/reset/" + CANARIES.values["jwt"] + "?token=canary-url-token-55&page=2",
+            "/v1/users/42/reset/" + CANARIES.values["jwt"] + "/zqcarol?token=canary-url-token-55&page=2",
             "1.1",
             200,
         )
         handle.shutdown()
         (rec,) = records(d)
-        assert ("http.access", "GET", "/v1/users/{n}/reset/{token}?token=&page=", 200) == (
+        assert ("http.access", "GET", "/v1/users/{n}/reset/{token}/{id}?token=&page=", 200) == (
             rec["event"],
             rec["method"],
             rec["target"],
             rec["status"],
         )
         assert [] == CANARIES.leaks_in(journal_bytes(d))
+        assert b"zqcarol" not in journal_bytes(d)
 
     @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(value=st.sampled_from(VALUES), where=st.sampled_from(["arg", "extra", "msg", "exc", "extra_key"]))

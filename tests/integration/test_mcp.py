@@ -153,13 +153,15 @@ class TestInMemory:
         assert [] == CANARIES.leaks_in(kit.journal_bytes(directory))
 
     def test_resources_prompts_and_lists(self, kit: SimpleNamespace, pipeline: Any) -> None:
-        """resource_read records scheme and template, never the URI; lists are metadata only."""
+        """resource_read records scheme and template, never the URI (the words of the templates the
+        server listed stay); lists are metadata only."""
         handle, directory = pipeline
         server = build_server(MCPAuditMiddleware(handle=handle))
         uid = urllib.parse.quote(CANARIES.values["api_key"], safe="")
 
         async def go() -> None:
             async with Client(server) as client:
+                await client.list_resource_templates()
                 await client.read_resource(f"users://{uid}/profile")
                 await client.get_prompt("greet", {"name": CANARIES.values["unicode_name"]})
                 await client.list_tools()
