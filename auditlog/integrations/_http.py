@@ -114,6 +114,7 @@ class _Request:
         "handle",
         "headers",
         "hidden_headers",
+        "literals",
         "method",
         "name",
         "partial",
@@ -175,6 +176,7 @@ class _Request:
         self.hidden_headers = 0
         self.query = ""
         self.raw_target: str | None = None  # the target as sent, while a template may still add literals
+        self.literals: frozenset[str] | None = None  # the route literals ``target`` was collapsed with
         self.root = ""  # the ASGI root_path before the app ran (Mount extends it)
         self.routed: str | None = None  # the route template the framework recorded, once it has routed
 
@@ -317,7 +319,7 @@ class _Recorder:
             method = method.upper()
             # The label hides an odd method; the rule is matched on the real one (the framework routes it).
             req.method = method if method.isalpha() and method.isascii() and len(method) <= 16 else "OTHER"
-            literals = self._words.literals(policy)
+            req.literals = literals = self._words.literals(policy)
             req.name = collapse_path(path or "/", scanner=scanner, literals=literals)
             req.query = query
             req.raw_target = f"{target}?{query}" if query else target
@@ -536,26 +538,31 @@ class _Recorder:
 
     def _name_after(self, req: _Request) -> str | None:
         """The template the framework recorded (see :meth:`_route_name`). Its literals join the words
-        journaled paths keep; when one is new, the request's target is collapsed again with it."""
+        journaled paths keep; when the words changed since the request's target was collapsed (this
+        template, or another request's), the target is collapsed again with them."""
         try:
             name = self._route_name(req)
         except Exception as exc:
             self.stats.error("route", exc)
             return None
-        if name is not None and self._words.learn(name) and req.raw_target is not None:
-            handle = req.handle
-            policy = self._policy or (handle.policy if handle is not None else DEFAULT_POLICY)
-            scanner = handle.scanner if handle is not None else _FALLBACK_SCANNER
-            literals = self._words.literals(policy)
-            req.target = redact_target(req.raw_target, scanner=scanner, literals=literals)
+        if name is not None:
+            self._words.learn(name)
+        if req.raw_target is not None:
+            scanner, literals = self._path_rules(req.handle)
+            if literals is not req.literals:
+                req.target = redact_target(req.raw_target, scanner=scanner, literals=literals)
         return name
 
     def _mount_prefix(self, prefix: str, req: _Request) -> str:
         """A mount prefix the framework routed through (SCRIPT_NAME, a Mount's root_path), collapsed."""
-        handle = req.handle
+        scanner, literals = self._path_rules(req.handle)
+        return collapse_path(prefix, scanner=scanner, literals=literals)
+
+    def _path_rules(self, handle: AuditHandle | None) -> tuple[Scanner, frozenset[str] | None]:
+        """The scanner and the route literals that paths journaled under ``handle`` are collapsed with."""
         policy = self._policy or (handle.policy if handle is not None else DEFAULT_POLICY)
         scanner = handle.scanner if handle is not None else _FALLBACK_SCANNER
-        return collapse_path(prefix, scanner=scanner, literals=self._words.literals(policy))
+        return scanner, self._words.literals(policy)
 
     def _store_body(self, req: _Request) -> dict[str, Any] | None:
         cap = req.resp_capture
