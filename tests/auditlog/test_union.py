@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from auditlog.cli import trail
 from auditlog.evidence import export, signer_public_key, verify_pack
-from auditlog.investigate import DuplicateSource, EmptySource, Investigation, UnverifiedSource
+from auditlog.investigate import DuplicateSource, EmptySource, Investigation, KeyMismatch, UnverifiedSource
 from auditlog.lake.compact import compact
 from store.trail import iter_trail_records, list_streams
 from tests._support import Hosts, query_cli, write_hosts, write_key_file
@@ -140,6 +140,14 @@ class TestUnionInvestigation:
         compact(hosts.a, keys=hosts.ring)
         with pytest.raises(DuplicateSource, match="both hold stream"):
             Investigation([hosts.a, hosts.a / "parquet"], audit=Sink(hosts.ring))
+
+    def test_a_source_written_under_another_key_is_named(self, hosts: Hosts, tmp_path: Path) -> None:
+        """A trail whose key the ring does not hold: KeyMismatch names that trail, not the other."""
+        other = write_hosts(tmp_path / "other", extra=1)
+        with pytest.raises(KeyMismatch) as caught:
+            Investigation([hosts.a, other.b], audit=Sink(hosts.ring))
+        assert f"does not match {other.b}," in str(caught.value)
+        assert str(hosts.a) not in str(caught.value)
 
     def test_an_empty_source_is_named(self, hosts: Hosts, tmp_path: Path) -> None:
         """One source holding nothing: the error names it."""
