@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import uvicorn
 from auditlog.canaries import load_canaries
 from auditlog.cli import evidence, lake, query
 from auditlog.policy import Policy, loads
-from store.keys import KeyRing
+from store.keys import KeyRing, MasterKey
 from store.trail import iter_trail_records, list_streams, verify_trail
 
 START_TIMEOUT = 10.0
@@ -218,3 +219,66 @@ def every_record(directory: Path) -> list[dict[str, Any]]:
 
     flat = list(iter_records(directory)) if any(directory.glob("[0-9]*.jsonl")) else []
     return flat + (trail_records(directory) if (directory / "trail.json").exists() else [])
+
+
+#: What :func:`write_hosts` plants, host by host: (label, milliseconds after the start). Across hosts the
+#: timeline orders by ts, then stream (``host-a.*`` before ``host-b.*``), then seq.
+HOST_STEPS = {
+    "host-a": (("a1", 0), ("a2", 2), ("a3", 2)),
+    "host-b": (("b1", 1), ("b2", 2), ("b3", 5)),
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hosts:
+    """Two hosts' trails written by real writers (:func:`write_hosts`), under one key ring."""
+
+    a: Path
+    b: Path
+    ring: KeyRing
+    cid: str
+    counts: dict[str, int]
+
+    @property
+    def order(self) -> list[str]:
+        """The labels of the shared request's steps in timeline order (ts, then stream, then seq)."""
+        return ["a1", "b1", "a2", "a3", "b2", "b3"]
+
+
+def write_hosts(root: Path, *, extra: int = 4) -> Hosts:
+    """Write two trails, ``root/a`` (source host-a) and ``root/b`` (host-b), through ``auditlog.configure``.
+
+    Both hold the steps of one request (correlation id ``cid``) that crosses the hosts (:data:`HOST_STEPS`:
+    equal timestamps across and within hosts), and ``extra`` calls of their own, one refused.
+    """
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    import auditlog
+
+    ring = KeyRing(MasterKey.generate())
+    cid = uuid.uuid4().hex
+    start = datetime.now(UTC).replace(tzinfo=None, microsecond=0) - timedelta(hours=1)
+    counts: dict[str, int] = {}
+    for host, steps in HOST_STEPS.items():
+        handle = auditlog.configure(journal_dir=root / host[-1], key=ring, source=host, stdlib=False)
+        try:
+            calls = [(label, ms, cid) for label, ms in steps]
+            calls += [(f"{host}-own-{i}", 60_000 + i, uuid.uuid4().hex) for i in range(extra)]
+            for n, (label, ms, c) in enumerate(calls):
+                allowed = n != len(steps)  # the first call of its own is refused
+                ts = (start + timedelta(milliseconds=ms)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                assert handle.emit(
+                    {
+                        "kind": "mcp.tool_call" if allowed else "authz.denied",
+                        "ts": ts,
+                        "correlation_id": c,
+                        "actor": {"subject": f"svc-{host}", "tenant": "acme"},
+                        "action": {"name": label, "method": "tools/call", "target": None},
+                        "decision": {"allowed": allowed, "reason": "ok" if allowed else "missing_scopes"},
+                    }
+                )
+        finally:
+            handle.shutdown()
+        counts[host] = len(steps) + extra
+    return Hosts(a=root / "a", b=root / "b", ring=ring, cid=cid, counts=counts)

@@ -2,6 +2,11 @@
 
 Exit codes, for every command (:data:`EXIT_CODES`, the epilog of every ``--help``): 0 success, 1 a check
 failed or nothing was found, 2 bad usage or input.
+
+Several sources, one way for every command: the first is the positional ``SOURCE`` (or ``DIR``), each
+further one an ``--also SOURCE`` (:data:`AlsoOpt`, repeatable). ``query`` and ``export`` read them all as
+one; ``verify``, ``compact`` and ``ship`` take each in turn and report per directory, then in total
+(:func:`report_each`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from store.keys import KeyRing, key_from_env
 
 __all__ = [
     "EXIT_CODES",
+    "AlsoOpt",
     "CsvOpt",
     "EndpointOpt",
     "JsonOpt",
@@ -49,6 +55,8 @@ __all__ = [
     "print_summary",
     "progress_bar",
     "query_errors",
+    "report_each",
+    "sources_of",
 ]
 
 EXIT_CODES = "Exit codes: 0 success, 1 a check failed or nothing was found, 2 bad usage or input."
@@ -80,7 +88,18 @@ TrailOpt = Annotated[
     typer.Option(
         "--journal",
         envvar="AUDITLOG_JOURNAL_DIR",
-        help="The audit trail this command journals into (default: the source, when it is a trail).",
+        help="The audit trail this command journals into (default: the source, the first one when there "
+        "are several, when it is a trail).",
+    ),
+]
+AlsoOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--also",
+        metavar="SOURCE",
+        help="One more source (repeat for more): the trails of other hosts, say. query and export read "
+        "them all as one (a stream held by two of them is refused); verify, compact and ship take each "
+        "in turn and report per directory, then in total.",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -190,7 +209,8 @@ def audit_handle(source: str, journal: Path | None, ring: Any, policy: Any = Non
     """Journal this command into a trail, as a stream of its own, and seal that stream afterwards.
 
     The trail is ``journal``, else ``source`` when it is a trail (the servers' own: the CLI's stream sits
-    beside theirs, so its reads and investigations are in the same evidence), else a usage error.
+    beside theirs, so its reads and investigations are in the same evidence), else a usage error. A command
+    over several sources passes the first.
     """
     import auditlog
     from store.exceptions import JournalError
@@ -228,6 +248,45 @@ def progress_bar(*, quiet: bool = False) -> Any:
     )
 
 
+def sources_of(first: str, *also: list[str] | None) -> list[str]:
+    """The sources of a command, in order: its positional one, then every ``--also``."""
+    return [first, *(s for more in also for s in more or ())]
+
+
+def report_each(
+    title: str,
+    directories: list[Path],
+    run: Callable[[Path], dict[str, Any]],
+    totals: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Run a command on each directory in turn and print its summary; with several, then their totals.
+
+    One directory prints as the command always did. Several print one summary each (JSON: ``{"directories":
+    [...], "total": {...}}``), then the sum of each ``totals`` key. A directory that fails stops the run
+    (``run`` raises); those before it are done.
+    """
+    if len(directories) == 1:
+        print_summary(title, run(directories[0]), as_json)
+        return
+    summaries: list[dict[str, Any]] = []
+    for d in directories:
+        try:
+            summaries.append({"directory": str(d), **run(d)})
+        except typer.Exit:
+            done = ", ".join(s["directory"] for s in summaries) or "none"
+            err.print(f"{title} stopped at {d} (done before it: {done})", markup=False)
+            raise
+    total: dict[str, Any] = {"directories": len(directories)}
+    total |= {k: round(sum(s[k] for s in summaries), 3) for k in totals}
+    if as_json:
+        print_summary(title, {"directories": summaries, "total": total}, True)
+        return
+    for summary in summaries:
+        print_summary(f"{title} {summary['directory']}", summary, False)
+    print_summary(f"{title}: total", total, False)
+
+
 def print_summary(title: str, summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
         import orjson
@@ -240,8 +299,8 @@ def print_summary(title: str, summary: dict[str, Any], as_json: bool) -> None:
     out.print(table)
 
 
-def query_errors(source: str) -> Callable[[BaseException], typer.Exit]:
-    """Translate an investigation's errors for ``source`` into CLI exits (1: failed check, 2: input)."""
+def query_errors(*sources: str) -> Callable[[BaseException], typer.Exit]:
+    """Translate an investigation's errors for ``sources`` into CLI exits (1: failed check, 2: input)."""
     from auditlog.investigate import (
         BadTimeRange,
         CorruptSource,
@@ -257,7 +316,7 @@ def query_errors(source: str) -> Callable[[BaseException], typer.Exit]:
         if isinstance(exc, UnknownCorrelationId):
             return fail(str(exc), 1)
         if isinstance(exc, CorruptSource):
-            return fail(f"{exc}{'' if 'verify' in str(exc) else verify_hint(source)}", 1)
+            return fail(f"{exc}{'' if 'verify' in str(exc) else verify_hint(*sources)}", 1)
         if isinstance(exc, QueryLimit):
             return fail(f"{exc} (--timeout, --max-rows)", 2)
         if isinstance(
@@ -269,8 +328,13 @@ def query_errors(source: str) -> Callable[[BaseException], typer.Exit]:
     return translate
 
 
-def verify_hint(source: str) -> str:
-    """Where to look further when ``source`` cannot be read: ``auditlog verify`` needs a local journal."""
+def verify_hint(*sources: str) -> str:
+    """Where to look further when ``sources`` cannot be read: ``auditlog verify`` needs a local journal."""
+    if len(sources) > 1:
+        if all(not s.startswith("s3://") and is_trail(Path(s)) for s in sources):
+            return f"; `auditlog verify {' '.join(sources)}` says more"
+        return "".join(dict.fromkeys(verify_hint(s) for s in sources))
+    (source,) = sources
     if source.startswith("s3://"):
         return (
             "; the shipped copy is checked against its manifests as it is fetched: run `auditlog verify` on "

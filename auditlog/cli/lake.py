@@ -2,16 +2,21 @@
 
 ``lake ddl`` prints the CREATE statements for an engine, ``lake register --glue`` creates the Glue table,
 ``lake merge`` rewrites small files of closed hours, ``lake verify`` checks a shipped lake across hosts.
+
+``compact DIR --also DIR2`` and ``ship DIR s3://... --also DIR2`` take several trails (one per host) in
+turn, each into its own layout (``DIR/parquet``) and all to the one prefix, and report per directory, then
+in total.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from auditlog.cli._options import (
+    AlsoOpt,
     EndpointOpt,
     JsonOpt,
     KeyFileOpt,
@@ -20,6 +25,7 @@ from auditlog.cli._options import (
     key_ring,
     print_summary,
     progress_bar,
+    report_each,
 )
 
 __all__ = ["register"]
@@ -27,7 +33,10 @@ __all__ = ["register"]
 
 def compact_cmd(
     directory: Annotated[Path, typer.Argument(help="Trail directory (every stream is compacted).")],
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Layout root (default: DIR/parquet).")] = None,
+    also: AlsoOpt = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Layout root (default: DIR/parquet; one directory only).")
+    ] = None,
     key_file: KeyFileOpt = None,
     batch_mb: Annotated[int, typer.Option("--batch-mb", min=1, help="Segment MiB per batch.")] = 512,
     prune_purged: Annotated[
@@ -39,12 +48,30 @@ def compact_cmd(
 ) -> None:
     """Compact every stream's sealed segments into Parquet (date=/hour=), with manifests. Idempotent.
 
-    Stale streams (writers that died) are recovered and sealed first, on the record.
+    Stale streams (writers that died) are recovered and sealed first, on the record. With --also, each
+    directory in turn, into its own layout.
     """
+    directories = [directory, *map(Path, also or ())]
+    if out_dir is not None and len(directories) > 1:
+        raise fail("--out names one layout root: give one directory, or compact each into DIR/parquet")
+    ring = key_ring(key_file)
+    totals = ("compacted_segments", "rows", "already_compacted", "seconds")
+    report_each(
+        "compact",
+        directories,
+        lambda d: _compact_one(d, out_dir, ring, batch_mb=batch_mb, prune_purged=prune_purged, quiet=quiet),
+        totals,
+        as_json,
+    )
+
+
+def _compact_one(
+    directory: Path, out_dir: Path | None, ring: Any, *, batch_mb: int, prune_purged: bool, quiet: bool
+) -> dict[str, object]:
+    """Compact one trail; its summary (per stream)."""
     from auditlog.lake.compact import compact, prune
     from auditlog.lake.layout import LayoutError
 
-    ring = key_ring(key_file)
     with progress_bar(quiet=quiet) as bar:
         task = bar.add_task("compacting", total=None)
 
@@ -88,14 +115,15 @@ def compact_cmd(
         summary["pruned_batches"] = list(pruned.pruned)
         summary["pruned_rows"] = pruned.rows
         recovered += pruned.recovered
-    print_summary("compact", summary, as_json)
+    return summary
 
 
 def ship_cmd(
     directory: Annotated[Path, typer.Argument(help="Trail directory.")],
     url: Annotated[str, typer.Argument(help="s3://bucket/prefix")],
+    also: AlsoOpt = None,
     layout: Annotated[
-        Path | None, typer.Option("--layout", help="Layout root (default: DIR/parquet).")
+        Path | None, typer.Option("--layout", help="Layout root (default: DIR/parquet; one directory only).")
     ] = None,
     endpoint_url: EndpointOpt = None,
     expire_after: Annotated[
@@ -115,20 +143,48 @@ def ship_cmd(
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Upload Parquet, manifests, seals and checkpoints to S3: never overwrites, resumable, checksummed."""
+    """Upload Parquet, manifests, seals and checkpoints to S3: never overwrites, resumable, checksummed.
+
+    With --also, each trail directory in turn, all to the one prefix (a fleet shares it).
+    """
     import math
 
-    from auditlog.lake.layout import LayoutError
-    from auditlog.lake.s3 import ShipError
-    from auditlog.lake.ship import ship
     from auditlog.policy import PolicyError, parse_duration
 
+    directories = [directory, *map(Path, also or ())]
+    if layout is not None and len(directories) > 1:
+        raise fail("--layout names one layout root: give one directory, or ship each from DIR/parquet")
     days = None
     if expire_after is not None:
         try:
             days = max(1, math.ceil(parse_duration(expire_after, where="--expire-after") / 86_400))
         except PolicyError as exc:
             raise fail(str(exc)) from None
+    totals = ("uploaded", "skipped_already_there", "bytes", "requests", "deleted_superseded", "seconds")
+
+    def run(d: Path) -> dict[str, object]:
+        return _ship_one(
+            d, url, layout=layout, endpoint_url=endpoint_url, days=days, with_segments=with_segments,
+            quiet=quiet,
+        )  # fmt: skip
+
+    report_each("ship", directories, run, totals, as_json)
+
+
+def _ship_one(
+    directory: Path,
+    url: str,
+    *,
+    layout: Path | None,
+    endpoint_url: str | None,
+    days: int | None,
+    with_segments: bool,
+    quiet: bool,
+) -> dict[str, object]:
+    """Ship one trail; its summary (per stream)."""
+    from auditlog.lake.layout import LayoutError
+    from auditlog.lake.s3 import ShipError
+    from auditlog.lake.ship import ship
 
     with progress_bar(quiet=quiet) as bar:
         task = bar.add_task("shipping", total=None)
@@ -158,7 +214,7 @@ def ship_cmd(
     }
     if report.expire_after_days is not None:
         summary["expire_after_days"] = report.expire_after_days
-    print_summary("ship", summary, as_json)
+    return summary
 
 
 lake_app = typer.Typer(

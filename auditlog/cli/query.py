@@ -7,6 +7,12 @@ which holds shapes and fingerprints, never values; ``find`` never echoes the val
 
 Every query is journaled as ``query.run``: into ``--journal`` (or ``AUDITLOG_JOURNAL_DIR``), by default
 the source trail itself, as a stream of its own beside the servers' streams.
+
+Several sources (the trails of many hosts, or copies of them) are queried as one: ``auditlog query
+host-a/trail timeline CID --also host-b/trail`` (``--also`` after the query's name, or before SOURCE as
+every option of the group; repeated for more). Each is verified on its own; rows keep their ``source`` and
+``stream``; across hosts they order by ``ts``, then ``stream``, then ``seq``, as good as the hosts' clock
+sync. Without ``--journal``, the queries are journaled into the first source.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from rich.table import Table
 
 from auditlog.cli._options import (
     EXIT_CODES,
+    AlsoOpt,
     CsvOpt,
     EndpointOpt,
     JsonOpt,
@@ -40,6 +47,7 @@ from auditlog.cli._options import (
     keyword,
     out,
     query_errors,
+    sources_of,
 )
 from auditlog.investigate.sandbox import MAX_ROWS, TIMEOUT
 
@@ -124,15 +132,18 @@ def _query_main(
     source: Annotated[
         str, typer.Argument(help="Journal directory, Parquet layout root, or s3://bucket/prefix.")
     ],
+    also: AlsoOpt = None,
     key_file: KeyFileOpt = None,
     journal: TrailOpt = None,
     investigator: InvestigatorOpt = None,
     cache_dir: CacheDirOpt = None,
     endpoint_url: EndpointOpt = None,
 ) -> None:
-    """Query SOURCE; every query is journaled as query.run (parameter shapes, never values)."""
+    """Query SOURCE (and every --also SOURCE, as one); every query is journaled as query.run (parameter
+    shapes, never values)."""
     ctx.obj = {
         "source": source,
+        "also": also,
         "key_file": key_file,
         "journal": journal,
         "investigator": investigator,
@@ -157,6 +168,7 @@ def _run(
     investigator: str | None = None,
     cache_dir: Path | None = None,
     memory_limit: str = "1GB",
+    also: list[str] | None = None,
 ) -> None:
     from auditlog.investigate import Investigation, QueryError
 
@@ -174,16 +186,17 @@ def _run(
         },
     }
     ring = key_ring(key_file or o["key_file"])
-    translate = query_errors(o["source"])
+    sources = sources_of(o["source"], o["also"], also)
+    translate = query_errors(*sources)
     client = None
-    if o["source"].startswith("s3://"):
+    if any(s.startswith("s3://") for s in sources):
         from auditlog.lake.s3 import make_client
 
         client = make_client(o["endpoint_url"])
-    with audit_handle(o["source"], journal or o["journal"], ring) as handle:
+    with audit_handle(sources[0], journal or o["journal"], ring) as handle:
         try:
             with Investigation(
-                o["source"],
+                sources,
                 audit=handle,
                 keys=ring,
                 investigator=o["investigator"],
@@ -220,6 +233,7 @@ _SHARED = (
     keyword("investigator", InvestigatorOpt, None),
     keyword("cache_dir", CacheDirOpt, None),
     keyword("memory_limit", MemoryLimitOpt, "1GB"),
+    keyword("also", AlsoOpt, None),
 )
 
 
@@ -233,7 +247,7 @@ def _ranged(ctx: typer.Context, shared: dict[str, Any], call: Callable[[], Any])
 
 
 def query_command(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register ``auditlog query SOURCE <name>``.
+    """Register ``auditlog query SOURCE [--also SOURCE]... <name>``.
 
     The function takes the command's own parameters and returns ``(title, query)``; ``query(inv, since,
     until)`` runs it. ``--since``, ``--until`` and the options every query shares are declared once, here.

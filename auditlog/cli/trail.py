@@ -7,7 +7,9 @@ copy), which also catches a directory rolled back, or its newest records cut. A 
 streams: they are warnings, and fail the check unless ``--allow-open``. ``--repair`` first recovers and
 seals the streams of writers that died (their lock is free), with the recovery on the record.
 
-``verify s3://bucket/prefix`` checks a shipped lake across hosts instead (:mod:`auditlog.lake.verify`).
+Several trails (one per host): ``verify A B`` or ``verify A --also B``, as every command takes several
+sources; each is reported per stream, then the total. ``verify s3://bucket/prefix`` checks a shipped lake
+across hosts instead (:mod:`auditlog.lake.verify`).
 
 Exit codes: 0 every trail verifies, 1 a check failed (problems, or warnings without ``--allow-open``),
 2 bad usage or input (no such directory, no key).
@@ -21,7 +23,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from auditlog.cli._options import EndpointOpt, KeyFileOpt, fail, key_ring, out
+from auditlog.cli._options import AlsoOpt, EndpointOpt, KeyFileOpt, fail, key_ring, out, sources_of
 
 __all__ = ["register"]
 
@@ -41,6 +43,7 @@ def verify_cmd(
     sources: Annotated[
         list[str], typer.Argument(help="Trail directories (one or more), or one s3://bucket/prefix (a lake).")
     ],
+    also: AlsoOpt = None,
     key_file: KeyFileOpt = None,
     endpoint_url: EndpointOpt = None,
     anchor: AnchorOpt = None,
@@ -54,6 +57,7 @@ def verify_cmd(
     """
     from store.trail import recover_stale, verify_trail
 
+    sources = sources_of(sources[0], sources[1:], also)
     if any(s.startswith("s3://") for s in sources):
         if len(sources) > 1:
             raise fail("verify one s3:// lake at a time")

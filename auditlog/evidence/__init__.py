@@ -1,7 +1,8 @@
 """Evidence: signed compliance packs built from investigations, and their verification.
 
 - :mod:`~auditlog.evidence.pack`: build, sign and verify a pack (``auditlog export`` / ``verify-pack``);
-- :mod:`~auditlog.evidence.report`: the report renderers (Markdown, CSV cells) a pack carries.
+- :mod:`~auditlog.evidence.report`: the report renderers (Markdown, CSV cells) a pack carries;
+- :mod:`~auditlog.evidence._chain`: the pack's chain verification, for each of the sources.
 
 May import: investigations, the lake, ``store`` and the public face. Never integrations, the CLI or the demo.
 """

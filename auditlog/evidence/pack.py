@@ -48,7 +48,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from auditlog.evidence import report as _report
-from auditlog.investigate import AuditSink, Investigation, TimeArg, parse_time
+from auditlog.evidence._chain import chain_document, digest
+from auditlog.investigate import AuditSink, Investigation, Sources, TimeArg, parse_time
 
 if TYPE_CHECKING:
     from auditlog.policy import Policy
@@ -137,7 +138,7 @@ def signer_public_key(keys: KeyRing) -> tuple[str, str]:
 
 
 def export(
-    source: str | Path,
+    source: Sources,
     out: str | Path,
     *,
     since: TimeArg,
@@ -157,14 +158,16 @@ def export(
     """Build a signed evidence pack for ``[since, until]``.
 
     Args:
-        source: as for :class:`~auditlog.investigate.Investigation` (a journal directory, a layout root, s3://).
+        source: as for :class:`~auditlog.investigate.Investigation` (a journal directory, a layout root,
+            s3://, or several of them read as one: the pack then holds every stream of all of them).
         out: the pack to write (``.zip``); an existing file is replaced.
         since: start of the range (required).
         until: end of the range (required).
         audit: where ``query.run`` and ``evidence.export`` go (default: the configured handle).
         keys: the key ring (default: the audit handle's): signs the pack, checks chains and manifests.
         policy: the policy to snapshot (default: the audit handle's policy).
-        journal: the journal directory whose chain is verified (default: ``source`` when it is one).
+        journal: the journal directory whose chain is verified (default: ``source`` when it is one; with
+            several sources, each verifies its own and ``journal`` must be None).
         controls: the control framework (``"soc2"``).
         memory_limit: DuckDB's memory limit for the export's queries (events stream in batches).
         incidents: correlation ids whose timelines go into CC7.4 (default: those of the denials).
@@ -177,7 +180,7 @@ def export(
         A :class:`PackReport`.
 
     Raises:
-        ValueError: an unknown control framework.
+        ValueError: an unknown control framework, or ``journal`` with several sources.
         auditlog.investigate.QueryError: the source cannot be queried, or the journal refused an event.
         EvidenceError: no key ring, or the pack cannot be written.
     """
@@ -222,7 +225,7 @@ def export(
                 (work / "controls").mkdir(exist_ok=True)
                 (work / "controls" / f"{name}.csv").write_bytes(_report.to_csv(table.columns, table.rows))
             step("chain")
-            chain = _chain(inv, ring, journal, segments, lo, hi)
+            chain = chain_document(inv, ring, journal, segments, lo, hi)
             (work / "chain_verification.json").write_bytes(orjson.dumps(chain, option=orjson.OPT_INDENT_2))
             policy_doc = _report.policy_document(pol, inv, lo, hi)
             (work / "policy.json").write_bytes(orjson.dumps(policy_doc, option=orjson.OPT_INDENT_2))
@@ -263,7 +266,7 @@ def export(
                     "fingerprint": fingerprint,
                     "file": "manifest.sig",
                 },
-                "files": {m: _digest(work / m) for m in members},
+                "files": {m: digest(work / m) for m in members},
             }
             manifest_bytes = orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
             signature = base64.b64encode(_signing_key(ring).sign(manifest_bytes))
@@ -275,7 +278,7 @@ def export(
                     zf.writestr("manifest.sig", signature + b"\n")
                     for m in members:
                         zf.write(work / m, m)
-                pack_sha = _digest(partial)["sha256"]
+                pack_sha = digest(partial)["sha256"]
             except OSError as exc:
                 partial.unlink(missing_ok=True)
                 raise EvidenceError(f"cannot write the pack {target}: {exc.strerror}") from exc
@@ -458,135 +461,3 @@ def _check_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, meta: dict[str, An
 def _why(exc: BaseException) -> str:
     text = str(exc)
     return "bad CRC-32" if "CRC" in text else type(exc).__name__
-
-
-def _digest(path: Path) -> dict[str, Any]:
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-    return {"sha256": h.hexdigest(), "bytes": size}
-
-
-def _chain(
-    inv: Investigation,
-    keys: KeyRing,
-    journal: str | Path | None,
-    segments: list[tuple[str, str]],
-    lo: datetime,
-    hi: datetime,
-) -> dict[str, Any]:
-    """The chain result for every (stream, segment) holding rows in range, and each compacted batch's checks.
-
-    A trail is verified as a whole (every stream, the signed checkpoint log; open streams, such as the
-    exporter's own, are accepted); a classic journal directory as one chain.
-    """
-    from auditlog.lake._streams import is_trail, lake_streams
-    from auditlog.lake.layout import load_manifests
-    from store.journal import verify
-
-    catalog = inv.catalog
-    jdir = Path(journal) if journal is not None else catalog.journal
-    wanted = set(segments)
-    report_segments: list[dict[str, Any]] = []
-    problems: list[str] = []
-    journal_ok = True
-    seen: set[tuple[str, str]] = set()
-    if jdir is not None and jdir.is_dir():
-        per_stream: list[tuple[str, Any]] = []
-        if is_trail(jdir):
-            from store.trail import verify_trail
-
-            trail = verify_trail(jdir, keys=keys, allow_open=True)
-            journal_ok = trail.ok
-            problems += [str(p) for p in trail.problems]
-            per_stream = [(s.stream, s.report) for s in trail.streams if s.report is not None]
-        else:
-            report = verify(jdir, keys=keys)
-            journal_ok = report.ok
-            problems += [str(p) for p in report.problems]
-            per_stream = [(info.stream, report) for info in lake_streams(jdir)[:1]]
-        for stream, report in per_stream:
-            for seg in report.segments:
-                if (stream, seg.name) in wanted:
-                    seen.add((stream, seg.name))
-                    report_segments.append(
-                        {
-                            "stream": stream,
-                            "segment": seg.name,
-                            "ok": seg.ok,
-                            "records": seg.records,
-                            "first_seq": seg.first_seq,
-                            "last_seq": seg.last_seq,
-                            "sealed": seg.sealed,
-                            "kid": seg.kid,
-                            "checked": "chain",
-                        }
-                    )
-    batches: list[dict[str, Any]] = []
-    manifests = catalog.manifests if catalog.root is None else load_manifests(catalog.root)
-    base = catalog.files_root
-    for m in manifests:
-        files = [
-            f
-            for f in m.files
-            if not (f.max_ts and f.max_ts < lo.isoformat(sep=" "))
-            and not (f.min_ts and f.min_ts > hi.isoformat(sep=" "))
-        ]
-        if not files:
-            continue
-        mac_ok = m.verify_mac(keys)
-        file_ok = True
-        for f in files:
-            local = (base / f.path) if base is not None else None
-            if local is None or not local.exists() or _digest(local)["sha256"] != f.sha256:
-                file_ok = False
-                problems.append(f"{f.path}: missing or its SHA-256 does not match manifest {m.batch}")
-        if not mac_ok:
-            problems.append(f"manifest {m.key}: MAC does not verify")
-        batches.append(
-            {
-                "batch": m.batch,
-                "stream": m.stream,
-                "source": m.source,
-                "manifest_mac_ok": mac_ok,
-                "files_ok": file_ok,
-                "segments": [s.segment for s in m.segments],
-            }
-        )
-        for s in m.segments:
-            if (m.stream, s.segment) in wanted and (m.stream, s.segment) not in seen:
-                seen.add((m.stream, s.segment))
-                report_segments.append(
-                    {
-                        "stream": m.stream,
-                        "segment": s.segment,
-                        "ok": mac_ok and file_ok,
-                        "records": s.count,
-                        "first_seq": s.first_seq,
-                        "last_seq": s.last_seq,
-                        "sealed": True,
-                        "kid": s.kid,
-                        "checked": "manifest (seal sha256 and last_mac recorded at compaction)",
-                    }
-                )
-    for stream, name in sorted(wanted - seen):
-        report_segments.append(
-            {
-                "stream": stream,
-                "segment": name,
-                "ok": False,
-                "checked": "not found in the trail or a manifest",
-            }
-        )
-        problems.append(f"{stream} {name}: holds rows in range but is neither in the trail nor in a manifest")
-    ok = journal_ok and not problems and all(s["ok"] for s in report_segments)
-    return {
-        "ok": ok,
-        "journal": str(jdir) if jdir is not None else None,
-        "segments": sorted(report_segments, key=lambda s: (str(s["stream"]), str(s["segment"]))),
-        "batches": batches,
-        "problems": problems,
-    }

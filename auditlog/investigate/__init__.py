@@ -2,6 +2,7 @@
 
 - :mod:`~auditlog.investigate.investigation`: :class:`Investigation`, the named queries, journaled;
 - :mod:`~auditlog.investigate.catalog`: what a source holds (manifests, live segments, the S3 cache);
+- :mod:`~auditlog.investigate.union`: several sources (the trails of many hosts) read as one;
 - :mod:`~auditlog.investigate.sandbox`: the locked DuckDB connections user SQL and named queries run on;
 - :mod:`~auditlog.investigate.timerange`, :mod:`~auditlog.investigate.result`,
   :mod:`~auditlog.investigate.errors`: time ranges, results and the error tree.
@@ -16,6 +17,7 @@ from auditlog.investigate._audit import AuditSink
 from auditlog.investigate.errors import (
     BadTimeRange,
     CorruptSource,
+    DuplicateSource,
     EmptySource,
     KeyMismatch,
     NotJournaled,
@@ -30,11 +32,13 @@ from auditlog.investigate.errors import (
 from auditlog.investigate.investigation import Investigation, TopBy
 from auditlog.investigate.result import Result
 from auditlog.investigate.timerange import TimeArg, parse_time
+from auditlog.investigate.union import Sources
 
 __all__ = [
     "AuditSink",
     "BadTimeRange",
     "CorruptSource",
+    "DuplicateSource",
     "EmptySource",
     "Investigation",
     "KeyMismatch",
@@ -45,6 +49,7 @@ __all__ = [
     "Result",
     "ResultTooLarge",
     "SandboxViolation",
+    "Sources",
     "TimeArg",
     "TopBy",
     "UnknownCorrelationId",

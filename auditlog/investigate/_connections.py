@@ -1,4 +1,4 @@
-"""The two DuckDB connections of an investigation, over one catalog, both showing the ``events`` view.
+"""The two DuckDB connections of an investigation, over its catalog, both showing the ``events`` view.
 
 - the *sandbox* runs user SQL: its engine has no file access at all, and sees the Parquet files a query's
   time range needs as a registered Arrow dataset (re-registered when those files change);
@@ -19,8 +19,9 @@ from typing import Any, TypeVar
 
 from auditlog.investigate import sandbox as _sandbox
 from auditlog.investigate._queries import EVENTS_VIEW
-from auditlog.investigate.catalog import Catalog, CorruptLayout, EmptyLayout
+from auditlog.investigate.catalog import CorruptLayout, EmptyLayout
 from auditlog.investigate.errors import CorruptSource, EmptySource
+from auditlog.investigate.union import AnyCatalog
 from auditlog.lake.engine import arrow_schema
 from auditlog.lake.layout import read_parquet_sql
 
@@ -37,7 +38,7 @@ class Connections:
         CorruptSource: a segment or manifest cannot be read.
     """
 
-    def __init__(self, catalog: Catalog, *, memory_limit: str, threads: int | None) -> None:
+    def __init__(self, catalog: AnyCatalog, *, memory_limit: str, threads: int | None) -> None:
         self._catalog = catalog
         self._memory_limit = memory_limit
         self._threads = threads
@@ -55,7 +56,7 @@ class Connections:
             self._con.register("_parquet", arrow_schema().empty_table())
             self._con.execute(EVENTS_VIEW.replace("{parquet}", "_parquet"))
             self._sandbox_files = ()
-            if self._catalog.kind != "s3":
+            if not self._catalog.remote:
                 self.reader_for(None, None)  # s3: fetched per query, for its time range only
         except BaseException:
             self.close()
@@ -95,7 +96,7 @@ class Connections:
         self, since: datetime | None, until: datetime | None, *, correlation_id: str | None = None
     ) -> tuple[str, ...]:
         """The Parquet files a time range (and correlation id) needs (all of them for a local catalog)."""
-        if self._catalog.kind != "s3":  # local files cost nothing to include; row-group statistics prune
+        if not self._catalog.remote:  # local files cost nothing to include; row-group statistics prune
             since = until = None
             correlation_id = None
         return translate(lambda: self._catalog.parquet_files(since, until, correlation_id=correlation_id))

@@ -32,10 +32,15 @@ _SHOWN = 3  # problems quoted in a message
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Integrity:
-    """What verifying a source found: ``verified`` when nothing is wrong; ``problems`` otherwise."""
+    """What verifying a source found: ``verified`` when nothing is wrong; ``problems`` otherwise.
+
+    Over several sources (:mod:`~auditlog.investigate.union`), ``failed`` names those that fail and each
+    problem starts with its source.
+    """
 
     verified: bool
     problems: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
 
     def summary(self) -> str:
         """The first problems, for a message."""
@@ -174,3 +179,10 @@ class Checker:
     def recheck_files(self) -> list[str]:
         """:meth:`check_files` over every local Parquet file (cheap when none changed: a stat each)."""
         return self.check_files(self._local_files())
+
+    def recheck(self, integrity: Integrity) -> Integrity:
+        """``integrity``, with the problems :meth:`recheck_files` finds added (itself when none)."""
+        changed = self.recheck_files()
+        if not changed:
+            return integrity
+        return Integrity(verified=False, problems=(*integrity.problems, *changed), failed=integrity.failed)

@@ -7,9 +7,13 @@ from a fixed table, or a number the caller validated. User SQL never passes thro
 
 from __future__ import annotations
 
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
+
+from auditlog.lake.engine import arrow_schema, require
 
 __all__ = [
     "ACTOR_SQL",
@@ -21,6 +25,7 @@ __all__ = [
     "anomalies_sql",
     "matching_fields",
     "top_sql",
+    "write_events_parquet",
 ]
 
 #: The ``events`` view: the Parquet relation (``{parquet}``) and the live segments, with ``tool``, ``route``.
@@ -159,3 +164,29 @@ def matching_fields(fp_json: str | None, wanted: set[str]) -> list[str]:
         elif isinstance(node, str) and node in wanted:
             found.append(prefix)
     return sorted(found)
+
+
+def write_events_parquet(
+    con: Any, lo: datetime | None, hi: datetime | None, path: str | Path
+) -> tuple[int, list[tuple[str, str]]]:
+    """Write every event of ``[lo, hi]`` on ``con`` to a Parquet file, streamed in record batches.
+
+    Returns:
+        The number of rows written, and the (stream, segment) pairs they came from, sorted.
+    """
+    pq = require("pyarrow.parquet", "evidence packs")
+    schema = arrow_schema()
+    where = "WHERE ($lo IS NULL OR ts >= $lo) AND ($hi IS NULL OR ts <= $hi)"
+    params = {"lo": lo, "hi": hi}
+    rows = 0
+    cols = ", ".join(f'"{n}"' for n in schema.names)
+    query = f"SELECT {cols} FROM events {where}"  # noqa: S608  (library SQL; values bound)
+    reader = con.sql(query, params=params).to_arrow_reader(65536)
+    with pq.ParquetWriter(str(path), schema, compression="zstd") as writer:
+        for batch in reader:
+            table = require("pyarrow").Table.from_batches([batch]).cast(schema)
+            writer.write_table(table)
+            rows += table.num_rows
+    distinct = f"SELECT DISTINCT stream, segment FROM events {where}"  # noqa: S608  (values bound)
+    segments = {(str(stream), str(segment)) for stream, segment in con.execute(distinct, params).fetchall()}
+    return rows, sorted(segments)

@@ -50,6 +50,27 @@ class Catalog:
         return self.label
 
     @property
+    def parts(self) -> tuple[Catalog, ...]:
+        """The sources read as one: this catalog alone (a union has several, see :mod:`~.union`)."""
+        return (self,)
+
+    @property
+    def remote(self) -> bool:
+        """True for ``s3://``: files are fetched as queries need them, so a query's time range matters."""
+        return self._s3 is not None
+
+    def verify_hint(self) -> str:
+        """Where to look further when the source fails verification, for its kind."""
+        if self.kind == "journal":
+            return f"`auditlog verify {self.label}` reports every problem"
+        if self.kind == "parquet":
+            return "run `auditlog verify` on the journal it was compacted from"
+        return (
+            "run `auditlog verify` on the journal it was shipped from (on the writer's host), then ship it "
+            "again; files fetched into the cache are re-checked against their manifest"
+        )
+
+    @property
     def manifests(self) -> list[Any]:
         """The committed compaction manifests of the source (as of the last refresh)."""
         return list(self._manifests)

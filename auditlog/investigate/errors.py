@@ -9,6 +9,7 @@ Errors::
     ├── CorruptSource         (ValueError)         a segment or Parquet file cannot be read (names it)
     │   └── UnverifiedSource                       the source fails verification (changed, deleted, re-keyed)
     ├── KeyMismatch           (ValueError)         no key of the ring wrote the source
+    ├── DuplicateSource       (ValueError)         two sources of a union hold the same stream (names both)
     ├── NotJournaled          (RuntimeError)       no audit handle, or the journal refused query.run
     ├── SandboxViolation      (PermissionError)    user SQL that is not a single read-only query
     └── QueryLimit                                 a query stopped at a resource limit
@@ -23,6 +24,7 @@ from auditlog.investigate import sandbox as _sandbox
 __all__ = [
     "BadTimeRange",
     "CorruptSource",
+    "DuplicateSource",
     "EmptySource",
     "KeyMismatch",
     "NotJournaled",
@@ -73,6 +75,10 @@ class UnverifiedSource(CorruptSource):
 
 class KeyMismatch(QueryError, ValueError):
     """The key ring holds none of the keys the source was written under (names both key ids)."""
+
+
+class DuplicateSource(QueryError, ValueError):
+    """Two sources of a union are the same, or hold the same stream of the same trail (names both)."""
 
 
 class QueryLimit(QueryError):

@@ -12,7 +12,9 @@
 
 A source is a journal directory (its ``parquet/`` layout is used for compacted segments, the JSONL for the
 rest, the active segment included), a compacted layout root, or ``s3://bucket/prefix`` (only the Parquet
-files a query's time range needs are fetched into a local cache). Every query sees one view, ``events``
+files a query's time range needs are fetched into a local cache). Several sources (the trails of many
+hosts: ``Investigation(["host-a/trail", "host-b/trail"])``) are read as one (:mod:`~.union`): each is
+verified on its own, and a stream held by two of them is refused. Every query sees one view, ``events``
 (the columns of :data:`auditlog.lake.layout.COLUMNS`, the partition columns ``date`` and ``source``, and the
 derived ``tool`` and ``route``), on one of two locked DuckDB connections (:mod:`~.sandbox`):
 
@@ -48,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from auditlog.investigate import sandbox as _sandbox
 from auditlog.investigate._audit import AuditSink, QueryJournal, os_user
 from auditlog.investigate._connections import Connections, translate
-from auditlog.investigate._integrity import Checker, Integrity
+from auditlog.investigate._integrity import Integrity
 from auditlog.investigate._queries import (
     ACTOR_SQL,
     BODY_READS_SQL,
@@ -58,8 +60,8 @@ from auditlog.investigate._queries import (
     anomalies_sql,
     matching_fields,
     top_sql,
+    write_events_parquet,
 )
-from auditlog.investigate.catalog import Catalog, open_catalog
 from auditlog.investigate.errors import (
     CorruptSource,
     KeyMismatch,
@@ -73,6 +75,14 @@ from auditlog.investigate.errors import (
 )
 from auditlog.investigate.result import Result
 from auditlog.investigate.timerange import TimeArg, duration_seconds, time_range
+from auditlog.investigate.union import (
+    AnyCatalog,
+    Sources,
+    checker_for,
+    describe_sources,
+    open_sources,
+    unverified_message,
+)
 from auditlog.lake.engine import require
 
 if TYPE_CHECKING:
@@ -84,10 +94,11 @@ TopBy = Literal["tool", "route", "actor"]
 
 
 class Investigation:
-    """Named incident queries over one audit data source, each journaled as ``query.run``.
+    """Named incident queries over an audit data source (or several, as one), each journaled as ``query.run``.
 
     Args:
-        source: a journal directory, a compacted layout root, or ``s3://bucket/prefix``.
+        source: a journal directory, a compacted layout root, or ``s3://bucket/prefix``; or a sequence of
+            them, read as one (:mod:`~auditlog.investigate.union`).
         audit: where ``query.run`` events go (an :class:`~auditlog.AuditHandle`); default: the handle of
             the active :func:`auditlog.configure`.
         keys: the key ring for :meth:`find` (default: the audit handle's ``keys``).
@@ -103,9 +114,11 @@ class Investigation:
             false) instead of raising :class:`UnverifiedSource`.
 
     Raises:
-        EmptySource: the source holds no segment and no Parquet file.
+        EmptySource: the source (or one of several, named) holds no segment and no Parquet file.
         CorruptSource: a segment or manifest cannot be read.
-        UnverifiedSource: the source fails verification (and ``allow_unverified`` is false).
+        UnverifiedSource: the source (or one of several, named) fails verification (and
+            ``allow_unverified`` is false).
+        DuplicateSource: two of several sources are the same, or hold the same stream (both named).
         KeyMismatch: the key ring holds none of the keys the source was written under (and
             ``allow_unverified`` is false).
         NotJournaled: no audit handle is given or configured.
@@ -114,7 +127,7 @@ class Investigation:
 
     def __init__(
         self,
-        source: str | Path,
+        source: Sources,
         *,
         audit: AuditSink | None = None,
         keys: KeyRing | None = None,
@@ -140,14 +153,14 @@ class Investigation:
         self._audit = audit
         self._keys: KeyRing | None = keys if keys is not None else getattr(audit, "keys", None)
         self._investigator = investigator or os_user()
-        self._label = str(source)
-        self._catalog: Catalog = translate(
-            lambda: open_catalog(source, cache_dir=cache_dir, s3_client=s3_client)
+        self._label = describe_sources(source)
+        self._catalog: AnyCatalog = translate(
+            lambda: open_sources(source, cache_dir=cache_dir, s3_client=s3_client)
         )
         self._journal = QueryJournal(self._audit, investigator=self._investigator, target=self._catalog.kind)
         self._limits = _sandbox.Limits(timeout=timeout, max_rows=max_rows, max_bytes=max_bytes)
         self._allow_unverified = allow_unverified
-        self._checker = Checker(self._catalog, self._keys)
+        self._checker = checker_for(self._catalog, self._keys)
         self._conns = Connections(self._catalog, memory_limit=memory_limit, threads=threads)
         try:
             self._integrity = self._verify()
@@ -377,28 +390,9 @@ class Investigation:
         lo, hi = time_range(since, until)
         if self._conns.closed:
             raise QueryError("the investigation is closed")
-        pq = require("pyarrow.parquet", "evidence packs")
-        from auditlog.lake.engine import arrow_schema
-
-        schema = arrow_schema()
         started = time.perf_counter()
         self._recheck()
-        con = self._conns.reader_for(lo, hi)
-        where = "WHERE ($lo IS NULL OR ts >= $lo) AND ($hi IS NULL OR ts <= $hi)"
-        params = {"lo": lo, "hi": hi}
-        rows = 0
-        segments: set[tuple[str, str]] = set()
-        cols = ", ".join(f'"{n}"' for n in schema.names)
-        query = f"SELECT {cols} FROM events {where}"  # noqa: S608  (library SQL; values bound)
-        reader = con.sql(query, params=params).to_arrow_reader(65536)
-        with pq.ParquetWriter(str(path), schema, compression="zstd") as writer:
-            for batch in reader:
-                table = require("pyarrow").Table.from_batches([batch]).cast(schema)
-                writer.write_table(table)
-                rows += table.num_rows
-        distinct = f"SELECT DISTINCT stream, segment FROM events {where}"  # noqa: S608  (values bound)
-        for stream, segment in con.execute(distinct, params).fetchall():
-            segments.add((str(stream), str(segment)))
+        rows, segments = write_events_parquet(self._conns.reader_for(lo, hi), lo, hi, path)
         self._journal(
             "events",
             {"since": lo, "until": hi},
@@ -408,7 +402,7 @@ class Investigation:
             started=started,
             sql=None,
         )
-        return rows, sorted(segments)
+        return rows, segments
 
     def sql(
         self,
@@ -451,7 +445,7 @@ class Investigation:
 
     @property
     def source(self) -> str:
-        """The source as given."""
+        """The source as given (several: joined by commas)."""
         return self._label
 
     @property
@@ -470,8 +464,8 @@ class Investigation:
         return self._investigator
 
     @property
-    def catalog(self) -> Catalog:
-        """What the source holds (manifests, segments not compacted yet)."""
+    def catalog(self) -> AnyCatalog:
+        """What the source holds (manifests, segments not compacted yet); its ``parts`` for several."""
         return self._catalog
 
     @property
@@ -509,21 +503,11 @@ class Investigation:
 
     def _enforce(self, integrity: Integrity) -> None:
         if not integrity.verified and not self._allow_unverified:
-            raise UnverifiedSource(
-                f"{self._catalog.describe()} fails verification, so no query answers from it: "
-                f"{integrity.summary()}; {self.verify_hint()}"
-            )
+            raise UnverifiedSource(unverified_message(self._catalog, integrity))
 
     def verify_hint(self) -> str:
-        """Where to look further, for this kind of source."""
-        if self._catalog.kind == "journal":
-            return f"`auditlog verify {self._catalog.describe()}` reports every problem"
-        if self._catalog.kind == "parquet":
-            return "run `auditlog verify` on the journal it was compacted from"
-        return (
-            "run `auditlog verify` on the journal it was shipped from (on the writer's host), then ship it "
-            "again; files fetched into the cache are re-checked against their manifest"
-        )
+        """Where to look further, for this kind of source (for each of several)."""
+        return "; ".join(p.verify_hint() for p in self._catalog.parts)
 
     def close(self) -> None:
         """Close the connections. Idempotent."""
@@ -537,10 +521,10 @@ class Investigation:
 
     def _recheck(self) -> None:
         """Before a query reads Parquet: re-check the files (a stat each; re-hashed only when one changed)."""
-        changed = self._checker.recheck_files()
-        if changed:
-            self._integrity = Integrity(verified=False, problems=(*self._integrity.problems, *changed))
-            self._enforce(self._integrity)
+        integrity = self._checker.recheck(self._integrity)
+        if integrity is not self._integrity:
+            self._integrity = integrity
+            self._enforce(integrity)
 
     def _run(
         self,

@@ -12,6 +12,7 @@ from nbclient import NotebookClient
 
 import auditlog
 from store.keys import KeyRing, MasterKey
+from tests._support import write_hosts, write_key_file
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "incident_reconstruction.ipynb"
@@ -73,6 +74,20 @@ class TestNotebook:
         assert "verifies: True" in outputs_text(nb)
         assert frames(nb)
 
+    @pytest.mark.timeout(300)
+    def test_reads_several_trails_as_one(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """SOURCE as a list (one trail per host): each copied and compacted, then queried and exported as
+        one; the trails are left as they were."""
+        hosts = write_hosts(tmp_path / "hosts")
+        key_file = write_key_file(hosts.ring, tmp_path / "k.key")
+        before = [snapshot(hosts.a), snapshot(hosts.b)]
+        nb = run(tmp_path, monkeypatch, SOURCE=[str(hosts.a), str(hosts.b)], KEY_FILE=str(key_file))
+        assert before == [snapshot(hosts.a), snapshot(hosts.b)]
+        text = outputs_text(nb)
+        assert f"{hosts.a}: compacted" in text and f"{hosts.b}: compacted" in text
+        assert "verifies: True" in text
+        assert any("host-a" in f and "host-b" in f for f in frames(nb))
+
 
 def frames(nb: Any) -> list[str]:
     """The DataFrames the notebook displayed (pandas' HTML tables)."""
@@ -90,7 +105,7 @@ def snapshot(directory: Path) -> dict[str, bytes]:
     }
 
 
-def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **params: str) -> Any:
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **params: object) -> Any:
     """Execute the notebook (parameters set in its first code cell); fail on any error output."""
     monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))

@@ -16,13 +16,13 @@ from moto.server import ThreadedMotoServer
 from typer.testing import CliRunner
 
 from auditlog.evidence import export, verify_pack
-from auditlog.investigate import CorruptSource, Investigation
+from auditlog.investigate import CorruptSource, DuplicateSource, Investigation
 from auditlog.lake.compact import compact
 from auditlog.lake.layout import load_manifests
 from auditlog.lake.s3 import ChecksumMismatch, ShipError
 from auditlog.lake.ship import ObjectCollision, ship
 from store.trail import list_streams
-from tests._support import query_cli, write_key_file
+from tests._support import query_cli, write_hosts, write_key_file
 from tests.auditlog.test_query import Incident, Sink, write_incident
 
 AWS_ENV = {
@@ -451,3 +451,37 @@ class TestCLI:
              "--cache-dir", str(tmp_path / "d")],
         )  # fmt: skip
         assert (0, rows) == (after.exit_code, orjson.loads(after.stdout)), after.output
+
+
+class TestSeveralTrails:
+    def test_ship_two_trails_to_one_prefix(self, endpoint: str, s3: Any, bucket: str, tmp_path: Path) -> None:
+        """`ship A s3://... --also B`: each trail in turn to the one prefix, reported per directory and in
+        total; the shipped lake answers for both hosts, in one timeline."""
+        hosts = write_hosts(tmp_path / "hosts")
+        for directory in (hosts.a, hosts.b):
+            compact(directory, keys=hosts.ring)
+        url = f"s3://{bucket}/fleet"
+        args = ["ship", str(hosts.a), url, "--also", str(hosts.b), "--endpoint-url", endpoint, "--json", "-q"]
+        res = CliRunner().invoke(query_cli(), args)
+        assert 0 == res.exit_code, res.output
+        doc = orjson.loads(res.stdout)
+        assert [str(hosts.a), str(hosts.b)] == [d["directory"] for d in doc["directories"]]
+        assert all(d["uploaded"] > 0 for d in doc["directories"])
+        uploaded = sum(d["uploaded"] for d in doc["directories"])
+        assert len(keys_in(s3, bucket)) == uploaded == doc["total"]["uploaded"]
+        with Investigation(url, audit=Sink(hosts.ring), s3_client=s3, cache_dir=tmp_path / "c") as inv:
+            assert hosts.order == [r["what"] for r in inv.timeline(hosts.cid)]
+            [(sources,)] = inv.sql("SELECT list(DISTINCT source ORDER BY source) FROM events").rows
+        assert ["host-a", "host-b"] == sources
+
+    def test_a_trail_with_its_shipped_copy_is_refused(self, s3: Any, bucket: str, tmp_path: Path) -> None:
+        """A trail read together with the prefix it was shipped to would count its rows twice: refused."""
+        hosts = write_hosts(tmp_path / "hosts")
+        compact(hosts.a, keys=hosts.ring)
+        ship(hosts.a, f"s3://{bucket}/a", client=s3)
+        with pytest.raises(DuplicateSource, match=f"^{hosts.a} and s3://{bucket}/a both hold stream"):
+            Investigation([hosts.a, f"s3://{bucket}/a"], audit=Sink(hosts.ring), s3_client=s3,
+                          cache_dir=tmp_path / "c")  # fmt: skip
+        with Investigation([hosts.b, f"s3://{bucket}/a"], audit=Sink(hosts.ring), s3_client=s3,
+                           cache_dir=tmp_path / "c") as inv:  # fmt: skip
+            assert hosts.order == [r["what"] for r in inv.timeline(hosts.cid)]
