@@ -9,14 +9,14 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from auditlog.cli import evidence, lake, query, trail
-from auditlog.cli._options import err, fail, key_ring, state_exit_codes
+from auditlog.cli._options import AlsoOpt, err, fail, key_ring, sources_of, state_exit_codes
 from auditlog.cli.bodies import bodies_app
 from auditlog.policy import PolicyError, sensitive_allowlist_warnings
 from auditlog.policy import load as load_policy
@@ -206,15 +206,39 @@ def selftest(
     policy: Annotated[
         Path | None, typer.Option("--policy", help="Policy file to test (default: safe default).")
     ] = None,
+    scan: Annotated[
+        Path | None,
+        typer.Option(
+            "--scan",
+            metavar="DIR",
+            help="Plant nothing: look for the corpus's values in every stream of this trail (and of each "
+            "--also), and report per stream and in total.",
+        ),
+    ] = None,
+    also: AlsoOpt = None,
+    canaries: Annotated[
+        Path | None,
+        typer.Option("--canaries", help="Corpus file or folder (default: AUDITLOG_CANARIES, else bundled)."),
+    ] = None,
 ) -> None:
     """Plant every canary through the configured pipeline; fail if any comes out."""
+    from auditlog.canaries import load_canaries
     from auditlog.demo.selftest import run_selftest
 
+    try:
+        corpus = load_canaries(canaries)
+    except (FileNotFoundError, ValueError) as exc:
+        raise fail(f"cannot load the canary corpus: {exc}", 2) from None
+    if scan is not None:
+        _scan(sources_of(str(scan), also), corpus)
+        return
+    if also:
+        raise fail("--also goes with --scan")
     try:
         pol = load_policy(policy) if policy else None
     except PolicyError as exc:
         raise fail(str(exc), 2) from None
-    result = run_selftest(pol)
+    result = run_selftest(pol, canaries=corpus)
     out.print(f"planted {result.planted} times, {result.records} journal records scanned")
     for canary, logger, where in result.leaks:
         out.print(f"[red]LEAK[/red] canary {canary!r} via logger {logger!r} in field {where!r}", markup=True)
@@ -222,6 +246,34 @@ def selftest(
         out.print("[red]selftest failed[/red]")
         raise typer.Exit(1)
     out.print("[green]OK[/green]: no planted value reached the journal or the console")
+
+
+def _scan(sources: list[str], corpus: Any) -> None:
+    """``selftest --scan``: a table of every stream's records and leaks, then the total; exit 1 on a leak."""
+    from auditlog.demo.selftest import scan_trails
+    from store.exceptions import JournalError
+
+    try:
+        scans = scan_trails([Path(s) for s in sources], corpus)
+    except (FileNotFoundError, JournalError) as exc:
+        raise fail(str(exc), 2) from None
+    table = Table(title="canary scan")
+    for column in ("trail", "stream", "records", "leaks"):
+        table.add_column(column)
+    for s in scans:
+        found = ", ".join(sorted({f"{name} in {where}" for name, where in s.leaks})) or "none"
+        table.add_row(s.trail, s.stream, str(s.records), found)
+    out.print(table)
+    records = sum(s.records for s in scans)
+    leaks = sum(len(s.leaks) for s in scans)
+    out.print(
+        f"{len(sources)} trail(s), {len(scans)} streams, {records} records, {leaks} leaks", markup=False
+    )
+    if leaks:
+        out.print("[red]canaries found[/red]")
+        raise typer.Exit(1)
+    if not records:
+        raise fail("no records to scan", 2)
 
 
 trail.register(app)

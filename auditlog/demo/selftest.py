@@ -7,6 +7,10 @@ in an exception message and its chained cause, through stdlib ``logging`` with %
 ``extra=``, and in a uvicorn access line. Then it scans the journal and the console stream for every
 needle, in raw, JSON-escaped and URL-encoded form. A hit names the canary, the logger and the field,
 never the value.
+
+:func:`scan_trails` runs the same scan over trails that exist (``auditlog selftest --scan DIR --also
+DIR2``): every stream of each, reported per stream and in total, so a value planted into a live server
+(a probe, a penetration test) can be looked for wherever the server journaled.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from processors import Scanner
 from store.keys import KeyRing, MasterKey
 from store.trail import iter_trail_records
 
-__all__ = ["SelftestResult", "run_selftest"]
+__all__ = ["SelftestResult", "StreamScan", "run_selftest", "scan_trails"]
 
 
 @dataclass(slots=True)
@@ -110,19 +114,57 @@ def run_selftest(
                 result.planted += 1
         finally:
             handle.shutdown()
-        forms = c.forms()
         for _, rec in iter_trail_records(journal_dir):
             result.records += 1
-            for key, val in rec.items():
-                blob = orjson.dumps({key: val}, default=str)
-                for needle, fs in forms.items():
-                    if any(f in blob for f in fs):
-                        where = "<a key>" if c.leaks_in(key.encode("utf-8", "replace")) else key
-                        result.leaks.append((_canary_name(c, needle), _safe(c, rec.get("logger")), where))
+            result.leaks += [(name, _safe(c, rec.get("logger")), where) for name, where in _leaks(rec, c)]
         out = console.getvalue().encode("utf-8", "surrogatepass")
         for needle in c.leaks_in(out):
             result.leaks.append((_canary_name(c, needle), "<console>", "<line>"))
     return result
+
+
+def _leaks(rec: dict[str, Any], c: Canaries) -> list[tuple[str, str]]:
+    """The canaries found in one record: (canary name, the field it is in, or ``<a key>``)."""
+    found: list[tuple[str, str]] = []
+    for key, val in rec.items():
+        blob = orjson.dumps({key: val}, default=str)
+        for needle in c.leaks_in(blob):
+            where = "<a key>" if c.leaks_in(key.encode("utf-8", "replace")) else key
+            found.append((_canary_name(c, needle), where))
+    return found
+
+
+@dataclass(slots=True)
+class StreamScan:
+    """What :func:`scan_trails` found in one stream: its records and every leak (canary name, field)."""
+
+    trail: str
+    stream: str
+    records: int = 0
+    leaks: list[tuple[str, str]] = field(default_factory=list)
+
+
+def scan_trails(directories: list[Path], canaries: Canaries | None = None) -> list[StreamScan]:
+    """Scan every record of every stream of ``directories`` for the corpus's needles (every form).
+
+    Raises:
+        FileNotFoundError: a directory is not an audit trail.
+        store.exceptions.JournalError: a segment cannot be read (``auditlog verify`` names it).
+    """
+    c = canaries or load_canaries()
+    scans: list[StreamScan] = []
+    for directory in directories:
+        if not (directory / "trail.json").is_file() and not (directory / "streams").is_dir():
+            raise FileNotFoundError(f"{directory} is not an audit trail (no trail.json, no streams/)")
+        by_stream: dict[str, StreamScan] = {}
+        for info, rec in iter_trail_records(directory):
+            scan = by_stream.get(info.stream)
+            if scan is None:
+                scan = by_stream[info.stream] = StreamScan(trail=str(directory), stream=info.stream)
+                scans.append(scan)
+            scan.records += 1
+            scan.leaks += _leaks(rec, c)
+    return scans
 
 
 def _safe(c: Canaries, name: object) -> str:

@@ -15,13 +15,15 @@ import structlog
 from typer.testing import CliRunner
 
 import auditlog
-from auditlog.canaries import scan
+from auditlog.canaries import load_canaries, scan
 from auditlog.cli.app import app
 from auditlog.demo.selftest import run_selftest
 from auditlog.policy import loads
 from processors import Finding
+from store.journal import JournalConfig
 from store.keys import KeyRing
-from tests._support import only_stream
+from store.trail import TrailWriter, iter_trail_records
+from tests._support import only_stream, write_hosts
 from tests.conftest import corpus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -215,6 +217,41 @@ class TestSelftest:
         result = run_selftest(pol, scanner=NoScanner())
         assert not result.ok
         assert {"note"} <= {where for _, _, where in result.leaks}
+
+
+class TestSelftestScan:
+    def test_scans_every_stream_of_several_trails(self, tmp_path: Path) -> None:
+        """--scan A --also B: one row per stream of both, then the total; nothing found, exit 0."""
+        hosts = write_hosts(tmp_path)
+        res = runner.invoke(app, ["selftest", "--scan", str(hosts.a), "--also", str(hosts.b)])
+        assert 0 == res.exit_code, res.output
+        assert "host-a." in res.output and "host-b." in res.output
+        records = sum(1 for _ in iter_trail_records(hosts.a)) + sum(1 for _ in iter_trail_records(hosts.b))
+        assert f"2 trail(s), 2 streams, {records} records, 0 leaks" in res.output
+
+    def test_a_value_in_a_stream_is_named_never_printed(self, tmp_path: Path) -> None:
+        """A record written past the pipeline (raw) with a canary: exit 1, the canary's name, the field
+        and the stream are named; the value is not printed."""
+        hosts = write_hosts(tmp_path)
+        corpus = load_canaries()
+        value = corpus.values["api_key"]
+        config = JournalConfig(source="raw-writer", fsync="never")
+        with TrailWriter(hosts.b, keys=hosts.ring, config=config) as writer:
+            writer.append({"v": 1, "kind": "app.log", "note": value})
+        res = runner.invoke(app, ["selftest", "--scan", str(hosts.a), "--also", str(hosts.b)])
+        assert 1 == res.exit_code, res.output
+        assert "api_key in note" in res.output and "raw-writer." in res.output
+        assert [] == corpus.leaks_in(res.output)
+
+    def test_a_directory_that_is_no_trail_is_an_error(self, tmp_path: Path) -> None:
+        res = runner.invoke(app, ["selftest", "--scan", str(tmp_path)])
+        assert 2 == res.exit_code
+        assert "is not an audit trail" in res.output
+
+    def test_also_needs_scan(self, tmp_path: Path) -> None:
+        res = runner.invoke(app, ["selftest", "--also", str(tmp_path)])
+        assert 2 == res.exit_code
+        assert "--also goes with --scan" in res.output
 
 
 class TestDemo:
