@@ -295,6 +295,8 @@ def print_summary(title: str, summary: dict[str, Any], as_json: bool) -> None:
         return
     table = Table(title=title, show_header=False)
     for k, v in summary.items():
+        if isinstance(v, dict):
+            v = [f"{name}: {n}" for name, n in v.items()]
         table.add_row(k, ", ".join(map(str, v)) if isinstance(v, list) else str(v))
     out.print(table)
 

@@ -106,6 +106,7 @@ def export_cmd(
         "sha256": report.sha256,
         "signer": report.signer,
         "events": report.events,
+        "streams": dict(report.streams),
         "members": len(report.members),
         "chain_ok": report.chain_ok,
         "seconds": round(report.seconds, 3),

@@ -83,12 +83,14 @@ class PackInvalid(EvidenceError, ValueError):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PackReport:
-    """What :func:`export` wrote: the pack, its SHA-256, the signer's key fingerprint, and counts."""
+    """What :func:`export` wrote: the pack, its SHA-256, the signer's key fingerprint, and counts (records
+    in all, and per stream: ``source.instance`` of each writer)."""
 
     path: Path
     sha256: str
     signer: str
     events: int
+    streams: Mapping[str, int]
     members: tuple[str, ...]
     chain_ok: bool
     seconds: float
@@ -116,6 +118,19 @@ class PackCheck:
 
 
 Progress = Callable[[str, int, int], None]
+
+
+def _stream_counts(events: Path) -> dict[str, int]:
+    """Records per stream in an events file, read a batch of one column at a time (bounded memory)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    counts: dict[str, int] = {}
+    for batch in pq.ParquetFile(events).iter_batches(columns=["stream"], batch_size=1 << 16):
+        for row in pc.value_counts(batch.column(0)).to_pylist():
+            name = str(row["values"])
+            counts[name] = counts.get(name, 0) + int(row["counts"])
+    return dict(sorted(counts.items()))
 
 
 def _signing_key(keys: KeyRing) -> Any:
@@ -219,6 +234,7 @@ def export(
             step("events")
             # streamed: memory stays bounded however many events the range holds
             n_events, segments = inv.write_events(lo, hi, work / "events.parquet")
+            streams = _stream_counts(work / "events.parquet")
             step("controls")
             tables, charts = _report.control_tables(inv, lo, hi, incidents)
             for name, table in tables.items():
@@ -245,6 +261,7 @@ def export(
                 "investigator": inv.investigator,
                 "signer": fingerprint,
                 "events": n_events,
+                "streams": streams,
             }
             sections = _report.sections(
                 meta, tables, charts, chain, policy_doc, _report.retention_settings(pol), controls
@@ -307,6 +324,7 @@ def export(
         sha256=pack_sha,
         signer=fingerprint,
         events=n_events,
+        streams=streams,
         members=("manifest.json", "manifest.sig", *members),
         chain_ok=bool(chain["ok"]),
         seconds=time.monotonic() - started,

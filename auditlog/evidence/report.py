@@ -404,12 +404,18 @@ def sections(
         ),
     )
 
+    per_stream = Table(
+        title="Records per stream",
+        columns=("stream", "records"),
+        rows=tuple(sorted(meta.get("streams", {}).items())),
+    )
+
     def shown(t: Table) -> Table:
         return Table(title=t.title, columns=t.columns, rows=t.rows[:_SHOWN], note=t.note, total=len(t.rows))
 
     by_file = {c.file: c for c in charts}
     return [
-        Section(heading="Summary", tables=(summary,)),
+        Section(heading="Summary", tables=(summary, shown(per_stream))),
         Section(
             heading="CC6.1 Logical access: who may do what, and who read stored bodies",
             tables=(shown(tables["CC6.1_access_decisions"]), shown(tables["CC6.1_body_reads"])),

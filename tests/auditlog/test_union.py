@@ -258,6 +258,14 @@ class TestUnionCLI:
             (tmp_path / "events.parquet").write_bytes(zf.read("events.parquet"))
         events = pq.read_table(tmp_path / "events.parquet").to_pylist()
         assert {"host-a", "host-b"} <= {e["source"] for e in events}
+        per_stream: dict[str, int] = {}
+        for e in events:
+            per_stream[e["stream"]] = per_stream.get(e["stream"], 0) + 1
+        assert per_stream == summary["streams"]  # reported per stream, and in total
+        assert sum(per_stream.values()) == summary["events"]
+        with zipfile.ZipFile(pack) as zf:
+            assert per_stream == orjson.loads(zf.read("manifest.json"))["streams"]
+            assert "Records per stream" in zf.read("report.md").decode()
         assert hosts.order == [e["action_name"] for e in sorted(
             (e for e in events if e["correlation_id"] == hosts.cid),
             key=lambda e: (e["ts"], e["stream"], e["seq"]),
