@@ -1,9 +1,9 @@
 """The policy file reference: every key a policy may hold, its type, its default and what it does.
 
-One row per key the loader (:mod:`auditlog.policy`) accepts. ``tests/auditlog/test_policy_reference.py``
-holds this table against the loader's own lists of keys, and the README's copy against :func:`render`, so
-neither can drift: a key added to the loader without a row here, or a row changed without the README,
-fails the test. ``auditlog policy reference`` prints it.
+One row per key the loader (:mod:`auditlog._policy_loader`) accepts.
+``tests/auditlog/test_policy_reference.py`` holds this table against the loader's own lists of keys, and
+the README's copy against :func:`render`, so neither can drift: a key added to the loader without a row
+here, or a row changed without the README, fails the test. ``auditlog policy reference`` prints it.
 """
 
 from __future__ import annotations

@@ -45,16 +45,8 @@ import structlog
 
 from auditlog.actor import ActorResolver, default_actor
 from auditlog.handle import AuditHandle, current_handle
-from auditlog.integrations._http import (
-    _FALLBACK_SCANNER,
-    _MAX_HEADER_NAMES,
-    BodySink,
-    _Head,
-    _Recorder,
-    _Request,
-    _Route,
-    digest_headers,
-)
+from auditlog.integrations._http import _FALLBACK_SCANNER, BodySink, _Recorder
+from auditlog.integrations._http_request import _MAX_HEADER_NAMES, _Head, _Request, _Route, digest_headers
 from auditlog.policy import DEFAULT_POLICY, Policy
 from processors import Scanner, ShapeLimits
 from processors.shapes import emittable_key

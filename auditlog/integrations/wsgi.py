@@ -33,7 +33,8 @@ import structlog
 
 from auditlog.actor import ANONYMOUS, ActorResolver, wsgi_actor
 from auditlog.handle import AuditHandle, current_handle
-from auditlog.integrations._http import BodySink, _Recorder, _Request
+from auditlog.integrations._http import BodySink, _Recorder
+from auditlog.integrations._http_request import _Request
 from auditlog.policy import Policy
 from processors import ShapeLimits
 

@@ -250,9 +250,9 @@ class TestMatchMemo:
 
     def test_bounded_and_still_right(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Past its bound the memo starts over; answers stay those of the rules."""
-        import auditlog.policy
+        import auditlog._policy_model
 
-        monkeypatch.setattr(auditlog.policy, "_MAX_MATCHED", 4)
+        monkeypatch.setattr(auditlog._policy_model, "_MAX_MATCHED", 4)
         policy = loads(GOOD.replace('id = "shop"', 'id = "memo-bound"'))
         for i in range(50):
             route = "/login" if i % 3 == 0 else f"/x/{i}"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from auditlog import _policy_loader as loader
 from auditlog import policy
 from auditlog.cli.app import app
 from auditlog.policy_reference import ROWS, render
@@ -15,10 +16,10 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 def loader_keys() -> set[str]:
     """Every key the loader accepts, spelled as the reference spells it."""
-    keys = {k for k in policy._TOP if k not in ("defaults", "rules", "readers", "operators", "paths")}
-    keys |= {f"paths.{k}" for k in policy._PATH_FIELDS}
-    keys |= {f"defaults.{k}" for k in policy._DEFAULT_FIELDS}
-    keys |= {f"rules[].{k}" for k in policy._RULE_FIELDS if k != "match"}
+    keys = {k for k in loader.TOP_KEYS if k not in ("defaults", "rules", "readers", "operators", "paths")}
+    keys |= {f"paths.{k}" for k in loader.PATH_FIELDS}
+    keys |= {f"defaults.{k}" for k in loader.DEFAULT_FIELDS}
+    keys |= {f"rules[].{k}" for k in loader.RULE_FIELDS if k != "match"}
     keys |= {f"rules[].match.{k}" for k in policy.MATCH_FIELDS}
     keys |= {"readers.NAME.scopes", "readers.NAME.tenants", "operators.NAME.scopes"}
     return keys

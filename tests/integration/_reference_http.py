@@ -9,9 +9,9 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from auditlog.events import Status, event_dict, outcome_dict, shape_value
-from auditlog.integrations._http import (
+from auditlog.integrations._http import _FALLBACK_SCANNER
+from auditlog.integrations._http_request import (
     _EMPTY_OBJ,
-    _FALLBACK_SCANNER,
     _MAX_HEADER_NAMES,
     _NO_BYTES,
     _action,

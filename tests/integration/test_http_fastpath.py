@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 
 import auditlog
-from auditlog.integrations._http import _Request
+from auditlog.integrations._http_request import _Request
 from auditlog.integrations.asgi import AuditMiddleware
 from auditlog.policy import loads
 from store.keys import KeyRing, MasterKey
