@@ -21,45 +21,24 @@ journaled.
 
 The audit sink is any ``Callable[[dict], None]`` that raises when it cannot record the event; the
 events it receives hold correlation ids, reader names, tenants, purposes, sizes and counts, never a body.
+
+This module holds the write and read paths; the state and the audit journal every operation shares are
+:mod:`store.bodies._store_core`'s, holds, purges and erasure :mod:`store.bodies._retention`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import hmac
-import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
-import orjson
-
-from store.bodies._backend import Backend, blob_name
-from store.bodies._crypto import (
-    LOCAL_SCHEME,
-    Envelope,
-    KeyWrapper,
-    LocalKeyWrapper,
-    open_envelope,
-    rewrap,
-    seal,
-    seal_record,
-)
+from store.bodies._backend import blob_name
+from store.bodies._crypto import LOCAL_SCHEME, Envelope, open_envelope, rewrap, seal, seal_record
 from store.bodies._ids import validate_correlation_id
-from store.bodies._model import (
-    DEFAULT_MAX_BODY_BYTES,
-    READ_SCOPE,
-    BodyInfo,
-    BodyMeta,
-    EraseReport,
-    Principal,
-    PurgeReport,
-    validate_note,
-)
+from store.bodies._model import READ_SCOPE, BodyInfo, BodyMeta, Principal, validate_note
+from store.bodies._retention import BodyRetention
+from store.bodies._store_core import AuditSink, Ledger
 from store.bodies.exceptions import (
     AccessDenied,
-    AuditUnavailable,
     BodyExists,
     BodyExpired,
     BodyIntegrityError,
@@ -67,16 +46,11 @@ from store.bodies.exceptions import (
     BodyStoreError,
     InvalidCorrelationId,
 )
-from store.keys import KeyRing
 
 __all__ = ["AuditSink", "EncryptedBodyStore", "Ledger"]
 
-AuditSink = Callable[[dict[str, Any]], None]
-Ledger = Callable[[str], str | None]
-_CHUNK = 500  # correlation ids per body.purged / body.erased event
 
-
-class EncryptedBodyStore:
+class EncryptedBodyStore(BodyRetention):
     """Encrypted, access-controlled, retention-enforcing body storage over a :class:`Backend`.
 
     Args:
@@ -92,45 +66,6 @@ class EncryptedBodyStore:
         clock: seconds since the epoch (tests pass a fake).
         ledger: names bodies the trail says were erased or purged (see the module docstring).
     """
-
-    def __init__(
-        self,
-        backend: Backend,
-        *,
-        keys: KeyRing,
-        audit: AuditSink | None = None,
-        wrapper: KeyWrapper | None = None,
-        unwrappers: Iterable[KeyWrapper] = (),
-        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-        clock: Callable[[], float] = time.time,
-        ledger: Ledger | None = None,
-    ) -> None:
-        if not isinstance(keys, KeyRing):
-            raise TypeError("keys: expected a store.keys.KeyRing")
-        if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int) or max_body_bytes < 1:
-            raise ValueError("max_body_bytes: expected a positive integer")
-        self.backend = backend
-        self.keys = keys
-        self.max_body_bytes = max_body_bytes
-        self._audit = audit
-        self._clock = clock
-        self._local = LocalKeyWrapper(keys)
-        self._wrapper: KeyWrapper = wrapper if wrapper is not None else self._local
-        self._wrappers: dict[str, KeyWrapper] = {w.scheme: w for w in unwrappers}
-        self._wrappers.update({LOCAL_SCHEME: self._local, self._wrapper.scheme: self._wrapper})
-        self._subject_keys = {k.key_id: k.derive("bodies-subject") for k in (keys.active, *keys.older)}
-        self._state_keys = {k.key_id: k.derive("bodies-state") for k in (keys.active, *keys.older)}
-        self._fp_cache: dict[tuple[str, str], str] = {}
-        self.ledger = ledger
-
-    @property
-    def wrapper(self) -> KeyWrapper:
-        """The key wrapper new bodies are sealed with."""
-        return self._wrapper
-
-    def add_unwrapper(self, wrapper: KeyWrapper) -> None:
-        """Read bodies wrapped by ``wrapper``'s scheme with it (a reader key loaded by the CLI)."""
-        self._wrappers[wrapper.scheme] = wrapper
 
     # -- write path -------------------------------------------------------------------------------
 
@@ -297,114 +232,6 @@ class EncryptedBodyStore:
             raise exc
         return body
 
-    # -- retention ----------------------------------------------------------------------------------
-
-    def hold(self, correlation_id: str, *, reason: str, actor: str = "operator") -> BodyInfo:
-        """Put a legal hold on a body: expiry is suspended until :meth:`release`. Journals ``body.held``."""
-        cid = validate_correlation_id(correlation_id)
-        why = validate_note(reason, "reason")
-        self._require_audit("hold bodies")
-        env = self._envelope_header(cid)
-        env = replace(env, hold=self._signed_hold(env, {"reason": why, "at": self._clock(), "by": actor}))
-        self.backend.replace_header(cid, env.header_bytes(), blob=blob_name(cid, env.nonce), held=True)
-        self._record("body.held", cid, actor=actor, reason=why)
-        return self._info(env)
-
-    def release(self, correlation_id: str, *, reason: str | None = None, actor: str = "operator") -> BodyInfo:
-        """Lift a legal hold; an already expired body goes at the next purge. Journals ``body.released``,
-        with ``reason`` (the case or ticket closing the hold) when given.
-
-        Raises:
-            ValueError: ``reason`` is given but empty or not printable ASCII of at most 200 characters.
-        """
-        cid = validate_correlation_id(correlation_id)
-        why = None if reason is None else validate_note(reason, "reason")
-        self._require_audit("release bodies")
-        env = replace(self._envelope_header(cid), hold=None)
-        self.backend.replace_header(cid, env.header_bytes(), blob=blob_name(cid, env.nonce), held=False)
-        self._record("body.released", cid, actor=actor, **_reason(why))
-        return self._info(env)
-
-    def purge_expired(self, *, actor: str = "retention") -> PurgeReport:
-        """Delete every expired body not on hold (wrapped key first). Journals ``body.purged``."""
-        self._require_audit("purge bodies")
-        scanned = held = unreadable = 0
-        gone: list[str] = []
-        for cid in self._ids():
-            scanned += 1
-            try:
-                env = self._envelope_header(cid)
-            except BodyNotFound:
-                continue
-            except BodyIntegrityError:
-                unreadable += 1
-                continue
-            if self._clock() >= float(env.meta.get("expires", 0.0)):
-                if self._held(env, actor):
-                    held += 1
-                else:
-                    self._delete(cid, env)
-                    gone.append(cid)
-        purged = len(gone)
-        report = PurgeReport(scanned=scanned, purged=purged, held=held, unreadable=unreadable)
-        for i, chunk in enumerate(_chunks(gone)):
-            counts: dict[str, Any] = {
-                "scanned": scanned,
-                "purged": purged,
-                "held": held,
-                "unreadable": unreadable,
-            }
-            self._record(
-                "body.purged", None, actor=actor, trigger="purge", correlation_ids=chunk,
-                **(counts if i == 0 else {"purged": len(chunk)}),
-            )  # fmt: skip
-        return report
-
-    def erase(self, *, subject: str, reason: str | None = None, actor: str = "operator") -> EraseReport:
-        """Crypto-shred every body of a data subject (bodies on legal hold are kept and counted).
-
-        Journals ``body.erased`` with the subject's keyed fingerprint and the counts, never the subject,
-        and ``reason`` (the erasure request's ticket) when given.
-
-        Raises:
-            ValueError: ``subject`` is empty, or ``reason`` is given but empty, not printable ASCII of at
-                most 200 characters, or contains the subject (nothing is erased).
-        """
-        if not isinstance(subject, str) or not subject:
-            raise ValueError("subject: expected a non-empty string")
-        why = None if reason is None else validate_note(reason, "reason")
-        named = subject.strip().lower()
-        if why is not None and named and named in why.lower():
-            raise ValueError("reason: must not name the subject (the journal keeps only its fingerprint)")
-        self._require_audit("erase bodies")
-        wanted = {self._fingerprint(subject, kid) for kid in self._subject_keys}
-        gone: list[str] = []
-        held: list[str] = []
-        for cid in self._ids():
-            try:
-                env = self._envelope_header(cid)
-            except (BodyNotFound, BodyIntegrityError):
-                continue
-            if env.meta.get("subject") in wanted:
-                if self._held(env, actor):
-                    held.append(cid)
-                else:
-                    self._delete(cid, env)
-                    gone.append(cid)
-        erased = len(gone)
-        for i, chunk in enumerate(_chunks(gone)):
-            self._record(
-                "body.erased",
-                None,
-                actor=actor,
-                subject_fp=self._fingerprint(subject, self.keys.active.key_id),
-                erased=erased if i == 0 else len(chunk),
-                held=len(held) if i == 0 else 0,
-                correlation_ids=chunk,
-                **_reason(why),
-            )
-        return EraseReport(erased=erased, held=len(held), held_ids=tuple(sorted(held)))
-
     def iter_info(self) -> Iterator[BodyInfo]:
         """Metadata of every readable header (for the CLI and tests)."""
         for cid in self._ids():
@@ -413,107 +240,12 @@ class EncryptedBodyStore:
             except (BodyNotFound, BodyIntegrityError):
                 continue
 
-    # -- helpers ----------------------------------------------------------------------------------
-
-    def _ids(self) -> Iterator[str]:
-        for cid in self.backend.ids():
-            try:
-                yield validate_correlation_id(cid)
-            except InvalidCorrelationId:
-                continue
-
-    def _envelope_header(self, cid: str) -> Envelope:
-        return Envelope.from_parts(self.backend.read_header(cid), b"", correlation_id=cid)
-
-    def _info(self, env: Envelope) -> BodyInfo:
-        try:
-            return BodyInfo.from_header(
-                env.correlation_id,
-                dict(env.meta),
-                key_id=env.key.key_id,
-                scheme=env.key.scheme,
-                hold=None if env.hold is None else dict(env.hold),
-                now=self._clock(),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BodyIntegrityError(
-                f"the header of body {env.correlation_id!r} lacks metadata", part="header"
-            ) from exc
-
     def _expired(self, env: Envelope) -> bool:
         try:
             expires = float(env.meta["expires"])
         except (KeyError, TypeError, ValueError):
             return True  # fail closed; the AEAD check would refuse an edited header anyway
         return self._clock() >= expires and not self._held(env, "retention")
-
-    def _hold_mac(self, env: Envelope, hold: dict[str, Any], key_id: str) -> str:
-        fields = {k: hold.get(k) for k in ("reason", "at", "by")}
-        msg = orjson.dumps(
-            {"cid": env.correlation_id, "nonce": env.nonce.hex(), "hold": fields}, option=orjson.OPT_SORT_KEYS
-        )
-        return f"{key_id}:{hmac.new(self._state_keys[key_id], msg, hashlib.sha256).hexdigest()}"
-
-    def _signed_hold(self, env: Envelope, hold: dict[str, Any]) -> dict[str, Any]:
-        return {**hold, "mac": self._hold_mac(env, hold, self.keys.active.key_id)}
-
-    def _held(self, env: Envelope, actor: str) -> bool:
-        """True when the body carries a legal hold whose MAC verifies; a forged one is journaled."""
-        hold = env.hold
-        if hold is None:
-            return False
-        mac = hold.get("mac")
-        key_id = mac.split(":", 1)[0] if isinstance(mac, str) else ""
-        if (
-            isinstance(mac, str)
-            and key_id in self._state_keys
-            and hmac.compare_digest(mac, self._hold_mac(env, dict(hold), key_id))
-        ):
-            return True
-        if self._audit is not None:
-            with contextlib.suppress(AuditUnavailable):
-                self._record("body.tamper_detected", env.correlation_id, actor=actor, what="hold")
-        return False
-
-    def _delete(self, cid: str, env: Envelope) -> None:
-        self.backend.delete_header(cid)  # the wrapped key: from here on, every copy is shredded
-        self.backend.delete_blob(blob_name(cid, env.nonce))
-
-    def _fingerprint(self, subject: str, key_id: str) -> str:
-        fp = self._fp_cache.get((subject, key_id))
-        if fp is None:
-            data = subject.encode("utf-8", "surrogatepass")
-            fp = f"{key_id}:{hmac.digest(self._subject_keys[key_id], data, 'sha256').hex()[:32]}"
-            if len(self._fp_cache) >= 4096:
-                self._fp_cache.clear()
-            self._fp_cache[(subject, key_id)] = fp
-        return fp
-
-    def _require_audit(self, what: str) -> None:
-        if self._audit is None:
-            raise AuditUnavailable(f"this body store has no audit sink, so it cannot {what}")
-
-    def _record(
-        self, kind: str, cid: str | None, *, actor: str, allowed: bool | None = None, **fields: Any
-    ) -> None:
-        event: dict[str, Any] = {"kind": kind, "actor": {"subject": actor}, "store": self.backend.kind}
-        if cid is not None:
-            event["correlation_id"] = cid
-        if allowed is not None:
-            reason = fields.pop("reason", None)
-            event["decision"] = {"allowed": allowed, "reason": reason}
-            if reason == "missing_scope":
-                event["decision"]["required"] = [READ_SCOPE]
-        event.update(fields)
-        sink = self._audit
-        if sink is None:  # pragma: no cover - guarded by _require_audit
-            raise AuditUnavailable("no audit sink")
-        try:
-            sink(event)
-        except Exception as exc:
-            raise AuditUnavailable(
-                f"the audit journal did not take {kind!r}, so the operation is refused"
-            ) from exc
 
     def _refuse(
         self, cid: str | None, reader: Principal, purpose: str | None, reason: str, error: BaseException
@@ -546,16 +278,6 @@ class EncryptedBodyStore:
             part=exc.part,
         )
         raise exc
-
-
-def _chunks(ids: list[str]) -> list[list[str]]:
-    """Correlation ids in event-sized chunks (one empty chunk when there are none: one event)."""
-    return [ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)] or [[]]
-
-
-def _reason(why: str | None) -> dict[str, Any]:
-    """The ``reason`` field of an operator's event, when one was given."""
-    return {} if why is None else {"reason": why}
 
 
 def _not_found(cid: str) -> BodyNotFound:
