@@ -25,14 +25,9 @@ from typing import TYPE_CHECKING, Any
 from auditlog.actor import ANONYMOUS, Actor, ActorResolver, actor_from_token
 from auditlog.events import MiddlewareStats
 from auditlog.handle import AuditHandle
-from auditlog.integrations.mcp import (
-    CLIENT_INFO_META_KEY,
-    CLOSED_MESSAGE,
-    INTERNAL_ERROR,
-    MCPAuditor,
-    MCPCall,
-    mcp_actor,
-)
+from auditlog.integrations._mcp_auditor import CLIENT_INFO_META_KEY, MCPAuditor
+from auditlog.integrations._mcp_request import MCPCall
+from auditlog.integrations.mcp import mcp_actor
 from auditlog.policy import Policy
 from processors import ShapeLimits
 
@@ -66,8 +61,11 @@ def fastmcp_actor(context: Any) -> Actor | None:
     return mcp_actor(rc)
 
 
-def _result(result: object) -> tuple[object, bool | None]:
-    """What to shape of a fastmcp hook result (``ToolResult``, ``ResourceResult``, ``PromptResult``)."""
+def _shaped(call: MCPCall, result: object) -> tuple[object, bool | None]:
+    """What to record of a fastmcp hook result (``ToolResult``, ``ResourceResult``, ``PromptResult``): its
+    body at ``shape``/``values`` level, and its ``is_error``; nothing of any other request's result."""
+    if call.method not in _SHAPED or call.rule.level not in ("shape", "values"):
+        return None, None
     flag = getattr(result, "is_error", None)
     is_error = flag if isinstance(flag, bool) else None
     if hasattr(result, "content"):
@@ -110,34 +108,14 @@ class FastMCPAuditMiddleware(_Middleware):
         return self.auditor.stats
 
     async def on_request(self, context: MiddlewareContext[Any], call_next: CallNext[Any, Any]) -> Any:
-        auditor = self.auditor
-        try:
-            call = self._begin(context)
-        except Exception as exc:
-            name = getattr(context.message, "name", None)
-            refusal = auditor.failed(exc, method=context.method, params={"name": name})
-            if refusal is not None:
-                raise MCPError(*refusal) from None
-            return await call_next(context)
-        if not call.decision.allowed:
-            raise MCPError(*auditor.refuse(call))
-        result = await auditor.run(call, lambda: call_next(context))
-        if call.method == "tools/list":
-            try:
-                result = auditor.visible_tools(result)
-            except Exception as exc:
-                auditor.stats.error("tools_list", exc)
-        elif call.method == "resources/templates/list":
-            auditor.learn_templates(result)
-        try:
-            shaped = call.method in _SHAPED and call.rule.level in ("shape", "values")
-            body, is_error = _result(result) if shaped else (None, None)
-        except Exception as exc:
-            auditor.stats.error("result", exc)
-            body, is_error = None, None
-        if not auditor.finish(call, result=body, is_error=is_error):
-            raise MCPError(INTERNAL_ERROR, CLOSED_MESSAGE, {"correlation_id": call.corr.correlation_id})
-        return result
+        return await self.auditor.serve(
+            lambda: self._begin(context),
+            lambda: call_next(context),
+            method=context.method,
+            params={"name": getattr(context.message, "name", None)},
+            shape=_shaped,
+            error=MCPError,
+        )
 
     def _begin(self, context: MiddlewareContext[Any]) -> MCPCall:
         message = context.message

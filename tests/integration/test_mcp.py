@@ -313,7 +313,7 @@ class TestLabels:
     def test_flagged_labels_are_refused_every_time_and_never_kept(self) -> None:
         """Client names, versions and session ids: a canary is refused on every call and never remembered;
         a plain label passes every time."""
-        from auditlog.integrations import mcp as audit_mcp
+        from auditlog.integrations import _mcp_request as audit_mcp
         from processors import SecretScanner
 
         scanner = SecretScanner()
