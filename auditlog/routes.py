@@ -73,8 +73,11 @@ def template_literals(template: str) -> set[str]:
 
     ``/v1/orders/{id}/items`` gives ``{"v1", "orders", "items"}``; placeholders (``{id}``, ``<int:id>``,
     ``:id``), globs (``*``, ``report-?``, ``[ab]``) and segments over 64 characters are not literals. A
-    scheme (``notes://...``) is not a segment.
+    URI template's scheme is one (``notes://daily/{d}`` gives ``{"notes", "daily"}``).
     """
     scheme = template.find("://")
     rest = template[scheme + 3 :] if scheme != -1 else template
-    return {s for s in rest.split("/") if s and len(s) <= _MAX_LITERAL and not _NOT_LITERAL.search(s)}
+    words = rest.split("/")
+    if scheme > 0:
+        words.append(template[:scheme])
+    return {s for s in words if s and len(s) <= _MAX_LITERAL and not _NOT_LITERAL.search(s)}

@@ -30,12 +30,15 @@ from auditlog.integrations._mcp_request import (
     _KINDS,
     _METADATA_ONLY,
     _METHOD,
+    DECLARED,
+    UNLISTED,
     MCPCall,
     _label,
     _learn_templates,
     _metadata,
     _resource_path,
     resource_template,
+    tool_label,
 )
 from auditlog.integrations.urls import ROUTE_WORDS
 from auditlog.policy import DEFAULT_POLICY, Policy
@@ -109,12 +112,14 @@ class MCPAuditor:
         # Rules match what the server dispatches on (the real tool name, the real URI); only the
         # journaled label is sanitized. Matching the label let a rule miss a tool whose name looks like
         # a token ("oauth2token" -> "<hidden>"), so its scopes and kill switch never applied.
+        real: str | None = None
         if method in ("tools/call", "prompts/get"):
             raw = params.get("name")
             real = raw if isinstance(raw, str) else None
-            name = real if real is not None and emittable_key(real, 128) else "<hidden>"
             arguments = params.get("arguments")
-            rule = policy.match(tool=real, method=method, remember=real is None or name == real)
+            remember = real is None or emittable_key(real, 128)  # a token-like name is not kept here
+            rule = policy.match(tool=real, method=method, remember=remember)
+            name = tool_label(real, rule)
         elif method == "resources/read":
             uri = params.get("uri")
             scheme, name = resource_template(uri, scanner, ROUTE_WORDS.literals(policy))
@@ -155,6 +160,7 @@ class MCPAuditor:
             decision=decide(rule, actor, enforce=self.enforce),
             arguments=arguments,
             mcp=info,
+            real=real,
         )
 
     def failed(
@@ -255,6 +261,9 @@ class MCPAuditor:
             status = "cancelled" if type(error).__name__ == "CancelledError" else "error"
         else:
             status = "error" if is_error else "ok"
+        if status == "ok" and call.name == UNLISTED and call.real is not None:
+            DECLARED.learn(call.real)  # the server ran it: a tool of its own, not a name a client made up
+            call.name = call.real
         ok = self._record(
             call,
             kind=call.kind,
@@ -379,6 +388,11 @@ class MCPAuditor:
         if not call.decision.allowed:
             raise error(*self.refuse(call))
         result = await self.run(call, call_next)
+        if call.method in ("tools/list", "prompts/list"):
+            try:
+                DECLARED.learn_listed(result)
+            except Exception as exc:
+                self.stats.error("list", exc)
         if call.method == "tools/list":
             try:
                 result = self.visible_tools(result)

@@ -1,7 +1,8 @@
 """One MCP request under audit (private): the :class:`MCPCall` the auditor
 (:mod:`~auditlog.integrations._mcp_auditor`) decides and records, and how the journal names it: its event
 kind (list and initialize requests at metadata level), the template of a resource URI, the client and
-session labels that pass the scanner, and the route literals learned from the URI templates a server lists.
+session labels that pass the scanner, the route literals learned from the URI templates a server lists,
+and the tool and prompt names servers declared (:data:`DECLARED`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from auditlog.handle import AuditHandle
 from auditlog.integrations.urls import ROUTE_WORDS, accepted_by, collapse_path
 from auditlog.policy import Rule
 from processors import Scanner
+from processors.shapes import emittable_key
 
 _KINDS: dict[str, EventKind] = {
     "tools/call": "mcp.tool_call",
@@ -44,7 +46,8 @@ def resource_template(
     """``(scheme, template)`` of a resource URI: segments that are values collapsed (see
     :func:`~.urls.collapse_path`; ``literals``: only these words stay), query and fragment dropped.
 
-    ``"users://42/profile?token=x"`` gives ``("users", "users://{n}/profile")``.
+    ``"users://42/profile?token=x"`` gives ``("users", "users://{n}/profile")``; under ``literals`` the
+    scheme too stays only when it is one (``{scheme}`` otherwise).
     """
     if not isinstance(uri, str):
         return None, "<invalid>"
@@ -53,6 +56,8 @@ def resource_template(
     if m is None:
         return None, collapse_path(text, scanner=scanner, literals=literals)
     scheme = m.group(1).lower()
+    if literals is not None and scheme not in literals:
+        scheme = "{scheme}"  # a client names any scheme it likes: a word no server declared is a value
     rest = text[m.end() :]
     if rest.startswith("//"):
         return scheme, f"{scheme}:/" + collapse_path(rest[1:], scanner=scanner, literals=literals)
@@ -121,6 +126,57 @@ class MCPCall:
     decision: Decision
     arguments: object = None
     mcp: dict[str, Any] | None = None
+    real: str | None = None  # the tool or prompt name as sent, while the label may still become it
+
+
+UNLISTED = "<unlisted>"
+_MAX_DECLARED = 4096
+
+
+class DeclaredNames:
+    """Tool and prompt names this process's servers declared: listed (``tools/list``, ``prompts/list``) or
+    called successfully. A name a client sends is journaled only when it is one of them, or when the
+    policy's rule names it; any other name is a value (``<unlisted>``): a client may call a tool named
+    after a password. At most 4096 names."""
+
+    __slots__ = ("_names",)
+
+    def __init__(self) -> None:
+        self._names: set[str] = set()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def learn(self, name: str) -> None:
+        if len(self._names) < _MAX_DECLARED:
+            self._names.add(name)
+
+    def learn_listed(self, result: object) -> None:
+        """The names of a ``tools/list`` or ``prompts/list`` result: the protocol's model or dict, or the
+        list of objects fastmcp hands its middleware."""
+        listed = result
+        if not isinstance(result, list | tuple):
+            listed = _field(result, "tools")
+            if listed is None:
+                listed = _field(result, "prompts")
+        if isinstance(listed, list | tuple):
+            for item in listed[:_MAX_DECLARED]:
+                name = _field(item, "name")
+                if isinstance(name, str) and emittable_key(name, 128):
+                    self.learn(name)
+
+
+DECLARED = DeclaredNames()
+
+
+def tool_label(real: str | None, rule: Rule) -> str:
+    """How the journal names a called tool or prompt: ``<hidden>`` when the name is no identifier (a
+    token, a value), ``<unlisted>`` when no server declared it and ``rule`` does not name it."""
+    if real is None or not emittable_key(real, 128):
+        return "<hidden>"
+    if real in DECLARED or rule.match.get("tool") == real:
+        return real
+    return UNLISTED
 
 
 def _metadata(rule: Rule) -> Rule:

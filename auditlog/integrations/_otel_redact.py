@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from auditlog.handle import current_handle
+from auditlog.integrations._mcp_request import DECLARED, UNLISTED, tool_label
 from auditlog.integrations.urls import ROUTE_WORDS, collapse_path, redact_target
 from auditlog.policy import DEFAULT_POLICY, Policy
 from processors import Scanner, shape_of
@@ -118,6 +119,10 @@ _KEEP_LINES = frozenset(
     }
 )
 _SCRUB_KINDS = ("url", "target", "path", "query")
+# Tool and prompt names a client sends: kept when a server declared them (see _mcp_request.DECLARED).
+_TOOL_NAMES = frozenset({"mcp.tool.name", "gen_ai.tool.name", "gen_ai.prompt.name"})
+_NAMED_BY_CLIENT = frozenset({"tools/call", "prompts/get"})  # span names: "<method> <tool or prompt>"
+_NO_RULE = DEFAULT_POLICY.defaults
 _HOST = re.compile(r"[a-z0-9._:%-]{1,253}")  # DNS names and IP literals, as urlsplit gives them
 _VERSION = re.compile(r"^v?\d{1,4}(?:\.\d{1,4}){0,3}(?:[-.]?(?:rc|alpha|beta|a|b)\d{0,3})?$")
 
@@ -148,14 +153,32 @@ class Redactor:
         self._stacktrace = stacktrace
         self._policy = policy
 
+    def _current_policy(self) -> Policy:
+        """This redactor's policy, else the current handle's, else the default."""
+        if self._policy is not None:
+            return self._policy
+        handle = current_handle()
+        return handle.policy if handle is not None else DEFAULT_POLICY
+
     def _literals(self) -> frozenset[str] | None:
-        """The route literals paths keep (see :class:`~.urls.PathWords`), under this redactor's policy,
-        else the current handle's; None: the policy keeps word-like segments too."""
-        policy = self._policy
-        if policy is None:
-            handle = current_handle()
-            policy = handle.policy if handle is not None else DEFAULT_POLICY
-        return ROUTE_WORDS.literals(policy)
+        """The route literals paths keep (see :class:`~.urls.PathWords`); None: the policy keeps
+        word-like segments too."""
+        return ROUTE_WORDS.literals(self._current_policy())
+
+    def learn_ran(self, attrs: Mapping[str, Any] | None) -> None:
+        """A span of a tool call or prompt that did not fail: the server ran it, so its name is one of
+        the server's own (see :data:`~._mcp_request.DECLARED`), not a name a client made up."""
+        if not attrs or attrs.get("mcp.method.name") not in _NAMED_BY_CLIENT:
+            return
+        for key in _TOOL_NAMES:
+            name = attrs.get(key)
+            if type(name) is str and tool_label(name, _NO_RULE) == UNLISTED:
+                DECLARED.learn(name)
+
+    def _unlisted(self, name: str) -> bool:
+        """Whether a tool or prompt name is one no server declared and no rule names (a value)."""
+        rule = self._current_policy().match(tool=name, method="tools/call", remember=False)
+        return tool_label(name, rule) == UNLISTED
 
     def text(self, value: str) -> str:
         return self._scanner.redact(value)
@@ -165,10 +188,14 @@ class Redactor:
         words = name.split(" ")
         literals = self._literals()
         out = [
-            _harden(collapse_path(w, scanner=self._scanner, literals=literals if w.startswith("/") else None))
+            UNLISTED
+            if n and words[n - 1] in _NAMED_BY_CLIENT and self._unlisted(w)
+            else _harden(
+                collapse_path(w, scanner=self._scanner, literals=literals if w.startswith("/") else None)
+            )
             if w
             else w
-            for w in words[:_MAX_WORDS]
+            for n, w in enumerate(words[:_MAX_WORDS])
         ]
         if len(words) > _MAX_WORDS:
             out.append("{...}")
@@ -190,6 +217,8 @@ class Redactor:
         kind = self._urls.get(key)
         if kind is not None and type(value) is str:
             return _scrub(kind, value, self._scanner, self._literals())
+        if key in _TOOL_NAMES and type(value) is str and self._unlisted(value):
+            return UNLISTED
         if key == "exception.message" and type(value) is str:
             return self.text(value)
         if key == "exception.stacktrace" and type(value) is str:

@@ -153,6 +153,8 @@ class RedactingSpanProcessor(SpanProcessor):
         """The redacted copy of ``span`` (what ``inner`` receives)."""
         r = self._redact
         status = span.status
+        if status.status_code is not StatusCode.ERROR:
+            r.learn_ran(span.attributes)
         description = status.description
         if status.status_code is StatusCode.ERROR and description:
             status = Status(StatusCode.ERROR, r.text(description))

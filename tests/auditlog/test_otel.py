@@ -81,9 +81,11 @@ def _log_text(r: ReadableLogRecord) -> str:
     return r.to_json() + repr(rec.body) + repr(dict(rec.attributes or {})) + repr(rec.event_name)
 
 
-# The spans below are made by hand, with no app whose routes would name their paths' words: the policy names
-# them (see tests/integration/test_path_literals.py for paths no route names).
-PATHS = loads('[paths]\nliterals = ["u", "users", "orders", "reset"]\n')
+# The spans below are made by hand, with no app whose routes would name their paths' words and no server
+# that lists its tools: the policy names them (see tests/integration/test_path_literals.py).
+PATHS = loads(
+    '[[rules]]\nmatch = { tool = "get_weather" }\n[paths]\nliterals = ["u", "users", "orders", "reset"]\n'
+)
 
 
 def _pipeline(**options: Any) -> Iterator[Pipeline]:
@@ -413,6 +415,14 @@ class TestEmulatedInstrumentations:
         assert "MCP handle tools/call get_weather" == second.name
         assert "tools/call" == (second.attributes or {})["mcp.method.name"]
 
+    def test_a_tool_name_no_server_declared_is_a_value(self, otel: Pipeline) -> None:
+        """A word-like name a client made up (no server listed it, no rule names it) leaves the span's
+        name and attributes as ``<unlisted>``: it could be anything, a password included."""
+        _mcp_request(otel, method="tools/call", target="zqcorrecthorse", request_id="8", fail=None)
+        (span,) = otel.spans.get_finished_spans()
+        assert "MCP handle tools/call <unlisted>" == span.name
+        assert "zqcorrecthorse" not in otel.exported()
+
 
 class TestRealMCPServer:
     def test_sdk_middleware_spans_and_logs_are_redacted(
@@ -433,14 +443,14 @@ class TestRealMCPServer:
             return "ok"
 
         @server.tool()
-        def fail(message: str) -> str:
+        def zq_otel_fails(message: str) -> str:  # a name no other test's server declares
             raise ValueError(message)
 
         async def session() -> None:
             with anyio.fail_after(30):
                 async with Client(server) as client:
                     await client.call_tool("echo", {"text": VALUES["free_text"]})
-                    await client.call_tool("fail", {"message": VALUES["db_url"]})
+                    await client.call_tool("zq_otel_fails", {"message": VALUES["db_url"]})
                     unknown = await client.call_tool(VALUES["api_key"], {"x": VALUES["email"]})
                     assert unknown.is_error
 
@@ -452,7 +462,11 @@ class TestRealMCPServer:
         finally:
             sdk_logger.removeHandler(otel.log.handlers[0])
         names = [s.name for s in otel.spans.get_finished_spans()]
-        assert {"tools/call echo", "tools/call fail", "tools/call {token}"} <= set(names)
+        # echo ran (its span did not fail): a tool of the server's. zq_otel_fails failed and was never
+        # listed, so its name could be anything a client sent; the secret-looking name is a token either way.
+        assert {"tools/call echo", "tools/call <unlisted>", "tools/call {token}"} <= set(names)
+        spans = otel.spans.get_finished_spans()
+        assert not [s for s in spans if "zq_otel_fails" in s.name + repr(dict(s.attributes or {}))]
         assert otel.logs.get_finished_logs(), "the SDK logged nothing through the handler"
         assert [] == otel.leaks()
 

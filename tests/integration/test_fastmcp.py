@@ -61,6 +61,7 @@ class TestInMemory:
                     await client.call_tool("fail", {"message": planted})
                 with pytest.raises(ToolError):
                     await client.call_tool("add", {"a": planted, "b": 1})
+                await client.list_resource_templates()  # declares "notes://{note_id}": its scheme stays
                 await client.read_resource("notes://12345")
                 await client.get_prompt("greet", {"name": "ann"})
 

@@ -10,6 +10,7 @@ literal rule does. They start with ``zq`` so that no route of any app in this pr
 
 from __future__ import annotations
 
+import contextlib
 import re
 import string
 import urllib.parse
@@ -300,7 +301,7 @@ class TestMCPResources:
         kit.run(go)
         handle.flush()
         before, after = kit.events(directory, "mcp.resource_read")
-        assert f"{sdk}-notes://{{token}}/{{token}}/{{token}}" == before["action"]["name"]
+        assert "{scheme}://{token}/{token}/{token}" == before["action"]["name"]
         assert f"{sdk}-notes://journal{sdk}/{{token}}/entry{sdk}" == after["action"]["name"]
         assert b"zqmonday" not in kit.journal_bytes(directory)
         assert b"zqtuesday" not in kit.journal_bytes(directory)
@@ -322,3 +323,39 @@ def _mcp_server(sdk: str, handle: Any, name: str) -> tuple[Any, Any]:
     from auditlog.integrations.fastmcp import FastMCPAuditMiddleware
 
     return FastMCP(name, middleware=[FastMCPAuditMiddleware(handle=handle)]), FastClient
+
+
+class TestMCPToolNames:
+    @pytest.mark.parametrize("sdk", ["mcp", "fastmcp"])
+    def test_a_name_no_server_declared_is_a_value(
+        self, kit: SimpleNamespace, pipeline: Any, sdk: str
+    ) -> None:
+        """A tool name is journaled when the server listed it, ran it, or a rule names it; a word-like
+        name a client made up (or a tool that failed before anyone listed it) is ``<unlisted>``."""
+        handle, directory = pipeline
+        server, client_class = _mcp_server(sdk, handle, f"{sdk}-tools")
+        ok, boom = f"zq_{sdk}_ok", f"zq_{sdk}_boom"
+
+        def fine() -> str:
+            return "ok"
+
+        def broken() -> str:
+            raise ValueError("no")
+
+        server.tool(name=ok)(fine)
+        server.tool(name=boom)(broken)
+
+        async def go() -> None:
+            async with client_class(server) as client:
+                for name in (f"zqamelie{sdk}", boom, ok):
+                    with contextlib.suppress(Exception):  # fastmcp raises on a tool error; the SDK does not
+                        await client.call_tool(name, {})
+                await client.list_tools()
+                with contextlib.suppress(Exception):
+                    await client.call_tool(boom, {})
+
+        kit.run(go)
+        handle.flush()
+        names = [e["action"]["name"] for e in kit.events(directory, "mcp.tool_call")]
+        assert ["<unlisted>", "<unlisted>", ok, boom] == names
+        assert f"zqamelie{sdk}".encode() not in kit.journal_bytes(directory)
