@@ -1,25 +1,48 @@
-"""The file side of one compaction batch: sealed segment bytes in, one Parquet file per day out.
+"""One compaction batch: sealed segment bytes of one stream in, Parquet files and a committed manifest out.
 
+- :func:`compact_batch` stages the batch, sorts it in DuckDB, checks every segment's line count and
+  sealed bytes against its seal, writes the Parquet files, commits the manifest and rolls it forward
+  (the commit protocol is :mod:`auditlog.lake._recovery`'s);
 - :class:`Hasher` hashes each segment's sealed prefix in a background thread and compares it with the seal;
 - :func:`sealed_input` picks the bytes DuckDB reads (the segment, or a copy of its sealed prefix);
 - :func:`write_hours` streams the sorted batch out of DuckDB into pyarrow's Parquet writer, one file per hour.
 
-The batch's orchestration (staging, commit, roll-forward) is :func:`auditlog.lake.compact.compact`'s.
+Which segments make up the batches is :func:`auditlog.lake.compact.compact`'s.
 """
 
 from __future__ import annotations
 
 import hashlib
+import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from auditlog.lake.layout import COLUMNS_SQL, CidBloom, CompactionError, FileEntry, SegmentMismatch
+from auditlog.lake._recovery import batch_name, roll_forward, write_manifest
+from auditlog.lake.layout import (
+    COLUMNS_SQL,
+    KEYS_SQL,
+    STAGING_DIR,
+    CidBloom,
+    CompactionError,
+    FileEntry,
+    LayoutError,
+    Manifest,
+    SegmentEntry,
+    SegmentMismatch,
+    partition_value,
+    read_lines_sql,
+)
 from store._segments import Seal
+from store._trail_types import StreamInfo
+from store.keys import KeyRing
 
 __all__ = [
     "Hasher",
+    "SealedSegment",
+    "compact_batch",
     "file_sha256",
     "hash_error",
     "prefetch",
@@ -28,6 +51,140 @@ __all__ = [
     "write_hours",
     "write_parquet",
 ]
+
+SealedSegment = tuple[Seal, Path, Path]
+"""A sealed segment to compact: its seal, the segment's path and the seal file's path."""
+
+
+def compact_batch(
+    info: StreamInfo,
+    batch: list[SealedSegment],
+    root: Path,
+    keys: KeyRing,
+    *,
+    memory_limit: str,
+    level: int,
+    row_group_size: int,
+) -> Manifest:
+    """Compact one batch of consecutive sealed segments of a stream and commit it; returns its manifest.
+
+    Raises:
+        CompactionError: the staging directory cannot be made, or DuckDB fails on the batch.
+        SegmentMismatch: a segment's bytes or line count do not match its seal.
+    """
+    from auditlog.lake.engine import loader
+
+    stream_dir = f"stream={partition_value(info.stream)}"
+    name = batch_name(batch[0][0].segment, batch[-1][0].segment)
+    staging = root / STAGING_DIR / stream_dir / name
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        (staging / "spill").mkdir(parents=True)
+    except OSError as exc:
+        raise CompactionError(f"cannot create staging directory {staging}: {exc.strerror}") from exc
+    hasher = Hasher([(s, p) for s, p, _ in batch])
+    hasher.start()
+    inputs = [sealed_input(seal, path, staging) for seal, path, _ in batch]
+    source = info.source if info.source is not None else batch[0][0].source
+    con = loader(memory_limit=memory_limit, temp_directory=str(staging / "spill"))
+    try:
+        created = (
+            "(VALUES " + ", ".join("(?, make_timestamp(?::BIGINT))" for _ in batch) + ") AS c(seg, created)"
+        )
+        params: list[Any] = [source, info.stream, info.trail_id, *(str(p) for p in inputs)]
+        for seal, _, _ in batch:
+            params += [seal.segment, int(seal.created * 1_000_000)]
+        raw = (
+            "(SELECT r.line, c.seg AS segment, c.created, ?::VARCHAR AS source, ?::VARCHAR AS stream, "  # noqa: S608
+            f"?::VARCHAR AS trail_id FROM {read_lines_sql(len(inputs))} r "
+            f"JOIN {created} ON parse_filename(r.filename) = c.seg)"
+        )
+        con.execute(
+            "CREATE TEMP TABLE sorted AS SELECT *, ts::DATE AS date, hour(ts)::INTEGER AS hour FROM ("  # noqa: S608
+            + KEYS_SQL.replace("{src}", raw)
+            + ") ORDER BY date, hour, correlation_id, ts, seq",
+            params,
+        )
+        counts = dict(con.execute("SELECT segment, count(*) FROM sorted GROUP BY segment").fetchall())
+        for seal, _, _ in batch:
+            if counts.get(seal.segment, 0) != seal.count:
+                raise SegmentMismatch(
+                    f"segment {seal.segment}: {counts.get(seal.segment, 0)} lines read, its seal counts "
+                    f"{seal.count}; run `auditlog verify` on the trail"
+                )
+        files = write_hours(
+            con,
+            staging,
+            f"part-{partition_value(info.stream)}-{name}",
+            level=level,
+            row_group_size=row_group_size,
+        )
+    except Exception as exc:
+        hasher.join()
+        con.close()
+        shutil.rmtree(staging, ignore_errors=True)
+        if hasher.mismatch is not None:  # the bytes changed: that explains any parse or count failure
+            raise hash_error(hasher) from exc
+        if isinstance(exc, LayoutError):
+            raise
+        if type(exc).__module__.startswith(("duckdb", "_duckdb")):
+            raise CompactionError(
+                f"batch {name} of stream {info.stream} could not be compacted: {type(exc).__name__}; "
+                "run `auditlog verify` on the trail"
+            ) from exc
+        raise
+    con.close()
+    hasher.join()
+    if hasher.mismatch is not None:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise hash_error(hasher)
+    manifest = _commit(info, source, batch, root, name, files, keys)
+    roll_forward(manifest, root, staging)
+    return manifest
+
+
+def _commit(
+    info: StreamInfo,
+    source: str,
+    batch: list[SealedSegment],
+    root: Path,
+    name: str,
+    files: list[FileEntry],
+    keys: KeyRing,
+) -> Manifest:
+    segments = tuple(
+        SegmentEntry(
+            segment=seal.segment,
+            kid=seal.kid,
+            count=seal.count,
+            first_seq=seal.first_seq,
+            last_seq=seal.last_seq,
+            last_mac=seal.last_mac.hex(),
+            sha256=seal.sha256,
+            bytes=seal.length,
+            created=seal.created,
+            sealed=seal.sealed,
+            seal_sha256=file_sha256(seal_path),
+        )
+        for seal, _, seal_path in batch
+    )
+    return write_manifest(
+        root,
+        keys,
+        Manifest(
+            batch=name,
+            stream=info.stream,
+            source=source,
+            instance=info.instance,
+            trail_id=info.trail_id,
+            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            rows=sum(f.rows for f in files),
+            segments=segments,
+            files=tuple(files),
+            kid=keys.active.key_id,
+            mac="",
+        ),
+    )
 
 
 class Hasher(threading.Thread):

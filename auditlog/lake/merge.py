@@ -8,11 +8,12 @@ covers the union of the batches' segments (``first-last`` of the run, the same s
 batches it ``supersedes``; files alone in their hour are kept as they are. Rows are copied, never parsed
 again, so ``record`` and ``mac`` stay byte for byte and the layout verifies exactly as before.
 
-Commit protocol (the same as compaction's): merged files are staged, the new manifest is written (the
-commit point: readers ignore a superseded manifest from then on), files are moved into place, then the
-superseded manifests and the files only they named are deleted. An interrupted run is finished by the next
-:func:`merge`, :func:`~auditlog.lake.compact.compact` or :func:`~auditlog.lake.compact.prune`. Shipping a
-merged layout uploads the new files and manifest, then deletes the superseded objects.
+Commit protocol (the same as compaction's, in :mod:`auditlog.lake._recovery`): merged files are staged,
+the new manifest is written (the commit point: readers ignore a superseded manifest from then on), files
+are moved into place, then the superseded manifests and the files only they named are deleted. An
+interrupted run is finished by the next :func:`merge`, :func:`~auditlog.lake.compact.compact` or
+:func:`~auditlog.lake.compact.prune`. Shipping a merged layout uploads the new files and manifest, then
+deletes the superseded objects.
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from auditlog.lake._recovery import (
+    batch_name,
+    finish_interrupted,
+    finish_merges,
+    roll_forward,
+    write_manifest,
+)
 from auditlog.lake.layout import (
     STAGING_DIR,
     CidBloom,
@@ -91,13 +99,11 @@ def merge(
     Raises:
         CompactionError: an input manifest or file does not verify, or a file cannot be written.
     """
-    from auditlog.lake.compact import _recover
-
     if type(target_bytes) is not int or target_bytes <= 0:
         raise ValueError("target_bytes must be a positive integer")
     started = time.monotonic()
     base = Path(root)
-    _recover(base)
+    finish_interrupted(base)
     from auditlog.lake.layout import load_manifests
 
     cutoff = datetime.fromtimestamp((time.time() if now is None else now) - grace, UTC).replace(tzinfo=None)
@@ -162,7 +168,6 @@ def _merge_run(
     root: Path, keys: KeyRing, run: list[Manifest], target: int, level: int, row_group_size: int
 ) -> tuple[Manifest | None, tuple[int, int, int, int]]:
     from auditlog.lake._batches import file_sha256, write_parquet
-    from auditlog.lake.compact import batch_name, finish_merges, roll_forward, write_manifest
     from auditlog.lake.engine import arrow_schema, require
 
     pq = require("pyarrow.parquet", "auditlog.lake.merge")

@@ -18,6 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+import auditlog.lake._batches as batches_mod
+import auditlog.lake._prune as prune_mod
+import auditlog.lake._recovery as recovery_mod
 import auditlog.lake.compact as compact_mod
 from auditlog.lake.compact import compact
 from auditlog.lake.layout import CompactionError, SegmentMismatch, load_manifests
@@ -214,7 +217,7 @@ class TestResumable:
         def boom(*a: Any, **k: Any) -> Any:
             raise OSError("disk full")
 
-        monkeypatch.setattr(compact_mod, "_commit", boom)
+        monkeypatch.setattr(batches_mod, "_commit", boom)
         with pytest.raises(OSError, match="disk full"):
             compact(incident.journal, keys=incident.ring)
         root = incident.journal / "parquet"
@@ -240,7 +243,7 @@ class TestResumable:
                 raise OSError("killed")
             real(src, dst)
 
-        monkeypatch.setattr(compact_mod, "_replace", flaky)
+        monkeypatch.setattr(recovery_mod, "_replace", flaky)
         with pytest.raises(OSError, match="killed"):
             compact(incident.journal, keys=incident.ring, max_batch_bytes=1 << 30)
         monkeypatch.undo()
@@ -257,6 +260,7 @@ class TestResumable:
         key.write_text(incident.ring.active.to_b64() + "\n")
         script = (
             "import os, signal, sys\n"
+            "import auditlog.lake._recovery as r\n"
             "import auditlog.lake.compact as c\n"
             "from store.keys import KeyRing\n"
             "real = os.replace\n"
@@ -264,7 +268,7 @@ class TestResumable:
             "    if str(dst).endswith('.parquet'):\n"
             "        os.kill(os.getpid(), signal.SIGKILL)\n"
             "    real(src, dst)\n"
-            "c._replace = die\n"
+            "r._replace = die\n"
             "c.compact(sys.argv[1], keys=KeyRing.from_file(sys.argv[2]))\n"
         )
         proc = subprocess.run(
@@ -464,7 +468,7 @@ class TestPrune:
         def crash(manifest: Any, root: Path, marker: Path) -> None:
             raise KeyboardInterrupt
 
-        monkeypatch.setattr(compact_mod, "_delete_batch", crash)
+        monkeypatch.setattr(prune_mod, "delete_batch", crash)
         with pytest.raises(KeyboardInterrupt):
             compact_mod.prune(jdir, keys=ring)
         root = jdir / "parquet"
@@ -492,3 +496,22 @@ class TestPrune:
         assert 0 == result.exit_code, result.output
         summary = orjson.loads(result.stdout)
         assert 3 == len(summary["pruned_batches"]) and 12 == summary["pruned_rows"]
+
+
+class TestPublicPaths:
+    def test_names_stay_importable_from_compact(self) -> None:
+        """The module's public names, moved or not, are importable from auditlog.lake.compact."""
+        names = [
+            "CompactReport",
+            "Progress",
+            "PruneReport",
+            "StreamCompaction",
+            "batch_name",
+            "compact",
+            "delete_files",
+            "finish_merges",
+            "prune",
+            "roll_forward",
+            "write_manifest",
+        ]
+        assert [] == [n for n in names if not hasattr(compact_mod, n)]
