@@ -55,14 +55,7 @@ from pathlib import Path
 
 from auditlog.lake._batches import SealedSegment, compact_batch
 from auditlog.lake._prune import PruneReport, prune
-
-# ``name as name``: re-exported, as they were public here before the commit protocol moved out.
-from auditlog.lake._recovery import batch_name as batch_name
-from auditlog.lake._recovery import delete_files as delete_files
 from auditlog.lake._recovery import finish_interrupted
-from auditlog.lake._recovery import finish_merges as finish_merges
-from auditlog.lake._recovery import roll_forward as roll_forward
-from auditlog.lake._recovery import write_manifest as write_manifest
 from auditlog.lake._streams import is_trail, lake_streams
 from auditlog.lake.layout import CompactionError, Manifest, SegmentMismatch, default_out, load_manifests
 from store._segments import KeyCache, list_journal, read_seal
