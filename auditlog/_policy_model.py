@@ -223,6 +223,11 @@ class Policy:
                 return rule
         return self.defaults
 
+    def may_refuse(self) -> bool:
+        """Whether any rule (or the defaults) fails closed or is disabled: what an audit step that cannot
+        even tell which rule applies must assume."""
+        return any(r.fail_mode == "closed" or r.disabled for r in (self.defaults, *self.rules))
+
     def for_logger(self, name: str | None) -> Rule:
         """The rule for an application log line: rules with only a ``logger`` match apply."""
         if name:

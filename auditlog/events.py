@@ -51,6 +51,7 @@ __all__ = [
     "emit_event",
     "event_dict",
     "failure_event",
+    "journal_failure",
     "outcome_dict",
     "shape_value",
 ]
@@ -377,6 +378,23 @@ class MiddlewareStats:
             "errors": self.errors,
             "error_reasons": dict(self.error_reasons),
         }
+
+
+def journal_failure(
+    error: Exception, *, handle: AuditHandle | None, stats: MiddlewareStats, refused: bool, where: str
+) -> str:
+    """The audit step before a request raised: count it (and the refusal), journal its ``audit.failed``
+    event (:func:`failure_event`; counted dropped without a handle). Returns the event's correlation id,
+    for the refusal's answer."""
+    stats.error("begin", error)
+    event = failure_event(error, refused=refused, where=where)
+    if handle is not None:
+        emit_event(handle, event, stats)
+    else:
+        stats.dropped += 1
+    if refused:
+        stats.refused += 1
+    return str(event["correlation_id"])
 
 
 def emit_event(handle: AuditHandle, event: MutableMapping[str, Any], stats: MiddlewareStats) -> bool:

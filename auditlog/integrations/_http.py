@@ -30,7 +30,7 @@ from auditlog.events import (
     build_event,
     decide,
     emit_event,
-    failure_event,
+    journal_failure,
     shape_value,
 )
 from auditlog.handle import AuditHandle
@@ -453,17 +453,10 @@ class _Recorder:
         """The step before the app raised: never skip an access check. Under ``enforce``, or when the
         path's rule is ``fail_mode = "closed"`` (or a kill switch), answer 503 (returned); else serve
         (None). Either way an ``audit.failed`` event with the error's type only is journaled."""
-        self.stats.error("begin", exc)
         refuse = self.enforce or self._closed_for(handle, method, path)
-        event = failure_event(exc, refused=refuse, where="http.begin")
-        if handle is not None:
-            emit_event(handle, event, self.stats)
-        else:
-            self.stats.dropped += 1
+        cid = journal_failure(exc, handle=handle, stats=self.stats, refused=refuse, where="http.begin")
         if not refuse:
             return None
-        self.stats.refused += 1
-        cid = event["correlation_id"]
         payload = orjson.dumps(
             {"error": "audit_unavailable", "detail": _FAILED_DETAIL, "correlation_id": cid}
         )
@@ -481,7 +474,7 @@ class _Recorder:
         try:
             rule = policy.match_request(path=path or "/", method=method.upper())
         except Exception:
-            return any(r.fail_mode == "closed" or r.disabled for r in (policy.defaults, *policy.rules))
+            return policy.may_refuse()
         return rule.fail_mode == "closed" or rule.disabled
 
     def _refusal(self, req: _Request) -> tuple[int, list[tuple[str, str]], bytes]:

@@ -21,7 +21,7 @@ from auditlog.events import (
     decide,
     emit_event,
     event_dict,
-    failure_event,
+    journal_failure,
     outcome_dict,
     shape_value,
 )
@@ -169,18 +169,10 @@ class MCPAuditor:
         """:meth:`begin` raised: never skip an access check. Under ``enforce``, or when the request's rule
         fails closed (or is disabled), return the JSON-RPC error to raise; else None (serve). Either way
         an ``audit.failed`` event with the error's type only is journaled."""
-        self.stats.error("begin", exc)
         handle = self._handle if self._handle is not None else current_handle()
         refuse = self.enforce or self._closed_for(handle, method, params)
-        event = failure_event(exc, refused=refuse, where="mcp.begin")
-        if handle is not None:
-            emit_event(handle, event, self.stats)
-        else:
-            self.stats.dropped += 1
-        if not refuse:
-            return None
-        self.stats.refused += 1
-        return INTERNAL_ERROR, FAILED_MESSAGE, {"correlation_id": event["correlation_id"]}
+        cid = journal_failure(exc, handle=handle, stats=self.stats, refused=refuse, where="mcp.begin")
+        return (INTERNAL_ERROR, FAILED_MESSAGE, {"correlation_id": cid}) if refuse else None
 
     def _closed_for(self, handle: AuditHandle | None, method: object, params: object) -> bool:
         policy = self._policy or (handle.policy if handle is not None else DEFAULT_POLICY)
@@ -190,7 +182,7 @@ class MCPAuditor:
                 tool=name if isinstance(name, str) else None, method=str(method), remember=False
             )
         except Exception:
-            return any(r.fail_mode == "closed" or r.disabled for r in (policy.defaults, *policy.rules))
+            return policy.may_refuse()
         return rule.fail_mode == "closed" or rule.disabled
 
     def visible_tools(self, result: Any) -> Any:
