@@ -156,10 +156,15 @@ class Stage:
             return self._analyze([(0, len(chunk))], chunk, lower, artifacts)
         if self.exact is not None and not g.narrow:
             return self._evaluate(chunk, lower, covered) if g.trigger.search(chunk) is not None else []
-        spans = [m.span() for m in g.trigger.finditer(chunk)]
-        if not spans:
+        if g.windowed:
+            spans = [m.span() for m in g.trigger.finditer(chunk)]
+            if not spans:
+                return []
+            windows = self._windows(chunk, spans)
+        elif g.trigger.search(chunk) is None:
             return []
-        windows = self._windows(chunk, spans)
+        else:
+            windows = [(0, len(chunk))]
         if self.exact is not None:
             return self._evaluate(chunk, lower, covered, windows)
         return self._analyze(windows, chunk, lower, artifacts)
