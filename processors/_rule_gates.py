@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from processors._patterns import Rule
 
-__all__ = ["RuleGates", "Substrings"]
+__all__ = ["RuleGates", "Substrings", "thresholds"]
 
 
 class Substrings:
@@ -76,8 +76,8 @@ class RuleGates:
             for c in rule.chars:
                 chars[c] = chars.get(c, 0) | 1 << i
         self._chars = tuple(sorted(chars.items()))
-        self._digits = _thresholds([rule.min_digits for rule in rules])
-        self._lengths = _thresholds([rule.min_len for rule in rules])
+        self._digits = thresholds([rule.min_digits for rule in rules])
+        self._lengths = thresholds([rule.min_len for rule in rules])
         self._needs = Substrings([rule.needs for rule in rules])
         self._words = Substrings([rule.words for rule in rules])
 
@@ -119,7 +119,7 @@ def _trie(words: Sequence[str]) -> str:
     return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
 
 
-def _thresholds(values: Sequence[int]) -> tuple[tuple[int, int], ...]:
+def thresholds(values: Sequence[int]) -> tuple[tuple[int, int], ...]:
     """``(threshold, rules needing at least it)``, highest first; a chunk below one closes those rules and
     every rule of a higher threshold (already cleared by then)."""
     out: dict[int, int] = {}

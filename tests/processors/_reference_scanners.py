@@ -2,7 +2,8 @@
 
 ``ReferenceSecretScanner`` checks each rule's gates one by one (a set of the chunk's chars, one substring
 test per gate word) and runs the token heuristics and the encoded forms as they were written before;
-``ReferencePIIScanner`` composes it, with presidio's gates behind their original trigger regexes. Kept
+``ReferencePIIScanner`` composes it, with presidio's gates checked stage by stage (``select``) and behind
+their original trigger regexes. Kept
 verbatim for ``test_scan_equivalence.py``, which compares them with the compiled scanners.
 """
 
@@ -28,6 +29,7 @@ from processors._encoded_forms import (
     _unicode,
     may_hide_encoded,
 )
+from processors._stages import select
 from processors.pii import PIIScanner, _resolve
 from processors.scanning import Finding
 from processors.secret_scanner import (
@@ -213,6 +215,8 @@ class ReferencePIIScanner(PIIScanner):
     def __init__(self) -> None:
         super().__init__(cache_size=0)
         self._secrets = ReferenceSecretScanner()
+        gated = self._gated
+        self._select = lambda chunk, lower: select(gated, chunk, lower)
         for stage in self._gated:
             old = OLD_TRIGGERS.get(stage.recognizer.name)
             if old is not None and stage.gate is not None:

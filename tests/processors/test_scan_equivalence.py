@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from processors._patterns import RULES, Rule
 from processors._rule_gates import RuleGates, Substrings
+from processors._stages import Selector, select
 from processors.pii import PIIScanner
 from processors.scanning import Finding
 from processors.secret_scanner import SecretScanner
@@ -141,6 +142,15 @@ class TestRuleGates:
             )
         digits = sum(map(text.count, "0123456789"))
         assert old_gates(RULES, text) == RuleGates(RULES).open(text, lowered, digits)
+
+    @SETTINGS
+    @given(text=TEXTS)
+    def test_the_presidio_selector_selects_what_select_did(self, text: str) -> None:
+        """Selector (compiled) and select (stage by stage): the same stages, in the same order."""
+        scanner, _ = pair("pii")
+        assert isinstance(scanner, PIIScanner)
+        lower = text.lower()
+        assert select(scanner._gated, text, lower) == Selector(scanner._gated)(text, lower)
 
     @settings(max_examples=500, deadline=None)
     @given(
