@@ -251,7 +251,7 @@ def encoded_findings(text: str, scan: Scan, *, credentials: bool = True, depth: 
     form = step2 or form
     if form.text != text:
         out.extend(_mapped(form, scan(form.text)))
-    joined = _joined(form)
+    joined = _joined(form) if _SPLIT_HINT.search(form.text) is not None else None
     if joined is not None:
         out.extend(_mapped(joined, scan(joined.text), HEURISTIC_ENTITIES))
         form = joined

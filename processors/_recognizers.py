@@ -178,12 +178,13 @@ def build_gates() -> list[Gate]:
             min_digits=13,
         ),
         _gate(
-            r"\b\d{3}[- .]?\d{2}[- .]?\d{4}\b|\b\d{5}-\d{4}\b|\b\d{3}-\d{6}\b",
+            # \b\d{3}[- .]?\d{2}[- .]?\d{4}\b|\b\d{5}-\d{4}\b|\b\d{3}-\d{6}\b, led by one char class
+            r"\d(?<!\w\d)(?:\d{2}[- .]?\d{2}[- .]?\d{4}\b|\d{4}-\d{4}\b|\d{2}-\d{6}\b)",
             UsSsnRecognizer(),
             min_digits=9,
         ),
         _gate(
-            r"(?<![A-Z0-9])[A-Z]{2}\d{2}(?:[ \-]?[A-Z0-9]{4}){2}",
+            r"[A-Z](?<![A-Z0-9][A-Z])[A-Z]\d{2}(?:[ \-]?[A-Z0-9]{4}){2}",  # (?<![A-Z0-9])[A-Z]{2}\d{2}...
             IbanRecognizer(),
             exact=False,
             min_digits=2,
@@ -204,7 +205,9 @@ def build_gates() -> list[Gate]:
             needs=(":",),
         ),
         _gate(
-            r"(?:\+|\b00)[1-9]|\d{3}[ .\-)]\s?\d{3}[ .\-]\d{4}|0\d{1,5}\)?\s?[ .\-/]?\d{2}",
+            # (?:\+|\b00)[1-9]|\d{3}[ .\-)]\s?\d{3}[ .\-]\d{4}|0\d{1,5}\)?\s?[ .\-/]?\d{2}, led by one class
+            r"[+\d](?:(?<=\+)[1-9]|(?<=0)(?<!\w0)0[1-9]|(?<=\d)\d{2}[ .\-)]\s?\d{3}[ .\-]\d{4}"
+            r"|(?<=0)\d{1,5}\)?\s?[ .\-/]?\d{2})",
             PhoneNumberRecognizer(),
             min_digits=7,
         ),

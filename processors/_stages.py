@@ -19,7 +19,9 @@ import regex  # presidio's regex engine, a dependency of presidio
 from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
 
-__all__ = ["CASE_INSENSITIVE", "CASE_SENSITIVE", "Gate", "Stage", "select"]
+from processors._rule_gates import Substrings, thresholds
+
+__all__ = ["CASE_INSENSITIVE", "CASE_SENSITIVE", "Gate", "Selector", "Stage", "select"]
 
 # presidio compiles patterns with the ``regex`` module, whose flag values equal the stdlib ones.
 CASE_SENSITIVE = int(re.DOTALL | re.MULTILINE)
@@ -75,6 +77,61 @@ def select(stages: Sequence[Stage], chunk: str, lower: str) -> list[Stage]:
             continue
         out.append(s)
     return out
+
+
+class Selector:
+    """:func:`select` compiled for one sequence of stages: the same stages, in the same order.
+
+    Digit and length thresholds are bit masks; the substring gates of all stages are one trie regex over
+    the chunk and one over its lower-cased form (:class:`processors._rule_gates.Substrings`); only the
+    context words of weak-only stages are searched stage by stage.
+    """
+
+    __slots__ = ("_all", "_context", "_digits", "_lengths", "_lower", "_plain", "_stages")
+
+    def __init__(self, stages: Sequence[Stage]) -> None:
+        self._stages = tuple(stages)
+        self._all = (1 << len(self._stages)) - 1
+        self._digits = thresholds([s.min_digits for s in self._stages])
+        self._lengths = thresholds([s.min_len for s in self._stages])
+        needs = [s.gate.needs if s.gate is not None else () for s in self._stages]
+        self._plain = Substrings(
+            [() if s.needs_lower else w for s, w in zip(self._stages, needs, strict=True)]
+        )
+        self._lower = Substrings(
+            [w if s.needs_lower else () for s, w in zip(self._stages, needs, strict=True)]
+        )
+        self._context = tuple(
+            (1 << i, s.needs_context) for i, s in enumerate(self._stages) if s.needs_context is not None
+        )
+
+    def __call__(self, chunk: str, lower: str) -> list[Stage]:
+        """The stages whose gates hold on ``chunk`` (``lower``: ``chunk.lower()``), in their order."""
+        mask = self._all
+        digits = _count_digits(chunk)
+        for least, bits in self._digits:  # highest threshold first
+            if digits >= least:
+                break
+            mask &= ~bits
+        size = len(chunk)
+        for least, bits in self._lengths:
+            if size >= least:
+                break
+            mask &= ~bits
+        if mask:
+            mask = self._plain.open(chunk, mask)
+        if mask:
+            mask = self._lower.open(lower, mask)
+        for bit, context in self._context:
+            if mask & bit and context.search(lower) is None:
+                mask &= ~bit
+        out: list[Stage] = []
+        stages = self._stages
+        while mask:
+            low = mask & -mask
+            mask ^= low
+            out.append(stages[low.bit_length() - 1])
+        return out
 
 
 def _count_digits(text: str) -> int:
@@ -156,10 +213,15 @@ class Stage:
             return self._analyze([(0, len(chunk))], chunk, lower, artifacts)
         if self.exact is not None and not g.narrow:
             return self._evaluate(chunk, lower, covered) if g.trigger.search(chunk) is not None else []
-        spans = [m.span() for m in g.trigger.finditer(chunk)]
-        if not spans:
+        if g.windowed:
+            spans = [m.span() for m in g.trigger.finditer(chunk)]
+            if not spans:
+                return []
+            windows = self._windows(chunk, spans)
+        elif g.trigger.search(chunk) is None:
             return []
-        windows = self._windows(chunk, spans)
+        else:
+            windows = [(0, len(chunk))]
         if self.exact is not None:
             return self._evaluate(chunk, lower, covered, windows)
         return self._analyze(windows, chunk, lower, artifacts)

@@ -231,7 +231,7 @@ class PIIScanner:
         # most specific first, so that heuristics can skip what a specific recognizer already covers
         gated.sort(key=lambda s: min(_PRIORITY.get(e, len(_PRIORITY)) for e in s.entities))
         self._gated: tuple[Stage, ...] = tuple(gated)
-        self._select = stages.select
+        self._select = stages.Selector(self._gated)
         always = (stage(r, None) for r in extra_recognizers)
         self._always: tuple[Stage, ...] = tuple(s for s in always if s is not None)
         self._artifacts: NlpArtifacts | None = engines.empty_artifacts() if self._always else None
@@ -334,7 +334,7 @@ class PIIScanner:
 
     def _scan(self, chunk: str) -> tuple[Finding, ...]:
         lower = chunk.lower()
-        stages = self._select(self._gated, chunk, lower)
+        stages = self._select(chunk, lower)
         if not stages and self._ner is None and not self._always:
             self.prefilter_skips += 1
             return ()

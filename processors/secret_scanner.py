@@ -25,8 +25,10 @@ correlation ids), order numbers (``ORD-2024-001234``), short integers, HTTP path
 snake_case identifiers, hex colours.
 
 Work is bounded: a clean ASCII message is rejected by a prefilter (no digit, ``@``, ``=``, ``:``, long
-run or keyword: about 1-2 µs); text is scanned in overlapping chunks; past ``max_scan_chars`` the rest is
-masked wholesale as ``<TRUNCATED>``. ``findings`` never raises: an internal error masks the whole text as
+run or keyword: about 1-2 µs); the rules' gates are compiled (:mod:`processors._rule_gates`), so the
+rules a message cannot match cost no Python per rule, and a message without any gate word one regex pass
+for all of them; text is scanned in overlapping chunks; past ``max_scan_chars`` the rest is masked
+wholesale as ``<TRUNCATED>``. ``findings`` never raises: an internal error masks the whole text as
 ``<UNSCANNABLE>``.
 """
 
@@ -41,11 +43,13 @@ from types import MappingProxyType
 
 from processors._encoded_forms import encoded_findings, may_hide_encoded
 from processors._patterns import HEX, RULES, Rule
+from processors._rule_gates import RuleGates
 from processors.scanning import Finding, mask, utf8_safe
 
 __all__ = ["SecretScanner"]
 
 _NO_PATTERNS: Mapping[str, str] = MappingProxyType({})
+_BUILTIN_GATES = RuleGates(RULES)
 _ENTITY_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 _CHUNK = 1 << 16
 _OVERLAP = 1 << 10
@@ -104,7 +108,6 @@ def _entropy(s: str, floor: float) -> float:
     return -sum(c / n * math.log2(c / n) for c in map(s.count, distinct))
 
 
-_DIGITS = frozenset("0123456789")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 _PEM_BEGIN = re.compile(r"-----BEGIN[A-Z0-9 ]{0,48}PRIVATE KEY(?: BLOCK)?-{0,5}")
@@ -163,15 +166,22 @@ def _uuid_stub(m: re.Match[str]) -> str:
     return "0"
 
 
+_NOT_DIGITS = str.maketrans("", "", "0123456789")
+
+
+def _count_digits(text: str) -> int:
+    """The ASCII digits in ``text`` (what the rules' ``[0-9]`` match)."""
+    if text.isascii():
+        return len(text) - len(text.encode().translate(None, b"0123456789"))
+    return len(text) - len(text.translate(_NOT_DIGITS))
+
+
+_CLASS_CHANGE = re.compile(r"[0-9](?=[A-Za-z])|[A-Za-z](?=[0-9])")
+
+
 def _transitions(word: str) -> int:
     """Count the letter/digit class changes in an alphanumeric word."""
-    n = 0
-    prev = word[0].isdigit()
-    for ch in word:
-        cur = ch.isdigit()
-        n += cur != prev
-        prev = cur
-    return n
+    return len(_CLASS_CHANGE.findall(word))
 
 
 def _suspicious_word(word: str) -> bool:
@@ -180,7 +190,7 @@ def _suspicious_word(word: str) -> bool:
         return False
     if _transitions(word) >= 3 or _classes(word) == _ALL_CLASSES:
         return True
-    return len(word) >= 12 and sum(ch.isdigit() for ch in word) >= 2
+    return len(word) >= 12 and _count_digits(word) >= 2
 
 
 def _suspicious_compound(groups: list[str]) -> bool:
@@ -244,7 +254,15 @@ class SecretScanner:
             of range.
     """
 
-    __slots__ = ("_clean", "_entropy_threshold", "_max_scan", "_min_token_len", "_prefilter", "_rules")
+    __slots__ = (
+        "_clean",
+        "_entropy_threshold",
+        "_gates",
+        "_max_scan",
+        "_min_token_len",
+        "_prefilter",
+        "_rules",
+    )
 
     def __init__(
         self,
@@ -269,6 +287,7 @@ class SecretScanner:
             except re.error as exc:
                 raise ValueError(f"the pattern for {entity} does not compile: {exc.msg}") from exc
         self._rules = RULES + tuple(extra)
+        self._gates = RuleGates(self._rules) if extra else _BUILTIN_GATES
         self._prefilter = not extra  # the prefilter knows the built-in rules only
         self._entropy_threshold = entropy_threshold
         self._min_token_len = min_token_len
@@ -357,20 +376,16 @@ class SecretScanner:
 
     def _scan_chunk(self, chunk: str, base: int, out: list[Finding]) -> None:
         size = len(chunk)
-        present = set(chunk)
-        digits = sum(map(chunk.count, "0123456789")) if not _DIGITS.isdisjoint(present) else 0
+        digits = _count_digits(chunk)
         lowered = chunk.lower()
         if len(lowered) != size:  # a few non-ASCII chars lower-case to two; keep offsets aligned
             lowered = chunk.translate(_ASCII_LOWER)
-        for rule in self._rules:
-            if rule.min_digits > digits or rule.min_len > size:
-                continue
-            if rule.chars and rule.chars.isdisjoint(present):
-                continue
-            if rule.needs and not any(x in chunk for x in rule.needs):
-                continue
-            if rule.words and not any(x in lowered for x in rule.words):
-                continue
+        rules = self._rules
+        opened = self._gates.open(chunk, lowered, digits)
+        while opened:  # the rules whose gates hold, in rule order
+            low = opened & -opened
+            opened ^= low
+            rule = rules[low.bit_length() - 1]
             check, search, target = rule.check, rule.pattern.search, lowered if rule.lower else chunk
             pos = 0
             while (m := search(target, pos)) is not None:
@@ -388,8 +403,11 @@ class SecretScanner:
 
     def _tokens(self, chunk: str, base: int, out: list[Finding], digits: int) -> None:
         """Token heuristics, run by run (one regex pass over the chunk, the rest on short runs)."""
+        min_len = self._min_token_len
         for m in _RUN.finditer(chunk):
             run = m.group()
+            if len(run) < min_len and run.isalpha():
+                continue  # a short word: no rule below applies to it
             offset = base + m.start()
             uuids = [u.span() for u in _UUID.finditer(run)] if "-" in run else []
             starts = [u[0] for u in uuids]
@@ -410,7 +428,7 @@ class SecretScanner:
                         if _suspicious_compound(c.group().split("-")):
                             lo, hi = _whole_token(chunk, m.start() + c.start(), m.start() + c.end())
                             out.append(Finding("SUSPICIOUS_TOKEN", base + lo, base + hi))
-            if len(run) < self._min_token_len:
+            if len(run) < min_len:
                 continue
             if len(run) >= 32:
                 for a in _AWS_SECRET.finditer(run):
