@@ -117,9 +117,10 @@ class MCPAuditor:
             raw = params.get("name")
             real = raw if isinstance(raw, str) else None
             arguments = params.get("arguments")
-            remember = real is None or emittable_key(real, 128)  # a token-like name is not kept here
-            rule = policy.match(tool=real, method=method, remember=remember)
-            name = tool_label(real, rule)
+            identifier = real is not None and emittable_key(real, 128)
+            # a token-like name is not kept in the policy's memo
+            rule = policy.match(tool=real, method=method, remember=real is None or identifier)
+            name = tool_label(real, rule, identifier)
         elif method == "resources/read":
             uri = params.get("uri")
             scheme, name = resource_template(uri, scanner, ROUTE_WORDS.literals(policy))

@@ -169,10 +169,13 @@ class DeclaredNames:
 DECLARED = DeclaredNames()
 
 
-def tool_label(real: str | None, rule: Rule) -> str:
+def tool_label(real: str | None, rule: Rule, identifier: bool | None = None) -> str:
     """How the journal names a called tool or prompt: ``<hidden>`` when the name is no identifier (a
-    token, a value), ``<unlisted>`` when no server declared it and ``rule`` does not name it."""
-    if real is None or not emittable_key(real, 128):
+    token, a value), ``<unlisted>`` when no server declared it and ``rule`` does not name it.
+    ``identifier``: whether ``real`` is one (:func:`~processors.shapes.emittable_key`), when known."""
+    if identifier is None:
+        identifier = real is not None and emittable_key(real, 128)
+    if real is None or not identifier:
         return "<hidden>"
     if real in DECLARED or rule.match.get("tool") == real:
         return real
