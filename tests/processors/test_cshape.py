@@ -18,12 +18,28 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from processors import _cshape, shapes
+from processors import shapes
 from processors._fastshape import fast_shaper
 from processors.redact import RESERVED_KEYS, FieldPolicy, ShapeRecorder
 from processors.secret_scanner import SecretScanner
 from processors.shapes import DEFAULT_LIMITS, ShapeLimits, shape_of
 from tests.processors.test_shapes_fastpath import KEYS, LIMITS, json_like
+
+try:
+    from processors import _cshape
+except ImportError:  # collected all the same: every test here then fails, saying why
+    _cshape = None  # type: ignore[assignment]
+
+
+@pytest.fixture(autouse=True)
+def _built() -> None:
+    """The extension must be built: a missing one fails each test here (never skips it)."""
+    if _cshape is None:
+        pytest.fail(
+            "processors._cshape is not built: `pip install -e .` compiles it when gcc and the Python "
+            "headers are present (AUDITLOG_BUILD_EXT=require makes a failed build an error)"
+        )
+
 
 SETTINGS = settings(
     max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
