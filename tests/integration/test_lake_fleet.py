@@ -14,7 +14,6 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 import sqlglot
-from moto.server import ThreadedMotoServer
 from typer.testing import CliRunner
 
 from auditlog.investigate import Investigation
@@ -26,32 +25,15 @@ from auditlog.lake.ship import ship
 from auditlog.lake.verify import verify_lake, verify_marker
 from store.journal import JournalConfig
 from store.trail import TrailWriter
-from tests._support import query_cli, write_key_file
+from tests._support import moto_s3, query_cli, write_key_file
 from tests.auditlog.test_query import Sink
 from tests.integration._fleet import Fleet, write_fleet
-
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 
 
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    mp = pytest.MonkeyPatch()
-    for k, v in AWS_ENV.items():
-        mp.setenv(k, v)
-    mp.delenv("AWS_PROFILE", raising=False)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-        mp.undo()
+    with moto_s3() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from typing import Any
 import boto3
 import orjson
 import pytest
-from moto.server import ThreadedMotoServer
 from typer.testing import CliRunner
 
 from auditlog.evidence import export, verify_pack
@@ -22,31 +21,14 @@ from auditlog.lake.layout import load_manifests
 from auditlog.lake.s3 import ChecksumMismatch, ShipError
 from auditlog.lake.ship import ObjectCollision, ship
 from store.trail import list_streams
-from tests._support import query_cli, write_hosts, write_key_file
+from tests._support import moto_s3, query_cli, write_hosts, write_key_file
 from tests.auditlog.test_query import Incident, Sink, write_incident
-
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 
 
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    mp = pytest.MonkeyPatch()
-    for k, v in AWS_ENV.items():
-        mp.setenv(k, v)
-    mp.delenv("AWS_PROFILE", raising=False)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-        mp.undo()
+    with moto_s3() as url:
+        yield url
 
 
 @pytest.fixture

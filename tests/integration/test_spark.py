@@ -18,11 +18,11 @@ from typing import Any
 import boto3
 import pyarrow.parquet as pq
 import pytest
-from moto.server import ThreadedMotoServer
 
 from auditlog.investigate import Investigation
 from auditlog.lake.ddl import ddl
 from auditlog.lake.ship import ship
+from tests._support import moto_s3
 from tests.auditlog.test_query import Sink
 from tests.integration._fleet import Fleet, write_fleet
 
@@ -32,18 +32,8 @@ if shutil.which("java") is None and not os.environ.get("CI"):
 
 @pytest.fixture(scope="module")
 def shipped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Fleet, str, Any, Path]]:
-    mp = pytest.MonkeyPatch()
-    for k, v in {
-        "AWS_ACCESS_KEY_ID": "t",
-        "AWS_SECRET_ACCESS_KEY": "t",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        mp.setenv(k, v)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        s3 = boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1")
+    with moto_s3() as endpoint:
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
         root = tmp_path_factory.mktemp("spark")
         fleet = write_fleet(root / "hosts", hosts=3, per_writer=30)
         bucket = f"spark-{uuid.uuid4().hex[:8]}"
@@ -58,9 +48,6 @@ def shipped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Fleet, s
                 target.parent.mkdir(parents=True, exist_ok=True)
                 s3.download_file(bucket, obj["Key"], str(target))
         yield fleet, url, s3, mirror
-    finally:
-        server.stop()
-        mp.undo()
 
 
 @pytest.fixture(scope="module")
