@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from processors._patterns import Rule
 
-__all__ = ["RuleGates", "Substrings", "thresholds"]
+__all__ = ["RuleGates", "Substrings", "below", "thresholds"]
 
 
 class Substrings:
@@ -88,15 +88,7 @@ class RuleGates:
         for c, bits in self._chars:
             if c in chunk:
                 mask |= bits
-        for least, bits in self._digits:  # highest threshold first
-            if digits >= least:
-                break
-            mask &= ~bits
-        size = len(chunk)
-        for least, bits in self._lengths:
-            if size >= least:
-                break
-            mask &= ~bits
+        mask = below(below(mask, self._digits, digits), self._lengths, len(chunk))
         if mask:
             mask = self._needs.open(chunk, mask)
         if mask:
@@ -127,3 +119,12 @@ def thresholds(values: Sequence[int]) -> tuple[tuple[int, int], ...]:
         if least > 0:
             out[least] = out.get(least, 0) | 1 << i
     return tuple(sorted(out.items(), reverse=True))
+
+
+def below(mask: int, steps: tuple[tuple[int, int], ...], value: int) -> int:
+    """``mask`` without the rules whose threshold (:func:`thresholds`, highest first) ``value`` is under."""
+    for least, bits in steps:
+        if value >= least:
+            break
+        mask &= ~bits
+    return mask

@@ -19,7 +19,7 @@ import regex  # presidio's regex engine, a dependency of presidio
 from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
 
-from processors._rule_gates import Substrings, thresholds
+from processors._rule_gates import Substrings, below, thresholds
 
 __all__ = ["CASE_INSENSITIVE", "CASE_SENSITIVE", "Gate", "Selector", "Stage", "select"]
 
@@ -108,16 +108,7 @@ class Selector:
     def __call__(self, chunk: str, lower: str) -> list[Stage]:
         """The stages whose gates hold on ``chunk`` (``lower``: ``chunk.lower()``), in their order."""
         mask = self._all
-        digits = _count_digits(chunk)
-        for least, bits in self._digits:  # highest threshold first
-            if digits >= least:
-                break
-            mask &= ~bits
-        size = len(chunk)
-        for least, bits in self._lengths:
-            if size >= least:
-                break
-            mask &= ~bits
+        mask = below(below(mask, self._digits, _count_digits(chunk)), self._lengths, len(chunk))
         if mask:
             mask = self._plain.open(chunk, mask)
         if mask:
