@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
 import orjson
@@ -176,37 +176,37 @@ def _rule(t: dict[str, Any], *, base: Rule | None, where: str, rid: str, index: 
 
 
 def _readers(raw: object) -> dict[str, Reader]:
-    if not isinstance(raw, dict):
-        raise PolicyError("readers: expected a table of reader tables")
-    out: dict[str, Reader] = {}
-    for name, t in raw.items():
-        where = f"readers.{name}"
-        if not _FIELD_NAME.match(name):
-            raise PolicyError(f"{where}: reader names must be identifier-like")
-        if not isinstance(t, dict):
-            raise PolicyError(f"{where}: expected a table")
-        _no_unknown(t, ("scopes", "tenants"), f"{where}.")
-        out[name] = Reader(
+    return {
+        name: Reader(
             name=name,
             scopes=_scopes(t, "scopes", frozenset(), where),
             tenants=_scopes(t, "tenants", frozenset(), where),
         )
-    return out
+        for name, t, where in _named_tables(raw, "readers", "reader", ("scopes", "tenants"))
+    }
 
 
 def _operators(raw: object) -> dict[str, Operator]:
+    return {
+        name: Operator(name=name, scopes=_scopes(t, "scopes", frozenset(), where))
+        for name, t, where in _named_tables(raw, "operators", "operator", ("scopes",))
+    }
+
+
+def _named_tables(
+    raw: object, section: str, noun: str, fields: tuple[str, ...]
+) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """``(name, table, where)`` of each ``[section.NAME]`` table, its name and fields checked."""
     if not isinstance(raw, dict):
-        raise PolicyError("operators: expected a table of operator tables")
-    out: dict[str, Operator] = {}
+        raise PolicyError(f"{section}: expected a table of {noun} tables")
     for name, t in raw.items():
-        where = f"operators.{name}"
+        where = f"{section}.{name}"
         if not _FIELD_NAME.match(name):
-            raise PolicyError(f"{where}: operator names must be identifier-like")
+            raise PolicyError(f"{where}: {noun} names must be identifier-like")
         if not isinstance(t, dict):
             raise PolicyError(f"{where}: expected a table")
-        _no_unknown(t, ("scopes",), f"{where}.")
-        out[name] = Operator(name=name, scopes=_scopes(t, "scopes", frozenset(), where))
-    return out
+        _no_unknown(t, fields, f"{where}.")
+        yield name, t, where
 
 
 def _paths(raw: object) -> Paths:
