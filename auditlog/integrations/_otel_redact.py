@@ -122,7 +122,6 @@ _SCRUB_KINDS = ("url", "target", "path", "query")
 # Tool and prompt names a client sends: kept when a server declared them (see _mcp_request.DECLARED).
 _TOOL_NAMES = frozenset({"mcp.tool.name", "gen_ai.tool.name", "gen_ai.prompt.name"})
 _NAMED_BY_CLIENT = frozenset({"tools/call", "prompts/get"})  # span names: "<method> <tool or prompt>"
-_NO_RULE = DEFAULT_POLICY.defaults
 _HOST = re.compile(r"[a-z0-9._:%-]{1,253}")  # DNS names and IP literals, as urlsplit gives them
 _VERSION = re.compile(r"^v?\d{1,4}(?:\.\d{1,4}){0,3}(?:[-.]?(?:rc|alpha|beta|a|b)\d{0,3})?$")
 
@@ -172,7 +171,7 @@ class Redactor:
             return
         for key in _TOOL_NAMES:
             name = attrs.get(key)
-            if type(name) is str and tool_label(name, _NO_RULE) == UNLISTED:
+            if type(name) is str and emittable_key(name, 128):
                 DECLARED.learn(name)
 
     def _unlisted(self, name: str) -> bool:
